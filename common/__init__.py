@@ -1,0 +1,1 @@
+"""Shared pieces of realtime-ai: config, Redis keys, wire format, errors, ledger."""

@@ -1,0 +1,139 @@
+"""The `rtai` command: one click group; role subcommands are imported only when they run.
+
+`rtai --help` imports neither torch nor the producer/worker packages, and `common` stays free of
+imports of either: subcommands are named here by import path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import time
+
+import click
+
+from .config import redis_url
+from .errors import RtaiError
+from .exitcodes import EXIT_CONFIG, EXIT_ERROR
+
+#: name -> ("module:attribute", one-line help). Loaded on first use.
+LAZY_COMMANDS = {
+    "producer": ("producer.cli:producer", "Decode a video source and feed its frames to the fleet."),
+    "worker": ("worker.cli:worker", "Run detection jobs (one process, or one per GPU with --all-gpus)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module, _, attr = LAZY_COMMANDS[name][0].partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS:
+                rows.append((name, LAZY_COMMANDS[name][1]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(80)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """realtime-ai: live video to object detections on every GPU, with every frame accounted for."""
+    setup_logging(verbose)
+
+
+@cli.command()
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(redis_url: str | None, as_json: bool) -> None:
+    """Streams (state, ledger, queue depth, latency) and workers (frames, fps)."""
+    from . import status as status_mod  # noqa: PLC0415
+    from .redis_client import connect  # noqa: PLC0415
+
+    report = status_mod.collect(connect(_url(redis_url)))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(status_mod.render(report))
+
+
+@cli.command()
+@click.argument("streams", nargs=-1)
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+@click.option("--replay", type=int, default=0, help="First print up to N recent results from history.")
+@click.option("--count", type=int, default=None, help="Exit after N results.")
+@click.option("--timeout", type=float, default=None, help="Exit after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def subscribe(
+    streams: tuple[str, ...],
+    redis_url: str | None,
+    replay: int,
+    count: int | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Print detections of STREAMS (all streams when none is named) as they arrive."""
+    from .redis_client import connect  # noqa: PLC0415
+    from .subscriber import Subscriber  # noqa: PLC0415
+
+    sub = Subscriber(connect(_url(redis_url)), list(streams))
+    names: dict[str, list[str]] = {}
+    seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for result in sub.results(replay=replay, deadline=deadline):
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            model_names = names.setdefault(result["model"], sub.class_names(result["model"]))
+            click.echo(Subscriber.describe(result, model_names))
+        seen += 1
+        if count is not None and seen >= count:
+            break
+
+
+def _url(override: str | None) -> str:
+    return redis_url(override)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_CONFIG if isinstance(exc, click.UsageError) else exc.exit_code)
+    except RtaiError as exc:
+        from .exitcodes import exit_code_for  # noqa: PLC0415
+
+        click.echo(f"rtai: error: {exc}", err=True)
+        sys.exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        logging.getLogger("rtai").exception("unexpected error: %s", exc)
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Typed, closed settings, built once from `RTAI_*` environment variables and CLI flags.
+
+This is the only module that reads or writes `os.environ`. Each setting `foo` is read from
+`RTAI_FOO`; a CLI flag given explicitly wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+ENV_PREFIX = "RTAI_"
+
+#: Local Redis on the default port: what `docker compose` and a plain `redis-server` give.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The project's own model (a YOLO11n trained on synthetic shapes): runs with no download.
+DEFAULT_MODEL = "rtai-shapes"
+#: 320 px keeps CPU inference near 12 ms a frame and still finds 20 px objects.
+DEFAULT_IMGSZ = 320
+#: Enough frames per job to amortise Redis and RQ costs, few enough to keep latency low.
+DEFAULT_BATCH_SIZE = 4
+#: Sampling rate per stream; most analytics need no more than 10 frames a second.
+DEFAULT_MAX_FPS = 10.0
+#: A batch waiting longer than this is dropped at the producer instead of piling up latency.
+DEFAULT_QUEUE_BOUND = 64
+#: Frames older than this at dequeue are dropped and counted: stale alerts are worse than none.
+DEFAULT_MAX_FRAME_AGE_MS = 10_000
+#: Heartbeat 0.5 s with a 2 s lease: a lost worker's job is requeued within about 2 s.
+DEFAULT_HEARTBEAT_S = 0.5
+DEFAULT_LEASE_S = 2.0
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+Device = str
+FaultPoint = Literal["after_dequeue", "during_inference", "after_publish"]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FleetSettings(_Settings):
+    redis_url: str = DEFAULT_REDIS_URL
+
+
+class ProducerSettings(_Settings):
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str
+    source: str
+    max_fps: float = Field(DEFAULT_MAX_FPS, gt=0, le=240)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=64)
+    imgsz: int = Field(DEFAULT_IMGSZ, ge=32, le=4096)
+    model: str = DEFAULT_MODEL
+    conf: float = Field(0.25, ge=0.0, le=1.0)
+    encoding: Literal["jpeg", "raw"] = "jpeg"
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    queue_bound: int = Field(DEFAULT_QUEUE_BOUND, ge=1)
+    loop: bool = False
+    max_frames: int | None = Field(None, ge=1)
+    open_timeout_s: float = Field(5.0, gt=0)
+    stall_timeout_s: float = Field(5.0, gt=0)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    max_reconnects: int | None = Field(None, ge=0)
+
+
+class WorkerSettings(_Settings):
+    redis_url: str = DEFAULT_REDIS_URL
+    device: Device = "cpu"
+    name: str | None = None
+    threads: int | None = Field(None, ge=1)
+    half: bool | None = None
+    max_frame_age_ms: int = Field(DEFAULT_MAX_FRAME_AGE_MS, ge=1)
+    heartbeat_s: float = Field(DEFAULT_HEARTBEAT_S, gt=0)
+    lease_s: float = Field(DEFAULT_LEASE_S, gt=0)
+    fault_point: FaultPoint | None = None
+    detector: Literal["yolo", "noop", "sleep"] = "yolo"
+    sleep_ms: float = Field(10.0, ge=0)
+    max_jobs: int | None = Field(None, ge=1)
+    burst: bool = False
+
+
+S = TypeVar("S", bound=_Settings)
+
+
+def build(cls: type[S], **overrides: object) -> S:
+    """Build settings of `cls` from RTAI_* variables, then flags that are not None."""
+    data: dict[str, object] = {}
+    for name in cls.model_fields:
+        value = os.environ.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            data[name] = value
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or cls.__name__}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def redis_url(override: str | None = None) -> str:
+    return build(FleetSettings, redis_url=override).redis_url
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+def visible_cuda_devices() -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES as a list, or None when unset (all devices visible)."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "-1"]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: ours plus `extra` (e.g. CUDA_VISIBLE_DEVICES)."""
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def apply_capture_options(threads: int = 1) -> None:
+    """Make OpenCV's FFmpeg backend use RTSP over TCP and few decode threads (lower latency)."""
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", f"rtsp_transport;tcp|threads;{threads}")
+
+
+def apply_offline_model_env() -> None:
+    """Keep Ultralytics from phoning home; it still loads local weights."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+
+
+def weights_dirs() -> list[Path]:
+    """Where `yolo11n.pt` and friends are looked for, besides Ultralytics' own cache."""
+    dirs = [Path.cwd()]
+    extra = os.environ.get(ENV_PREFIX + "WEIGHTS_DIR")
+    if extra:
+        dirs.insert(0, Path(extra))
+    return dirs

@@ -1,0 +1,39 @@
+"""The project's error tree. Every error the fleet raises on purpose derives from RtaiError."""
+
+from __future__ import annotations
+
+
+class RtaiError(Exception):
+    """Root of every error realtime-ai raises on purpose."""
+
+
+class ConfigError(RtaiError):
+    """A setting is missing, malformed or inconsistent."""
+
+
+class SchemaError(RtaiError):
+    """A payload on the wire is malformed, too large or of an unknown version."""
+
+
+class FrameDecodeError(SchemaError):
+    """A frame's image bytes could not be decoded (broken JPEG, wrong raw size)."""
+
+
+class StreamError(RtaiError):
+    """A video source could not be opened or read."""
+
+
+class ModelError(RtaiError):
+    """A model could not be resolved or loaded."""
+
+
+class GpuError(RtaiError):
+    """A GPU could not be queried or used."""
+
+
+class JobRejectedError(RtaiError):
+    """A job names a function outside the worker's allow-list, or cannot be read at all."""
+
+
+class RedisUnavailableError(RtaiError):
+    """The fleet's Redis could not be reached."""

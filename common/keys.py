@@ -1,0 +1,104 @@
+"""Every Redis key and channel realtime-ai uses, built here and nowhere else.
+
+key                                  type     TTL              holds
+rtai:streams                         SET      none             ids of streams the fleet knows
+rtai:stream:<stream>                 HASH     none             stream settings and producer state
+rtai:ledger:<stream>                 HASH     none             produced / published / dropped_* / failed
+rtai:batch:<stream>:<batch>          STRING   BLOB_TTL_S       msgpack batch of frames (one job's input)
+rtai:settled:<stream>:<batch>        STRING   SETTLED_TTL_S    marker: this batch's frames are accounted for
+rtai:history:<stream>                STREAM   MAXLEN ~         recent results, for late subscribers
+rtai:results:<stream>                channel  -                live results, one msgpack message per frame
+rtai:model:<variant>:names           STRING   none             msgpack list of class names of a model
+rtai:workers                         SET      none             names of workers that registered
+rtai:worker:<name>                   HASH     WORKER_TTL_S     a worker's counters, device and GPU stats
+rtai:worker:<name>:alive             STRING   lease (ms)       present while the worker lives
+rtai:inflight:<name>                 HASH     none             job id -> RQ queue key, jobs a worker holds
+rtai:fleet                           HASH     none             fleet-wide counters (rejected jobs)
+rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
+rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
+"""
+
+from __future__ import annotations
+
+import re
+
+from rq.queue import Queue
+from rq.suspension import WORKERS_SUSPENDED
+
+from .errors import ConfigError
+
+PREFIX = "rtai:"
+
+#: Stream ids go into key names and channel names: keep them to a safe alphabet.
+STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+STREAMS = PREFIX + "streams"
+WORKERS = PREFIX + "workers"
+FLEET = PREFIX + "fleet"
+#: RQ's own flag (`rq suspend` / `rq resume`); our dequeue script honours it.
+RQ_SUSPENDED = WORKERS_SUSPENDED
+
+
+def check_stream_id(stream: str) -> str:
+    if not isinstance(stream, str) or not STREAM_ID_RE.match(stream):
+        raise ConfigError(
+            f"stream id {stream!r} is not valid: use 1-64 letters, digits, '_', '.', '-' (first a letter or digit)"
+        )
+    return stream
+
+
+def stream(stream_id: str) -> str:
+    return f"{PREFIX}stream:{stream_id}"
+
+
+def ledger(stream_id: str) -> str:
+    return f"{PREFIX}ledger:{stream_id}"
+
+
+def batch_blob(stream_id: str, batch: int) -> str:
+    return f"{PREFIX}batch:{stream_id}:{batch}"
+
+
+def settled(stream_id: str, batch: int) -> str:
+    return f"{PREFIX}settled:{stream_id}:{batch}"
+
+
+def history(stream_id: str) -> str:
+    return f"{PREFIX}history:{stream_id}"
+
+
+def results_channel(stream_id: str) -> str:
+    return f"{PREFIX}results:{stream_id}"
+
+
+def results_pattern() -> str:
+    return f"{PREFIX}results:*"
+
+
+def model_names(variant: str) -> str:
+    return f"{PREFIX}model:{variant}:names"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
+
+
+def worker_alive(name: str) -> str:
+    return f"{PREFIX}worker:{name}:alive"
+
+
+def inflight(name: str) -> str:
+    return f"{PREFIX}inflight:{name}"
+
+
+def queue_name(stream_id: str) -> str:
+    """The RQ queue name of a stream (RQ prefixes it with rq:queue:)."""
+    return f"{PREFIX}{stream_id}"
+
+
+def queue_key(stream_id: str) -> str:
+    return Queue.redis_queue_namespace_prefix + queue_name(stream_id)
+
+
+def stream_of_queue_key(key: str) -> str:
+    return key[len(Queue.redis_queue_namespace_prefix) + len(PREFIX) :]

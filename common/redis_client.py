@@ -1,0 +1,41 @@
+"""One way to open the fleet's Redis: from a URL (redis://, rediss:// with TLS, AUTH in the URL)."""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .errors import RedisUnavailableError
+
+#: Socket timeouts long enough for a busy Redis, short enough to notice a dead one.
+SOCKET_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 3.0
+
+
+def connect(url: str, *, check: bool = True) -> redis.Redis:
+    """A client for `url`; with check, fail now with a clear error if Redis does not answer."""
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 3),
+        )
+    except ValueError as exc:
+        raise RedisUnavailableError(f"bad Redis URL {url!r}: {exc}") from exc
+    if check:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise RedisUnavailableError(f"cannot reach Redis at {_safe(url)}: {exc}") from exc
+    return client
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

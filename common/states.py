@@ -1,0 +1,31 @@
+"""States of streams and workers, as stored in Redis and shown by `rtai status`."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StreamState(str, Enum):
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    STALLED = "stalled"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class WorkerState(str, Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Outcome(str, Enum):
+    """How a frame left the fleet; each maps onto one ledger counter."""
+
+    PUBLISHED = "published"
+    DROPPED_BACKPRESSURE = "dropped_backpressure"
+    DROPPED_STALE = "dropped_stale"
+    FAILED = "failed"

@@ -1,0 +1,98 @@
+"""One picture of the fleet from Redis: streams, ledgers, queues, latency, workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from . import keys, ledger
+from .errors import SchemaError
+from .wire import decode_result
+
+#: Latency percentiles come from this many most recent results per stream.
+LATENCY_WINDOW = 500
+
+
+def _text(h: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode(errors="replace") for k, v in h.items()}
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
+    entries = client.xrevrange(keys.history(stream), count=LATENCY_WINDOW)
+    lat, done = [], []
+    for _id, fields in entries:
+        try:
+            r = decode_result(fields[b"r"])
+        except (SchemaError, KeyError):
+            continue
+        lat.append((r["t_done"] - r["t_capture"]) * 1000)
+        done.append(r["t_done"])
+    fps_out = (len(done) - 1) / (max(done) - min(done)) if len(done) > 1 and max(done) > min(done) else 0.0
+    return {
+        "latency_ms": {f"p{p}": (round(v, 1) if (v := percentile(lat, p)) is not None else None) for p in (50, 95, 99)},
+        "fps_out": round(fps_out, 2),
+        "samples": len(lat),
+    }
+
+
+def collect(client: redis.Redis) -> dict[str, Any]:
+    streams = {}
+    for raw in sorted(client.smembers(keys.STREAMS)):
+        sid = raw.decode()
+        info = _text(client.hgetall(keys.stream(sid)))
+        streams[sid] = {
+            "state": info.get("state", "unknown"),
+            "reason": info.get("reason", ""),
+            "source": info.get("source", ""),
+            "model": info.get("model", ""),
+            "queue_depth": client.llen(keys.queue_key(sid)),
+            "ledger": ledger.read(client, sid),
+            **latency(client, sid),
+        }
+    workers = {}
+    for raw in sorted(client.smembers(keys.WORKERS)):
+        name = raw.decode()
+        info = _text(client.hgetall(keys.worker(name)))
+        if not info:
+            continue
+        info["alive"] = bool(client.exists(keys.worker_alive(name)))
+        for field in ("frames", "published", "failed", "dropped_stale", "batches", "rejected"):
+            info[field] = int(info.get(field, 0))
+        workers[name] = info
+    fleet = _text(client.hgetall(keys.FLEET))
+    return {"streams": streams, "workers": workers, "fleet": {k: int(v) for k, v in fleet.items()}}
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["STREAM           STATE         PROD    PUB  DROP  FAIL  FLIGHT  QUEUE  FPS_OUT  P50ms  P99ms"]
+    for sid, s in report["streams"].items():
+        led = s["ledger"]
+        dropped = led["dropped_backpressure"] + led["dropped_stale"]
+        lat = s["latency_ms"]
+        lines.append(
+            f"{sid:<16} {s['state']:<12} {led['produced']:>6} {led['published']:>6} {dropped:>5} "
+            f"{led['failed']:>5} {led['in_flight']:>7} {s['queue_depth']:>6} {s['fps_out']:>8} "
+            f"{lat['p50'] if lat['p50'] is not None else '-':>6} {lat['p99'] if lat['p99'] is not None else '-':>6}"
+        )
+        if s["reason"]:
+            lines.append(f"  reason: {s['reason']}")
+    lines.append("")
+    lines.append("WORKER                                   DEVICE   STATE    ALIVE  FRAMES   FPS  FAILED")
+    for name, w in report["workers"].items():
+        lines.append(
+            f"{name:<40} {w.get('device', '?'):<8} {w.get('state', '?'):<8} {'yes' if w['alive'] else 'no':<6}"
+            f"{w['frames']:>7} {w.get('fps', '0'):>5} {w['failed']:>7}"
+        )
+    if report["fleet"]:
+        lines.append("")
+        lines.append("fleet: " + ", ".join(f"{k}={v}" for k, v in report["fleet"].items()))
+    return "\n".join(lines)

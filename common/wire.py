@@ -1,0 +1,199 @@
+"""The wire format: versioned msgpack for batches, results and RQ jobs, decoded with bounds.
+
+Batch (one RQ job's input, stored under keys.batch_blob):
+  {"v": 1, "stream": str, "batch": int, "model": str, "conf": float, "imgsz": int,
+   "t_enqueue": float, "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
+   "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes}, ...]}
+  w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
+
+Result (one pub/sub message per frame):
+  {"v": 1, "stream", "seq", "batch", "t_capture", "t_enqueue", "t_start", "t_done", "worker",
+   "gpu", "model", "w", "h", "boxes": [[x1, y1, x2, y2, conf, cls], ...]}  (original pixels)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .errors import SchemaError
+
+VERSION = 1
+#: Bounds on every decode: a hostile or broken payload cannot make a process allocate gigabytes.
+MAX_BIN = 64 * 1024 * 1024
+MAX_STR = 1024 * 1024
+MAX_ARRAY = 4096
+MAX_MAP = 64
+MAX_FRAMES = 256
+MAX_SIDE = 16_384
+ENCODINGS = ("jpeg", "raw")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    seq: int
+    t_capture: float
+    w: int
+    h: int
+    enc: str
+    dw: int
+    dh: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    stream: str
+    batch: int
+    model: str
+    conf: float
+    imgsz: int
+    t_enqueue: float
+    frames: list[Frame] = field(default_factory=list)
+
+
+def packb(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpackb(data: bytes) -> Any:
+    """Bounded msgpack decode; any failure is a SchemaError."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SchemaError(f"expected msgpack bytes, got {type(data).__name__}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            max_bin_len=MAX_BIN,
+            max_str_len=MAX_STR,
+            max_array_len=MAX_ARRAY,
+            max_map_len=MAX_MAP,
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as exc:
+        raise SchemaError(f"malformed msgpack: {exc}") from exc
+
+
+class MsgpackSerializer:
+    """RQ serializer: msgpack instead of pickle, so no Redis payload can execute code."""
+
+    @staticmethod
+    def dumps(obj: Any, /) -> bytes:
+        return packb(obj)
+
+    @staticmethod
+    def loads(data: bytes, /) -> Any:
+        return unpackb(data)
+
+
+#: Import path for `rq info --serializer` and RQ's own CLI.
+SERIALIZER_PATH = "common.wire.MsgpackSerializer"
+
+
+def _get(obj: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if name not in obj:
+        raise SchemaError(f"{where}: missing field {name!r}")
+    value = obj[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise SchemaError(f"{where}: field {name!r} has type {type(value).__name__}")
+    return value
+
+
+def _side(obj: dict, name: str, where: str) -> int:
+    value = _get(obj, name, int, where)
+    if not 1 <= value <= MAX_SIDE:
+        raise SchemaError(f"{where}: {name}={value} is outside 1..{MAX_SIDE}")
+    return value
+
+
+def encode_batch(batch: Batch) -> bytes:
+    return packb(
+        {
+            "v": VERSION,
+            "stream": batch.stream,
+            "batch": batch.batch,
+            "model": batch.model,
+            "conf": batch.conf,
+            "imgsz": batch.imgsz,
+            "t_enqueue": batch.t_enqueue,
+            "frames": [
+                {
+                    "seq": f.seq,
+                    "t_capture": f.t_capture,
+                    "w": f.w,
+                    "h": f.h,
+                    "enc": f.enc,
+                    "dw": f.dw,
+                    "dh": f.dh,
+                    "data": f.data,
+                }
+                for f in batch.frames
+            ],
+        }
+    )
+
+
+def decode_batch(data: bytes) -> Batch:
+    obj = unpackb(data)
+    if not isinstance(obj, dict):
+        raise SchemaError(f"batch: expected a map, got {type(obj).__name__}")
+    version = obj.get("v")
+    if version != VERSION:
+        raise SchemaError(f"batch: unsupported version {version!r} (this worker reads v{VERSION})")
+    frames_raw = _get(obj, "frames", list, "batch")
+    if not 1 <= len(frames_raw) <= MAX_FRAMES:
+        raise SchemaError(f"batch: {len(frames_raw)} frames, expected 1..{MAX_FRAMES}")
+    frames = []
+    for i, fr in enumerate(frames_raw):
+        where = f"batch frame {i}"
+        if not isinstance(fr, dict):
+            raise SchemaError(f"{where}: expected a map")
+        enc = _get(fr, "enc", str, where)
+        if enc not in ENCODINGS:
+            raise SchemaError(f"{where}: unknown encoding {enc!r}")
+        frames.append(
+            Frame(
+                seq=_get(fr, "seq", int, where),
+                t_capture=_get(fr, "t_capture", float, where),
+                w=_side(fr, "w", where),
+                h=_side(fr, "h", where),
+                enc=enc,
+                dw=_side(fr, "dw", where),
+                dh=_side(fr, "dh", where),
+                data=_get(fr, "data", bytes, where),
+            )
+        )
+    imgsz = _get(obj, "imgsz", int, "batch")
+    if not 32 <= imgsz <= MAX_SIDE:
+        raise SchemaError(f"batch: imgsz={imgsz} is outside 32..{MAX_SIDE}")
+    conf = _get(obj, "conf", float, "batch")
+    if not 0.0 <= conf <= 1.0:
+        raise SchemaError(f"batch: conf={conf} is outside 0..1")
+    return Batch(
+        stream=_get(obj, "stream", str, "batch"),
+        batch=_get(obj, "batch", int, "batch"),
+        model=_get(obj, "model", str, "batch"),
+        conf=conf,
+        imgsz=imgsz,
+        t_enqueue=_get(obj, "t_enqueue", float, "batch"),
+        frames=frames,
+    )
+
+
+def encode_result(result: dict[str, Any]) -> bytes:
+    return packb({"v": VERSION, **result})
+
+
+def decode_result(data: bytes) -> dict[str, Any]:
+    obj = unpackb(data)
+    if not isinstance(obj, dict) or obj.get("v") != VERSION:
+        raise SchemaError("result: not a v1 result map")
+    for name in ("stream", "seq", "boxes", "t_capture", "t_done"):
+        if name not in obj:
+            raise SchemaError(f"result: missing field {name!r}")
+    return obj

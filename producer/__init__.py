@@ -1,0 +1,1 @@
+"""Producers: decode video sources, sample, encode and enqueue frame batches."""

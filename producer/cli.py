@@ -1,0 +1,49 @@
+"""`rtai producer`: feed one video source to the fleet."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from common.config import ProducerSettings, build
+from common.exitcodes import EXIT_OK, EXIT_SOURCE
+from common.states import StreamState
+
+
+@click.command()
+@click.option("--source", default=None, help="rtsp://, http:// URL or video file [env RTAI_SOURCE].")
+@click.option("--stream", default=None, help="Stream id, e.g. cam1 [env RTAI_STREAM].")
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+@click.option("--max-fps", type=float, default=None, help="Frames per second to sample (default 10).")
+@click.option("--batch-size", type=int, default=None, help="Frames per job (default 4).")
+@click.option("--imgsz", type=int, default=None, help="Long side frames are resized to (default 320).")
+@click.option("--model", default=None, help="Model workers use for this stream (default rtai-shapes).")
+@click.option("--conf", type=float, default=None, help="Confidence threshold (default 0.25).")
+@click.option("--encoding", type=click.Choice(["jpeg", "raw"]), default=None, help="Frame encoding (jpeg).")
+@click.option("--jpeg-quality", type=int, default=None, help="JPEG quality 10-100 (default 90).")
+@click.option("--queue-bound", type=int, default=None, help="Batches queued before new ones are dropped.")
+@click.option("--loop/--no-loop", default=None, help="Loop a video file.")
+@click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
+@click.option("--max-reconnects", type=int, default=None, help="Give up (state error) after N failed opens.")
+def producer(**flags: object) -> None:
+    """Decode a video source and feed its frames to the fleet."""
+    settings = build(ProducerSettings, **flags)
+    from .runner import StreamProducer  # noqa: PLC0415
+
+    prod = StreamProducer(settings)
+
+    def _stop(_signum: int, _frame: object) -> None:
+        prod.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stats = prod.run()
+    click.echo(
+        f"stream {settings.stream}: {stats.frames} frames in {stats.batches} batches, "
+        f"{stats.dropped_batches} batches dropped, final state {prod.source.state.value}"
+        + (f" ({prod.source.reason})" if prod.source.reason else ""),
+        err=True,
+    )
+    sys.exit(EXIT_SOURCE if prod.source.state == StreamState.ERROR else EXIT_OK)

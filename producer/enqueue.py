@@ -1,0 +1,115 @@
+"""Put frame batches on the fleet: the blob under its own key, a small RQ job that names it.
+
+Blob, job and the `produced` counter go in one MULTI/EXEC, so a frame is either counted and
+queued, or neither. A stream whose queue is deeper than its bound drops new batches (counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+import redis
+from rq import Queue
+
+from common import keys, ledger
+from common.config import ProducerSettings
+from common.states import Outcome, StreamState
+from common.wire import Batch, Frame, MsgpackSerializer, encode_batch
+
+log = logging.getLogger(__name__)
+
+#: The one job function producers enqueue; workers refuse every other name.
+JOB_FUNC = "worker.jobs.process_batch"
+#: A batch blob outlives any sane queue wait; the TTL only guards against leaks.
+BLOB_TTL_S = 600
+#: A job that runs longer than this is stuck (a batch takes well under a second on a GPU).
+JOB_TIMEOUT_S = 120
+#: Failed jobs stay a day for `rq info` and post-mortems.
+FAILURE_TTL_S = 86_400
+
+
+class BatchSink:
+    def __init__(self, client: redis.Redis, settings: ProducerSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.stream = keys.check_stream_id(settings.stream)
+        self.queue = Queue(keys.queue_name(self.stream), connection=client, serializer=MsgpackSerializer)
+        self.enqueued = 0
+        self.dropped = 0
+
+    def register(self) -> None:
+        s = self.settings
+        with self.client.pipeline() as pipe:
+            pipe.sadd(keys.STREAMS, self.stream)
+            pipe.hset(
+                keys.stream(self.stream),
+                mapping={
+                    "source": s.source,
+                    "model": s.model,
+                    "imgsz": s.imgsz,
+                    "max_fps": s.max_fps,
+                    "batch_size": s.batch_size,
+                    "queue_bound": s.queue_bound,
+                },
+            )
+            pipe.execute()
+
+    def set_state(self, state: StreamState, reason: str = "") -> None:
+        self.client.hset(
+            keys.stream(self.stream), mapping={"state": state.value, "reason": reason, "t_state": time.time()}
+        )
+
+    def push(self, frames: list[Frame]) -> bool:
+        """Enqueue one batch; False when it was dropped for backpressure."""
+        n = len(frames)
+        stream_key = keys.stream(self.stream)
+        with self.client.pipeline() as pipe:
+            pipe.llen(self.queue.key)
+            pipe.hincrby(stream_key, "next_batch", 1)
+            pipe.hincrby(stream_key, "next_seq", n)
+            depth, batch_no, seq_end = pipe.execute()
+        if depth >= self.settings.queue_bound:
+            with self.client.pipeline() as pipe:
+                ledger.count(pipe, self.stream, ledger.PRODUCED, n)
+                ledger.count(pipe, self.stream, Outcome.DROPPED_BACKPRESSURE.value, n)
+                pipe.execute()
+            self.dropped += 1
+            log.warning(
+                "stream %s: queue depth %d >= %d, dropped a batch of %d",
+                self.stream,
+                depth,
+                self.settings.queue_bound,
+                n,
+            )
+            return False
+        seq0 = seq_end - n
+        frames = [replace(f, seq=seq0 + i) for i, f in enumerate(frames)]
+        s = self.settings
+        batch = Batch(
+            stream=self.stream,
+            batch=batch_no,
+            model=s.model,
+            conf=s.conf,
+            imgsz=s.imgsz,
+            t_enqueue=time.time(),
+            frames=frames,
+        )
+        blob_key = keys.batch_blob(self.stream, batch_no)
+        # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.
+        with self.client.pipeline(transaction=True) as pipe:
+            self.queue.enqueue_call(
+                JOB_FUNC,
+                kwargs={"stream": self.stream, "batch": batch_no, "blob": blob_key, "n": n, "seq0": seq0},
+                timeout=JOB_TIMEOUT_S,
+                result_ttl=0,
+                failure_ttl=FAILURE_TTL_S,
+                description=f"{self.stream}#{batch_no} ({n} frames)",
+                pipeline=pipe,
+            )
+            pipe.set(blob_key, encode_batch(batch), ex=BLOB_TTL_S)
+            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
+            pipe.execute()
+        self.enqueued += 1
+        return True

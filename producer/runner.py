@@ -1,0 +1,114 @@
+"""One stream's producer loop: sample the source at max_fps, encode, batch, enqueue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+
+from common.config import ProducerSettings
+from common.images import encode_frame
+from common.redis_client import connect
+from common.states import StreamState
+from common.wire import Frame
+
+from .enqueue import BatchSink
+from .source import VideoSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProducerStats:
+    frames: int = 0
+    batches: int = 0
+    dropped_batches: int = 0
+    redis_errors: int = 0
+
+
+class StreamProducer:
+    def __init__(self, settings: ProducerSettings, *, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.client = client or connect(settings.redis_url)
+        self.sink = BatchSink(self.client, settings)
+        self.stats = ProducerStats()
+        self.stop_event = threading.Event()
+        self.source = VideoSource(
+            settings.source,
+            loop=settings.loop,
+            open_timeout_s=settings.open_timeout_s,
+            stall_timeout_s=settings.stall_timeout_s,
+            reconnect_min_s=settings.reconnect_min_s,
+            reconnect_max_s=settings.reconnect_max_s,
+            max_reconnects=settings.max_reconnects,
+            on_state=self._on_state,
+        )
+
+    def _on_state(self, state: StreamState, reason: str) -> None:
+        try:
+            self.sink.set_state(state, reason)
+        except redis.RedisError as exc:
+            log.warning("stream %s: could not record state %s: %s", self.settings.stream, state.value, exc)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> ProducerStats:
+        s = self.settings
+        self.sink.register()
+        self.sink.set_state(StreamState.CONNECTING)
+        self.source.start()
+        interval = 1.0 / s.max_fps
+        next_t = time.monotonic()
+        last_index = -1
+        pending: list[Frame] = []
+        try:
+            while not self.stop_event.is_set():
+                if s.max_frames is not None and self.stats.frames >= s.max_frames:
+                    break
+                wait = next_t - time.monotonic()
+                if wait > 0:
+                    self.stop_event.wait(wait)
+                now = time.monotonic()
+                next_t = max(next_t + interval, now - interval)
+                captured = self.source.newest(last_index, timeout=max(1.0, 2 * interval))
+                if captured is None:
+                    if self.source.finished:
+                        break
+                    continue
+                last_index = captured.index
+                pending.append(
+                    encode_frame(
+                        captured.image,
+                        seq=0,
+                        t_capture=captured.t_capture,
+                        imgsz=s.imgsz,
+                        enc=s.encoding,
+                        quality=s.jpeg_quality,
+                    )
+                )
+                self.stats.frames += 1
+                if len(pending) >= s.batch_size:
+                    self._flush(pending)
+                    pending = []
+            if pending:
+                self._flush(pending)
+        finally:
+            self.source.stop()
+            final = self.source.state if self.source.state == StreamState.ERROR else StreamState.STOPPED
+            self._on_state(final, self.source.reason if final == StreamState.ERROR else "producer stopped")
+        return self.stats
+
+    def _flush(self, frames: list[Frame]) -> None:
+        try:
+            if self.sink.push(frames):
+                self.stats.batches += 1
+            else:
+                self.stats.dropped_batches += 1
+        except redis.RedisError as exc:
+            # Frames that never reached Redis were never counted as produced; say so and go on.
+            self.stats.redis_errors += 1
+            log.error("stream %s: Redis error, %d frames not enqueued: %s", self.settings.stream, len(frames), exc)

@@ -1,0 +1,192 @@
+"""A video source read on its own thread that keeps only the newest frame.
+
+RTSP and HTTP sources are read as fast as they arrive (so latency never builds up); files are
+paced at their own frame rate and can loop. A source that cannot be opened, ends, or stays
+connected without sending frames (stalled) is reopened with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.config import apply_capture_options
+from common.states import StreamState
+
+log = logging.getLogger(__name__)
+
+StateCallback = Callable[[StreamState, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedFrame:
+    index: int
+    t_capture: float
+    image: np.ndarray
+
+
+def is_live(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+class VideoSource:
+    def __init__(
+        self,
+        url: str,
+        *,
+        loop: bool = False,
+        open_timeout_s: float = 5.0,
+        stall_timeout_s: float = 5.0,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 10.0,
+        max_reconnects: int | None = None,
+        on_state: StateCallback | None = None,
+    ) -> None:
+        self.url = url
+        self.live = is_live(url)
+        self.loop = loop
+        self.open_timeout_s = open_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.max_reconnects = max_reconnects
+        self._on_state = on_state
+        self._cond = threading.Condition()
+        self._latest: CapturedFrame | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rtai-source:{url}", daemon=True)
+        self.state = StreamState.CONNECTING
+        self.reason = ""
+        self.frames_read = 0
+
+    # -- consumer side -------------------------------------------------------------------
+    def start(self) -> VideoSource:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=self.open_timeout_s + 2)
+
+    @property
+    def finished(self) -> bool:
+        """True once the source will deliver nothing more (file ended, gave up, stopped)."""
+        return not self._thread.is_alive()
+
+    def newest(self, after: int, timeout: float) -> CapturedFrame | None:
+        """The newest frame with index > after, waiting up to timeout for one."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._latest is None or self._latest.index <= after:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set() or not self._thread.is_alive():
+                    return None
+                self._cond.wait(min(left, 0.1))
+            return self._latest
+
+    # -- reader thread -------------------------------------------------------------------
+    def _set_state(self, state: StreamState, reason: str = "") -> None:
+        if state == self.state and reason == self.reason:
+            return
+        self.state, self.reason = state, reason
+        log.info("source %s: %s %s", self.url, state.value, reason)
+        if self._on_state is not None:
+            self._on_state(state, reason)
+
+    def _open(self) -> cv2.VideoCapture:
+        if not self.live:
+            path = self.url.removeprefix("file://")
+            if not Path(path).exists():
+                return cv2.VideoCapture()
+            return cv2.VideoCapture(path)
+        apply_capture_options()
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self.stall_timeout_s * 1000),
+        ]
+        return cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+
+    def _run(self) -> None:
+        failures = 0
+        index = 0
+        while not self._stop.is_set():
+            cap = self._open()
+            if not cap.isOpened():
+                failures += 1
+                reason = f"cannot open {self.url}"
+                if not self.live and not Path(self.url.removeprefix("file://")).exists():
+                    self._set_state(StreamState.ERROR, f"no such file: {self.url}")
+                    return
+                if self.max_reconnects is not None and failures > self.max_reconnects:
+                    self._set_state(StreamState.ERROR, f"{reason}; gave up after {failures} tries")
+                    return
+                self._set_state(StreamState.RECONNECTING, reason)
+                self._backoff(failures)
+                continue
+            ended, index = self._read_until_break(cap, index)
+            cap.release()
+            if ended:
+                self._set_state(StreamState.STOPPED, "end of file")
+                return
+            failures += 1
+            if self.max_reconnects is not None and failures > self.max_reconnects:
+                self._set_state(StreamState.ERROR, f"{self.reason}; gave up after {failures} tries")
+                return
+            self._backoff(failures)
+        self._set_state(StreamState.STOPPED, "stopped")
+
+    def _read_until_break(self, cap: cv2.VideoCapture, index: int) -> tuple[bool, int]:
+        """Read frames until the source breaks (False) or a file ends (True)."""
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        period = 1.0 / fps if (not self.live and 1.0 <= fps <= 240.0) else 0.0
+        t_next = time.monotonic()
+        last_frame = time.monotonic()
+        got_any = False
+        while not self._stop.is_set():
+            ok, image = cap.read()
+            now_mono = time.monotonic()
+            if not ok or image is None:
+                if not self.live:
+                    if self.loop and got_any:
+                        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                        got_any = False
+                        continue
+                    return True, index
+                if got_any and now_mono - last_frame >= self.stall_timeout_s * 0.9:
+                    self._set_state(StreamState.STALLED, f"no frame for {now_mono - last_frame:.1f} s")
+                else:
+                    self._set_state(StreamState.RECONNECTING, "stream ended or read failed")
+                return False, index
+            if period:
+                t_next += period
+                delay = t_next - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                else:
+                    t_next = time.monotonic()
+            got_any = True
+            last_frame = time.monotonic()
+            if self.state != StreamState.RUNNING:
+                self._set_state(StreamState.RUNNING, "")
+            frame = CapturedFrame(index=index, t_capture=time.time(), image=image)
+            index += 1
+            self.frames_read += 1
+            with self._cond:
+                self._latest = frame
+                self._cond.notify_all()
+        return False, index
+
+    def _backoff(self, failures: int) -> None:
+        delay = min(self.reconnect_max_s, self.reconnect_min_s * 2 ** (failures - 1))
+        self._stop.wait(delay)

@@ -1,0 +1,53 @@
+import pytest
+
+from common import keys
+from common.config import ProducerSettings, WorkerSettings, build
+from common.errors import ConfigError, ModelError
+from worker import models
+
+
+def test_flags_win_over_environment(monkeypatch):
+    monkeypatch.setenv("RTAI_MAX_FPS", "5")
+    monkeypatch.setenv("RTAI_BATCH_SIZE", "8")
+    s = build(ProducerSettings, stream="cam1", source="x.mp4", batch_size=2)
+    assert s.max_fps == 5.0 and s.batch_size == 2
+
+
+def test_bad_setting_names_the_field(monkeypatch):
+    monkeypatch.setenv("RTAI_MAX_FRAME_AGE_MS", "soon")
+    with pytest.raises(ConfigError, match="max_frame_age_ms"):
+        build(WorkerSettings)
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ConfigError, match="nonsense"):
+        build(WorkerSettings, nonsense=1)
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x" * 65, "../etc", "cam:1"])
+def test_stream_ids_are_checked(bad):
+    with pytest.raises(ConfigError, match="stream id"):
+        keys.check_stream_id(bad)
+
+
+def test_keys_are_prefixed():
+    assert keys.ledger("cam1") == "rtai:ledger:cam1"
+    assert keys.queue_key("cam1") == "rq:queue:rtai:cam1"
+    assert keys.stream_of_queue_key(keys.queue_key("cam.2")) == "cam.2"
+
+
+@pytest.mark.parametrize(
+    ("variant", "file"),
+    [("multi_gpu_yolov11s", "yolo11s.pt"), ("yolo11x", "yolo11x.pt"), ("yolo11n.pt", "yolo11n.pt")],
+)
+def test_guide_names_map_to_ultralytics_files(variant, file):
+    assert models.canonical(variant) == file
+
+
+def test_missing_weights_file_says_which(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        models.resolve(str(tmp_path / "nope.pt"))
+
+
+def test_own_model_ships_with_the_package():
+    assert models.resolve("rtai-shapes").endswith("rtai-shapes.pt")

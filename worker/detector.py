@@ -1,0 +1,94 @@
+"""Detectors: one model on one device. YOLO for real work; no-op and sleep for benchmarks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+import numpy as np
+
+from common.errors import ModelError
+
+from . import models
+
+log = logging.getLogger(__name__)
+
+#: Boxes of one image: float32 array of shape (N, 6): x1, y1, x2, y2, conf, cls.
+Boxes = np.ndarray
+
+
+class Detector(Protocol):
+    variant: str
+    names: list[str]
+
+    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]: ...
+
+
+def _empty() -> Boxes:
+    return np.zeros((0, 6), dtype=np.float32)
+
+
+class YoloDetector:
+    """An Ultralytics YOLO model loaded once on one device (FP16 on CUDA unless told otherwise)."""
+
+    def __init__(self, variant: str, *, device: str = "cpu", half: bool | None = None, warmup_imgsz: int = 320):
+        from ultralytics import YOLO  # noqa: PLC0415  (torch import is slow; only workers pay it)
+
+        self.variant = variant
+        self.device = device
+        self.half = device.startswith("cuda") if half is None else (half and device.startswith("cuda"))
+        weights = models.resolve(variant)
+        try:
+            self.model = YOLO(weights, task="detect")
+        except (OSError, RuntimeError, ValueError, KeyError, AttributeError) as exc:
+            raise ModelError(f"model {variant!r}: cannot load {weights}: {exc}") from exc
+        names = self.model.names
+        self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        t0 = time.perf_counter()
+        self.predict([np.zeros((warmup_imgsz, warmup_imgsz, 3), dtype=np.uint8)], conf=0.5, imgsz=warmup_imgsz)
+        log.info(
+            "model %s (%s) on %s half=%s warm in %.2f s", variant, weights, device, self.half, time.perf_counter() - t0
+        )
+
+    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]:
+        results = self.model.predict(images, imgsz=imgsz, conf=conf, device=self.device, half=self.half, verbose=False)
+        out = []
+        for r in results:
+            b = r.boxes
+            if b is None or len(b) == 0:
+                out.append(_empty())
+                continue
+            arr = np.concatenate(
+                [
+                    b.xyxy.float().cpu().numpy(),
+                    b.conf.float().cpu().numpy()[:, None],
+                    b.cls.float().cpu().numpy()[:, None],
+                ],
+                axis=1,
+            )
+            out.append(arr.astype(np.float32))
+        return out
+
+
+class NoopDetector:
+    """Finds nothing, instantly: measures the fleet's transport ceiling."""
+
+    def __init__(self, variant: str) -> None:
+        self.variant = variant
+        self.names: list[str] = []
+
+    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]:
+        return [_empty() for _ in images]
+
+
+class SleepDetector(NoopDetector):
+    """Costs a fixed time per image: isolates coordination cost from compute when scaling."""
+
+    def __init__(self, variant: str, *, sleep_ms: float) -> None:
+        super().__init__(variant)
+        self.sleep_s = sleep_ms / 1000.0
+
+    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]:
+        time.sleep(self.sleep_s * len(images))
+        return super().predict(images, conf=conf, imgsz=imgsz)

@@ -1,0 +1,284 @@
+"""The fleet's RQ worker: in-process jobs, deepest-queue-first, no job lost between dequeue and done.
+
+Differences from RQ's SimpleWorker:
+- Before each dequeue it refreshes its queues from the registered streams, and one Lua script
+  pops from the deepest eligible queue and records the job in this worker's in-flight hash in the
+  same step, so there is no moment in which a kill loses a job.
+- A lease thread renews `rtai:worker:<name>:alive` every heartbeat and requeues the in-flight jobs
+  of any worker whose lease ran out (a lost host, a SIGKILLed or SIGSTOPped process).
+- Job functions outside worker.jobs.ALLOWED are refused without being imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import redis
+from rq import Queue
+from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.results import Result
+from rq.worker import SimpleWorker, WorkerStatus
+
+from common import gpu, keys
+from common.config import host_name
+from common.states import WorkerState
+from common.wire import MsgpackSerializer
+
+from .jobs import ALLOWED
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: Idle polling starts fast (a new batch is picked up within ~2 ms) and backs off to 20 ms.
+POLL_MIN_S = 0.002
+POLL_MAX_S = 0.02
+#: How often the list of streams is re-read, so new streams are picked up without a restart.
+QUEUE_REFRESH_S = 1.0
+#: A worker's stats hash disappears this long after its last heartbeat.
+WORKER_TTL_S = 30
+#: Failed (refused) jobs are kept a day for `rq info` and post-mortems.
+REJECT_TTL_S = 86_400
+
+DEQUEUE_LUA = """
+-- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV: candidate queue keys
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local best, depth = nil, 0
+for i = 1, #ARGV do
+  local n = redis.call('LLEN', ARGV[i])
+  if n > depth then best, depth = ARGV[i], n end
+end
+if not best then return false end
+local id = redis.call('LPOP', best)
+redis.call('HSET', KEYS[1], id, best)
+return {best, id}
+"""
+
+REQUEUE_LUA = """
+-- KEYS[1]: owner's alive key, KEYS[2]: owner's in-flight hash; ARGV[1] = '1' forces
+if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local items = redis.call('HGETALL', KEYS[2])
+local out = {}
+for i = 1, #items, 2 do
+  redis.call('LPUSH', items[i + 1], items[i])
+  table.insert(out, items[i])
+end
+redis.call('DEL', KEYS[2])
+return out
+"""
+
+
+def requeue_inflight(client: redis.Redis, name: str, *, force: bool) -> list[str]:
+    """Put a worker's in-flight jobs back at the front of their queues (only if its lease ran out,
+    unless forced); returns the job ids."""
+    script = client.register_script(REQUEUE_LUA)
+    ids = script(keys=[keys.worker_alive(name), keys.inflight(name)], args=["1" if force else "0"])
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
+class FleetWorker(SimpleWorker):
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__([], connection=runtime.client, name=runtime.name, serializer=MsgpackSerializer)
+        self.runtime = runtime
+        self.client = runtime.client
+        self._dequeue_script = self.client.register_script(DEQUEUE_LUA)
+        self._queues_read_at = 0.0
+        self._lease_stop = threading.Event()
+        self._lease_thread = threading.Thread(target=self._lease_loop, name="rtai-lease", daemon=True)
+        self._wstate = WorkerState.STARTING
+        self.rejected = 0
+
+    # -- queues ---------------------------------------------------------------------------
+    def refresh_queues(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._queues_read_at < QUEUE_REFRESH_S:
+            return
+        self._queues_read_at = now
+        streams = sorted(s.decode() for s in self.client.smembers(keys.STREAMS))
+        names = [keys.queue_name(s) for s in streams]
+        if names != self.queue_names():
+            self.queues = [Queue(n, connection=self.client, serializer=MsgpackSerializer) for n in names]
+            self._ordered_queues = self.queues[:]
+            self.client.hset(self.key, "queues", ",".join(names))
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        self.set_state(WorkerStatus.IDLE)
+        self._wstate = WorkerState.IDLE
+        idle_since = time.monotonic()
+        last_beat = 0.0
+        pause = POLL_MIN_S
+        backoff = 0.1
+        while True:
+            now = time.monotonic()
+            try:
+                if now - last_beat >= 1.0:
+                    self.heartbeat()
+                    last_beat = now
+                self.refresh_queues()
+                got = None
+                if self.queues:
+                    got = self._dequeue_script(
+                        keys=[keys.inflight(self.name), keys.RQ_SUSPENDED], args=self.queue_keys()
+                    )
+                backoff = 0.1
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if got:
+                queue_key, job_id = (x.decode() for x in got)
+                self.runtime.fault("after_dequeue")
+                fetched = self._fetch(queue_key, job_id)
+                if fetched is not None:
+                    return fetched
+                pause = POLL_MIN_S
+                continue
+            if timeout is None:
+                return None
+            if max_idle_time is not None and now - idle_since >= max_idle_time:
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX_S)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """`rq suspend` is honoured inside the dequeue script, so a resume is seen within milliseconds."""
+
+    def _fetch(self, queue_key: str, job_id: str) -> tuple[Job, Queue] | None:
+        queue = Queue.from_queue_key(queue_key, connection=self.client, serializer=MsgpackSerializer)
+        try:
+            job = Job.fetch(job_id, connection=self.client, serializer=MsgpackSerializer)
+        except NoSuchJobError:
+            self.client.hdel(keys.inflight(self.name), job_id)
+            return None
+        except DeserializationError as exc:
+            self._count_rejected(f"job {job_id}: unreadable ({exc})")
+            self.client.hdel(keys.inflight(self.name), job_id)
+            return None
+        return job, queue
+
+    # -- running jobs ---------------------------------------------------------------------
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self._wstate = WorkerState.BUSY
+        try:
+            reason = self._refusal(job)
+            if reason is None:
+                super().execute_job(job, queue)
+            else:
+                self._reject(job, queue, reason)
+        finally:
+            self.client.hdel(keys.inflight(self.name), job.id)
+            self._wstate = WorkerState.IDLE
+
+    def _refusal(self, job: Job) -> str | None:
+        try:
+            func_name = job.func_name
+        except DeserializationError as exc:
+            return f"job data is not valid msgpack: {exc}"
+        if func_name not in ALLOWED:
+            return f"job function {func_name!r} is not allowed (allowed: {', '.join(sorted(ALLOWED))})"
+        return None
+
+    def _reject(self, job: Job, queue: Queue, reason: str) -> None:
+        self._count_rejected(f"job {job.id}: {reason}")
+        message = f"refused by {self.name}: {reason}"
+        with self.client.pipeline() as pipe:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            FailedJobRegistry(queue=queue, serializer=MsgpackSerializer).add(
+                job, ttl=REJECT_TTL_S, exc_string=message, pipeline=pipe
+            )
+            Result.create_failure(job, REJECT_TTL_S, message, worker_name=self.name, pipeline=pipe)
+            pipe.execute()
+
+    def _count_rejected(self, message: str) -> None:
+        self.rejected += 1
+        log.error("worker %s refused %s", self.name, message)
+        with self.client.pipeline() as pipe:
+            pipe.hincrby(keys.FLEET, "rejected_jobs", 1)
+            pipe.hincrby(keys.worker(self.name), "rejected", 1)
+            pipe.hset(keys.worker(self.name), "last_error", message[:500])
+            pipe.execute()
+
+    # -- lease, stats, reaping ------------------------------------------------------------
+    def bootstrap(self, *args, **kwargs) -> None:
+        super().bootstrap(*args, **kwargs)
+        rt = self.runtime
+        with self.client.pipeline() as pipe:
+            pipe.sadd(keys.WORKERS, self.name)
+            pipe.set(keys.worker_alive(self.name), os.getpid(), px=int(rt.settings.lease_s * 1000))
+            pipe.hset(
+                keys.worker(self.name),
+                mapping={
+                    "host": host_name(),
+                    "pid": os.getpid(),
+                    "device": rt.settings.device,
+                    "gpu": rt.gpu,
+                    "started": time.time(),
+                    "state": WorkerState.IDLE.value,
+                },
+            )
+            pipe.expire(keys.worker(self.name), WORKER_TTL_S)
+            pipe.execute()
+        self.refresh_queues(force=True)
+        self._lease_thread.start()
+
+    def _lease_loop(self) -> None:
+        s = self.runtime.settings
+        lease_ms = int(s.lease_s * 1000)
+        last_reap = 0.0
+        last_frames, last_t = 0, time.monotonic()
+        gpu_index = int(self.runtime.gpu) if self.runtime.gpu.isdigit() else None
+        while not self._lease_stop.wait(s.heartbeat_s):
+            try:
+                now = time.monotonic()
+                frames = int(self.client.hget(keys.worker(self.name), "frames") or 0)
+                fps = (frames - last_frames) / max(now - last_t, 1e-6)
+                last_frames, last_t = frames, now
+                stats = {"state": self._wstate.value, "t_seen": time.time(), "fps": round(fps, 2)}
+                if gpu_index is not None:
+                    stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
+                with self.client.pipeline() as pipe:
+                    pipe.set(keys.worker_alive(self.name), os.getpid(), px=lease_ms)
+                    pipe.hset(keys.worker(self.name), mapping=stats)
+                    pipe.expire(keys.worker(self.name), WORKER_TTL_S)
+                    pipe.execute()
+                if now - last_reap >= s.lease_s / 2:
+                    last_reap = now
+                    self.reap()
+            except redis.RedisError as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def reap(self) -> list[str]:
+        """Requeue jobs of workers whose lease ran out; forget workers long gone."""
+        requeued: list[str] = []
+        for raw in self.client.smembers(keys.WORKERS):
+            name = raw.decode()
+            if name == self.name:
+                continue
+            ids = requeue_inflight(self.client, name, force=False)
+            if ids:
+                log.warning("worker %s: lease of %s ran out; requeued %s", self.name, name, ids)
+                requeued.extend(ids)
+            elif not self.client.exists(keys.worker(name), keys.worker_alive(name)):
+                self.client.srem(keys.WORKERS, name)
+        return requeued
+
+    def teardown(self) -> None:
+        self._lease_stop.set()
+        if self._lease_thread.is_alive():
+            self._lease_thread.join(timeout=2)
+        try:
+            leftover = requeue_inflight(self.client, self.name, force=True)
+            if leftover:
+                log.warning("worker %s: requeued %s on the way out", self.name, leftover)
+            with self.client.pipeline() as pipe:
+                pipe.delete(keys.worker_alive(self.name))
+                pipe.hset(keys.worker(self.name), "state", WorkerState.STOPPED.value)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not clean up: %s", self.name, exc)
+        super().teardown()

@@ -1,0 +1,57 @@
+"""Start one worker process: settings -> runtime -> FleetWorker.work()."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
+from common.redis_client import connect
+
+from .fleet_worker import FleetWorker
+from .publisher import Publisher
+from .runtime import Runtime, install
+
+log = logging.getLogger(__name__)
+
+
+def gpu_label(device: str) -> str:
+    """The physical GPU index behind `device` (honouring CUDA_VISIBLE_DEVICES), or 'cpu'."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    _, _, idx = device.partition(":")
+    ordinal = int(idx or 0)
+    visible = visible_cuda_devices()
+    if visible and ordinal < len(visible):
+        return visible[ordinal]
+    return str(ordinal)
+
+
+def build_runtime(settings: WorkerSettings) -> Runtime:
+    apply_offline_model_env()
+    if settings.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(settings.threads)
+    client = connect(settings.redis_url)
+    label = gpu_label(settings.device)
+    name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"
+    runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name))
+    install(runtime)
+    return runtime
+
+
+def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> FleetWorker:
+    runtime = build_runtime(settings)
+    for variant in preload:
+        runtime.detector(variant)
+    worker = FleetWorker(runtime)
+    log.info(
+        "worker %s on %s (gpu %s) joining %s",
+        runtime.name,
+        settings.device,
+        runtime.gpu,
+        settings.redis_url.split("@")[-1],
+    )
+    worker.work(burst=settings.burst, max_jobs=settings.max_jobs, logging_level="WARNING")
+    return worker

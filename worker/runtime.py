@@ -1,0 +1,71 @@
+"""What a job function needs from the worker process it runs in: one per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+
+import redis
+
+from common import keys
+from common.config import WorkerSettings
+from common.errors import RtaiError
+from common.wire import packb
+
+from .detector import Detector, NoopDetector, SleepDetector, YoloDetector
+from .publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    client: redis.Redis
+    name: str
+    settings: WorkerSettings
+    gpu: str
+    publisher: Publisher
+    _detectors: dict[str, Detector] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def detector(self, variant: str) -> Detector:
+        """The model for `variant` on this worker's device, loaded once and cached."""
+        with self._lock:
+            det = self._detectors.get(variant)
+            if det is None:
+                det = self._load(variant)
+                self._detectors[variant] = det
+                if det.names:
+                    self.client.set(keys.model_names(variant), packb(det.names))
+            return det
+
+    def _load(self, variant: str) -> Detector:
+        s = self.settings
+        if s.detector == "noop":
+            return NoopDetector(variant)
+        if s.detector == "sleep":
+            return SleepDetector(variant, sleep_ms=s.sleep_ms)
+        return YoloDetector(variant, device=s.device, half=s.half)
+
+    def fault(self, point: str) -> None:
+        """Fault injection for chaos tests: SIGKILL this process at a named point."""
+        if self.settings.fault_point == point:
+            log.warning("fault injection: killing %s at %s", self.name, point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RtaiError("no worker runtime in this process: jobs run only inside `rtai worker`")
+    return _current
