@@ -109,6 +109,24 @@ def subscribe(
             break
 
 
+@cli.command()
+@click.option("--source", "sources", multiple=True, help="Camera URL or video file (repeatable); default: the demo.")
+@click.option("--model", default=None, help="Model for every stream (default rtai-shapes).")
+@click.option("--imgsz", type=int, default=None, help="Inference size (default 320).")
+@click.option("--max-fps", type=float, default=None, help="Frames per second sampled per stream (default 10).")
+@click.option("--batch-size", type=int, default=None, help="Frames per job (default 4).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda (all GPUs) or cuda:N.")
+@click.option("--workers", type=int, default=1, show_default=True, help="CPU worker processes (without GPUs).")
+@click.option("--threads", type=int, default=None, help="Torch threads per CPU worker (default: cores/workers).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--show", is_flag=True, help="Also print every detection.")
+def up(sources: tuple[str, ...], **options: object) -> None:
+    """Run the whole fleet here: Redis, workers, producers (the demo clip by default)."""
+    from .up import UpOptions, run  # noqa: PLC0415
+
+    run(UpOptions(sources=list(sources), **options))  # type: ignore[arg-type]
+
+
 def _url(override: str | None) -> str:
     return redis_url(override)
 

@@ -36,6 +36,13 @@ DEFAULT_HEARTBEAT_S = 0.5
 DEFAULT_LEASE_S = 2.0
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+#: `--source demo` means the clip that ships with the package (made by common/synth.py).
+DEMO_SOURCE = "demo"
+DEMO_CLIP = ASSETS_DIR / "demo.mp4"
+
+
+def resolve_source(source: str) -> str:
+    return str(DEMO_CLIP) if source == DEMO_SOURCE else source
 
 Device = str
 FaultPoint = Literal["after_dequeue", "during_inference", "after_publish"]
@@ -108,6 +115,11 @@ def build(cls: type[S], **overrides: object) -> S:
 
 def redis_url(override: str | None = None) -> str:
     return build(FleetSettings, redis_url=override).redis_url
+
+
+def explicit_redis_url() -> str | None:
+    """RTAI_REDIS_URL when the user set it, else None (`rtai up` then runs a private Redis)."""
+    return os.environ.get(ENV_PREFIX + "REDIS_URL") or None
 
 
 def host_name() -> str:

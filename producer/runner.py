@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import redis
 
-from common.config import ProducerSettings
+from common.config import ProducerSettings, resolve_source
 from common.images import encode_frame
 from common.redis_client import connect
 from common.states import StreamState
@@ -37,7 +37,7 @@ class StreamProducer:
         self.stats = ProducerStats()
         self.stop_event = threading.Event()
         self.source = VideoSource(
-            settings.source,
+            resolve_source(settings.source),
             loop=settings.loop,
             open_timeout_s=settings.open_timeout_s,
             stall_timeout_s=settings.stall_timeout_s,

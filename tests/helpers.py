@@ -44,9 +44,12 @@ class Procs:
     def rtai(self, *args: str, env: dict[str, str] | None = None, log: str | None = None) -> subprocess.Popen:
         full_env = dict(os.environ, RTAI_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
-        out = open(self.tmp / (log or f"proc{len(self.procs)}.log"), "wb")  # noqa: SIM115
+        out = open(self.tmp / (log or f"proc{len(self.procs)}.log"), "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", *args], env=full_env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "common.cli", *args],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
         proc.log_path = out.name  # type: ignore[attr-defined]

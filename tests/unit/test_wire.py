@@ -21,8 +21,9 @@ def test_batch_round_trip_keeps_every_field():
 
 
 def test_result_round_trip_is_plain_msgpack():
-    data = encode_result({"stream": "cam1", "seq": 1, "boxes": [[1.0, 2.0, 3.0, 4.0, 0.9, 2]], "t_capture": 1.0,
-                          "t_done": 2.0})
+    data = encode_result(
+        {"stream": "cam1", "seq": 1, "boxes": [[1.0, 2.0, 3.0, 4.0, 0.9, 2]], "t_capture": 1.0, "t_done": 2.0}
+    )
     plain = msgpack.unpackb(data)  # any client decodes it without project code
     assert plain["boxes"] == [[1.0, 2.0, 3.0, 4.0, 0.9, 2]] and plain["v"] == 1
     assert decode_result(data)["seq"] == 1

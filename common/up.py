@@ -1,0 +1,265 @@
+"""`rtai up`: the whole fleet on one machine: Redis (private unless RTAI_REDIS_URL is set), one
+worker per GPU (one CPU worker where there is none), a producer per source (the demo clip by
+default), and a live status line per stream. Ctrl-C stops it cleanly: producers first, then the
+workers once every queued frame is accounted for, then the private Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import redis
+
+from . import gpu, status
+from .config import DEMO_SOURCE, child_env, explicit_redis_url
+from .errors import RtaiError
+from .redis_client import connect
+from .subscriber import Subscriber
+
+#: After the producers stop, workers get this long to drain the queues before they are stopped.
+DRAIN_TIMEOUT_S = 30.0
+STATUS_EVERY_S = 2.0
+
+
+@dataclass
+class UpOptions:
+    sources: list[str]
+    model: str | None = None
+    imgsz: int | None = None
+    max_fps: float | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    workers: int = 1
+    threads: int | None = None
+    duration: float | None = None
+    show: bool = False
+    extra_worker_args: list[str] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of our own: loopback only, persistence off, gone when we exit."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RtaiError(
+                "redis-server not found. Install it (`sudo apt-get install redis-server`), point "
+                "RTAI_REDIS_URL at a running Redis, or use `docker compose up`."
+            )
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="rtai-redis-")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                connect(self.url)
+                return
+            except RtaiError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Fleet:
+    def __init__(self, opts: UpOptions) -> None:
+        self.opts = opts
+        self.private: PrivateRedis | None = None
+        url = explicit_redis_url()
+        if url is None:
+            self.private = PrivateRedis()
+            url = self.private.url
+        self.url = url
+        self.client = connect(url)
+        self.producers: list[subprocess.Popen] = []
+        self.workers: subprocess.Popen | None = None
+        self.stop_requested = threading.Event()
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "common.cli", *args],
+            env=child_env(RTAI_REDIS_URL=self.url),
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+        )
+
+    def start(self) -> list[str]:
+        o = self.opts
+        wargs = ["worker"]
+        device = o.device
+        if device == "auto":
+            device = "cuda" if gpu.count() > 0 else "cpu"
+        if device == "cuda":
+            wargs.append("--all-gpus")
+        elif device.startswith("cuda:"):
+            wargs += ["--device", device]
+        else:
+            wargs += ["--workers", str(o.workers)]
+            threads = o.threads or max(1, (os.cpu_count() or 2) // o.workers)
+            wargs += ["--threads", str(threads)]
+        if o.model:
+            wargs += ["--preload", o.model]
+        wargs += o.extra_worker_args
+        self.workers = self._spawn(wargs)
+        streams = []
+        sources = o.sources or [DEMO_SOURCE]
+        for i, source in enumerate(sources):
+            stream = "demo" if not o.sources else f"cam{i + 1}"
+            pargs = ["producer", "--source", source, "--stream", stream]
+            if "://" not in source:  # files (and the demo) loop; cameras are live
+                pargs.append("--loop")
+            for flag, value in (
+                ("--model", o.model),
+                ("--imgsz", o.imgsz),
+                ("--max-fps", o.max_fps),
+                ("--batch-size", o.batch_size),
+            ):
+                if value is not None:
+                    pargs += [flag, str(value)]
+            self.producers.append(self._spawn(pargs))
+            streams.append(stream)
+        return streams
+
+    def stop(self) -> None:
+        for p in self.producers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.producers:
+            _wait(p, 15)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline and self.workers is not None and self.workers.poll() is None:
+            report = status.collect(self.client)
+            if all(s["ledger"]["in_flight"] == 0 for s in report["streams"].values()):
+                break
+            time.sleep(0.1)
+        if self.workers is not None and self.workers.poll() is None:
+            self.workers.send_signal(signal.SIGTERM)
+            _wait(self.workers, 30)
+
+    def close(self) -> None:
+        if self.private is not None:
+            self.private.stop()
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> None:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def status_lines(report: dict[str, Any], previous: dict[str, int], dt: float) -> list[str]:
+    lines = []
+    for sid, s in report["streams"].items():
+        led = s["ledger"]
+        fps_in = (led["produced"] - previous.get(sid, led["produced"])) / dt if dt > 0 else 0.0
+        previous[sid] = led["produced"]
+        lat = s["latency_ms"]
+        lines.append(
+            f"[{sid}] {s['state']:<12} in {fps_in:5.1f} fps  out {s['fps_out']:5.1f} fps  "
+            f"p50 {lat['p50'] or 0:6.0f} ms  p99 {lat['p99'] or 0:6.0f} ms  queue {s['queue_depth']:3d}  "
+            f"published {led['published']}  dropped {led['dropped_backpressure'] + led['dropped_stale']}  "
+            f"failed {led['failed']}"
+        )
+    load = ", ".join(f"{n.split(':')[-2]}:{w['frames']}" for n, w in report["workers"].items() if w["alive"])
+    lines.append(f"workers: {load or 'starting...'}")
+    return lines
+
+
+def run(opts: UpOptions) -> dict[str, Any]:
+    fleet = Fleet(opts)
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    shower = None
+    try:
+        streams = fleet.start()
+        where = "private Redis" if fleet.private else "Redis"
+        click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {where} {fleet.url}; Ctrl-C stops")
+        if opts.show:
+            shower = threading.Thread(target=_show, args=(fleet.client, streams, stop), daemon=True)
+            shower.start()
+        deadline = None if opts.duration is None else time.monotonic() + opts.duration
+        previous: dict[str, int] = {}
+        last = time.monotonic()
+        while not stop.wait(
+            STATUS_EVERY_S if deadline is None else max(0.0, min(STATUS_EVERY_S, deadline - time.monotonic()))
+        ):
+            now = time.monotonic()
+            for line in status_lines(status.collect(fleet.client), previous, now - last):
+                click.echo(line)
+            last = now
+            if deadline is not None and now >= deadline:
+                break
+            if fleet.workers is not None and fleet.workers.poll() is not None:
+                click.echo("rtai up: the workers exited; stopping", err=True)
+                break
+        click.echo("rtai up: stopping (producers, then workers once the queues drain)...")
+        fleet.stop()
+        report = status.collect(fleet.client)
+        click.echo(status.render(report))
+        return report
+    finally:
+        stop.set()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for p in [*fleet.producers, fleet.workers]:
+            if p is not None and p.poll() is None:
+                p.kill()
+        fleet.close()
+
+
+def _show(client: redis.Redis, streams: list[str], stop: threading.Event) -> None:
+    sub = Subscriber(client, streams)
+    names: dict[str, list[str]] = {}
+    try:
+        for result in sub.results(deadline=None):
+            if stop.is_set():
+                return
+            model_names = names.setdefault(result["model"], sub.class_names(result["model"]))
+            click.echo(Subscriber.describe(result, model_names))
+    except redis.RedisError:
+        return
+

@@ -1,0 +1,108 @@
+"""The producer against real sources (a video file, a GStreamer RTSP server) and a real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from common import keys
+from common.exitcodes import EXIT_SOURCE
+from common.images import decode_frame
+from common.wire import decode_batch
+
+from ..helpers import free_port, wait_for
+from .fleet import counts
+
+
+def _clip(path: Path, n: int, size=(640, 360), fps=15) -> Path:
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for i in range(n):
+        img = np.full((size[1], size[0], 3), 40, np.uint8)
+        cv2.rectangle(img, (10 + 5 * i, 50), (90 + 5 * i, 130), (0, 255, 0), -1)
+        out.write(img)
+    out.release()
+    return path
+
+
+def _blobs(r, stream: str):
+    return [decode_batch(r.get(k)) for k in sorted(r.keys(keys.batch_blob(stream, "*")))]
+
+
+def test_file_source_every_frame_sampled_resized_and_counted(r, procs, tmp_path):
+    clip = _clip(tmp_path / "clip.mp4", 30)
+    proc = procs.rtai(
+        "producer",
+        "--source",
+        str(clip),
+        "--stream",
+        "file1",
+        "--max-fps",
+        "100",
+        "--batch-size",
+        "4",
+        "--imgsz",
+        "320",
+    )
+    assert procs.finish(proc) == 0, procs.output(proc)
+    c = counts(r, "file1")
+    assert c["produced"] == 30 and c["in_flight"] == 30
+    batches = _blobs(r, "file1")
+    assert sum(len(b.frames) for b in batches) == 30
+    assert sorted(f.seq for b in batches for f in b.frames) == list(range(30))
+    frame = batches[0].frames[0]
+    assert (frame.w, frame.h, frame.dw, frame.dh) == (640, 360, 320, 180)
+    assert decode_frame(frame).shape == (180, 320, 3)
+    assert r.hget(keys.stream("file1"), "state") == b"stopped"
+    assert r.llen(keys.queue_key("file1")) == 8
+
+
+def test_rtsp_source_feeds_batches(r, procs, rtsp_pattern):
+    proc = procs.rtai(
+        "producer",
+        "--source",
+        rtsp_pattern,
+        "--stream",
+        "rtsp1",
+        "--max-fps",
+        "10",
+        "--batch-size",
+        "4",
+        "--max-frames",
+        "12",
+    )
+    assert procs.finish(proc, timeout=60) == 0, procs.output(proc)
+    assert counts(r, "rtsp1")["produced"] == 12
+    frames = [f for b in _blobs(r, "rtsp1") for f in b.frames]
+    assert len(frames) == 12
+    assert decode_frame(frames[-1]).shape == (240, 320, 3)
+    assert all(b.t_capture > a.t_capture for a, b in zip(frames, frames[1:], strict=False))
+
+
+def test_unreachable_camera_ends_in_error_with_reason(r, procs):
+    url = f"rtsp://127.0.0.1:{free_port()}/none"
+    proc = procs.rtai("producer", "--source", url, "--stream", "dead", "--max-reconnects", "1")
+    assert procs.finish(proc, timeout=60) == EXIT_SOURCE
+    out = procs.output(proc)
+    assert "Traceback" not in out
+    assert r.hget(keys.stream("dead"), "state") == b"error"
+    assert b"cannot open" in r.hget(keys.stream("dead"), "reason")
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_camera_keeps_reconnecting_until_stopped(r, procs):
+    url = f"rtsp://127.0.0.1:{free_port()}/none"
+    proc = procs.rtai("producer", "--source", url, "--stream", "flaky")
+    wait_for(lambda: r.hget(keys.stream("flaky"), "state") == b"reconnecting", timeout=20, what="state reconnecting")
+    assert b"cannot open" in r.hget(keys.stream("flaky"), "reason")
+    proc.terminate()
+    assert procs.finish(proc, timeout=20) == 0, procs.output(proc)
+    assert "Traceback" not in procs.output(proc)
+
+
+def test_missing_file_is_a_clear_error(r, procs, tmp_path):
+    proc = procs.rtai("producer", "--source", str(tmp_path / "nope.mp4"), "--stream", "nofile")
+    assert procs.finish(proc) == EXIT_SOURCE
+    assert b"no such file" in r.hget(keys.stream("nofile"), "reason")

@@ -1,0 +1,50 @@
+"""The worker supervisor with real child processes and a real SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from common import keys
+from common.wire import decode_result
+
+from ..helpers import wait_for
+from .fleet import counts, frames, sink
+
+
+def _alive_workers(r) -> dict[str, dict[bytes, bytes]]:
+    out = {}
+    for raw in r.smembers(keys.WORKERS):
+        name = raw.decode()
+        if r.exists(keys.worker_alive(name)):
+            out[name] = r.hgetall(keys.worker(name))
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_killed_child_job_is_requeued_and_child_restarted(r, procs):
+    sup = procs.rtai("worker", "--workers", "2", "--detector", "sleep", "--sleep-ms", "100", "--preload", "")
+    wait_for(lambda: len(_alive_workers(r)) == 2, timeout=30, what="two workers")
+    s = sink(r, "cam1")
+    for _ in range(10):
+        s.push(frames(4))
+
+    def holding_a_job() -> list[int]:
+        return [int(w[b"pid"]) for name, w in _alive_workers(r).items() if r.hlen(keys.inflight(name))]
+
+    victim_pid = wait_for(holding_a_job, timeout=10, interval=0.01, what="a worker holding a job")[0]
+    os.kill(victim_pid, signal.SIGKILL)
+
+    wait_for(lambda: counts(r, "cam1")["published"] == 40, timeout=30, what="all 40 frames published")
+    c = counts(r, "cam1")
+    assert c["in_flight"] == 0 and c["failed"] == 0
+    seqs = [decode_result(f[b"r"])["seq"] for _id, f in r.xrange(keys.history("cam1"))]
+    assert sorted(seqs) == list(range(40)), "every frame exactly once"
+    wait_for(lambda: len(_alive_workers(r)) == 2, timeout=30, what="the killed child to be restarted")
+    assert victim_pid not in {int(w[b"pid"]) for w in _alive_workers(r).values()}
+
+    sup.send_signal(signal.SIGTERM)
+    assert procs.finish(sup, timeout=30) == 0, procs.output(sup)
+    assert not _alive_workers(r)
