@@ -25,13 +25,27 @@ def _frames_by_pid(r) -> dict[int, int]:
 def test_added_workers_share_the_load_without_restarts(r, procs, rtsp_pattern):
     first = procs.rtai(*SLOW_WORKER)
     wait_for(lambda: first.pid in _frames_by_pid(r), timeout=30, what="the first worker")
-    producer = procs.rtai("producer", "--source", rtsp_pattern, "--stream", "cam1", "--max-fps", "12",
-                          "--batch-size", "2", "--queue-bound", "1000")
+    producer = procs.rtai(
+        "producer",
+        "--source",
+        rtsp_pattern,
+        "--stream",
+        "cam1",
+        "--max-fps",
+        "12",
+        "--batch-size",
+        "2",
+        "--queue-bound",
+        "1000",
+    )
     wait_for(lambda: _frames_by_pid(r).get(first.pid, 0) >= 10, timeout=30, what="the first worker to work")
     second = procs.rtai(*SLOW_WORKER)
     third = procs.rtai(*SLOW_WORKER)
-    wait_for(lambda: _frames_by_pid(r).get(second.pid, 0) >= 10 and _frames_by_pid(r).get(third.pid, 0) >= 10,
-             timeout=40, what="the added workers to take a share")
+    wait_for(
+        lambda: _frames_by_pid(r).get(second.pid, 0) >= 10 and _frames_by_pid(r).get(third.pid, 0) >= 10,
+        timeout=40,
+        what="the added workers to take a share",
+    )
     producer.terminate()
     assert procs.finish(producer, timeout=30) == 0, procs.output(producer)
     wait_for(lambda: counts(r, "cam1")["in_flight"] == 0, timeout=60, what="the queue to drain")

@@ -1,0 +1,137 @@
+"""Fleet throughput against a plain in-process Ultralytics loop on the same frames and model.
+
+Measures, in one run on one machine:
+  direct   frames/s of `model.predict` over the frames in batches (no Redis, no JPEG)
+  fleet    frames/s of one `rtai worker` draining the same frames, queued as JPEG batches
+  noop     frames/s of one worker with a no-op detector: the transport ceiling
+  per-frame cost of each step outside inference (JPEG encode, enqueue, worker path)
+
+  .venv/bin/python benchmarks/fleet_vs_direct.py --frames 400 --threads 2 --batch-size 4
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common import keys, ledger  # noqa: E402
+from common.config import DEMO_CLIP, ProducerSettings  # noqa: E402
+from common.images import decode_frame, encode_frame  # noqa: E402
+from common.redis_client import connect  # noqa: E402
+from common.up import PrivateRedis  # noqa: E402
+from common.wire import decode_result  # noqa: E402
+from producer.enqueue import BatchSink  # noqa: E402
+
+
+def load_frames(n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    frames = []
+    while len(frames) < n:
+        ok, img = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        frames.append(img)
+    return frames
+
+
+def direct(frames: list[np.ndarray], model: str, threads: int, batch: int, imgsz: int) -> float:
+    import torch  # noqa: PLC0415
+    from ultralytics import YOLO  # noqa: PLC0415
+
+    from worker.models import resolve  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    m = YOLO(resolve(model), task="detect")
+    m.predict(frames[:batch], imgsz=imgsz, verbose=False)  # warm-up
+    # The worker detects on JPEG-decoded frames; give the direct loop the same pixels.
+    t0 = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        m.predict(frames[i : i + batch], imgsz=imgsz, conf=0.25, verbose=False)
+    return len(frames) / (time.perf_counter() - t0)
+
+
+def enqueue_all(client, frames, stream: str, batch: int, imgsz: int, model: str) -> dict[str, float]:
+    settings = ProducerSettings(stream=stream, source="bench", batch_size=batch, imgsz=imgsz, model=model,
+                                queue_bound=10**6, redis_url="redis://unused")
+    sink = BatchSink(client, settings)
+    sink.register()
+    t_jpeg = t_push = 0.0
+    for i in range(0, len(frames), batch):
+        t0 = time.perf_counter()
+        encoded = [encode_frame(f, seq=0, t_capture=time.time(), imgsz=imgsz) for f in frames[i : i + batch]]
+        t1 = time.perf_counter()
+        sink.push(encoded)
+        t_push += time.perf_counter() - t1
+        t_jpeg += t1 - t0
+    n = len(frames)
+    return {"jpeg_encode_ms": 1000 * t_jpeg / n, "enqueue_ms": 1000 * t_push / n}
+
+
+def run_worker(url: str, *args: str) -> None:
+    env = dict(os.environ, RTAI_REDIS_URL=url)
+    subprocess.run([sys.executable, "-m", "common.cli", "worker", "--burst", *args], env=env, check=True,
+                   cwd=ROOT)
+
+
+def drained_fps(client, stream: str) -> float:
+    results = [decode_result(f[b"r"]) for _id, f in client.xrange(keys.history(stream))]
+    t0 = min(r["t_start"] for r in results)
+    t1 = max(r["t_done"] for r in results)
+    counts = ledger.read(client, stream)
+    assert counts["in_flight"] == 0 and counts["published"] == len(results), counts
+    return len(results) / (t1 - t0)
+
+
+@click.command()
+@click.option("--frames", "n", default=400, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--imgsz", default=320, show_default=True)
+@click.option("--model", default="rtai-shapes", show_default=True)
+def main(n: int, threads: int, batch_size: int, imgsz: int, model: str) -> None:
+    frames = load_frames(n)
+    jpeg_frames = [decode_frame(encode_frame(f, seq=0, t_capture=0, imgsz=imgsz)) for f in frames]
+    server = PrivateRedis()
+    try:
+        client = connect(server.url)
+        direct_fps = direct(jpeg_frames, model, threads, batch_size, imgsz)
+
+        costs = enqueue_all(client, frames, "noop", batch_size, imgsz, model)
+        run_worker(server.url, "--detector", "noop", "--preload", "")
+        noop_fps = drained_fps(client, "noop")
+
+        enqueue_all(client, frames, "yolo", batch_size, imgsz, model)
+        run_worker(server.url, "--threads", str(threads), "--preload", model)
+        fleet_fps = drained_fps(client, "yolo")
+    finally:
+        server.stop()
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "frames": n, "batch_size": batch_size, "imgsz": imgsz, "threads": threads, "model": model,
+        "direct_fps": round(direct_fps, 1),
+        "fleet_fps": round(fleet_fps, 1),
+        "efficiency": round(fleet_fps / direct_fps, 3),
+        "noop_fps": round(noop_fps, 1),
+        "worker_overhead_ms_per_frame": round(1000 / noop_fps, 2),
+        "fleet_minus_direct_ms_per_frame": round(1000 / fleet_fps - 1000 / direct_fps, 2),
+        "producer_jpeg_encode_ms_per_frame": round(costs["jpeg_encode_ms"], 2),
+        "producer_enqueue_ms_per_frame": round(costs["enqueue_ms"], 2),
+    }
+    click.echo(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
