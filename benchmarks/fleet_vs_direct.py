@@ -64,8 +64,15 @@ def direct(frames: list[np.ndarray], model: str, threads: int, batch: int, imgsz
 
 
 def enqueue_all(client, frames, stream: str, batch: int, imgsz: int, model: str) -> dict[str, float]:
-    settings = ProducerSettings(stream=stream, source="bench", batch_size=batch, imgsz=imgsz, model=model,
-                                queue_bound=10**6, redis_url="redis://unused")
+    settings = ProducerSettings(
+        stream=stream,
+        source="bench",
+        batch_size=batch,
+        imgsz=imgsz,
+        model=model,
+        queue_bound=10**6,
+        redis_url="redis://unused",
+    )
     sink = BatchSink(client, settings)
     sink.register()
     t_jpeg = t_push = 0.0
@@ -82,8 +89,7 @@ def enqueue_all(client, frames, stream: str, batch: int, imgsz: int, model: str)
 
 def run_worker(url: str, *args: str) -> None:
     env = dict(os.environ, RTAI_REDIS_URL=url)
-    subprocess.run([sys.executable, "-m", "common.cli", "worker", "--burst", *args], env=env, check=True,
-                   cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "common.cli", "worker", "--burst", *args], env=env, check=True, cwd=ROOT)
 
 
 def drained_fps(client, stream: str) -> float:
@@ -120,7 +126,11 @@ def main(n: int, threads: int, batch_size: int, imgsz: int, model: str) -> None:
         server.stop()
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "frames": n, "batch_size": batch_size, "imgsz": imgsz, "threads": threads, "model": model,
+        "frames": n,
+        "batch_size": batch_size,
+        "imgsz": imgsz,
+        "threads": threads,
+        "model": model,
         "direct_fps": round(direct_fps, 1),
         "fleet_fps": round(fleet_fps, 1),
         "efficiency": round(fleet_fps / direct_fps, 3),

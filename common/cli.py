@@ -127,6 +127,62 @@ def up(sources: tuple[str, ...], **options: object) -> None:
     run(UpOptions(sources=list(sources), **options))  # type: ignore[arg-type]
 
 
+@cli.group()
+def stream() -> None:
+    """Declare the streams producer daemons run (desired state in Redis)."""
+
+
+@stream.command("add")
+@click.argument("stream_id")
+@click.option("--source", required=True, help="rtsp://, http:// URL, a file, or demo.")
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+@click.option("--max-fps", type=float, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--imgsz", type=int, default=None)
+@click.option("--model", default=None)
+@click.option("--conf", type=float, default=None)
+@click.option("--loop/--no-loop", default=None)
+def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
+    """Declare STREAM_ID; a producer daemon (`rtai producer` without --source) picks it up."""
+    from . import desired  # noqa: PLC0415
+    from .config import ProducerSettings, build  # noqa: PLC0415
+    from .redis_client import connect  # noqa: PLC0415
+
+    url = _url(redis_url)
+    settings = build(ProducerSettings, stream=stream_id, redis_url=url, **flags)
+    desired.put(connect(url), settings)
+    click.echo(f"stream {stream_id} declared; a producer daemon will claim it")
+
+
+@stream.command("rm")
+@click.argument("stream_id")
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+def stream_rm(stream_id: str, redis_url: str | None) -> None:
+    """Stop running STREAM_ID (its producer daemon stops it within a second)."""
+    from . import desired  # noqa: PLC0415
+    from .redis_client import connect  # noqa: PLC0415
+
+    if not desired.remove(connect(_url(redis_url)), stream_id):
+        raise click.ClickException(f"no stream {stream_id!r} is declared")
+    click.echo(f"stream {stream_id} removed")
+
+
+@stream.command("ls")
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+def stream_ls(redis_url: str | None) -> None:
+    """List declared streams and which producer runs each."""
+    from . import desired, keys  # noqa: PLC0415
+    from .redis_client import connect  # noqa: PLC0415
+
+    client = connect(_url(redis_url))
+    for sid in desired.streams(client):
+        entry = desired.get(client, sid) or {"settings": {}}
+        owner = client.get(keys.claim(sid))
+        click.echo(
+            f"{sid}  {entry['settings'].get('source', '?')}  {'run by ' + owner.decode() if owner else 'unclaimed'}"
+        )
+
+
 def _url(override: str | None) -> str:
     return redis_url(override)
 

@@ -44,6 +44,7 @@ DEMO_CLIP = ASSETS_DIR / "demo.mp4"
 def resolve_source(source: str) -> str:
     return str(DEMO_CLIP) if source == DEMO_SOURCE else source
 
+
 Device = str
 FaultPoint = Literal["after_dequeue", "during_inference", "after_publish"]
 
@@ -111,6 +112,11 @@ def build(cls: type[S], **overrides: object) -> S:
             f"{'.'.join(str(p) for p in err['loc']) or cls.__name__}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def env_value(name: str) -> str | None:
+    """The RTAI_<NAME> variable, or None when unset or empty."""
+    return os.environ.get(ENV_PREFIX + name.upper()) or None
 
 
 def redis_url(override: str | None = None) -> str:

@@ -6,13 +6,18 @@ rtai:stream:<stream>                 HASH     none             stream settings a
 rtai:ledger:<stream>                 HASH     none             produced / published / dropped_* / failed
 rtai:batch:<stream>:<batch>          STRING   BLOB_TTL_S       msgpack batch of frames (one job's input)
 rtai:settled:<stream>:<batch>        STRING   SETTLED_TTL_S    marker: this batch's frames are accounted for
+rtai:attempts:<stream>               HASH     ATTEMPTS_TTL_S   batch -> failed attempts (poison detection)
 rtai:history:<stream>                STREAM   MAXLEN ~         recent results, for late subscribers
 rtai:results:<stream>                channel  -                live results, one msgpack message per frame
 rtai:model:<variant>:names           STRING   none             msgpack list of class names of a model
+rtai:desired                         SET      none             stream ids producer daemons should run
+rtai:desired:<stream>                STRING   none             msgpack map of the stream's producer settings
+rtai:claim:<stream>                  STRING   lease (ms)       producer daemon that runs the stream now
 rtai:workers                         SET      none             names of workers that registered
 rtai:worker:<name>                   HASH     WORKER_TTL_S     a worker's counters, device and GPU stats
 rtai:worker:<name>:alive             STRING   lease (ms)       present while the worker lives
 rtai:inflight:<name>                 HASH     none             job id -> RQ queue key, jobs a worker holds
+rtai:fault:<point>                   STRING   FAULT_TTL_S      chaos tests: the one worker that dies at a point
 rtai:fleet                           HASH     none             fleet-wide counters (rejected jobs)
 rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
 rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
@@ -33,6 +38,7 @@ PREFIX = "rtai:"
 STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 STREAMS = PREFIX + "streams"
+DESIRED = PREFIX + "desired"
 WORKERS = PREFIX + "workers"
 FLEET = PREFIX + "fleet"
 #: RQ's own flag (`rq suspend` / `rq resume`); our dequeue script honours it.
@@ -51,6 +57,14 @@ def stream(stream_id: str) -> str:
     return f"{PREFIX}stream:{stream_id}"
 
 
+def desired(stream_id: str) -> str:
+    return f"{PREFIX}desired:{stream_id}"
+
+
+def claim(stream_id: str) -> str:
+    return f"{PREFIX}claim:{stream_id}"
+
+
 def ledger(stream_id: str) -> str:
     return f"{PREFIX}ledger:{stream_id}"
 
@@ -61,6 +75,10 @@ def batch_blob(stream_id: str, batch: int) -> str:
 
 def settled(stream_id: str, batch: int) -> str:
     return f"{PREFIX}settled:{stream_id}:{batch}"
+
+
+def attempts(stream_id: str) -> str:
+    return f"{PREFIX}attempts:{stream_id}"
 
 
 def history(stream_id: str) -> str:
@@ -89,6 +107,10 @@ def worker_alive(name: str) -> str:
 
 def inflight(name: str) -> str:
     return f"{PREFIX}inflight:{name}"
+
+
+def fault(point: str) -> str:
+    return f"{PREFIX}fault:{point}"
 
 
 def queue_name(stream_id: str) -> str:

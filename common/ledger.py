@@ -28,3 +28,8 @@ def read(client: redis.Redis, stream: str) -> dict[str, int]:
 
 def balanced(counts: dict[str, int]) -> bool:
     return counts["in_flight"] == 0
+
+
+def dropped(counts: dict[str, int]) -> int:
+    """All frames dropped on purpose (backpressure, staleness, Redis unreachable)."""
+    return sum(v for k, v in counts.items() if k.startswith("dropped_"))

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .errors import RedisUnavailableError
 
+log = logging.getLogger(__name__)
+
+#: Reconnect attempts back off up to this many seconds between tries.
+MAX_BACKOFF_S = 5.0
 #: Socket timeouts long enough for a busy Redis, short enough to notice a dead one.
 SOCKET_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 3.0
@@ -31,6 +39,24 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
         except redis.RedisError as exc:
             raise RedisUnavailableError(f"cannot reach Redis at {_safe(url)}: {exc}") from exc
     return client
+
+
+def wait_until_up(
+    client: redis.Redis, *, what: str, stop: Callable[[], bool] = lambda: False, max_wait_s: float | None = None
+) -> bool:
+    """Ping with exponential backoff until Redis answers (True) or stop()/max_wait_s says give up."""
+    delay, waited = 0.1, 0.0
+    while True:
+        try:
+            client.ping()
+            return True
+        except redis.RedisError as exc:
+            if stop() or (max_wait_s is not None and waited >= max_wait_s):
+                return False
+            log.warning("%s: Redis unreachable (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, MAX_BACKOFF_S)
 
 
 def _safe(url: str) -> str:

@@ -28,4 +28,5 @@ class Outcome(str, Enum):
     PUBLISHED = "published"
     DROPPED_BACKPRESSURE = "dropped_backpressure"
     DROPPED_STALE = "dropped_stale"
+    DROPPED_UNREACHABLE = "dropped_unreachable"  # Redis was down when the producer had them
     FAILED = "failed"

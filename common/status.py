@@ -76,7 +76,7 @@ def render(report: dict[str, Any]) -> str:
     lines = ["STREAM           STATE         PROD    PUB  DROP  FAIL  FLIGHT  QUEUE  FPS_OUT  P50ms  P99ms"]
     for sid, s in report["streams"].items():
         led = s["ledger"]
-        dropped = led["dropped_backpressure"] + led["dropped_stale"]
+        dropped = ledger.dropped(led)
         lat = s["latency_ms"]
         lines.append(
             f"{sid:<16} {s['state']:<12} {led['produced']:>6} {led['published']:>6} {dropped:>5} "

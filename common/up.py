@@ -21,7 +21,7 @@ from typing import Any
 import click
 import redis
 
-from . import gpu, status
+from . import gpu, ledger, status
 from .config import DEMO_SOURCE, child_env, explicit_redis_url
 from .errors import RtaiError
 from .redis_client import connect
@@ -197,7 +197,7 @@ def status_lines(report: dict[str, Any], previous: dict[str, int], dt: float) ->
         lines.append(
             f"[{sid}] {s['state']:<12} in {fps_in:5.1f} fps  out {s['fps_out']:5.1f} fps  "
             f"p50 {lat['p50'] or 0:6.0f} ms  p99 {lat['p99'] or 0:6.0f} ms  queue {s['queue_depth']:3d}  "
-            f"published {led['published']}  dropped {led['dropped_backpressure'] + led['dropped_stale']}  "
+            f"published {led['published']}  dropped {ledger.dropped(led)}  "
             f"failed {led['failed']}"
         )
     load = ", ".join(f"{n.split(':')[-2]}:{w['frames']}" for n, w in report["workers"].items() if w["alive"])
@@ -262,4 +262,3 @@ def _show(client: redis.Redis, streams: list[str], stop: threading.Event) -> Non
             click.echo(Subscriber.describe(result, model_names))
     except redis.RedisError:
         return
-

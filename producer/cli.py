@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from common.config import ProducerSettings, build
+from common.config import ProducerSettings, build, env_value, redis_url
 from common.exitcodes import EXIT_OK, EXIT_SOURCE
 from common.states import StreamState
 
@@ -27,8 +27,16 @@ from common.states import StreamState
 @click.option("--loop/--no-loop", default=None, help="Loop a video file.")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
 @click.option("--max-reconnects", type=int, default=None, help="Give up (state error) after N failed opens.")
-def producer(**flags: object) -> None:
-    """Decode a video source and feed its frames to the fleet."""
+@click.option("--max-streams", type=int, default=None, help="Daemon mode: most streams this process runs.")
+def producer(max_streams: int | None, **flags: object) -> None:
+    """Decode a video source and feed its frames to the fleet.
+
+    Without --source (and RTAI_SOURCE), run as a daemon: claim streams declared with `rtai stream
+    add` or the REST API, and take over the streams of producer daemons that die.
+    """
+    if flags["source"] is None and env_value("source") is None:
+        _daemon(flags.get("redis_url"), max_streams)  # type: ignore[arg-type]
+        return
     settings = build(ProducerSettings, **flags)
     from .runner import StreamProducer  # noqa: PLC0415
 
@@ -47,3 +55,16 @@ def producer(**flags: object) -> None:
         err=True,
     )
     sys.exit(EXIT_SOURCE if prod.source.state == StreamState.ERROR else EXIT_OK)
+
+
+def _daemon(url: str | None, max_streams: int | None) -> None:
+    from .daemon import ProducerDaemon  # noqa: PLC0415
+
+    daemon = ProducerDaemon(redis_url(url), max_streams=max_streams)
+
+    def _stop(_signum: int, _frame: object) -> None:
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    daemon.run()

@@ -61,6 +61,13 @@ class BatchSink:
             keys.stream(self.stream), mapping={"state": state.value, "reason": reason, "t_state": time.time()}
         )
 
+    def count_unreachable(self, n: int) -> None:
+        """Frames the producer had while Redis was down: produced, and dropped for that reason."""
+        with self.client.pipeline() as pipe:
+            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
+            ledger.count(pipe, self.stream, Outcome.DROPPED_UNREACHABLE.value, n)
+            pipe.execute()
+
     def push(self, frames: list[Frame]) -> bool:
         """Enqueue one batch; False when it was dropped for backpressure."""
         n = len(frames)

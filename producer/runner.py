@@ -11,7 +11,7 @@ import redis
 
 from common.config import ProducerSettings, resolve_source
 from common.images import encode_frame
-from common.redis_client import connect
+from common.redis_client import connect, wait_until_up
 from common.states import StreamState
 from common.wire import Frame
 
@@ -32,9 +32,10 @@ class ProducerStats:
 class StreamProducer:
     def __init__(self, settings: ProducerSettings, *, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.client = client or connect(settings.redis_url)
+        self.client = client or connect(settings.redis_url, check=False)
         self.sink = BatchSink(self.client, settings)
         self.stats = ProducerStats()
+        self._owed = 0  # frames dropped while Redis was unreachable, not yet in the ledger
         self.stop_event = threading.Event()
         self.source = VideoSource(
             resolve_source(settings.source),
@@ -58,6 +59,7 @@ class StreamProducer:
 
     def run(self) -> ProducerStats:
         s = self.settings
+        wait_until_up(self.client, what=f"producer {s.stream}", stop=self.stop_event.is_set)
         self.sink.register()
         self.sink.set_state(StreamState.CONNECTING)
         self.source.start()
@@ -104,11 +106,28 @@ class StreamProducer:
 
     def _flush(self, frames: list[Frame]) -> None:
         try:
+            if self._owed:
+                # Redis is back: register the stream again (it may have restarted empty) and
+                # account for the frames dropped while it was away.
+                self.sink.register()
+                self.sink.set_state(self.source.state, self.source.reason)
+                self.sink.count_unreachable(self._owed)
+                log.warning(
+                    "stream %s: Redis is back; %d frames were dropped while it was unreachable",
+                    self.settings.stream,
+                    self._owed,
+                )
+                self._owed = 0
             if self.sink.push(frames):
                 self.stats.batches += 1
             else:
                 self.stats.dropped_batches += 1
         except redis.RedisError as exc:
-            # Frames that never reached Redis were never counted as produced; say so and go on.
             self.stats.redis_errors += 1
-            log.error("stream %s: Redis error, %d frames not enqueued: %s", self.settings.stream, len(frames), exc)
+            self._owed += len(frames)
+            log.error(
+                "stream %s: Redis error, %d frames dropped (counted once Redis is back): %s",
+                self.settings.stream,
+                len(frames),
+                exc,
+            )

@@ -26,10 +26,12 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from common import gpu, keys
 from common.config import host_name
+from common.errors import SchemaError
 from common.states import WorkerState
 from common.wire import MsgpackSerializer
 
 from .jobs import ALLOWED
+from .publisher import Settlement
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ QUEUE_REFRESH_S = 1.0
 WORKER_TTL_S = 30
 #: Failed (refused) jobs are kept a day for `rq info` and post-mortems.
 REJECT_TTL_S = 86_400
+#: A batch that fails this many times for a reason other than bad input is a poison batch: its
+#: frames are counted failed and the job goes to the failed registry.
+MAX_ATTEMPTS = 3
+#: How long a batch's attempt counter is kept.
+ATTEMPTS_TTL_S = 3600
 
 DEQUEUE_LUA = """
 -- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV: candidate queue keys
@@ -91,6 +98,9 @@ class FleetWorker(SimpleWorker):
         self._lease_thread = threading.Thread(target=self._lease_loop, name="rtai-lease", daemon=True)
         self._wstate = WorkerState.STARTING
         self.rejected = 0
+        self.retried = 0
+        self._force_stop = False
+        self._last_exc: BaseException | None = None
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -171,8 +181,65 @@ class FleetWorker(SimpleWorker):
             else:
                 self._reject(job, queue, reason)
         finally:
-            self.client.hdel(keys.inflight(self.name), job.id)
+            if not self._force_stop:
+                self.client.hdel(keys.inflight(self.name), job.id)
             self._wstate = WorkerState.IDLE
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once SIGTERM/SIGINT asked this worker to stop (RQ records the time)."""
+        return self._shutdown_requested_date is not None
+
+    def request_force_stop(self, signum: int, frame: object) -> None:
+        """Second SIGTERM/SIGINT: stop now; the job in hand goes back to the front of its queue."""
+        self._force_stop = True
+        super().request_force_stop(signum, frame)
+
+    def handle_exception(self, job: Job, *exc_info) -> None:
+        self._last_exc = exc_info[1] if len(exc_info) > 1 else None
+        super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry=None, exc_string="", execution=None
+    ) -> None:
+        exc, self._last_exc = self._last_exc, None
+        if self._force_stop or isinstance(exc, SystemExit | KeyboardInterrupt):
+            # Interrupted, not failed: leave it in the in-flight hash; teardown requeues it.
+            self._back_to_queued(job, execution)
+            return
+        if isinstance(exc, SchemaError):
+            # Bad input: the job function has already counted its frames as failed.
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            return
+        kw = job.kwargs
+        stream, batch, n = kw.get("stream"), kw.get("batch"), kw.get("n")
+        attempts = self.client.hincrby(keys.attempts(stream), str(batch), 1)
+        self.client.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
+        if attempts < MAX_ATTEMPTS:
+            self.retried += 1
+            log.warning(
+                "worker %s: job %s (%s#%s) failed (attempt %d of %d), retrying: %s",
+                self.name,
+                job.id,
+                stream,
+                batch,
+                attempts,
+                MAX_ATTEMPTS,
+                exc,
+            )
+            self._back_to_queued(job, execution)
+            self.client.rpush(queue.key, job.id)  # at the back: a failing batch never blocks its stream
+            return
+        self.runtime.publisher.settle(Settlement(stream, batch, failed=n))
+        exc_string = f"poison batch: failed {attempts} times; last error: {exc_string}"
+        log.error("worker %s: job %s (%s#%s) %s", self.name, job.id, stream, batch, exc_string.splitlines()[0])
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+
+    def _back_to_queued(self, job: Job, execution) -> None:
+        with self.client.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            job.set_status(JobStatus.QUEUED, pipeline=pipe)
+            pipe.execute()
 
     def _refusal(self, job: Job) -> str | None:
         try:
@@ -281,4 +348,7 @@ class FleetWorker(SimpleWorker):
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("worker %s: could not clean up: %s", self.name, exc)
-        super().teardown()
+        try:
+            super().teardown()
+        except redis.RedisError as exc:
+            log.warning("worker %s: RQ teardown failed: %s", self.name, exc)

@@ -6,7 +6,7 @@ import logging
 import os
 
 from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
-from common.redis_client import connect
+from common.redis_client import connect, wait_until_up
 
 from .fleet_worker import FleetWorker
 from .publisher import Publisher
@@ -33,7 +33,8 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(settings.threads)
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, check=False)
+    wait_until_up(client, what="worker start")
     label = gpu_label(settings.device)
     name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"
     runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name))

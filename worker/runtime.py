@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -19,6 +20,9 @@ from .detector import Detector, NoopDetector, SleepDetector, YoloDetector
 from .publisher import Publisher
 
 log = logging.getLogger(__name__)
+
+#: A fault-injection claim outlives any chaos test.
+FAULT_TTL_S = 3600
 
 
 @dataclass
@@ -51,8 +55,11 @@ class Runtime:
         return YoloDetector(variant, device=s.device, half=s.half)
 
     def fault(self, point: str) -> None:
-        """Fault injection for chaos tests: SIGKILL this process at a named point."""
-        if self.settings.fault_point == point:
+        """Fault injection for chaos tests: the first worker of the fleet to reach `point` SIGKILLs
+        itself there (once: the claim is a Redis SET NX holding the time of death)."""
+        if self.settings.fault_point != point:
+            return
+        if self.client.set(keys.fault(point), f"{self.name} {time.time()}", nx=True, ex=FAULT_TTL_S):
             log.warning("fault injection: killing %s at %s", self.name, point)
             os.kill(os.getpid(), signal.SIGKILL)
 

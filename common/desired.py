@@ -1,0 +1,61 @@
+"""Desired state: which streams the fleet should run, and with what settings.
+
+Written by `rtai stream add` and the REST API, read by producer daemons, which claim each stream
+with a renewed lease so that exactly one producer runs it and another takes over when it dies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from . import keys
+from .config import ProducerSettings
+from .errors import ConfigError, SchemaError
+from .wire import packb, unpackb
+
+#: Settings that belong to the producer process, not to the stream's desired state.
+PROCESS_FIELDS = {"redis_url"}
+
+
+def put(client: redis.Redis, settings: ProducerSettings, extra: dict[str, Any] | None = None) -> None:
+    """Declare (or update) a stream the fleet should run."""
+    stream = keys.check_stream_id(settings.stream)
+    data = settings.model_dump(exclude=PROCESS_FIELDS)
+    with client.pipeline() as pipe:
+        pipe.set(keys.desired(stream), packb({"settings": data, **(extra or {})}))
+        pipe.sadd(keys.DESIRED, stream)
+        pipe.execute()
+
+
+def remove(client: redis.Redis, stream: str) -> bool:
+    with client.pipeline() as pipe:
+        pipe.srem(keys.DESIRED, stream)
+        pipe.delete(keys.desired(stream))
+        removed, _ = pipe.execute()
+    return bool(removed)
+
+
+def get(client: redis.Redis, stream: str) -> dict[str, Any] | None:
+    raw = client.get(keys.desired(stream))
+    if raw is None:
+        return None
+    value = unpackb(raw)
+    if not isinstance(value, dict) or not isinstance(value.get("settings"), dict):
+        raise SchemaError(f"desired state of {stream!r} is not a settings map")
+    return value
+
+
+def streams(client: redis.Redis) -> list[str]:
+    return sorted(s.decode() for s in client.smembers(keys.DESIRED))
+
+
+def settings_for(client: redis.Redis, stream: str, redis_url: str) -> ProducerSettings | None:
+    entry = get(client, stream)
+    if entry is None:
+        return None
+    try:
+        return ProducerSettings(**{**entry["settings"], "redis_url": redis_url})
+    except ValueError as exc:
+        raise ConfigError(f"desired state of {stream!r} has bad settings: {exc}") from exc
