@@ -116,6 +116,7 @@ class BatchSink:
                 pipeline=pipe,
             )
             pipe.set(blob_key, encode_batch(batch), ex=BLOB_TTL_S)
+            pipe.sadd(keys.STREAMS, self.stream)  # again each time: Redis may have restarted empty
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             pipe.execute()
         self.enqueued += 1

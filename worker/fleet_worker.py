@@ -309,6 +309,7 @@ class FleetWorker(SimpleWorker):
                 if gpu_index is not None:
                     stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
                 with self.client.pipeline() as pipe:
+                    pipe.sadd(keys.WORKERS, self.name)
                     pipe.set(keys.worker_alive(self.name), os.getpid(), px=lease_ms)
                     pipe.hset(keys.worker(self.name), mapping=stats)
                     pipe.expire(keys.worker(self.name), WORKER_TTL_S)
