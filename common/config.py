@@ -31,9 +31,10 @@ DEFAULT_MAX_FPS = 10.0
 DEFAULT_QUEUE_BOUND = 64
 #: Frames older than this at dequeue are dropped and counted: stale alerts are worse than none.
 DEFAULT_MAX_FRAME_AGE_MS = 10_000
-#: Heartbeat 0.5 s with a 2 s lease: a lost worker's job is requeued within about 2 s.
-DEFAULT_HEARTBEAT_S = 0.5
-DEFAULT_LEASE_S = 2.0
+#: Heartbeat every 0.25 s with a 1.5 s lease (six missed beats): a lost worker's job is requeued
+#: by another worker's reaper within lease + one heartbeat, under 2 s.
+DEFAULT_HEARTBEAT_S = 0.25
+DEFAULT_LEASE_S = 1.5
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 #: `--source demo` means the clip that ships with the package (made by common/synth.py).
@@ -92,6 +93,8 @@ class WorkerSettings(_Settings):
     sleep_ms: float = Field(10.0, ge=0)
     max_jobs: int | None = Field(None, ge=1)
     burst: bool = False
+    #: A supervised child may die this often per minute before it is left down and reported.
+    restart_budget: int = Field(5, ge=0)
 
 
 S = TypeVar("S", bound=_Settings)

@@ -56,7 +56,10 @@ def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **fl
                 log.warning("no GPU visible: running CPU worker(s) instead")
             slots = cpu_slots(n_workers or 1)
         child_args = _child_args(settings, preload)
-        sys.exit(Supervisor(slots, redis_url=settings.redis_url, child_args=child_args).run())
+        sup = Supervisor(
+            slots, redis_url=settings.redis_url, child_args=child_args, restart_budget=settings.restart_budget
+        )
+        sys.exit(sup.run())
     from .process import run  # noqa: PLC0415
 
     run(settings, preload=preload)

@@ -296,7 +296,6 @@ class FleetWorker(SimpleWorker):
     def _lease_loop(self) -> None:
         s = self.runtime.settings
         lease_ms = int(s.lease_s * 1000)
-        last_reap = 0.0
         last_frames, last_t = 0, time.monotonic()
         gpu_index = int(self.runtime.gpu) if self.runtime.gpu.isdigit() else None
         while not self._lease_stop.wait(s.heartbeat_s):
@@ -314,9 +313,7 @@ class FleetWorker(SimpleWorker):
                     pipe.hset(keys.worker(self.name), mapping=stats)
                     pipe.expire(keys.worker(self.name), WORKER_TTL_S)
                     pipe.execute()
-                if now - last_reap >= s.lease_s / 2:
-                    last_reap = now
-                    self.reap()
+                self.reap()
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
 

@@ -26,8 +26,7 @@ from .fleet_worker import requeue_inflight
 
 log = logging.getLogger(__name__)
 
-#: A child may die this many times per window before it is left down and reported.
-RESTART_BUDGET = 5
+#: The restart budget (WorkerSettings.restart_budget) counts deaths over this window.
 RESTART_WINDOW_S = 60.0
 #: After a stop request, children get this long to finish their batch before SIGKILL.
 STOP_GRACE_S = 30.0
@@ -45,8 +44,9 @@ class Slot:
 
 
 class Supervisor:
-    def __init__(self, slots: list[Slot], *, redis_url: str, child_args: list[str]) -> None:
+    def __init__(self, slots: list[Slot], *, redis_url: str, child_args: list[str], restart_budget: int = 5) -> None:
         self.slots = slots
+        self.restart_budget = restart_budget
         self.redis_url = redis_url
         self.child_args = child_args
         self.client = connect(redis_url)
@@ -92,7 +92,7 @@ class Supervisor:
             return
         now = time.monotonic()
         slot.deaths = [t for t in slot.deaths if now - t < RESTART_WINDOW_S] + [now]
-        if len(slot.deaths) > RESTART_BUDGET:
+        if len(slot.deaths) > self.restart_budget:
             slot.given_up = True
             log.error(
                 "supervisor: %s died %d times in %.0f s; leaving it down",
