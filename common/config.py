@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,6 +47,7 @@ def resolve_source(source: str) -> str:
 
 
 Device = str
+GpuIndex = Annotated[int, Field(ge=0, le=1023)]
 FaultPoint = Literal["after_dequeue", "during_inference", "after_publish"]
 
 
@@ -77,6 +78,12 @@ class ProducerSettings(_Settings):
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = Field(None, ge=0)
+    # Routing (which workers take the stream; see worker/routing.py)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    gpu_devices: list[GpuIndex] | None = Field(None, max_length=256)
+    load_balancing: bool = True
+    pinned: bool = False
+    max_workers: int | None = Field(None, ge=1)
 
 
 class WorkerSettings(_Settings):

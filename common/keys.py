@@ -7,6 +7,9 @@ rtai:ledger:<stream>                 HASH     none             produced / publis
 rtai:batch:<stream>:<batch>          STRING   BLOB_TTL_S       msgpack batch of frames (one job's input)
 rtai:settled:<stream>:<batch>        STRING   SETTLED_TTL_S    marker: this batch's frames are accounted for
 rtai:attempts:<stream>               HASH     ATTEMPTS_TTL_S   batch -> failed attempts (poison detection)
+rtai:gpus:<stream>                   HASH     none             gpu label -> frames of the stream it published
+rtai:latency:<stream>                HASH     none             latency histogram: le bucket -> count, sum_ms, count
+rtai:routing:<stream>:<rule>         STRING   lease (ms)       pin owner / max_workers slots (see worker/routing.py)
 rtai:history:<stream>                STREAM   MAXLEN ~         recent results, for late subscribers
 rtai:results:<stream>                channel  -                live results, one msgpack message per frame
 rtai:model:<variant>:names           STRING   none             msgpack list of class names of a model
@@ -79,6 +82,22 @@ def settled(stream_id: str, batch: int) -> str:
 
 def attempts(stream_id: str) -> str:
     return f"{PREFIX}attempts:{stream_id}"
+
+
+def stream_gpus(stream_id: str) -> str:
+    return f"{PREFIX}gpus:{stream_id}"
+
+
+def latency_hist(stream_id: str) -> str:
+    return f"{PREFIX}latency:{stream_id}"
+
+
+def pin(stream_id: str) -> str:
+    return f"{PREFIX}routing:{stream_id}:pin"
+
+
+def slots(stream_id: str) -> str:
+    return f"{PREFIX}routing:{stream_id}:slots"
 
 
 def history(stream_id: str) -> str:

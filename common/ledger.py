@@ -33,3 +33,28 @@ def balanced(counts: dict[str, int]) -> bool:
 def dropped(counts: dict[str, int]) -> int:
     """All frames dropped on purpose (backpressure, staleness, Redis unreachable)."""
     return sum(v for k, v in counts.items() if k.startswith("dropped_"))
+
+
+#: Latency histogram buckets (ms, capture to publish), Prometheus-style upper bounds.
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+def latency_bucket(ms: float) -> str:
+    for bound in LATENCY_BUCKETS_MS:
+        if ms <= bound:
+            return str(bound)
+    return "+Inf"
+
+
+def record_latencies(pipe: Any, stream: str, latencies_ms: list[float]) -> None:
+    """Add published frames' latencies to the stream's histogram (on a pipeline)."""
+    key = keys.latency_hist(stream)
+    for ms in latencies_ms:
+        pipe.hincrby(key, latency_bucket(ms), 1)
+    if latencies_ms:
+        pipe.hincrbyfloat(key, "sum_ms", sum(latencies_ms))
+        pipe.hincrby(key, "count", len(latencies_ms))
+
+
+def read_latency_hist(client: redis.Redis, stream: str) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in client.hgetall(keys.latency_hist(stream)).items()}

@@ -52,6 +52,11 @@ class BatchSink:
                     "max_fps": s.max_fps,
                     "batch_size": s.batch_size,
                     "queue_bound": s.queue_bound,
+                    "device": s.device,
+                    "gpu_devices": ",".join(str(g) for g in s.gpu_devices) if s.gpu_devices else "",
+                    "load_balancing": int(s.load_balancing),
+                    "pinned": int(s.pinned),
+                    "max_workers": s.max_workers or "",
                 },
             )
             pipe.execute()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import redis
 
+from common import keys
 from common.config import ProducerSettings, resolve_source
 from common.images import encode_frame
 from common.redis_client import connect, wait_until_up
@@ -19,6 +20,9 @@ from .enqueue import BatchSink
 from .source import VideoSource
 
 log = logging.getLogger(__name__)
+
+#: How often the producer records its input frame rate.
+RATE_EVERY_S = 2.0
 
 
 @dataclass
@@ -36,6 +40,7 @@ class StreamProducer:
         self.sink = BatchSink(self.client, settings)
         self.stats = ProducerStats()
         self._owed = 0  # frames dropped while Redis was unreachable, not yet in the ledger
+        self._rate_at, self._rate_frames = time.monotonic(), 0
         self.stop_event = threading.Event()
         self.source = VideoSource(
             resolve_source(settings.source),
@@ -104,6 +109,15 @@ class StreamProducer:
             self._on_state(final, self.source.reason if final == StreamState.ERROR else "producer stopped")
         return self.stats
 
+    def _report_rate(self) -> None:
+        """Record the sampled frame rate (fps_in) in the stream's hash every couple of seconds."""
+        now = time.monotonic()
+        if now - self._rate_at < RATE_EVERY_S:
+            return
+        fps = (self.stats.frames - self._rate_frames) / (now - self._rate_at)
+        self._rate_at, self._rate_frames = now, self.stats.frames
+        self.client.hset(keys.stream(self.settings.stream), "fps_in", round(fps, 2))
+
     def _flush(self, frames: list[Frame]) -> None:
         try:
             if self._owed:
@@ -122,6 +136,7 @@ class StreamProducer:
                 self.stats.batches += 1
             else:
                 self.stats.dropped_batches += 1
+            self._report_rate()
         except redis.RedisError as exc:
             self.stats.redis_errors += 1
             self._owed += len(frames)

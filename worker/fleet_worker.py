@@ -32,6 +32,7 @@ from common.wire import MsgpackSerializer
 
 from .jobs import ALLOWED
 from .publisher import Settlement
+from .routing import Router
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class FleetWorker(SimpleWorker):
         self.runtime = runtime
         self.client = runtime.client
         self._dequeue_script = self.client.register_script(DEQUEUE_LUA)
+        self.router = Router(self.client, name=runtime.name, gpu=runtime.gpu)
         self._queues_read_at = 0.0
         self._lease_stop = threading.Event()
         self._lease_thread = threading.Thread(target=self._lease_loop, name="rtai-lease", daemon=True)
@@ -108,7 +110,7 @@ class FleetWorker(SimpleWorker):
         if not force and now - self._queues_read_at < QUEUE_REFRESH_S:
             return
         self._queues_read_at = now
-        streams = sorted(s.decode() for s in self.client.smembers(keys.STREAMS))
+        streams = self.router.eligible(sorted(s.decode() for s in self.client.smembers(keys.STREAMS)))
         names = [keys.queue_name(s) for s in streams]
         if names != self.queue_names():
             self.queues = [Queue(n, connection=self.client, serializer=MsgpackSerializer) for n in names]
@@ -313,6 +315,7 @@ class FleetWorker(SimpleWorker):
                     pipe.hset(keys.worker(self.name), mapping=stats)
                     pipe.expire(keys.worker(self.name), WORKER_TTL_S)
                     pipe.execute()
+                self.router.renew()
                 self.reap()
             except redis.RedisError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
@@ -340,6 +343,7 @@ class FleetWorker(SimpleWorker):
             leftover = requeue_inflight(self.client, self.name, force=True)
             if leftover:
                 log.warning("worker %s: requeued %s on the way out", self.name, leftover)
+            self.router.release()
             with self.client.pipeline() as pipe:
                 pipe.delete(keys.worker_alive(self.name))
                 pipe.hset(keys.worker(self.name), "state", WorkerState.STOPPED.value)

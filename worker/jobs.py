@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from common import ledger
 from common.errors import FrameDecodeError, SchemaError
 from common.images import decode_frame
 from common.wire import Batch, decode_batch, encode_result
@@ -95,6 +96,10 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
             )
         )
     settled = rt.publisher.settle(settlement)
+    if settled and live:
+        with rt.client.pipeline(transaction=False) as pipe:
+            ledger.record_latencies(pipe, b.stream, [(t_done - f.t_capture) * 1000 for f in live])
+            pipe.execute()
     rt.fault("after_publish")
     if errors:
         raise FrameDecodeError(f"batch {b.stream}#{b.batch}: {len(errors)} frame(s) failed: " + "; ".join(errors))

@@ -37,7 +37,7 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
     wait_until_up(client, what="worker start")
     label = gpu_label(settings.device)
     name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"
-    runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name))
+    runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name, label))
     install(runtime)
     return runtime
 

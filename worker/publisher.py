@@ -19,13 +19,13 @@ HISTORY_MAXLEN = 10_000
 SETTLED_TTL_S = 3600
 
 SETTLE_LUA = """
--- KEYS: settled marker, ledger, blob, history stream, worker stats
--- ARGV: channel, settled ttl, history maxlen, published, stale, failed, worker name, msg...
+-- KEYS: settled marker, ledger, blob, history stream, worker stats, stream's per-GPU counts
+-- ARGV: channel, settled ttl, history maxlen, published, stale, failed, worker name, gpu, msg...
 if not redis.call('SET', KEYS[1], ARGV[7], 'NX', 'EX', ARGV[2]) then
   redis.call('DEL', KEYS[3])
   return 0
 end
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   redis.call('PUBLISH', ARGV[1], ARGV[i])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[i])
 end
@@ -38,6 +38,7 @@ redis.call('HINCRBY', KEYS[5], 'published', pub)
 redis.call('HINCRBY', KEYS[5], 'failed', failed)
 redis.call('HINCRBY', KEYS[5], 'dropped_stale', stale)
 redis.call('HINCRBY', KEYS[5], 'batches', 1)
+if pub > 0 then redis.call('HINCRBY', KEYS[6], ARGV[8], pub) end
 redis.call('DEL', KEYS[3])
 return 1
 """
@@ -53,9 +54,10 @@ class Settlement:
 
 
 class Publisher:
-    def __init__(self, client: redis.Redis, worker_name: str) -> None:
+    def __init__(self, client: redis.Redis, worker_name: str, gpu: str = "cpu") -> None:
         self.client = client
         self.worker_name = worker_name
+        self.gpu = gpu
         self._settle = client.register_script(SETTLE_LUA)
 
     def settle(self, s: Settlement) -> bool:
@@ -67,6 +69,7 @@ class Publisher:
                 keys.batch_blob(s.stream, s.batch),
                 keys.history(s.stream),
                 keys.worker(self.worker_name),
+                keys.stream_gpus(s.stream),
             ],
             args=[
                 keys.results_channel(s.stream),
@@ -76,6 +79,7 @@ class Publisher:
                 s.stale,
                 s.failed,
                 self.worker_name,
+                self.gpu,
                 *s.messages,
             ],
         )

@@ -15,7 +15,7 @@ from common.wire import decode_batch, decode_result
 from ..conftest import CLIP_GT, MODEL
 from ..helpers import wait_for
 from ..integration.fleet import counts
-from ..metrics import iou, match
+from ..metrics import match
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.timeout(300)]
 
@@ -124,5 +124,5 @@ def test_lossless_frames_give_identical_boxes(r, procs, rtsp_clip):
         want = sorted(expected)
         assert [k for k, _ in got] == [k for k, _ in want]
         for (_, a), (_, b) in zip(got, want, strict=True):
-            assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 0.06, (seq, a, b)
-            assert iou(a, b) > 0.999
+            # Identical up to the 0.1 px rounding of the published boxes.
+            assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 0.05 + 1e-6, (seq, a, b)

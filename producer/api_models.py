@@ -1,0 +1,115 @@
+"""Request and response bodies of the control-plane API, the older guide's body accepted as-is."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.config import DEFAULT_IMGSZ, GpuIndex
+from common.keys import STREAM_ID_RE
+
+#: Model names the fleet resolves: the guide's names, Ultralytics' files, the bundled model, a path.
+VARIANT_PATTERN = r"^(multi_gpu_yolov11[nsmlx]|yolo11[nsmlx](\.pt|\.yaml)?|rtai-shapes|[\w./-]+\.pt)$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamConfig(_Body):
+    url: str = Field(min_length=1, max_length=2048, description="rtsp://, http(s)://, a file path, or demo")
+    protocol: Literal["rtsp", "http", "https", "rtmp", "file"] = "rtsp"
+    stream_id: str | None = Field(None, pattern=STREAM_ID_RE.pattern, description="defaults to the service id")
+    loop: bool = Field(False, description="loop a video file")
+
+
+class ModelSettings(_Body):
+    variant: str = Field("multi_gpu_yolov11s", pattern=VARIANT_PATTERN)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    enable_multi_gpu: bool = Field(True, description="false pins the stream to one worker (ordered results)")
+    load_balancing: bool = Field(True, description="false: the fixed stream % gpus map")
+    gpu_devices: list[GpuIndex] | None = Field(
+        None, max_length=256, description="GPU indices allowed to take the stream"
+    )
+    max_workers: int | None = Field(None, ge=1, le=1024, description="most workers serving the stream at once")
+    confidence_threshold: float = Field(0.25, ge=0.0, le=1.0)
+    half_precision: bool = Field(True, description="FP16 on GPU workers (a worker setting; recorded here)")
+    imgsz: int = Field(DEFAULT_IMGSZ, ge=32, le=4096)
+
+
+class ProcessingSettings(_Body):
+    max_fps: float = Field(30, gt=0, le=240)
+    batch_size: int = Field(2, ge=1, le=64)
+    parallel_streams: int = Field(1, ge=1, le=1024, description="accepted from the guide; one stream per service")
+
+
+class StartRequest(_Body):
+    stream_config: StreamConfig
+    model_settings: ModelSettings = ModelSettings()
+    processing_settings: ProcessingSettings = ProcessingSettings()
+
+
+class StartResponse(BaseModel):
+    service_id: str
+    stream_id: str
+    status: str
+    results_channel: str
+
+
+class StopResponse(BaseModel):
+    service_id: str
+    status: str
+
+
+class Latency(BaseModel):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class StatusResponse(BaseModel):
+    service_id: str
+    state: str
+    reason: str
+    fps_in: float
+    fps_out: float
+    ledger: dict[str, int]
+    latency_ms: Latency
+    queue_depth: int
+    gpus: dict[str, int] = Field(description="GPU label (or cpu) -> frames of this stream it published")
+    producer: str | None
+    settings: dict
+
+
+class ServiceSummary(BaseModel):
+    service_id: str
+    source: str
+    state: str
+    producer: str | None
+
+
+class ServicesResponse(BaseModel):
+    services: list[ServiceSummary]
+
+
+class GpuEntry(BaseModel):
+    worker: str | None = None
+    host: str | None = None
+    index: int | None = None
+    name: str | None = None
+    memory_used_mb: float | None = None
+    memory_total_mb: float | None = None
+    utilization_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    state: str | None = None
+    fps: float | None = None
+    alive: bool | None = None
+
+
+class GpuInfoResponse(BaseModel):
+    fleet: list[GpuEntry]
+    cpu_workers: int
+    api_host: str
+    api_host_gpus: list[GpuEntry]

@@ -1,0 +1,136 @@
+"""The REST control plane on a real Redis: the guide's body, errors, auth, OpenAPI, metrics; and a
+service started through the API running on real producer daemon and worker processes."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from common import desired, keys
+
+from ..helpers import wait_for
+from .fleet import counts, frames, sink
+
+GUIDE_BODY = {
+    "stream_config": {"url": "rtsp://your-camera:554/stream", "protocol": "rtsp"},
+    "model_settings": {
+        "variant": "multi_gpu_yolov11s",
+        "device": "auto",
+        "enable_multi_gpu": True,
+        "load_balancing": True,
+        "gpu_devices": None,
+        "max_workers": 4,
+    },
+    "processing_settings": {"max_fps": 30, "batch_size": 2},
+}
+P = "/api/v1/realtime-ai"
+
+
+@pytest.fixture
+def api(r, redis_server):
+    from producer.api import create_app  # noqa: PLC0415
+
+    return TestClient(create_app(redis_server))
+
+
+def test_guide_body_is_accepted_and_becomes_desired_state(api, r):
+    resp = api.post(f"{P}/start", json=GUIDE_BODY)
+    assert resp.status_code == 200, resp.text
+    sid = resp.json()["service_id"]
+    assert resp.json()["results_channel"] == f"rtai:results:{sid}"
+    entry = desired.get(r, sid)
+    assert entry["settings"]["source"] == "rtsp://your-camera:554/stream"
+    assert entry["settings"]["model"] == "multi_gpu_yolov11s"
+    assert (entry["settings"]["max_fps"], entry["settings"]["batch_size"], entry["settings"]["max_workers"]) == (
+        30,
+        2,
+        4,
+    )
+    listed = api.get(f"{P}/services").json()["services"]
+    assert [s["service_id"] for s in listed] == [sid]
+    status = api.get(f"{P}/status/{sid}").json()
+    assert status["state"] == "pending" and status["ledger"]["produced"] == 0
+    assert api.post(f"{P}/stop/{sid}").json() == {"service_id": sid, "status": "stopping"}
+    assert desired.streams(r) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model_settings": GUIDE_BODY["model_settings"]}, "stream_config"),
+        ({**GUIDE_BODY, "processing_settings": {"max_fps": -1, "batch_size": 2}}, "max_fps"),
+        ({**GUIDE_BODY, "model_settings": {"variant": "not a model"}}, "variant"),
+        ({**GUIDE_BODY, "model_settings": {"device": "tpu"}}, "device"),
+        ({**GUIDE_BODY, "surprise": 1}, "surprise"),
+    ],
+)
+def test_wrong_bodies_get_422_naming_the_field(api, body, field):
+    resp = api.post(f"{P}/start", json=body)
+    assert resp.status_code == 422
+    assert field in str([e["loc"] for e in resp.json()["detail"]])
+
+
+def test_unknown_service_is_404(api):
+    assert api.get(f"{P}/status/nope").status_code == 404
+    assert api.post(f"{P}/stop/nope").status_code == 404
+    assert api.get(f"{P}/status/..%2Fetc").status_code == 404
+
+
+def test_bearer_token_is_enforced(r, redis_server):
+    from producer.api import create_app  # noqa: PLC0415
+
+    client = TestClient(create_app(redis_server, token="s3cret"))
+    assert client.get(f"{P}/services").status_code == 401
+    assert client.get(f"{P}/services", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get(f"{P}/services", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_gpu_info_without_gpus_is_a_clear_empty_answer(api):
+    body = api.get(f"{P}/gpu-info").json()
+    assert body["fleet"] == [] and body["api_host_gpus"] == [] and body["cpu_workers"] == 0
+
+
+def test_metrics_expose_ledger_and_latency(api, r, procs):
+    s = sink(r, "cam1")
+    s.push(frames(4))
+    proc = procs.rtai("worker", "--burst", "--detector", "noop", "--preload", "")
+    assert procs.finish(proc) == 0
+    text = api.get("/metrics").text
+    assert 'rtai_frames_total{stream="cam1",outcome="published"} 4' in text
+    assert 'rtai_latency_ms_count{stream="cam1"} 4.0' in text
+    assert 'rtai_latency_ms_bucket{stream="cam1",le="+Inf"} 4.0' in text
+
+
+def test_openapi_document_names_every_route(api):
+    doc = api.get("/openapi.json").json()
+    for path in ("/start", "/status/{service_id}", "/stop/{service_id}", "/services", "/gpu-info"):
+        assert P + path in doc["paths"]
+    assert "/metrics" in doc["paths"]
+
+
+@pytest.mark.timeout(120)
+def test_service_started_through_the_api_runs_on_the_fleet(api, r, procs):
+    daemon = procs.rtai("producer")
+    worker = procs.rtai("worker", "--detector", "noop", "--preload", "")
+    body = {
+        **GUIDE_BODY,
+        "stream_config": {"url": "demo", "protocol": "file", "loop": True},
+        "model_settings": {**GUIDE_BODY["model_settings"], "variant": "rtai-shapes"},
+        "processing_settings": {"max_fps": 10, "batch_size": 2},
+    }
+    sid = api.post(f"{P}/start", json=body).json()["service_id"]
+    wait_for(
+        lambda: api.get(f"{P}/status/{sid}").json()["ledger"]["published"] >= 10,
+        timeout=60,
+        what="results of the API-started service",
+    )
+    st = api.get(f"{P}/status/{sid}").json()
+    assert st["state"] == "running" and st["producer"] and st["gpus"].get("cpu", 0) >= 10
+    assert st["latency_ms"]["p50"] is not None
+    assert api.post(f"{P}/stop/{sid}").status_code == 200
+    wait_for(lambda: api.get(f"{P}/status/{sid}").json()["state"] == "stopped", timeout=15, what="stopped")
+    wait_for(lambda: counts(r, sid)["in_flight"] == 0, timeout=30, what="drained")
+    for p in (daemon, worker):
+        p.terminate()
+        assert procs.finish(p, timeout=30) == 0
+    assert not r.exists(keys.claim(sid))
