@@ -64,16 +64,24 @@ def cli(verbose: int) -> None:
 @cli.command()
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(redis_url: str | None, as_json: bool) -> None:
-    """Streams (state, ledger, queue depth, latency) and workers (frames, fps)."""
+@click.option("--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=float, default=2.0, show_default=True)
+def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """Streams (state, ledger, queue depth, latency), workers and GPUs (frames, fps, GPU stats)."""
     from . import status as status_mod  # noqa: PLC0415
     from .redis_client import connect  # noqa: PLC0415
 
-    report = status_mod.collect(connect(_url(redis_url)))
-    if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        click.echo(status_mod.render(report))
+    client = connect(_url(redis_url))
+    while True:
+        report = status_mod.collect(client)
+        text = json.dumps(report, indent=2, sort_keys=True) if as_json else status_mod.render(report)
+        if watch:
+            click.clear()
+            click.echo(time.strftime("%H:%M:%S ") + "rtai status (Ctrl-C to quit)")
+        click.echo(text)
+        if not watch:
+            return
+        time.sleep(interval)
 
 
 @cli.command()

@@ -92,6 +92,16 @@ def render(report: dict[str, Any]) -> str:
             f"{name:<40} {w.get('device', '?'):<8} {w.get('state', '?'):<8} {'yes' if w['alive'] else 'no':<6}"
             f"{w['frames']:>7} {w.get('fps', '0'):>5} {w['failed']:>7}"
         )
+    gpus = [(n, w) for n, w in report["workers"].items() if w.get("gpu", "cpu") != "cpu"]
+    if gpus:
+        lines.append("")
+        lines.append("GPU  NAME                      UTIL%  MEM_USED/TOTAL_MB  TEMP_C  POWER_W  WORKER")
+        for name, w in gpus:
+            lines.append(
+                f"{w['gpu']:<4} {w.get('gpu_name', '?')[:25]:<25} {w.get('gpu_utilization_pct', '-'):>5} "
+                f"{w.get('gpu_memory_used_mb', '-'):>8}/{w.get('gpu_memory_total_mb', '-'):<8} "
+                f"{w.get('gpu_temperature_c', '-'):>7} {w.get('gpu_power_w', '-'):>8}  {name}"
+            )
     if report["fleet"]:
         lines.append("")
         lines.append("fleet: " + ", ".join(f"{k}={v}" for k, v in report["fleet"].items()))
