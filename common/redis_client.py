@@ -50,6 +50,8 @@ def wait_until_up(
         try:
             client.ping()
             return True
+        except redis.AuthenticationError as exc:
+            raise RedisUnavailableError(f"{what}: Redis refused the credentials in the URL: {exc}") from exc
         except redis.RedisError as exc:
             if stop() or (max_wait_s is not None and waited >= max_wait_s):
                 return False

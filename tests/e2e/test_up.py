@@ -1,0 +1,122 @@
+"""`rtai up` as a user runs it: the demo with no camera, GPU or download; Ctrl-C stops it cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from ..helpers import ROOT, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RTAI_REDIS_URL"}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "common.cli", "up", "--threads", "2", "--show"],
+            cwd=ROOT,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "demo #" in log.read_text(), timeout=120, what="detections printed by --show")
+        wait_for(
+            lambda: "published" in log.read_text() and "[demo] running" in log.read_text(),
+            timeout=30,
+            what="a status line with the demo running",
+        )
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3, "redis, the worker supervisor and its child, the producer"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text
+    final = text[text.rindex("STREAM ") :]
+    row = next(line for line in final.splitlines() if line.startswith("demo "))
+    prod, pub, drop, fail, flight = (int(v) for v in row.split()[2:7])
+    assert pub > 0 and flight == 0 and prod == pub + drop + fail, row
+    wait_for(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+        timeout=20,
+        what="every child process gone",
+    )
+    labels = {
+        line.split(": ", 1)[1].split()[0]
+        for line in text.splitlines()
+        if line.startswith("demo #") and ": " in line and line.split(": ", 1)[1] != "-"
+    }
+    assert labels <= {"circle", "square", "triangle"} and labels, "the bundled model's classes were shown"
+
+
+def test_up_without_redis_server_says_how_to_get_one(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    env = _env(PATH=str(bindir))
+    res = subprocess.run(
+        [sys.executable, "-m", "common.cli", "up", "--duration", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode != 0
+    assert "apt-get install redis-server" in res.stderr and "docker compose up" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_status_json_and_subscribe_replay(r, procs):
+    from ..integration.fleet import frames, sink  # noqa: PLC0415
+
+    s = sink(r, "cam1")
+    for _ in range(3):
+        s.push(frames(2))
+    assert procs.finish(procs.rtai("worker", "--burst", "--detector", "noop", "--preload", "")) == 0
+    st = procs.rtai("status", "--json")
+    assert procs.finish(st) == 0
+    report = json.loads(procs.output(st))
+    assert report["streams"]["cam1"]["ledger"]["published"] == 6
+    assert sum(w["frames"] for w in report["workers"].values()) == 6
+    sub = procs.rtai("subscribe", "cam1", "--replay", "10", "--json", "--timeout", "1")
+    assert procs.finish(sub) == 0
+    lines = [json.loads(x) for x in procs.output(sub).splitlines() if x.startswith("{")]
+    assert sorted(x["seq"] for x in lines) == list(range(6))
+
+
+def test_rq_info_reads_the_fleet_with_the_project_serializer(r, procs, redis_server):
+    from ..integration.fleet import frames, sink  # noqa: PLC0415
+
+    sink(r, "cam1").push(frames(2))
+    res = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "rq"),
+            "info",
+            "--serializer",
+            "common.wire.MsgpackSerializer",
+            "-u",
+            redis_server,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "rtai:cam1" in res.stdout and "1" in res.stdout
