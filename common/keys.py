@@ -23,6 +23,7 @@ rtai:inflight:<name>                 HASH     none             job id -> RQ queu
 rtai:fault:<point>                   STRING   FAULT_TTL_S      chaos tests: the one worker that dies at a point
 rtai:fleet                           HASH     none             fleet-wide counters (rejected jobs)
 rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
+rq:wip:rtai:<stream>                 ZSET     RQ's             RQ's started-job registry (job_id:execution_id)
 rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import re
 
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 from rq.suspension import WORKERS_SUSPENDED
 
 from .errors import ConfigError
@@ -44,6 +46,9 @@ STREAMS = PREFIX + "streams"
 DESIRED = PREFIX + "desired"
 WORKERS = PREFIX + "workers"
 FLEET = PREFIX + "fleet"
+#: RQ's key prefixes of a queue and of its started-job registry (RQ builds both keys).
+RQ_QUEUE_PREFIX = Queue.redis_queue_namespace_prefix
+RQ_STARTED_PREFIX = StartedJobRegistry.key_template.format("")
 #: RQ's own flag (`rq suspend` / `rq resume`); our dequeue script honours it.
 RQ_SUSPENDED = WORKERS_SUSPENDED
 

@@ -67,13 +67,20 @@ return {best, id}
 """
 
 REQUEUE_LUA = """
--- KEYS[1]: owner's alive key, KEYS[2]: owner's in-flight hash; ARGV[1] = '1' forces
+-- KEYS[1]: owner's alive key, KEYS[2]: owner's in-flight hash
+-- ARGV[1] = '1' forces; ARGV[2], ARGV[3]: RQ's queue and started-registry key prefixes
 if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {} end
 local items = redis.call('HGETALL', KEYS[2])
 local out = {}
 for i = 1, #items, 2 do
-  redis.call('LPUSH', items[i + 1], items[i])
-  table.insert(out, items[i])
+  local job, queue = items[i], items[i + 1]
+  redis.call('LPUSH', queue, job)
+  -- drop the dead execution from RQ's started registry, so RQ's own cleanup never fails the job
+  local wip = ARGV[3] .. string.sub(queue, string.len(ARGV[2]) + 1)
+  for _, member in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
+    if string.sub(member, 1, string.len(job) + 1) == job .. ':' then redis.call('ZREM', wip, member) end
+  end
+  table.insert(out, job)
 end
 redis.call('DEL', KEYS[2])
 return out
@@ -84,7 +91,10 @@ def requeue_inflight(client: redis.Redis, name: str, *, force: bool) -> list[str
     """Put a worker's in-flight jobs back at the front of their queues (only if its lease ran out,
     unless forced); returns the job ids."""
     script = client.register_script(REQUEUE_LUA)
-    ids = script(keys=[keys.worker_alive(name), keys.inflight(name)], args=["1" if force else "0"])
+    ids = script(
+        keys=[keys.worker_alive(name), keys.inflight(name)],
+        args=["1" if force else "0", keys.RQ_QUEUE_PREFIX, keys.RQ_STARTED_PREFIX],
+    )
     return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
 
