@@ -37,6 +37,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/fleet_vs_direct.py $(ARGS)
+	$(BIN)/python benchmarks/kill_requeue.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

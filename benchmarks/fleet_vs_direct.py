@@ -31,7 +31,7 @@ from common.config import DEMO_CLIP, ProducerSettings  # noqa: E402
 from common.images import decode_frame, encode_frame  # noqa: E402
 from common.redis_client import connect  # noqa: E402
 from common.up import PrivateRedis  # noqa: E402
-from common.wire import decode_result  # noqa: E402
+from common.wire import Batch, decode_batch, decode_result, encode_batch  # noqa: E402
 from producer.enqueue import BatchSink  # noqa: E402
 
 
@@ -87,6 +87,30 @@ def enqueue_all(client, frames, stream: str, batch: int, imgsz: int, model: str)
     return {"jpeg_encode_ms": 1000 * t_jpeg / n, "enqueue_ms": 1000 * t_push / n}
 
 
+def decode_costs(frames: list[np.ndarray], batch: int, imgsz: int) -> dict[str, float]:
+    """Worker-side costs that need no Redis: msgpack decode of a batch and JPEG decode per frame."""
+    encoded = [encode_frame(f, seq=i, t_capture=0.0, imgsz=imgsz) for i, f in enumerate(frames)]
+    blobs = [
+        encode_batch(
+            Batch(stream="b", batch=i, model="m", conf=0.25, imgsz=imgsz, t_enqueue=0.0, frames=encoded[i : i + batch])
+        )
+        for i in range(0, len(encoded), batch)
+    ]
+    t0 = time.perf_counter()
+    decoded = [decode_batch(b) for b in blobs]
+    t1 = time.perf_counter()
+    for b in decoded:
+        for f in b.frames:
+            decode_frame(f)
+    t2 = time.perf_counter()
+    n = len(frames)
+    return {
+        "msgpack_decode_ms": 1000 * (t1 - t0) / n,
+        "jpeg_decode_ms": 1000 * (t2 - t1) / n,
+        "jpeg_bytes": sum(len(f.data) for f in encoded) / n,
+    }
+
+
 def run_worker(url: str, *args: str) -> None:
     env = dict(os.environ, RTAI_REDIS_URL=url)
     subprocess.run([sys.executable, "-m", "common.cli", "worker", "--burst", *args], env=env, check=True, cwd=ROOT)
@@ -109,6 +133,7 @@ def drained_fps(client, stream: str) -> float:
 @click.option("--model", default="rtai-shapes", show_default=True)
 def main(n: int, threads: int, batch_size: int, imgsz: int, model: str) -> None:
     frames = load_frames(n)
+    worker_side = decode_costs(frames, batch_size, imgsz)
     jpeg_frames = [decode_frame(encode_frame(f, seq=0, t_capture=0, imgsz=imgsz)) for f in frames]
     server = PrivateRedis()
     try:
@@ -139,6 +164,12 @@ def main(n: int, threads: int, batch_size: int, imgsz: int, model: str) -> None:
         "fleet_minus_direct_ms_per_frame": round(1000 / fleet_fps - 1000 / direct_fps, 2),
         "producer_jpeg_encode_ms_per_frame": round(costs["jpeg_encode_ms"], 2),
         "producer_enqueue_ms_per_frame": round(costs["enqueue_ms"], 2),
+        "worker_msgpack_decode_ms_per_frame": round(worker_side["msgpack_decode_ms"], 3),
+        "worker_jpeg_decode_ms_per_frame": round(worker_side["jpeg_decode_ms"], 3),
+        "worker_redis_rq_publish_ms_per_frame": round(
+            1000 / noop_fps - worker_side["msgpack_decode_ms"] - worker_side["jpeg_decode_ms"], 2
+        ),
+        "jpeg_bytes_per_frame": round(worker_side["jpeg_bytes"]),
     }
     click.echo(json.dumps(report, indent=2))
 
