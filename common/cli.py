@@ -22,6 +22,7 @@ from .exitcodes import EXIT_CONFIG, EXIT_ERROR
 LAZY_COMMANDS = {
     "producer": ("producer.cli:producer", "Decode a video source and feed its frames to the fleet."),
     "worker": ("worker.cli:worker", "Run detection jobs (one process, or one per GPU with --all-gpus)."),
+    "gpus": ("worker.gpus_cli:gpus", "GPUs, recommended strategy and a short benchmark (the guide's gpu_test.py)."),
     "api": ("producer.api_cli:api", "Serve the REST control plane on port 2000."),
 }
 

@@ -74,3 +74,54 @@ def stats(index: int) -> dict[str, Any]:
 
 def all_stats() -> list[dict[str, Any]]:
     return [stats(i) for i in range(count())]
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver version, e.g. '550.54.15'; None without NVML."""
+    if not _init():
+        return None
+    version = _safe(pynvml.nvmlSystemGetDriverVersion)
+    return version.decode() if isinstance(version, bytes) else version
+
+
+def pcie_link(index: int) -> dict[str, Any]:
+    """Current and maximum PCIe generation and lane width of GPU `index`; empty without NVML."""
+    if not _init():
+        return {}
+    handle = _safe(pynvml.nvmlDeviceGetHandleByIndex, index)
+    if handle is None:
+        return {}
+    return {
+        "pcie_gen": _safe(pynvml.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+        "pcie_width": _safe(pynvml.nvmlDeviceGetCurrPcieLinkWidth, handle),
+        "pcie_max_gen": _safe(pynvml.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+        "pcie_max_width": _safe(pynvml.nvmlDeviceGetMaxPcieLinkWidth, handle),
+    }
+
+
+def nvlink_active(index: int) -> int | None:
+    """How many NVLink links of GPU `index` are up; None where NVML or NVLink is not there."""
+    if not _init():
+        return None
+    handle = _safe(pynvml.nvmlDeviceGetHandleByIndex, index)
+    if handle is None:
+        return None
+    states = [_safe(pynvml.nvmlDeviceGetNvLinkState, handle, link) for link in range(pynvml.NVML_NVLINK_MAX_LINKS)]
+    known = [s for s in states if s is not None]
+    return sum(s == pynvml.NVML_FEATURE_ENABLED for s in known) if known else None
+
+
+#: NVML's common-ancestor levels under the names `nvidia-smi topo -m` prints.
+_TOPOLOGY = {0: "SELF", 10: "PIX", 20: "PXB", 30: "PHB", 40: "NODE", 50: "SYS"}
+
+
+def topology(a: int, b: int) -> str | None:
+    """How GPUs `a` and `b` are connected (PIX, PXB, PHB, NODE, SYS as in `nvidia-smi topo -m`)."""
+    if not _init():
+        return None
+    ha = _safe(pynvml.nvmlDeviceGetHandleByIndex, a)
+    hb = _safe(pynvml.nvmlDeviceGetHandleByIndex, b)
+    if ha is None or hb is None:
+        return None
+    level = _safe(pynvml.nvmlDeviceGetTopologyCommonAncestor, ha, hb)
+    return None if level is None else _TOPOLOGY.get(int(level), str(level))

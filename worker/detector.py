@@ -52,7 +52,9 @@ class YoloDetector:
         )
 
     def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]:
-        results = self.model.predict(images, imgsz=imgsz, conf=conf, device=self.device, half=self.half, verbose=False)
+        # FP16 through Ultralytics' `quantize` (its replacement for the deprecated `half`).
+        precision = {"quantize": 16} if self.half else {}
+        results = self.model.predict(images, imgsz=imgsz, conf=conf, device=self.device, verbose=False, **precision)
         out = []
         for r in results:
             b = r.boxes
