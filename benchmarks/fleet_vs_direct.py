@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from common.redis_client import connect  # noqa: E402
 from common.up import PrivateRedis  # noqa: E402
 from common.wire import Batch, decode_batch, decode_result, encode_batch  # noqa: E402
 from producer.enqueue import BatchSink  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
 
 
 def load_frames(n: int) -> list[np.ndarray]:
@@ -47,7 +49,7 @@ def load_frames(n: int) -> list[np.ndarray]:
     return frames
 
 
-def direct(frames: list[np.ndarray], model: str, threads: int, batch: int, imgsz: int) -> float:
+def direct(frames: list[np.ndarray], model: str, threads: int, batch: int, imgsz: int, device: str) -> float:
     import torch  # noqa: PLC0415
     from ultralytics import YOLO  # noqa: PLC0415
 
@@ -55,11 +57,14 @@ def direct(frames: list[np.ndarray], model: str, threads: int, batch: int, imgsz
 
     torch.set_num_threads(threads)
     m = YOLO(resolve(model), task="detect")
-    m.predict(frames[:batch], imgsz=imgsz, verbose=False)  # warm-up
+    opts = {"imgsz": imgsz, "conf": 0.25, "device": device, "verbose": False}
+    if device.startswith("cuda"):
+        opts["quantize"] = 16  # FP16, as the worker runs on CUDA
+    m.predict(frames[:batch], **opts)  # warm-up
     # The worker detects on JPEG-decoded frames; give the direct loop the same pixels.
     t0 = time.perf_counter()
     for i in range(0, len(frames), batch):
-        m.predict(frames[i : i + batch], imgsz=imgsz, conf=0.25, verbose=False)
+        m.predict(frames[i : i + batch], **opts)
     return len(frames) / (time.perf_counter() - t0)
 
 
@@ -111,9 +116,30 @@ def decode_costs(frames: list[np.ndarray], batch: int, imgsz: int) -> dict[str, 
     }
 
 
-def run_worker(url: str, *args: str) -> None:
+def run_workers(client, url: str, stream: str, n: int, *args: str) -> None:
+    """Run n workers over the queued stream, all starting at the same moment (the fleet is held
+    with `rq suspend` until every worker has its model loaded), until every frame is accounted for."""
     env = dict(os.environ, RTAI_REDIS_URL=url)
-    subprocess.run([sys.executable, "-m", "common.cli", "worker", "--burst", *args], env=env, check=True, cwd=ROOT)
+    client.set(keys.RQ_SUSPENDED, 1)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "common.cli", "worker", *args], env=env, cwd=ROOT) for _ in range(n)
+    ]
+    try:
+        wait_for(
+            lambda: sum(bool(client.exists(keys.worker_alive(w.decode()))) for w in client.smembers(keys.WORKERS)) >= n,
+            timeout=180,
+            what="workers",
+        )
+        client.delete(keys.RQ_SUSPENDED)
+        wait_for(
+            lambda: ledger.read(client, stream)["in_flight"] == 0, timeout=600, interval=0.1, what="the queue to drain"
+        )
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+        client.delete(keys.WORKERS)
 
 
 def drained_fps(client, stream: str) -> float:
@@ -131,21 +157,25 @@ def drained_fps(client, stream: str) -> float:
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--imgsz", default=320, show_default=True)
 @click.option("--model", default="rtai-shapes", show_default=True)
-def main(n: int, threads: int, batch_size: int, imgsz: int, model: str) -> None:
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda:0 (FP16 on CUDA).")
+@click.option("--workers", default=1, show_default=True, help="Fleet workers (on the same device).")
+def main(n: int, threads: int, batch_size: int, imgsz: int, model: str, device: str, workers: int) -> None:
     frames = load_frames(n)
     worker_side = decode_costs(frames, batch_size, imgsz)
     jpeg_frames = [decode_frame(encode_frame(f, seq=0, t_capture=0, imgsz=imgsz)) for f in frames]
     server = PrivateRedis()
     try:
         client = connect(server.url)
-        direct_fps = direct(jpeg_frames, model, threads, batch_size, imgsz)
+        direct_fps = direct(jpeg_frames, model, threads, batch_size, imgsz, device)
 
         costs = enqueue_all(client, frames, "noop", batch_size, imgsz, model)
-        run_worker(server.url, "--detector", "noop", "--preload", "")
+        run_workers(client, server.url, "noop", 1, "--detector", "noop", "--preload", "")
         noop_fps = drained_fps(client, "noop")
 
         enqueue_all(client, frames, "yolo", batch_size, imgsz, model)
-        run_worker(server.url, "--threads", str(threads), "--preload", model)
+        run_workers(
+            client, server.url, "yolo", workers, "--threads", str(threads), "--device", device, "--preload", model
+        )
         fleet_fps = drained_fps(client, "yolo")
     finally:
         server.stop()
@@ -156,6 +186,8 @@ def main(n: int, threads: int, batch_size: int, imgsz: int, model: str) -> None:
         "imgsz": imgsz,
         "threads": threads,
         "model": model,
+        "device": device,
+        "fleet_workers": workers,
         "direct_fps": round(direct_fps, 1),
         "fleet_fps": round(fleet_fps, 1),
         "efficiency": round(fleet_fps / direct_fps, 3),
