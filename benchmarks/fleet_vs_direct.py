@@ -31,7 +31,7 @@ from common import keys, ledger  # noqa: E402
 from common.config import DEMO_CLIP, ProducerSettings  # noqa: E402
 from common.images import decode_frame, encode_frame  # noqa: E402
 from common.redis_client import connect  # noqa: E402
-from common.up import PrivateRedis  # noqa: E402
+from common.redis_server import PrivateRedis  # noqa: E402
 from common.wire import Batch, decode_batch, decode_result, encode_batch  # noqa: E402
 from producer.enqueue import BatchSink  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402

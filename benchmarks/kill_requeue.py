@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import keys, ledger  # noqa: E402
 from common.redis_client import connect  # noqa: E402
-from common.up import PrivateRedis  # noqa: E402
+from common.redis_server import PrivateRedis  # noqa: E402
 from common.wire import decode_result  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.fleet import frames, sink  # noqa: E402

@@ -7,12 +7,9 @@ workers once every queued frame is accounted for, then the private Redis.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,8 +20,8 @@ import redis
 
 from . import gpu, ledger, status
 from .config import DEMO_SOURCE, child_env, explicit_redis_url
-from .errors import RtaiError
 from .redis_client import connect
+from .redis_server import PrivateRedis
 from .subscriber import Subscriber
 
 #: After the producers stop, workers get this long to drain the queues before they are stopped.
@@ -45,59 +42,6 @@ class UpOptions:
     duration: float | None = None
     show: bool = False
     extra_worker_args: list[str] = field(default_factory=list)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivateRedis:
-    """A redis-server of our own: loopback only, persistence off, gone when we exit."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RtaiError(
-                "redis-server not found. Install it (`sudo apt-get install redis-server`), point "
-                "RTAI_REDIS_URL at a running Redis, or use `docker compose up`."
-            )
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="rtai-redis-")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                connect(self.url)
-                return
-            except RtaiError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Fleet:

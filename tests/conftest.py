@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from common.config import ASSETS_DIR
+from common.redis_server import PrivateRedis
 
-from .helpers import ROOT, Procs, free_port, wait_for
+from .helpers import ROOT, Procs, free_port
 
 MODEL = ASSETS_DIR / "rtai-shapes.pt"
 CLIP = ASSETS_DIR / "demo.mp4"
@@ -22,29 +23,13 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
+def redis_server() -> Iterator[str]:
+    """A real redis-server on a free loopback port, persistence off, for the whole session."""
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_for(up, timeout=10, what="redis-server to answer")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    server = PrivateRedis()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

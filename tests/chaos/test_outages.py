@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import redis
 
 from common import keys
+from common.redis_server import PrivateRedis
 
 from ..conftest import SYSTEM_PYTHON
 from ..helpers import ROOT, Procs, free_port, wait_for
@@ -55,39 +55,9 @@ def test_killed_producer_daemon_is_replaced_within_seconds(r, procs, rtsp_patter
     assert c["in_flight"] == 0 and c["published"] == c["produced"]
 
 
-def _redis(port: int, workdir: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_for(up, timeout=10, what="redis-server")
-    return proc
-
-
 def test_redis_restart_producer_and_worker_carry_on(tmp_path, rtsp_pattern):
-    port = free_port()
-    server = _redis(port, tmp_path)
-    url = f"redis://127.0.0.1:{port}/0"
+    server = PrivateRedis()
+    url = server.url
     r = redis.Redis.from_url(url)
     procs = Procs(url, tmp_path)
     try:
@@ -97,9 +67,9 @@ def test_redis_restart_producer_and_worker_carry_on(tmp_path, rtsp_pattern):
         )
         wait_for(lambda: counts(r, "cam1")["published"] >= 4, timeout=30, what="results before the restart")
         server.kill()
-        server.wait()
         time.sleep(3)
-        server = _redis(port, tmp_path)  # restarted, empty (persistence is off)
+        server.stop()
+        server = PrivateRedis(port=server.port)  # restarted, empty (persistence is off)
         wait_for(lambda: counts(r, "cam1")["published"] >= 6, timeout=40, what="results after the restart")
         assert worker.poll() is None and producer.poll() is None, "neither process crashed"
         producer.terminate()
@@ -112,8 +82,7 @@ def test_redis_restart_producer_and_worker_carry_on(tmp_path, rtsp_pattern):
         assert procs.finish(worker, timeout=30) == 0
     finally:
         procs.close()
-        server.kill()
-        server.wait()
+        server.stop()
 
 
 def _rtsp(port: int) -> subprocess.Popen:

@@ -1,0 +1,82 @@
+"""A redis-server of our own: loopback only, persistence off, removed on stop.
+
+`rtai up` runs one when RTAI_REDIS_URL is unset; the tests and benchmarks run theirs the same way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+from .errors import RedisUnavailableError, RtaiError
+
+#: A local redis-server answers within a second; ten allows for a loaded machine.
+START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self, *, port: int | None = None, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RtaiError(
+                "redis-server not found. Install it (`sudo apt-get install redis-server`), point "
+                "RTAI_REDIS_URL at a running Redis, or use `docker compose up`."
+            )
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="rtai-redis-")
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+        ]
+        if password:
+            args += ["--requirepass", password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        self._wait_up()
+
+    def _wait_up(self) -> None:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError as exc:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RedisUnavailableError(f"redis-server on port {self.port} did not start: {exc}") from exc
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def kill(self) -> None:
+        """Stop it hard (SIGKILL), keeping its port for a restart."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
