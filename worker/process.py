@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+import redis
+
 from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
 from common.redis_client import connect, wait_until_up
 
@@ -43,16 +45,21 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
 
 
 def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> FleetWorker:
+    """Work until asked to stop; a lost Redis is waited for (with backoff) and the work resumes."""
     runtime = build_runtime(settings)
     for variant in preload:
         runtime.detector(variant)
-    worker = FleetWorker(runtime)
-    log.info(
-        "worker %s on %s (gpu %s) joining %s",
-        runtime.name,
-        settings.device,
-        runtime.gpu,
-        settings.redis_url.split("@")[-1],
-    )
-    worker.work(burst=settings.burst, max_jobs=settings.max_jobs, logging_level="WARNING")
-    return worker
+    while True:
+        worker = FleetWorker(runtime)
+        log.info("worker %s on %s (gpu %s) joining the fleet", runtime.name, settings.device, runtime.gpu)
+        worker.work(burst=settings.burst, max_jobs=settings.max_jobs, logging_level="WARNING")
+        if worker.stop_requested or settings.burst or settings.max_jobs:
+            return worker
+        # RQ's loop gave up (it quits on Redis errors): wait for Redis, then take jobs again under the
+        # same name (RQ refuses to register a name it still thinks alive, so close that first).
+        log.warning("worker %s: work loop ended on an error; waiting for Redis to resume", runtime.name)
+        wait_until_up(runtime.client, what=f"worker {runtime.name}")
+        try:
+            worker.register_death()
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not close the old registration: %s", runtime.name, exc)
