@@ -84,6 +84,8 @@ class ProducerSettings(_Settings):
     load_balancing: bool = True
     pinned: bool = False
     max_workers: int | None = Field(None, ge=1)
+    #: FP16 for this stream on CUDA workers; None leaves it to the worker (on by default on CUDA).
+    half: bool | None = None
 
 
 class WorkerSettings(_Settings):

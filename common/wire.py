@@ -2,7 +2,7 @@
 
 Batch (one RQ job's input, stored under keys.batch_blob):
   {"v": 1, "stream": str, "batch": int, "model": str, "conf": float, "imgsz": int,
-   "t_enqueue": float, "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
+   "t_enqueue": float, "half": bool | None, "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
    "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes}, ...]}
   w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
 
@@ -52,6 +52,8 @@ class Batch:
     imgsz: int
     t_enqueue: float
     frames: list[Frame] = field(default_factory=list)
+    #: FP16 wanted by the stream (None: the worker's own setting); only CUDA workers use it.
+    half: bool | None = None
 
 
 def packb(obj: Any) -> bytes:
@@ -104,6 +106,13 @@ def _get(obj: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any
     return value
 
 
+def _optional_bool(obj: dict, name: str) -> bool | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise SchemaError(f"batch: field {name!r} has type {type(value).__name__}")
+    return value
+
+
 def _side(obj: dict, name: str, where: str) -> int:
     value = _get(obj, name, int, where)
     if not 1 <= value <= MAX_SIDE:
@@ -121,6 +130,7 @@ def encode_batch(batch: Batch) -> bytes:
             "conf": batch.conf,
             "imgsz": batch.imgsz,
             "t_enqueue": batch.t_enqueue,
+            "half": batch.half,
             "frames": [
                 {
                     "seq": f.seq,
@@ -181,6 +191,7 @@ def decode_batch(data: bytes) -> Batch:
         conf=conf,
         imgsz=imgsz,
         t_enqueue=_get(obj, "t_enqueue", float, "batch"),
+        half=_optional_bool(obj, "half"),
         frames=frames,
     )
 

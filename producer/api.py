@@ -78,6 +78,7 @@ def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
             load_balancing=m.load_balancing,
             pinned=not m.enable_multi_gpu,
             max_workers=m.max_workers,
+            half=m.half_precision,
         )
         desired.put(client, settings, {"request": body.model_dump(), "created": time.time()})
         return StartResponse(

@@ -34,7 +34,7 @@ class ModelSettings(_Body):
     )
     max_workers: int | None = Field(None, ge=1, le=1024, description="most workers serving the stream at once")
     confidence_threshold: float = Field(0.25, ge=0.0, le=1.0)
-    half_precision: bool = Field(True, description="FP16 on GPU workers (a worker setting; recorded here)")
+    half_precision: bool = Field(True, description="FP16 on CUDA workers (CPU workers run FP32)")
     imgsz: int = Field(DEFAULT_IMGSZ, ge=32, le=4096)
 
 

@@ -107,6 +107,7 @@ class BatchSink:
             imgsz=s.imgsz,
             t_enqueue=time.time(),
             frames=frames,
+            half=s.half,
         )
         blob_key = keys.batch_blob(self.stream, batch_no)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.

@@ -32,27 +32,28 @@ class Runtime:
     settings: WorkerSettings
     gpu: str
     publisher: Publisher
-    _detectors: dict[str, Detector] = field(default_factory=dict)
+    _detectors: dict[tuple[str, bool | None], Detector] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def detector(self, variant: str) -> Detector:
-        """The model for `variant` on this worker's device, loaded once and cached."""
+    def detector(self, variant: str, half: bool | None = None) -> Detector:
+        """The model for `variant` on this worker's device (FP16 or not), loaded once and cached."""
+        half = self.settings.half if half is None else half
         with self._lock:
-            det = self._detectors.get(variant)
+            det = self._detectors.get((variant, half))
             if det is None:
-                det = self._load(variant)
-                self._detectors[variant] = det
+                det = self._load(variant, half)
+                self._detectors[(variant, half)] = det
                 if det.names:
                     self.client.set(keys.model_names(variant), packb(det.names))
             return det
 
-    def _load(self, variant: str) -> Detector:
+    def _load(self, variant: str, half: bool | None) -> Detector:
         s = self.settings
         if s.detector == "noop":
             return NoopDetector(variant)
         if s.detector == "sleep":
             return SleepDetector(variant, sleep_ms=s.sleep_ms)
-        return YoloDetector(variant, device=s.device, half=s.half)
+        return YoloDetector(variant, device=s.device, half=half)
 
     def fault(self, point: str) -> None:
         """Fault injection for chaos tests: the first worker of the fleet to reach `point` SIGKILLs

@@ -41,6 +41,7 @@ def test_guide_body_is_accepted_and_becomes_desired_state(api, r):
     entry = desired.get(r, sid)
     assert entry["settings"]["source"] == "rtsp://your-camera:554/stream"
     assert entry["settings"]["model"] == "multi_gpu_yolov11s"
+    assert entry["settings"]["half"] is True
     assert (entry["settings"]["max_fps"], entry["settings"]["batch_size"], entry["settings"]["max_workers"]) == (
         30,
         2,

@@ -20,6 +20,15 @@ def test_batch_round_trip_keeps_every_field():
     assert decode_batch(encode_batch(b)) == b
 
 
+def test_stream_precision_travels_with_the_batch():
+    assert decode_batch(encode_batch(_batch(half=True))).half is True
+    assert decode_batch(encode_batch(_batch())).half is None
+    obj = msgpack.unpackb(encode_batch(_batch()))
+    obj["half"] = "yes"
+    with pytest.raises(SchemaError, match="field 'half' has type str"):
+        decode_batch(packb(obj))
+
+
 def test_result_round_trip_is_plain_msgpack():
     data = encode_result(
         {"stream": "cam1", "seq": 1, "boxes": [[1.0, 2.0, 3.0, 4.0, 0.9, 2]], "t_capture": 1.0, "t_done": 2.0}
