@@ -56,6 +56,7 @@ class Fleet:
         self.client = connect(url)
         self.producers: list[subprocess.Popen] = []
         self.workers: subprocess.Popen | None = None
+        self.streams: list[str] = []
         self.stop_requested = threading.Event()
 
     def _spawn(self, args: list[str]) -> subprocess.Popen:
@@ -100,6 +101,7 @@ class Fleet:
                     pargs += [flag, str(value)]
             self.producers.append(self._spawn(pargs))
             streams.append(stream)
+        self.streams = streams
         return streams
 
     def stop(self) -> None:
@@ -110,8 +112,7 @@ class Fleet:
             _wait(p, 15)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline and self.workers is not None and self.workers.poll() is None:
-            report = status.collect(self.client)
-            if all(s["ledger"]["in_flight"] == 0 for s in report["streams"].values()):
+            if all(ledger.read(self.client, s)["in_flight"] == 0 for s in self.streams):
                 break
             time.sleep(0.1)
         if self.workers is not None and self.workers.poll() is None:
