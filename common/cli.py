@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -162,6 +163,19 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     settings = build(ProducerSettings, stream=stream_id, redis_url=url, **flags)
     desired.put(connect(url), settings)
     click.echo(f"stream {stream_id} declared; a producer daemon will claim it")
+
+
+@stream.command("load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+def stream_load(path: Path, redis_url: str | None) -> None:
+    """Declare every stream of a YAML camera list (see cameras.yml)."""
+    from . import desired  # noqa: PLC0415
+    from .redis_client import connect  # noqa: PLC0415
+
+    url = _url(redis_url)
+    declared = desired.load_file(connect(url), path, url)
+    click.echo(f"declared {len(declared)} stream(s): {', '.join(declared) or '-'}")
 
 
 @stream.command("rm")

@@ -6,9 +6,11 @@ with a renewed lease so that exactly one producer runs it and another takes over
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import redis
+import yaml
 
 from . import keys
 from .config import ProducerSettings
@@ -59,3 +61,34 @@ def settings_for(client: redis.Redis, stream: str, redis_url: str) -> ProducerSe
         return ProducerSettings(**{**entry["settings"], "redis_url": redis_url})
     except ValueError as exc:
         raise ConfigError(f"desired state of {stream!r} has bad settings: {exc}") from exc
+
+
+def load_file(client: redis.Redis, path: Path, redis_url: str) -> list[str]:
+    """Declare every stream of a YAML camera list; all or nothing, with the bad entry named.
+
+    The file holds `streams:`, a list of maps with `id`, `source` and any producer setting
+    (max_fps, batch_size, imgsz, model, conf, loop, device, gpu_devices, pinned, max_workers, half).
+    """
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"camera list {path}: {exc}") from exc
+    entries = (data or {}).get("streams") if isinstance(data, dict | None) else None
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise ConfigError(f"camera list {path}: 'streams' must be a list")
+    parsed = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise ConfigError(f"camera list {path}: entry {i} needs an 'id' and a 'source'")
+        fields = {k: v for k, v in entry.items() if k != "id"}
+        try:
+            parsed.append(
+                ProducerSettings(stream=keys.check_stream_id(str(entry["id"])), redis_url=redis_url, **fields)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"camera list {path}: entry {i} ({entry['id']}): {exc}") from exc
+    for settings in parsed:
+        put(client, settings, {"from_file": str(path)})
+    return [s.stream for s in parsed]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -29,14 +30,20 @@ from common.states import StreamState
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
 @click.option("--max-reconnects", type=int, default=None, help="Give up (state error) after N failed opens.")
 @click.option("--max-streams", type=int, default=None, help="Daemon mode: most streams this process runs.")
-def producer(max_streams: int | None, **flags: object) -> None:
+@click.option(
+    "--streams-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Daemon mode: declare the streams of this YAML camera list first.",
+)
+def producer(max_streams: int | None, streams_file: Path | None, **flags: object) -> None:
     """Decode a video source and feed its frames to the fleet.
 
     Without --source (and RTAI_SOURCE), run as a daemon: claim streams declared with `rtai stream
     add` or the REST API, and take over the streams of producer daemons that die.
     """
     if flags["source"] is None and env_value("source") is None:
-        _daemon(flags.get("redis_url"), max_streams)  # type: ignore[arg-type]
+        _daemon(flags.get("redis_url"), max_streams, streams_file)  # type: ignore[arg-type]
         return
     settings = build(ProducerSettings, **flags)
     from .runner import StreamProducer  # noqa: PLC0415
@@ -58,10 +65,21 @@ def producer(max_streams: int | None, **flags: object) -> None:
     sys.exit(EXIT_SOURCE if prod.source.state == StreamState.ERROR else EXIT_OK)
 
 
-def _daemon(url: str | None, max_streams: int | None) -> None:
+def _daemon(url: str | None, max_streams: int | None, streams_file: Path | None) -> None:
+    from common import desired  # noqa: PLC0415
+    from common.redis_client import connect, wait_until_up  # noqa: PLC0415
+
     from .daemon import ProducerDaemon  # noqa: PLC0415
 
     daemon = ProducerDaemon(redis_url(url), max_streams=max_streams)
+    if streams_file is not None:
+        if streams_file.is_file():
+            client = connect(daemon.redis_url, check=False)
+            wait_until_up(client, what="producer daemon")
+            declared = desired.load_file(client, streams_file, daemon.redis_url)
+            click.echo(f"declared {len(declared)} stream(s) from {streams_file}", err=True)
+        else:
+            click.echo(f"no camera list at {streams_file}; claiming declared streams only", err=True)
 
     def _stop(_signum: int, _frame: object) -> None:
         daemon.stop()
