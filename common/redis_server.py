@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import redis
 
@@ -26,7 +27,11 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    def __init__(self, *, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, password: str | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
+        """tls: (certificate, key) files; the server then speaks TLS only, and `url` is rediss://
+        with the certificate as its CA."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RtaiError(
@@ -50,9 +55,26 @@ class PrivateRedis:
         ]
         if password:
             args += ["--requirepass", password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         auth = f":{password}@" if password else ""
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        if tls is not None:
+            cert, key = tls
+            args[1:3] = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(cert),
+                "--tls-auth-clients",
+                "no",
+            ]
+            self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         self._wait_up()
 
     def _wait_up(self) -> None:
