@@ -135,6 +135,8 @@ class FleetWorker(SimpleWorker):
         pause = POLL_MIN_S
         backoff = 0.1
         while True:
+            if self._stop_requested:  # asked to stop while holding a job that turned out to be gone
+                return None
             now = time.monotonic()
             try:
                 if now - last_beat >= 1.0:
@@ -153,11 +155,14 @@ class FleetWorker(SimpleWorker):
                 backoff = min(backoff * 2, 5.0)
                 continue
             if got:
+                # From here the worker holds a job: a first SIGTERM lets it finish (see _shutdown).
+                self._wstate = WorkerState.BUSY
                 queue_key, job_id = (x.decode() for x in got)
                 self.runtime.fault("after_dequeue")
                 fetched = self._fetch(queue_key, job_id)
                 if fetched is not None:
                     return fetched
+                self._wstate = WorkerState.IDLE
                 pause = POLL_MIN_S
                 continue
             if timeout is None:
@@ -196,6 +201,15 @@ class FleetWorker(SimpleWorker):
             if not self._force_stop:
                 self.client.hdel(keys.inflight(self.name), job.id)
             self._wstate = WorkerState.IDLE
+
+    def _shutdown(self) -> None:
+        """First SIGTERM/SIGINT: a worker holding a job (from the moment the dequeue script gave it
+        one, before RQ calls it busy) finishes that job, then stops; an idle worker stops now."""
+        if self._wstate == WorkerState.BUSY:
+            self._stop_requested = True
+            self.set_shutdown_requested_date()
+            return
+        super()._shutdown()
 
     @property
     def stop_requested(self) -> bool:
