@@ -131,6 +131,7 @@ def subscribe(
 @click.option("--threads", type=int, default=None, help="Torch threads per CPU worker (default: cores/workers).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--show", is_flag=True, help="Also print every detection.")
+@click.option("--api-port", type=int, default=None, help="Also serve the REST API on 127.0.0.1:PORT (e.g. 2000).")
 def up(sources: tuple[str, ...], **options: object) -> None:
     """Run the whole fleet here: Redis, workers, producers (the demo clip by default)."""
     from .up import UpOptions, run  # noqa: PLC0415

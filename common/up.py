@@ -42,6 +42,7 @@ class UpOptions:
     duration: float | None = None
     show: bool = False
     extra_worker_args: list[str] = field(default_factory=list)
+    api_port: int | None = None
 
 
 class Fleet:
@@ -55,6 +56,7 @@ class Fleet:
         self.url = url
         self.client = connect(url)
         self.producers: list[subprocess.Popen] = []
+        self.api: subprocess.Popen | None = None
         self.workers: subprocess.Popen | None = None
         self.streams: list[str] = []
         self.stop_requested = threading.Event()
@@ -84,6 +86,8 @@ class Fleet:
             wargs += ["--preload", o.model]
         wargs += o.extra_worker_args
         self.workers = self._spawn(wargs)
+        if o.api_port is not None:
+            self.api = self._spawn(["api", "--port", str(o.api_port)])
         streams = []
         sources = o.sources or [DEMO_SOURCE]
         for i, source in enumerate(sources):
@@ -115,9 +119,10 @@ class Fleet:
             if all(ledger.read(self.client, s)["in_flight"] == 0 for s in self.streams):
                 break
             time.sleep(0.1)
-        if self.workers is not None and self.workers.poll() is None:
-            self.workers.send_signal(signal.SIGTERM)
-            _wait(self.workers, 30)
+        for proc in (self.workers, self.api):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                _wait(proc, 30)
 
     def close(self) -> None:
         if self.private is not None:
@@ -163,6 +168,8 @@ def run(opts: UpOptions) -> dict[str, Any]:
         streams = fleet.start()
         where = "private Redis" if fleet.private else "Redis"
         click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {where} {fleet.url}; Ctrl-C stops")
+        if opts.api_port is not None:
+            click.echo(f"rtai up: REST API on http://127.0.0.1:{opts.api_port}/docs")
         if opts.show:
             shower = threading.Thread(target=_show, args=(fleet.client, streams, stop), daemon=True)
             shower.start()
@@ -190,7 +197,7 @@ def run(opts: UpOptions) -> dict[str, Any]:
         stop.set()
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        for p in [*fleet.producers, fleet.workers]:
+        for p in [*fleet.producers, fleet.workers, fleet.api]:
             if p is not None and p.poll() is None:
                 p.kill()
         fleet.close()

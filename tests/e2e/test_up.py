@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import psutil
 import pytest
 
-from ..helpers import ROOT, wait_for
+from ..helpers import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,9 +25,10 @@ def _env(**extra: str) -> dict[str, str]:
 
 def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
     log = tmp_path / "up.log"
+    api_port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", "up", "--threads", "2", "--show"],
+            [sys.executable, "-m", "common.cli", "up", "--threads", "2", "--show", "--api-port", str(api_port)],
             cwd=ROOT,
             env=_env(),
             stdout=out,
@@ -39,8 +41,12 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
             timeout=30,
             what="a status line with the demo running",
         )
+        status = wait_for(
+            lambda: _get(f"http://127.0.0.1:{api_port}/api/v1/realtime-ai/status/demo"), timeout=30, what="the REST API"
+        )
+        assert status["state"] == "running" and status["ledger"]["published"] > 0
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 3, "redis, the worker supervisor and its child, the producer"
+        assert len(children) >= 4, "redis, the worker supervisor and its child, the producer, the API"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=90) == 0, log.read_text()
     finally:
@@ -63,6 +69,14 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
         if line.startswith("demo #") and ": " in line and line.split(": ", 1)[1] != "-"
     }
     assert labels <= {"circle", "square", "triangle"} and labels, "the bundled model's classes were shown"
+
+
+def _get(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
 
 
 def test_up_without_redis_server_says_how_to_get_one(tmp_path):
