@@ -300,6 +300,12 @@ class FleetWorker(SimpleWorker):
     def bootstrap(self, *args, **kwargs) -> None:
         super().bootstrap(*args, **kwargs)
         rt = self.runtime
+        # A worker resuming under the same name (after a Redis outage ended RQ's loop) may have left
+        # a job in its in-flight hash that no teardown could requeue: it holds nothing yet, so put
+        # whatever is there back.
+        leftover = requeue_inflight(self.client, self.name, force=True)
+        if leftover:
+            log.warning("worker %s: requeued %s left from before", self.name, leftover)
         with self.client.pipeline() as pipe:
             pipe.sadd(keys.WORKERS, self.name)
             pipe.set(keys.worker_alive(self.name), os.getpid(), px=int(rt.settings.lease_s * 1000))
