@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from common.config import env_value, redis_url
+from common.proctitle import set_title
 
 
 @click.command()
@@ -18,6 +19,7 @@ def api(host: str, port: int, redis_url: str | None, token: str | None) -> None:
 
     from .api import create_app  # noqa: PLC0415
 
+    set_title(f"rtai-api:{port}")
     app = create_app(_url(redis_url), token=token or env_value("api_token"))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -10,6 +10,7 @@ import click
 
 from common.config import ProducerSettings, build, env_value, redis_url
 from common.exitcodes import EXIT_OK, EXIT_SOURCE
+from common.proctitle import set_title
 from common.states import StreamState
 
 
@@ -48,6 +49,7 @@ def producer(max_streams: int | None, streams_file: Path | None, **flags: object
     settings = build(ProducerSettings, **flags)
     from .runner import StreamProducer  # noqa: PLC0415
 
+    set_title(f"rtai-producer:{settings.stream}")
     prod = StreamProducer(settings)
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -72,6 +74,7 @@ def _daemon(url: str | None, max_streams: int | None, streams_file: Path | None)
     from .daemon import ProducerDaemon  # noqa: PLC0415
 
     daemon = ProducerDaemon(redis_url(url), max_streams=max_streams)
+    set_title("rtai-producer-daemon")
     if streams_file is not None:
         if streams_file.is_file():
             client = connect(daemon.redis_url, check=False)

@@ -27,6 +27,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from common import gpu, keys
 from common.config import host_name
 from common.errors import SchemaError
+from common.proctitle import set_title
 from common.states import WorkerState
 from common.wire import MsgpackSerializer
 
@@ -127,7 +128,12 @@ class FleetWorker(SimpleWorker):
             self._ordered_queues = self.queues[:]
             self.client.hset(self.key, "queues", ",".join(names))
 
+    def procline(self, message: str) -> None:
+        label = "cpu" if self.runtime.gpu == "cpu" else f"gpu{self.runtime.gpu}"
+        set_title(f"rtai-worker:{label} {message}")
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        self.procline("idle")
         self.set_state(WorkerStatus.IDLE)
         self._wstate = WorkerState.IDLE
         idle_since = time.monotonic()

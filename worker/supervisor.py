@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from common import keys
 from common.config import child_env, host_name
 from common.exitcodes import EXIT_CHILDREN, EXIT_OK
+from common.proctitle import set_title
 from common.redis_client import connect
 
 from .fleet_worker import requeue_inflight
@@ -104,6 +105,7 @@ class Supervisor:
         self._spawn(slot)
 
     def run(self) -> int:
+        set_title(f"rtai-supervisor:{','.join(s.label for s in self.slots)}")
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for slot in self.slots:
