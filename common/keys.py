@@ -9,7 +9,7 @@ rtai:settled:<stream>:<batch>        STRING   SETTLED_TTL_S    marker: this batc
 rtai:attempts:<stream>               HASH     ATTEMPTS_TTL_S   batch -> failed attempts (poison detection)
 rtai:gpus:<stream>                   HASH     none             gpu label -> frames of the stream it published
 rtai:latency:<stream>                HASH     none             latency histogram: le bucket -> count, sum_ms, count
-rtai:routing:<stream>:<rule>         STRING   lease (ms)       pin owner / max_workers slots (see worker/routing.py)
+rtai:routing:<stream>:slots          ZSET     60 s             worker -> lease expiry (pinned / max_workers streams)
 rtai:history:<stream>                STREAM   MAXLEN ~         recent results, for late subscribers
 rtai:results:<stream>                channel  -                live results, one msgpack message per frame
 rtai:model:<variant>:names           STRING   none             msgpack list of class names of a model
@@ -95,10 +95,6 @@ def stream_gpus(stream_id: str) -> str:
 
 def latency_hist(stream_id: str) -> str:
     return f"{PREFIX}latency:{stream_id}"
-
-
-def pin(stream_id: str) -> str:
-    return f"{PREFIX}routing:{stream_id}:pin"
 
 
 def slots(stream_id: str) -> str:
