@@ -140,7 +140,3 @@ def queue_name(stream_id: str) -> str:
 
 def queue_key(stream_id: str) -> str:
     return Queue.redis_queue_namespace_prefix + queue_name(stream_id)
-
-
-def stream_of_queue_key(key: str) -> str:
-    return key[len(Queue.redis_queue_namespace_prefix) + len(PREFIX) :]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -41,7 +41,6 @@ class UpOptions:
     threads: int | None = None
     duration: float | None = None
     show: bool = False
-    extra_worker_args: list[str] = field(default_factory=list)
     api_port: int | None = None
 
 
@@ -84,7 +83,6 @@ class Fleet:
             wargs += ["--threads", str(threads)]
         if o.model:
             wargs += ["--preload", o.model]
-        wargs += o.extra_worker_args
         self.workers = self._spawn(wargs)
         if o.api_port is not None:
             self.api = self._spawn(["api", "--port", str(o.api_port)])

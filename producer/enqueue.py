@@ -39,8 +39,6 @@ class BatchSink:
         self.settings = settings
         self.stream = keys.check_stream_id(settings.stream)
         self.queue = Queue(keys.queue_name(self.stream), connection=client, serializer=MsgpackSerializer)
-        self.enqueued = 0
-        self.dropped = 0
 
     def register(self) -> None:
         s = self.settings
@@ -90,7 +88,6 @@ class BatchSink:
                 ledger.count(pipe, self.stream, ledger.PRODUCED, n)
                 ledger.count(pipe, self.stream, Outcome.DROPPED_BACKPRESSURE.value, n)
                 pipe.execute()
-            self.dropped += 1
             log.warning(
                 "stream %s: queue depth %d >= %d, dropped a batch of %d",
                 self.stream,
@@ -128,5 +125,4 @@ class BatchSink:
             pipe.sadd(keys.STREAMS, self.stream)  # again each time: Redis may have restarted empty
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             pipe.execute()
-        self.enqueued += 1
         return True

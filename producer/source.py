@@ -64,7 +64,6 @@ class VideoSource:
         self._thread = threading.Thread(target=self._run, name=f"rtai-source:{url}", daemon=True)
         self.state = StreamState.CONNECTING
         self.reason = ""
-        self.frames_read = 0
 
     # -- consumer side -------------------------------------------------------------------
     def start(self) -> VideoSource:
@@ -181,7 +180,6 @@ class VideoSource:
                 self._set_state(StreamState.RUNNING, "")
             frame = CapturedFrame(index=index, t_capture=time.time(), image=image)
             index += 1
-            self.frames_read += 1
             with self._cond:
                 self._latest = frame
                 self._cond.notify_all()

@@ -110,8 +110,6 @@ class FleetWorker(SimpleWorker):
         self._lease_stop = threading.Event()
         self._lease_thread = threading.Thread(target=self._lease_loop, name="rtai-lease", daemon=True)
         self._wstate = WorkerState.STARTING
-        self.rejected = 0
-        self.retried = 0
         self._force_stop = False
         self._last_exc: BaseException | None = None
 
@@ -248,7 +246,6 @@ class FleetWorker(SimpleWorker):
         attempts = self.client.hincrby(keys.attempts(stream), str(batch), 1)
         self.client.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
         if attempts < MAX_ATTEMPTS:
-            self.retried += 1
             log.warning(
                 "worker %s: job %s (%s#%s) failed (attempt %d of %d), retrying: %s",
                 self.name,
@@ -294,7 +291,6 @@ class FleetWorker(SimpleWorker):
             pipe.execute()
 
     def _count_rejected(self, message: str) -> None:
-        self.rejected += 1
         log.error("worker %s refused %s", self.name, message)
         with self.client.pipeline() as pipe:
             pipe.hincrby(keys.FLEET, "rejected_jobs", 1)

@@ -33,7 +33,6 @@ def test_stream_ids_are_checked(bad):
 def test_keys_are_prefixed():
     assert keys.ledger("cam1") == "rtai:ledger:cam1"
     assert keys.queue_key("cam1") == "rq:queue:rtai:cam1"
-    assert keys.stream_of_queue_key(keys.queue_key("cam.2")) == "cam.2"
 
 
 @pytest.mark.parametrize(
