@@ -6,6 +6,7 @@ with a renewed lease so that exactly one producer runs it and another takes over
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,15 @@ PROCESS_FIELDS = {"redis_url"}
 def put(client: redis.Redis, settings: ProducerSettings, extra: dict[str, Any] | None = None) -> None:
     """Declare (or update) a stream the fleet should run."""
     stream = keys.check_stream_id(settings.stream)
-    data = settings.model_dump(exclude=PROCESS_FIELDS)
     with client.pipeline() as pipe:
-        pipe.set(keys.desired(stream), packb({"settings": data, **(extra or {})}))
-        pipe.sadd(keys.DESIRED, stream)
+        _put(pipe, stream, settings, extra)
         pipe.execute()
+
+
+def _put(pipe: Any, stream: str, settings: ProducerSettings, extra: dict[str, Any] | None) -> None:
+    data = settings.model_dump(exclude=PROCESS_FIELDS)
+    pipe.set(keys.desired(stream), packb({"settings": data, **(extra or {})}))
+    pipe.sadd(keys.DESIRED, stream)
 
 
 def remove(client: redis.Redis, stream: str) -> bool:
@@ -64,13 +69,24 @@ def settings_for(client: redis.Redis, stream: str, redis_url: str) -> ProducerSe
 
 
 def load_file(client: redis.Redis, path: Path, redis_url: str) -> list[str]:
-    """Declare every stream of a YAML camera list; all or nothing, with the bad entry named.
+    """Declare every stream of a YAML camera list; all or nothing, with the bad entry named."""
+    return declare_file(client, path, redis_url)[0]
+
+
+def declare_file(client: redis.Redis, path: Path, redis_url: str) -> tuple[list[str], str]:
+    """Declare a camera list as load_file does; returns its streams and the key of its marker.
+
+    The marker (`rtai:streamsfile:<digest of path and content>`) is written in the same
+    transaction as the streams, so a marker that is gone means Redis forgot the whole declaration
+    (restarted empty, flushed), while a marker that is there with a stream missing means someone
+    removed that stream on purpose (see `file_forgotten`).
 
     The file holds `streams:`, a list of maps with `id`, `source` and any producer setting
     (max_fps, batch_size, imgsz, model, conf, loop, device, gpu_devices, pinned, max_workers, half).
     """
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"camera list {path}: {exc}") from exc
     entries = (data or {}).get("streams") if isinstance(data, dict | None) else None
@@ -89,6 +105,17 @@ def load_file(client: redis.Redis, path: Path, redis_url: str) -> list[str]:
             )
         except ValueError as exc:
             raise ConfigError(f"camera list {path}: entry {i} ({entry['id']}): {exc}") from exc
-    for settings in parsed:
-        put(client, settings, {"from_file": str(path)})
-    return [s.stream for s in parsed]
+    digest = hashlib.sha256(f"{path.resolve()}\0{text}".encode()).hexdigest()[:16]
+    marker = keys.streams_file(digest)
+    streams = [s.stream for s in parsed]
+    with client.pipeline() as pipe:
+        for settings in parsed:
+            _put(pipe, settings.stream, settings, {"from_file": str(path)})
+        pipe.set(marker, packb({"path": str(path), "streams": streams}))
+        pipe.execute()
+    return streams, marker
+
+
+def file_forgotten(client: redis.Redis, marker: str) -> bool:
+    """True when the declaration that wrote `marker` is no longer in Redis."""
+    return not client.exists(marker)

@@ -16,6 +16,7 @@ rtai:model:<variant>:names           STRING   none             msgpack list of c
 rtai:desired                         SET      none             stream ids producer daemons should run
 rtai:desired:<stream>                STRING   none             msgpack map of the stream's producer settings
 rtai:claim:<stream>                  STRING   lease (ms)       producer daemon that runs the stream now
+rtai:streamsfile:<digest>            STRING   none             marker: a camera list (path + content) is declared
 rtai:workers                         SET      none             names of workers that registered
 rtai:worker:<name>                   HASH     WORKER_TTL_S     a worker's counters, device and GPU stats
 rtai:worker:<name>:alive             STRING   lease (ms)       present while the worker lives
@@ -71,6 +72,11 @@ def desired(stream_id: str) -> str:
 
 def claim(stream_id: str) -> str:
     return f"{PREFIX}claim:{stream_id}"
+
+
+def streams_file(digest: str) -> str:
+    """Marker written with a camera list's declaration; gone means Redis forgot the list."""
+    return f"{PREFIX}streamsfile:{digest}"
 
 
 def ledger(stream_id: str) -> str:

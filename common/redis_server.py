@@ -28,10 +28,17 @@ def free_port() -> int:
 
 class PrivateRedis:
     def __init__(
-        self, *, port: int | None = None, password: str | None = None, tls: tuple[Path, Path] | None = None
+        self,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+        extra_args: tuple[str, ...] = (),
+        data_dir: Path | None = None,
     ) -> None:
         """tls: (certificate, key) files; the server then speaks TLS only, and `url` is rediss://
-        with the certificate as its CA."""
+        with the certificate as its CA. extra_args go last, so they override the defaults (e.g.
+        `--appendonly yes`); data_dir (kept on stop) replaces the temporary directory."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RtaiError(
@@ -39,7 +46,8 @@ class PrivateRedis:
                 "RTAI_REDIS_URL at a running Redis, or use `docker compose up`."
             )
         self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="rtai-redis-")
+        self._own_dir = data_dir is None
+        self.dir = tempfile.mkdtemp(prefix="rtai-redis-") if data_dir is None else str(data_dir)
         args = [
             binary,
             "--port",
@@ -74,6 +82,7 @@ class PrivateRedis:
                 "no",
             ]
             self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+        args += list(extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         self._wait_up()
 
@@ -101,4 +110,5 @@ class PrivateRedis:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -79,7 +79,8 @@ def _daemon(url: str | None, max_streams: int | None, streams_file: Path | None)
         if streams_file.is_file():
             client = connect(daemon.redis_url, check=False)
             wait_until_up(client, what="producer daemon")
-            declared = desired.load_file(client, streams_file, daemon.redis_url)
+            declared, marker = desired.declare_file(client, streams_file, daemon.redis_url)
+            daemon.watch_file(streams_file, marker)
             click.echo(f"declared {len(declared)} stream(s) from {streams_file}", err=True)
         else:
             click.echo(f"no camera list at {streams_file}; claiming declared streams only", err=True)

@@ -12,12 +12,13 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
 from common import desired, keys
 from common.config import host_name
-from common.errors import RtaiError
+from common.errors import ConfigError, RtaiError
 from common.redis_client import connect, wait_until_up
 
 from .runner import StreamProducer
@@ -60,6 +61,17 @@ class ProducerDaemon:
         self.stop_event = threading.Event()
         self._renew = self.client.register_script(RENEW_LUA)
         self._release = self.client.register_script(RELEASE_LUA)
+        self._file: tuple[Path, str] | None = None
+        self._file_error: str | None = None
+
+    def watch_file(self, path: Path, marker: str) -> None:
+        """Keep the camera list at `path` (declared with marker key `marker`) declared.
+
+        Each tick checks the marker: gone means Redis lost the declaration (restarted empty), so
+        the file is declared again. A stream removed by `rtai stream rm` or the API while the
+        marker stays is left removed.
+        """
+        self._file = (path, marker)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -77,6 +89,8 @@ class ProducerDaemon:
             self._stop_stream(stream)
 
     def tick(self) -> None:
+        if self._file is not None:
+            self._redeclare_if_forgotten(*self._file)
         wanted = set(desired.streams(self.client))
         for stream in list(self.running):
             run = self.running[stream]
@@ -89,6 +103,26 @@ class ProducerDaemon:
                 break
             if self.client.set(keys.claim(stream), self.name, nx=True, px=self.lease_ms):
                 self._start_stream(stream)
+
+    def _redeclare_if_forgotten(self, path: Path, marker: str) -> None:
+        if not desired.file_forgotten(self.client, marker):
+            return
+        try:
+            streams, marker = desired.declare_file(self.client, path, self.redis_url)
+        except ConfigError as exc:
+            if str(exc) != self._file_error:  # once per distinct problem, not every tick
+                log.error("producer daemon %s: cannot declare %s again: %s", self.name, path, exc)
+                self._file_error = str(exc)
+            return
+        self._file, self._file_error = (path, marker), None
+        log.warning(
+            "producer daemon %s: Redis no longer holds the streams of %s (restarted without persistence?); "
+            "declared %d stream(s) again: %s",
+            self.name,
+            path,
+            len(streams),
+            ", ".join(streams) or "-",
+        )
 
     def _start_stream(self, stream: str) -> None:
         version = self.client.get(keys.desired(stream))

@@ -38,6 +38,17 @@ def test_redis_has_a_healthcheck_and_the_rest_waits_for_it():
         assert COMPOSE["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_redis_keeps_its_data_in_an_append_only_file_on_a_named_volume():
+    redis_svc = COMPOSE["services"]["redis"]
+    args = redis_svc["command"]
+    options = dict(zip(args[1::2], args[2::2], strict=True))
+    assert args[0] == "redis-server"
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"
+    volume, _, target = redis_svc["volumes"][0].partition(":")
+    assert target == options["--dir"] == "/data"
+    assert volume in COMPOSE["volumes"], "a named volume, not a host path or an anonymous one"
+
+
 def test_gpu_worker_reserves_nvidia_gpus_and_cpu_profile_does_not():
     gpu = COMPOSE["services"]["worker"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
