@@ -185,8 +185,7 @@ def test_worker_cut_off_longer_than_its_lease_is_replaced_then_rejoins(hosts, cu
     wait_for(lambda: sock.exists() and r.ping(), timeout=10, what="redis-server in its namespace")
     env = {"RTAI_REDIS_URL": f"redis://{hosts.addresses['redis']}:{REDIS_PORT}/0"}
     worker_args = ["worker", "--detector", "sleep", "--sleep-ms", str(SLEEP_MS), "--preload", ""]
-    for name in ("w1", "w2"):
-        hosts.run(name, _rtai(*worker_args, "--name", name), env=env)
+    workers = [hosts.run(name, _rtai(*worker_args, "--name", name), env=env) for name in ("w1", "w2")]
     producer = hosts.run(
         "producer",
         _rtai(
@@ -275,5 +274,5 @@ def test_worker_cut_off_longer_than_its_lease_is_replaced_then_rejoins(hosts, cu
     seen = Counter((m["stream"], m["seq"]) for m in _results(r))
     assert seen and max(seen.values()) == 1, f"published twice: {[k for k, v in seen.items() if v > 1]}"
     assert c["published"] == len(seen)
-    for proc in hosts.procs[1:3]:
+    for proc in workers:
         assert proc.poll() is None, f"a worker exited:\n{_tail(proc)}"
