@@ -54,3 +54,30 @@ def test_daemon_runs_the_streams_of_its_camera_list(r, procs, tmp_path):
     for p in (daemon, worker):
         p.terminate()
         assert procs.finish(p, timeout=30) == 0
+
+
+def test_daemon_declares_its_list_again_only_when_redis_forgot_it(r, redis_server, tmp_path, caplog):
+    from producer.daemon import ProducerDaemon  # noqa: PLC0415
+
+    path = tmp_path / "cameras.yml"
+    path.write_text("streams:\n  - id: door\n    source: demo\n  - id: lot\n    source: demo\n")
+    streams, marker = desired.declare_file(r, path, redis_server)
+    assert streams == ["door", "lot"] and r.exists(marker)
+    daemon = ProducerDaemon(redis_server, max_streams=0)  # claims nothing: only the list is watched
+    daemon.watch_file(path, marker)
+
+    desired.remove(r, "door")  # on purpose, while Redis stays up
+    daemon.tick()
+    assert desired.streams(r) == ["lot"]
+
+    r.flushall()  # what a restart without persistence does
+    path.write_text("streams: [\n")  # and the file is broken meanwhile: one error, not one per tick
+    daemon.tick()
+    daemon.tick()
+    assert desired.streams(r) == []
+    assert [rec.levelname for rec in caplog.records].count("ERROR") == 1
+    path.write_text("streams:\n  - id: door\n    source: demo\n")
+    daemon.tick()
+    assert desired.streams(r) == ["door"]
+    assert any("declared 1 stream(s) again" in rec.getMessage() for rec in caplog.records)
+    daemon.client.close()
