@@ -22,6 +22,7 @@ from . import gpu, ledger, status
 from .config import DEMO_SOURCE, child_env, explicit_redis_url
 from .redis_client import connect
 from .redis_server import PrivateRedis
+from .sources import redact
 from .subscriber import Subscriber
 
 #: After the producers stop, workers get this long to drain the queues before they are stopped.
@@ -165,7 +166,8 @@ def run(opts: UpOptions) -> dict[str, Any]:
     try:
         streams = fleet.start()
         where = "private Redis" if fleet.private else "Redis"
-        click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {where} {fleet.url}; Ctrl-C stops")
+        shown = f"{where} {redact(fleet.url)}"
+        click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {shown}; Ctrl-C stops")
         if opts.api_port is not None:
             click.echo(f"rtai up: REST API on http://127.0.0.1:{opts.api_port}/docs")
         if opts.show:
