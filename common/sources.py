@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DEMO_SOURCE
-from .errors import SourceRefusedError
+from .errors import ConfigError, SourceRefusedError
 
 #: protocol (the guide's `stream_config.protocol`) -> URL schemes it may name.
 PROTOCOL_SCHEMES = {"rtsp": ("rtsp", "rtsps"), "http": ("http",), "https": ("https",), "rtmp": ("rtmp",)}
@@ -129,8 +129,10 @@ class SourcePolicy:
                 networks.extend(PRIVATE_NETWORKS)
             else:
                 try:
-                    networks.append(ipaddress.ip_network(item, strict=False))
-                except ValueError:
+                    networks.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+                except ValueError as exc:
+                    if "/" in item:
+                        raise ConfigError(f"RTAI_API_ALLOW_PRIVATE: {item!r} is not a network: {exc}") from exc
                     hosts.add(item.strip("[]"))
         root = Path(media_root).resolve() if media_root else None
         return cls(media_root=root, allow_all=allow_all, networks=tuple(networks), hosts=frozenset(hosts))

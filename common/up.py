@@ -61,10 +61,10 @@ class Fleet:
         self.streams: list[str] = []
         self.stop_requested = threading.Event()
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, args: list[str], **env: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "common.cli", *args],
-            env=child_env(RTAI_REDIS_URL=self.url),
+            env=child_env(RTAI_REDIS_URL=self.url, **env),
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
         )
 
@@ -91,7 +91,7 @@ class Fleet:
         sources = o.sources or [DEMO_SOURCE]
         for i, source in enumerate(sources):
             stream = "demo" if not o.sources else f"cam{i + 1}"
-            pargs = ["producer", "--source", source, "--stream", stream]
+            pargs = ["producer", "--stream", stream]  # the source goes by env: no password in `ps`
             if "://" not in source:  # files (and the demo) loop; cameras are live
                 pargs.append("--loop")
             for flag, value in (
@@ -102,7 +102,7 @@ class Fleet:
             ):
                 if value is not None:
                     pargs += [flag, str(value)]
-            self.producers.append(self._spawn(pargs))
+            self.producers.append(self._spawn(pargs, RTAI_SOURCE=source))
             streams.append(stream)
         self.streams = streams
         return streams

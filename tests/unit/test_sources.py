@@ -129,6 +129,7 @@ def test_global_hosts_pass_and_the_url_is_kept_whole():
         ("127.0.0.1, lan-cam", "rtsp://lan-cam/x", True),
         ("127.0.0.1", "rtsp://mixed.example/x", True),
         ("::1", "rtsp://[::1]/x", True),
+        ("[::1]", "rtsp://[::1]/x", True),
     ],
 )
 def test_the_operator_allows_private_hosts(allow, url, ok):
@@ -139,6 +140,11 @@ def test_the_operator_allows_private_hosts(allow, url, ok):
     else:
         with pytest.raises(SourceRefusedError, match="RTAI_API_ALLOW_PRIVATE"):
             check_api_source(url, protocol, policy, resolve=DNS)
+
+
+def test_a_typo_in_the_allowed_networks_is_a_config_error():
+    with pytest.raises(ConfigError, match="192.168.1.0/33"):
+        SourcePolicy.parse("192.168.1.0/33", None)
 
 
 def test_files_only_under_the_media_root_and_one_reason_for_missing_or_unreadable(tmp_path):
