@@ -198,14 +198,14 @@ def stream_ls(redis_url: str | None) -> None:
     """List declared streams and which producer runs each."""
     from . import desired, keys  # noqa: PLC0415
     from .redis_client import connect  # noqa: PLC0415
+    from .sources import redact  # noqa: PLC0415
 
     client = connect(_url(redis_url))
     for sid in desired.streams(client):
         entry = desired.get(client, sid) or {"settings": {}}
         owner = client.get(keys.claim(sid))
-        click.echo(
-            f"{sid}  {entry['settings'].get('source', '?')}  {'run by ' + owner.decode() if owner else 'unclaimed'}"
-        )
+        source = redact(str(entry["settings"].get("source", "?")))
+        click.echo(f"{sid}  {source}  {'run by ' + owner.decode() if owner else 'unclaimed'}")
 
 
 def _url(override: str | None) -> str:

@@ -35,6 +35,9 @@ DEFAULT_MAX_FRAME_AGE_MS = 10_000
 #: by another worker's reaper within lease + one heartbeat, under 2 s.
 DEFAULT_HEARTBEAT_S = 0.25
 DEFAULT_LEASE_S = 1.5
+#: Services the REST API lets callers declare: far above one host's cameras, low enough that a
+#: script looping on POST /start cannot fill Redis.
+DEFAULT_MAX_SERVICES = 256
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 #: `--source demo` means the clip that ships with the package (made by common/synth.py).
@@ -104,6 +107,16 @@ class WorkerSettings(_Settings):
     burst: bool = False
     #: A supervised child may die this often per minute before it is left down and reported.
     restart_budget: int = Field(5, ge=0)
+
+
+class ApiSettings(_Settings):
+    """The REST API's limits: see common/sources.py for what the URL rules mean."""
+
+    #: Local files a request may name must be under this directory (none: only `demo`).
+    media_root: Path | None = None
+    #: Non-global hosts a request may name: `all`/`1`, `private`, or a comma list of CIDRs/hosts.
+    api_allow_private: str = ""
+    max_services: int = Field(DEFAULT_MAX_SERVICES, ge=1)
 
 
 S = TypeVar("S", bound=_Settings)

@@ -22,6 +22,19 @@ from .wire import packb, unpackb
 PROCESS_FIELDS = {"redis_url"}
 
 
+#: Add a stream to the desired set unless the set already holds `cap` others (an update is free).
+RESERVE_LUA = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+return redis.call('SADD', KEYS[1], ARGV[1])
+"""
+
+
+def reserve(client: redis.Redis, stream: str, cap: int) -> bool:
+    """Take a place for `stream` among at most `cap` declared streams; False when none is left."""
+    return bool(client.eval(RESERVE_LUA, 1, keys.DESIRED, keys.check_stream_id(stream), cap))
+
+
 def put(client: redis.Redis, settings: ProducerSettings, extra: dict[str, Any] | None = None) -> None:
     """Declare (or update) a stream the fleet should run."""
     stream = keys.check_stream_id(settings.stream)

@@ -37,3 +37,7 @@ class JobRejectedError(RtaiError):
 
 class RedisUnavailableError(RtaiError):
     """The fleet's Redis could not be reached."""
+
+
+class SourceRefusedError(ConfigError):
+    """A source URL from an API request is not allowed (scheme, host or file outside the media root)."""

@@ -40,8 +40,11 @@ from .errors import ConfigError
 
 PREFIX = "rtai:"
 
-#: Stream ids go into key names and channel names: keep them to a safe alphabet.
-STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: Stream ids go into key names and channel names: keep them to a safe alphabet. \A...\Z so that
+#: neither match nor fullmatch lets a trailing newline through (Python's `$` would).
+STREAM_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
+#: The same rule for JSON Schema / pydantic (Rust regex): there `$` is the end of the text.
+STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 STREAMS = PREFIX + "streams"
 DESIRED = PREFIX + "desired"
@@ -55,7 +58,7 @@ RQ_SUSPENDED = WORKERS_SUSPENDED
 
 
 def check_stream_id(stream: str) -> str:
-    if not isinstance(stream, str) or not STREAM_ID_RE.match(stream):
+    if not isinstance(stream, str) or not STREAM_ID_RE.fullmatch(stream):
         raise ConfigError(
             f"stream id {stream!r} is not valid: use 1-64 letters, digits, '_', '.', '-' (first a letter or digit)"
         )

@@ -11,6 +11,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from .errors import RedisUnavailableError
+from .sources import redact, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,12 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 3),
         )
     except ValueError as exc:
-        raise RedisUnavailableError(f"bad Redis URL {url!r}: {exc}") from exc
+        raise RedisUnavailableError(f"bad Redis URL {redact(url)!r}: {redact_text(str(exc))}") from exc
     if check:
         try:
             client.ping()
         except redis.RedisError as exc:
-            raise RedisUnavailableError(f"cannot reach Redis at {_safe(url)}: {exc}") from exc
+            raise RedisUnavailableError(f"cannot reach Redis at {redact(url)}: {exc}") from exc
     return client
 
 
@@ -59,11 +60,3 @@ def wait_until_up(
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, MAX_BACKOFF_S)
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

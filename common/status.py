@@ -8,6 +8,7 @@ import redis
 
 from . import keys, ledger
 from .errors import SchemaError
+from .sources import redact, redact_text
 from .wire import decode_result
 
 #: Latency percentiles come from this many most recent results per stream.
@@ -51,8 +52,8 @@ def collect(client: redis.Redis) -> dict[str, Any]:
         info = _text(client.hgetall(keys.stream(sid)))
         streams[sid] = {
             "state": info.get("state", "unknown"),
-            "reason": info.get("reason", ""),
-            "source": info.get("source", ""),
+            "reason": redact_text(info.get("reason", "")),
+            "source": redact(info.get("source", "")),
             "model": info.get("model", ""),
             "queue_depth": client.llen(keys.queue_key(sid)),
             "ledger": ledger.read(client, sid),

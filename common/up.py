@@ -22,6 +22,7 @@ from . import gpu, ledger, status
 from .config import DEMO_SOURCE, child_env, explicit_redis_url
 from .redis_client import connect
 from .redis_server import PrivateRedis
+from .sources import redact
 from .subscriber import Subscriber
 
 #: After the producers stop, workers get this long to drain the queues before they are stopped.
@@ -60,10 +61,10 @@ class Fleet:
         self.streams: list[str] = []
         self.stop_requested = threading.Event()
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, args: list[str], **env: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "common.cli", *args],
-            env=child_env(RTAI_REDIS_URL=self.url),
+            env=child_env(RTAI_REDIS_URL=self.url, **env),
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
         )
 
@@ -90,7 +91,7 @@ class Fleet:
         sources = o.sources or [DEMO_SOURCE]
         for i, source in enumerate(sources):
             stream = "demo" if not o.sources else f"cam{i + 1}"
-            pargs = ["producer", "--source", source, "--stream", stream]
+            pargs = ["producer", "--stream", stream]  # the source goes by env: no password in `ps`
             if "://" not in source:  # files (and the demo) loop; cameras are live
                 pargs.append("--loop")
             for flag, value in (
@@ -101,7 +102,7 @@ class Fleet:
             ):
                 if value is not None:
                     pargs += [flag, str(value)]
-            self.producers.append(self._spawn(pargs))
+            self.producers.append(self._spawn(pargs, RTAI_SOURCE=source))
             streams.append(stream)
         self.streams = streams
         return streams
@@ -165,7 +166,8 @@ def run(opts: UpOptions) -> dict[str, Any]:
     try:
         streams = fleet.start()
         where = "private Redis" if fleet.private else "Redis"
-        click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {where} {fleet.url}; Ctrl-C stops")
+        shown = f"{where} {redact(fleet.url)}"
+        click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {shown}; Ctrl-C stops")
         if opts.api_port is not None:
             click.echo(f"rtai up: REST API on http://127.0.0.1:{opts.api_port}/docs")
         if opts.show:

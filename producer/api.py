@@ -13,11 +13,14 @@ from typing import Annotated
 
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from common import desired, gpu, keys, ledger, status
-from common.config import ProducerSettings, host_name
+from common.config import ApiSettings, ProducerSettings, build, host_name
+from common.errors import SourceRefusedError
 from common.redis_client import connect
+from common.sources import SourcePolicy, check_api_source, redact, redact_text
 
 from . import metrics
 from .api_models import (
@@ -34,19 +37,27 @@ from .api_models import (
 PREFIX = "/api/v1/realtime-ai"
 
 
-def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
+def _shown(settings: dict) -> dict:
+    """A service's settings as the API shows them: the source without its password."""
+    return {**settings, "source": redact(str(settings["source"]))} if "source" in settings else settings
+
+
+def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="realtime-ai control plane",
         version="1.0",
         description="Start, stop and watch detection services on the realtime-ai fleet.",
     )
     client = connect(redis_url, check=False)
+    limits = limits or build(ApiSettings)
+    policy = SourcePolicy.parse(limits.api_allow_private, limits.media_root)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
         if token is None:
             return
-        expected = f"Bearer {token}"
-        if authorization is None or not secrets.compare_digest(authorization, expected):
+        expected = f"Bearer {token}".encode()
+        # Header values arrive as latin-1 text; compare bytes (compare_digest refuses non-ASCII str).
+        if authorization is None or not secrets.compare_digest(authorization.encode("latin-1"), expected):
             raise HTTPException(
                 status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -57,13 +68,14 @@ def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
 
     guarded = [Depends(auth)]
     not_found = {404: {"description": "no such service"}}
+    too_many = {429: {"description": "the fleet already declares RTAI_MAX_SERVICES services"}}
 
-    @app.post(f"{PREFIX}/start", response_model=StartResponse, dependencies=guarded)
+    @app.post(f"{PREFIX}/start", response_model=StartResponse, dependencies=guarded, responses=too_many)
     def start(body: StartRequest) -> StartResponse:
         """Start a detection service for one stream; a producer daemon picks it up."""
         service_id = body.stream_config.stream_id or f"svc-{uuid.uuid4().hex[:10]}"
         m, p = body.model_settings, body.processing_settings
-        source = body.stream_config.url
+        source = _allowed_source(body.stream_config.url, body.stream_config.protocol)
         settings = ProducerSettings(
             stream=service_id,
             source=source,
@@ -80,6 +92,11 @@ def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
             max_workers=m.max_workers,
             half=m.half_precision,
         )
+        if not desired.reserve(client, service_id, limits.max_services):
+            raise HTTPException(
+                status_code=429,
+                detail=f"the fleet already declares {limits.max_services} services (RTAI_MAX_SERVICES): stop one first",
+            )
         desired.put(client, settings, {"request": body.model_dump(), "created": time.time()})
         return StartResponse(
             service_id=service_id,
@@ -87,6 +104,13 @@ def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
             status="starting",
             results_channel=keys.results_channel(service_id),
         )
+
+    def _allowed_source(url: str, protocol: str) -> str:
+        try:
+            return check_api_source(url, protocol, policy)
+        except SourceRefusedError as exc:
+            loc = ("body", "stream_config", "url")
+            raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": str(exc), "input": None}]) from exc
 
     def _known(service_id: str) -> dict:
         entry = desired.get(client, service_id) if keys.STREAM_ID_RE.match(service_id) else None
@@ -107,7 +131,7 @@ def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
         return StatusResponse(
             service_id=service_id,
             state=info.get("state", "pending"),
-            reason=info.get("reason", ""),
+            reason=redact_text(info.get("reason", "")),
             fps_in=float(info.get("fps_in", 0) or 0),
             fps_out=lat["fps_out"],
             ledger=ledger.read(client, service_id),
@@ -115,7 +139,7 @@ def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
             queue_depth=client.llen(keys.queue_key(service_id)),
             gpus=gpus,
             producer=owner.decode() if owner else None,
-            settings=entry["settings"],
+            settings=_shown(entry["settings"]),
         )
 
     @app.post(f"{PREFIX}/stop/{{service_id}}", response_model=StopResponse, dependencies=guarded, responses=not_found)
@@ -136,7 +160,7 @@ def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
             out.append(
                 ServiceSummary(
                     service_id=sid,
-                    source=str(entry["settings"].get("source", "")),
+                    source=redact(str(entry["settings"].get("source", ""))),
                     state=state.decode() if state else "pending",
                     producer=owner.decode() if owner else None,
                 )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import click
 
 from common.config import env_value, redis_url
+from common.errors import ConfigError
 from common.proctitle import set_title
 
 
@@ -13,15 +16,41 @@ from common.proctitle import set_title
 @click.option("--port", type=int, default=2000, show_default=True)
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 @click.option("--token", default=None, help="Require 'Authorization: Bearer TOKEN' [env RTAI_API_TOKEN].")
-def api(host: str, port: int, redis_url: str | None, token: str | None) -> None:
+@click.option(
+    "--insecure", is_flag=True, help="Serve a non-loopback address without a token (only behind a trusted network)."
+)
+def api(host: str, port: int, redis_url: str | None, token: str | None, insecure: bool) -> None:
     """Serve the REST control plane (start/stop/status/gpu-info/metrics)."""
+    token = token or env_value("api_token")
+    if token is None and not is_loopback(host):
+        if not insecure:
+            raise ConfigError(
+                f"refusing to serve the API on {host} without a token: anyone who can reach port {port} could "
+                "start streams on the fleet. Set RTAI_API_TOKEN (or --token), bind 127.0.0.1, or pass --insecure "
+                "if only trusted hosts can reach this address"
+            )
+        click.echo(
+            f"WARNING: rtai api serves {host}:{port} with NO token (--insecure): anyone who can reach it controls "
+            "the fleet's streams",
+            err=True,
+        )
     import uvicorn  # noqa: PLC0415
 
     from .api import create_app  # noqa: PLC0415
 
     set_title(f"rtai-api:{port}")
-    app = create_app(_url(redis_url), token=token or env_value("api_token"))
+    app = create_app(_url(redis_url), token=token)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _url(override: str | None) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.config import DEFAULT_IMGSZ, GpuIndex
-from common.keys import STREAM_ID_RE
+from common.errors import SourceRefusedError
+from common.keys import STREAM_ID_PATTERN
+from common.sources import check_scheme
 
 #: Model names the fleet resolves: the guide's names, Ultralytics' files, the bundled model, a path.
 VARIANT_PATTERN = r"^(multi_gpu_yolov11[nsmlx]|yolo11[nsmlx](\.pt|\.yaml)?|rtai-shapes|[\w./-]+\.pt)$"
@@ -18,10 +20,23 @@ class _Body(BaseModel):
 
 
 class StreamConfig(_Body):
-    url: str = Field(min_length=1, max_length=2048, description="rtsp://, http(s)://, a file path, or demo")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="a URL whose scheme matches protocol (rtsp(s), http, https, rtmp); with protocol file, "
+        "a file under the operator's media root; or demo",
+    )
     protocol: Literal["rtsp", "http", "https", "rtmp", "file"] = "rtsp"
-    stream_id: str | None = Field(None, pattern=STREAM_ID_RE.pattern, description="defaults to the service id")
+    stream_id: str | None = Field(None, pattern=STREAM_ID_PATTERN, description="defaults to the service id")
     loop: bool = Field(False, description="loop a video file")
+
+    @model_validator(mode="after")
+    def _scheme_matches_protocol(self) -> StreamConfig:
+        try:
+            check_scheme(self.url, self.protocol)
+        except SourceRefusedError as exc:
+            raise ValueError(f"url: {exc}") from exc
+        return self
 
 
 class ModelSettings(_Body):

@@ -20,6 +20,7 @@ from common import desired, keys
 from common.config import host_name
 from common.errors import ConfigError, RtaiError
 from common.redis_client import connect, wait_until_up
+from common.sources import redact
 
 from .runner import StreamProducer
 
@@ -139,7 +140,7 @@ class ProducerDaemon:
         thread = threading.Thread(target=producer.run, name=f"rtai-producer:{stream}", daemon=True)
         thread.start()
         self.running[stream] = Running(producer, thread, version)
-        log.info("producer daemon %s: running %s from %s", self.name, stream, settings.source)
+        log.info("producer daemon %s: running %s from %s", self.name, stream, redact(settings.source))
 
     def _stop_stream(self, stream: str) -> None:
         run = self.running.pop(stream)

@@ -15,6 +15,7 @@ from rq import Queue
 
 from common import keys, ledger
 from common.config import ProducerSettings
+from common.sources import redact
 from common.states import Outcome, StreamState
 from common.wire import Batch, Frame, MsgpackSerializer, encode_batch
 
@@ -47,7 +48,7 @@ class BatchSink:
             pipe.hset(
                 keys.stream(self.stream),
                 mapping={
-                    "source": s.source,
+                    "source": redact(s.source),  # shown by status readers: never the password
                     "model": s.model,
                     "imgsz": s.imgsz,
                     "max_fps": s.max_fps,

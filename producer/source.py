@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from common.config import apply_capture_options
+from common.sources import redact
 from common.states import StreamState
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class VideoSource:
         on_state: StateCallback | None = None,
     ) -> None:
         self.url = url
+        #: What logs, reasons and the thread name show: the URL without its password.
+        self.shown = redact(url)
         self.live = is_live(url)
         self.loop = loop
         self.open_timeout_s = open_timeout_s
@@ -61,7 +64,7 @@ class VideoSource:
         self._cond = threading.Condition()
         self._latest: CapturedFrame | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"rtai-source:{url}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"rtai-source:{self.shown}", daemon=True)
         self.state = StreamState.CONNECTING
         self.reason = ""
 
@@ -97,7 +100,7 @@ class VideoSource:
         if state == self.state and reason == self.reason:
             return
         self.state, self.reason = state, reason
-        log.info("source %s: %s %s", self.url, state.value, reason)
+        log.info("source %s: %s %s", self.shown, state.value, reason)
         if self._on_state is not None:
             self._on_state(state, reason)
 
@@ -123,9 +126,11 @@ class VideoSource:
             cap = self._open()
             if not cap.isOpened():
                 failures += 1
-                reason = f"cannot open {self.url}"
-                if not self.live and not Path(self.url.removeprefix("file://")).exists():
-                    self._set_state(StreamState.ERROR, f"no such file: {self.url}")
+                reason = f"cannot open {self.shown}"
+                if not self.live:
+                    # The same reason whether the file is missing, unreadable or not a video: a
+                    # reason shown through the API must not tell which files exist.
+                    self._set_state(StreamState.ERROR, reason)
                     return
                 if self.max_reconnects is not None and failures > self.max_reconnects:
                     self._set_state(StreamState.ERROR, f"{reason}; gave up after {failures} tries")

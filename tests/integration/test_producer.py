@@ -102,7 +102,12 @@ def test_unreachable_camera_keeps_reconnecting_until_stopped(r, procs):
     assert "Traceback" not in procs.output(proc)
 
 
-def test_missing_file_is_a_clear_error(r, procs, tmp_path):
-    proc = procs.rtai("producer", "--source", str(tmp_path / "nope.mp4"), "--stream", "nofile")
-    assert procs.finish(proc) == EXIT_SOURCE
-    assert b"no such file" in r.hget(keys.stream("nofile"), "reason")
+def test_missing_or_unreadable_file_is_the_same_clear_error(r, procs, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video")
+    reasons = []
+    for stream, path in (("nofile", tmp_path / "nope.mp4"), ("badfile", garbage)):
+        proc = procs.rtai("producer", "--source", str(path), "--stream", stream)
+        assert procs.finish(proc) == EXIT_SOURCE
+        reasons.append(r.hget(keys.stream(stream), "reason").decode().replace(str(path), "PATH"))
+    assert reasons == ["cannot open PATH", "cannot open PATH"]

@@ -63,9 +63,9 @@ def test_every_compose_command_exists_in_the_cli(service):
 
 
 def test_compose_environment_names_real_settings():
-    from common.config import ProducerSettings, WorkerSettings  # noqa: PLC0415
+    from common.config import ApiSettings, ProducerSettings, WorkerSettings  # noqa: PLC0415
 
-    fields = set(ProducerSettings.model_fields) | set(WorkerSettings.model_fields)
+    fields = set(ProducerSettings.model_fields) | set(WorkerSettings.model_fields) | set(ApiSettings.model_fields)
     for service in COMPOSE["services"].values():
         for var in service.get("environment", {}) or {}:
             if var.startswith("RTAI_") and var != "RTAI_API_TOKEN":
