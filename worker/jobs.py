@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from common import ledger
-from common.errors import FrameDecodeError, SchemaError
+from common import keys, ledger
+from common.errors import FrameDecodeError, ModelError, SchemaError
 from common.images import decode_frame
+from common.states import StreamState
 from common.wire import Batch, decode_batch, encode_result
 
 from . import runtime
@@ -61,7 +62,14 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
     boxes_per_frame = []
     if images:
         rt.fault("during_inference")
-        boxes_per_frame = rt.detector(b.model, b.half).predict(images, conf=b.conf, imgsz=b.imgsz)
+        try:
+            detector = rt.detector(b.model, b.half)
+        except ModelError as exc:
+            _model_failed(rt, b, settlement, live, exc)
+            raise
+        boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz)
+        if b.stream in rt.model_errors:
+            _model_recovered(rt, b.stream)
     t_done = time.time()
     for frame, boxes in zip(live, boxes_per_frame, strict=True):
         sx, sy = frame.w / frame.dw, frame.h / frame.dh
@@ -108,6 +116,26 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         "published": len(settlement.messages),
         "stale": settlement.stale,
     }
+
+
+def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: list, exc: ModelError) -> None:
+    """The model cannot load: count the batch's frames failed now (retrying would fail the same way)
+    and put the stream in `error` with the reason, where `rtai status` and the API show it."""
+    settlement.failed += len(live)
+    rt.publisher.settle(settlement)
+    state = {"state": StreamState.ERROR.value, "reason": str(exc)[:500], "t_state": time.time(), "error_by": "model"}
+    rt.client.hset(keys.stream(b.stream), mapping=state)
+    rt.model_errors.add(b.stream)
+
+
+def _model_recovered(rt: runtime.Runtime, stream: str) -> None:
+    """The model loads again: a stream this worker put in `error` for it is running again (unless its
+    state has been set since, by its producer)."""
+    rt.model_errors.discard(stream)
+    key = keys.stream(stream)
+    if rt.client.hmget(key, "state", "error_by") == [StreamState.ERROR.value.encode(), b"model"]:
+        rt.client.hset(key, mapping={"state": StreamState.RUNNING.value, "reason": "", "t_state": time.time()})
+        rt.client.hdel(key, "error_by")
 
 
 #: The only job functions a worker runs, by the dotted name RQ stores.
