@@ -40,10 +40,9 @@ def _check_model_listed(variant: str) -> None:
     """An operator's file name must be listed in RTAI_WEIGHTS_DIR (as GET /models shows it): 422 if not.
     Bundled and stock names pass; a worker that lacks a stock file puts the stream in `error`."""
     if models.is_custom(variant) and variant not in models.weights_dir_files():
-        raise HTTPException(
-            status_code=422,
-            detail=f"model {variant!r} is not in RTAI_WEIGHTS_DIR on the API host; GET {PREFIX}/models lists the names",
-        )
+        message = f"model {variant!r} is not in RTAI_WEIGHTS_DIR on the API host; GET {PREFIX}/models lists the names"
+        loc = ["body", "model_settings", "variant"]
+        raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def create_app(redis_url: str, *, token: str | None = None) -> FastAPI:
