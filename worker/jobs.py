@@ -68,7 +68,7 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
             _model_failed(rt, b, settlement, live, exc)
             raise
         boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz)
-        if b.stream in rt.model_errors:
+        if b.stream not in rt.model_ok_streams:
             _model_recovered(rt, b.stream)
     t_done = time.time()
     for frame, boxes in zip(live, boxes_per_frame, strict=True):
@@ -123,19 +123,23 @@ def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: l
     and put the stream in `error` with the reason, where `rtai status` and the API show it."""
     settlement.failed += len(live)
     rt.publisher.settle(settlement)
-    state = {"state": StreamState.ERROR.value, "reason": str(exc)[:500], "t_state": time.time(), "error_by": "model"}
+    reason = str(exc)[:500]
+    state = {"state": StreamState.ERROR.value, "reason": reason, "t_state": time.time(), "model_error": reason}
     rt.client.hset(keys.stream(b.stream), mapping=state)
-    rt.model_errors.add(b.stream)
+    rt.model_ok_streams.discard(b.stream)
 
 
 def _model_recovered(rt: runtime.Runtime, stream: str) -> None:
-    """The model loads again: a stream this worker put in `error` for it is running again (unless its
-    state has been set since, by its producer)."""
-    rt.model_errors.discard(stream)
+    """The stream's model works here (checked once per stream per worker, and again after a failure):
+    a stream in `error` for its model (reason unchanged since a worker set it) is running again."""
+    rt.model_ok_streams.add(stream)
     key = keys.stream(stream)
-    if rt.client.hmget(key, "state", "error_by") == [StreamState.ERROR.value.encode(), b"model"]:
+    state, reason, model_error = rt.client.hmget(key, "state", "reason", "model_error")
+    if model_error is None:
+        return
+    if state == StreamState.ERROR.value.encode() and reason == model_error:
         rt.client.hset(key, mapping={"state": StreamState.RUNNING.value, "reason": "", "t_state": time.time()})
-        rt.client.hdel(key, "error_by")
+    rt.client.hdel(key, "model_error")
 
 
 #: The only job functions a worker runs, by the dotted name RQ stores.

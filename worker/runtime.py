@@ -54,8 +54,8 @@ class Runtime:
     publisher: Publisher
     _detectors: dict[tuple[str, bool | None], Detector] = field(default_factory=dict)
     _failures: dict[str, ModelFailure] = field(default_factory=dict)
-    #: Streams this worker put in `error` because their model failed to load.
-    model_errors: set[str] = field(default_factory=set)
+    #: Streams whose model this worker has run since it last failed to load it (see jobs.py).
+    model_ok_streams: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def detector(self, variant: str, half: bool | None = None) -> Detector:
