@@ -52,3 +52,15 @@ def full_pickle_checkpoint(path: Path) -> Path:
     ckpt["saved_on"] = datetime.date(2026, 11, 29)
     torch.save(ckpt, path)
     return path
+
+
+def broken_checkpoint(path: Path) -> Path:
+    """The bundled model with its first convolution's weights cut to the wrong shape: it loads (safely),
+    and every predict raises a RuntimeError, as a model broken for a reason other than loading would."""
+    ckpt = torch.load(OWN_WEIGHTS, map_location="cpu", weights_only=False)
+    for key in ("model", "ema"):
+        if ckpt.get(key) is not None:
+            conv = ckpt[key].model[0].conv
+            conv.weight = torch.nn.Parameter(conv.weight[:, :1].clone())
+    torch.save(ckpt, path)
+    return path
