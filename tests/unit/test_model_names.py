@@ -3,6 +3,8 @@ and safe loading: crafted pickles are refused before anything in them runs."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -160,3 +162,26 @@ def test_failed_load_backs_off_and_grows():
     for _ in range(10):
         later = ModelFailure.after(ModelError("x"), later)
     assert later.delay_s == MODEL_RETRY_MAX_S
+
+
+def test_rtai_models_ls_and_pull_without_network(dirs, monkeypatch):
+    import ultralytics.utils.downloads as dl  # noqa: PLC0415
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from common.cli import cli  # noqa: PLC0415
+
+    wdir, _ = dirs
+    (wdir / "mine.pt").write_bytes(b"x")
+    (wdir / "yolo11s.pt").write_bytes(b"x")
+    rows = {row["name"]: row for row in json.loads(CliRunner().invoke(cli, ["models", "ls", "--json"]).stdout)}
+    assert rows["mine.pt"]["path"] == str(wdir / "mine.pt")
+    assert rows["yolo11s"]["present"] and not rows["yolo11m"]["present"]
+
+    fetched = []
+    monkeypatch.setattr(dl, "attempt_download_asset", lambda target: fetched.append(target) or str(target))
+    done = CliRunner().invoke(cli, ["models", "pull", "multi_gpu_yolov11s"])
+    assert done.exit_code == 0 and fetched == [], "already in RTAI_WEIGHTS_DIR: nothing to fetch"
+    refused = CliRunner().invoke(cli, ["models", "pull", "../etc/passwd"])
+    assert refused.exit_code != 0 and "not a stock model" in refused.output
+    failed = CliRunner().invoke(cli, ["models", "pull", "yolo11m"])
+    assert fetched == [wdir / "yolo11m.pt"] and "download failed" in failed.output
