@@ -188,3 +188,15 @@ def test_missing_stock_model_fails_its_stream_within_seconds_without_network(r, 
     assert worker.poll() is None
     worker.terminate()
     assert procs.finish(worker, timeout=30) == 0
+
+
+def test_stream_declarations_refuse_paths(r, procs, tmp_path):
+    add = procs.rtai("stream", "add", "cam1", "--source", "demo", "--model", str(tmp_path / "evil.pt"))
+    assert procs.finish(add, timeout=30) == 2
+    assert "not a model name" in procs.output(add)
+    cameras = tmp_path / "cameras.yml"
+    cameras.write_text("streams:\n  - {id: ok, source: demo}\n  - {id: bad, source: demo, model: ../evil.pt}\n")
+    load = procs.rtai("stream", "load", str(cameras))
+    assert procs.finish(load, timeout=30) == 2
+    assert "entry 1 (bad)" in procs.output(load) and "not a model name" in procs.output(load)
+    assert r.scard(keys.DESIRED) == 0, "all or nothing"
