@@ -29,7 +29,10 @@ from typing import Any
 
 from common.errors import ModelError
 
-#: Module prefixes of the globals a YOLO checkpoint references beyond torch's own safe set.
+#: Module prefixes of the globals a YOLO checkpoint references beyond torch's own safe set. They cover
+#: every entry Ultralytics' restricted loader can allow (nn modules, its own classes, numpy scalars and
+#: dtypes, pathlib paths, torchvision transforms, CLIP), so the scan never refuses a file that loader
+#: would accept; it only names, early, what a refused file wanted.
 ALLOWED_PREFIXES = ("torch.nn.", "ultralytics.", "numpy.", "pathlib.", "torchvision.transforms.", "clip.")
 #: Exact globals allowed besides those prefixes (Ultralytics maps getattr to an nn.Module-only one).
 ALLOWED_GLOBALS = frozenset({"builtins.getattr"})
