@@ -51,12 +51,11 @@ def load_frames(n: int) -> list[np.ndarray]:
 
 def direct(frames: list[np.ndarray], model: str, threads: int, batch: int, imgsz: int, device: str) -> float:
     import torch  # noqa: PLC0415
-    from ultralytics import YOLO  # noqa: PLC0415
 
-    from worker.models import resolve  # noqa: PLC0415
+    from worker.models import load  # noqa: PLC0415
 
     torch.set_num_threads(threads)
-    m = YOLO(resolve(model), task="detect")
+    m = load(model, allow_path=True)
     opts = {"imgsz": imgsz, "conf": 0.25, "device": device, "verbose": False}
     if device.startswith("cuda"):
         opts["quantize"] = 16  # FP16, as the worker runs on CUDA

@@ -25,6 +25,7 @@ LAZY_COMMANDS = {
     "worker": ("worker.cli:worker", "Run detection jobs (one process, or one per GPU with --all-gpus)."),
     "gpus": ("worker.gpus_cli:gpus", "GPUs, recommended strategy and a short benchmark (the guide's gpu_test.py)."),
     "api": ("producer.api_cli:api", "Serve the REST control plane on port 2000."),
+    "models": ("worker.models_cli:models_group", "Model names this machine can serve; pull stock weights."),
 }
 
 

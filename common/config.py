@@ -6,14 +6,15 @@ This is the only module that reads or writes `os.environ`. Each setting `foo` is
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 
 ENV_PREFIX = "RTAI_"
 
@@ -89,6 +90,17 @@ class ProducerSettings(_Settings):
     max_workers: int | None = Field(None, ge=1)
     #: FP16 for this stream on CUDA workers; None leaves it to the worker (on by default on CUDA).
     half: bool | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        """A model name, never a path (common/models.py: the rule producers, API and workers share)."""
+        from .models import check_name  # noqa: PLC0415  (common.models imports this module)
+
+        try:
+            return check_name(value)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 class WorkerSettings(_Settings):
@@ -178,15 +190,41 @@ def apply_capture_options(threads: int = 1) -> None:
 
 
 def apply_offline_model_env() -> None:
-    """Keep Ultralytics from phoning home; it still loads local weights."""
+    """Keep Ultralytics from phoning home (it still loads local weights), and turn its restricted
+    (`weights_only`) checkpoint loading on for the process (read when Ultralytics is imported)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
 
 
-def weights_dirs() -> list[Path]:
-    """Where `yolo11n.pt` and friends are looked for, besides Ultralytics' own cache."""
-    dirs = [Path.cwd()]
-    extra = os.environ.get(ENV_PREFIX + "WEIGHTS_DIR")
-    if extra:
-        dirs.insert(0, Path(extra))
-    return dirs
+def _env_flag(name: str) -> bool:
+    return (os.environ.get(ENV_PREFIX + name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def weights_dir() -> Path | None:
+    """RTAI_WEIGHTS_DIR: the one directory where an operator puts model files (by name)."""
+    value = os.environ.get(ENV_PREFIX + "WEIGHTS_DIR")
+    return Path(value) if value else None
+
+
+def trust_weights_dir() -> bool:
+    """RTAI_TRUST_WEIGHTS_DIR=1: files in RTAI_WEIGHTS_DIR may need a full (code-running) unpickle."""
+    return _env_flag("TRUST_WEIGHTS_DIR")
+
+
+def allow_downloads() -> bool:
+    """RTAI_ALLOW_DOWNLOADS=1: a worker may download a missing stock model itself."""
+    return _env_flag("ALLOW_DOWNLOADS")
+
+
+def ultralytics_weights_dir() -> Path | None:
+    """Ultralytics' weights cache, read from its settings file without importing it (the API host
+    has no torch): YOLO_CONFIG_DIR or ~/.config/Ultralytics, key `weights_dir`. None when unknown."""
+    base = os.environ.get("YOLO_CONFIG_DIR")
+    root = Path(base).expanduser() if base else Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    root = root / "Ultralytics"
+    try:
+        value = json.loads((root / "settings.json").read_text()).get("weights_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(value) if isinstance(value, str) and value else None

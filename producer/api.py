@@ -16,8 +16,8 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from common import desired, gpu, keys, ledger, status
-from common.config import ApiSettings, ProducerSettings, build, host_name
+from common import desired, gpu, keys, ledger, models, status
+from common.config import ApiSettings, ProducerSettings, build, host_name, weights_dir
 from common.errors import SourceRefusedError
 from common.redis_client import connect
 from common.sources import SourcePolicy, check_api_source, redact, redact_text
@@ -26,6 +26,8 @@ from . import metrics
 from .api_models import (
     GpuEntry,
     GpuInfoResponse,
+    ModelEntry,
+    ModelsResponse,
     ServicesResponse,
     ServiceSummary,
     StartRequest,
@@ -40,6 +42,15 @@ PREFIX = "/api/v1/realtime-ai"
 def _shown(settings: dict) -> dict:
     """A service's settings as the API shows them: the source without its password."""
     return {**settings, "source": redact(str(settings["source"]))} if "source" in settings else settings
+
+
+def _check_model_listed(variant: str) -> None:
+    """An operator's file name must be listed in RTAI_WEIGHTS_DIR (as GET /models shows it): 422 if not.
+    Bundled and stock names pass; a worker that lacks a stock file puts the stream in `error`."""
+    if models.is_custom(variant) and variant not in models.weights_dir_files():
+        message = f"model {variant!r} is not in RTAI_WEIGHTS_DIR on the API host; GET {PREFIX}/models lists the names"
+        loc = ["body", "model_settings", "variant"]
+        raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings | None = None) -> FastAPI:
@@ -75,6 +86,7 @@ def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings 
         """Start a detection service for one stream; a producer daemon picks it up."""
         service_id = body.stream_config.stream_id or f"svc-{uuid.uuid4().hex[:10]}"
         m, p = body.model_settings, body.processing_settings
+        _check_model_listed(m.variant)
         source = _allowed_source(body.stream_config.url, body.stream_config.protocol)
         settings = ProducerSettings(
             stream=service_id,
@@ -194,6 +206,13 @@ def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings 
             )
         local = [GpuEntry(**{k: v for k, v in g.items() if k in GpuEntry.model_fields}) for g in gpu.all_stats()]
         return GpuInfoResponse(fleet=fleet, cpu_workers=cpu_workers, api_host=host_name(), api_host_gpus=local)
+
+    @app.get(f"{PREFIX}/models", response_model=ModelsResponse, dependencies=guarded)
+    def list_models() -> ModelsResponse:
+        """Model names a service may use: the bundled model, stock YOLO11 (and whether this host has
+        the file), and the files in RTAI_WEIGHTS_DIR."""
+        entries = [ModelEntry(name=a.name, kind=a.kind, present=a.present) for a in models.available()]
+        return ModelsResponse(models=entries, weights_dir_set=weights_dir() is not None)
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded)
     def prometheus() -> str:

@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from common.config import DEFAULT_IMGSZ, GpuIndex
 from common.errors import SourceRefusedError
 from common.keys import STREAM_ID_PATTERN
+from common.models import NAME_MAX_LEN, NAME_PATTERN
 from common.sources import check_scheme
 
-#: Model names the fleet resolves: the guide's names, Ultralytics' files, the bundled model, a path.
-VARIANT_PATTERN = r"^(multi_gpu_yolov11[nsmlx]|yolo11[nsmlx](\.pt|\.yaml)?|rtai-shapes|[\w./-]+\.pt)$"
+#: Model names, never paths: the guide's names, stock YOLO11, the bundled model, RTAI_WEIGHTS_DIR files.
+VARIANT_PATTERN = NAME_PATTERN
 
 
 class _Body(BaseModel):
@@ -40,7 +41,12 @@ class StreamConfig(_Body):
 
 
 class ModelSettings(_Body):
-    variant: str = Field("multi_gpu_yolov11s", pattern=VARIANT_PATTERN)
+    variant: str = Field(
+        "multi_gpu_yolov11s",
+        max_length=NAME_MAX_LEN,
+        pattern=VARIANT_PATTERN,
+        description="a model name (GET /models lists them); paths are refused",
+    )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     enable_multi_gpu: bool = Field(True, description="false pins the stream to one worker (ordered results)")
     load_balancing: bool = Field(True, description="false: the fixed stream % gpus map")
@@ -128,3 +134,14 @@ class GpuInfoResponse(BaseModel):
     cpu_workers: int
     api_host: str
     api_host_gpus: list[GpuEntry]
+
+
+class ModelEntry(BaseModel):
+    name: str
+    kind: str = Field(description="bundled, stock, or weights_dir (a file an operator put in RTAI_WEIGHTS_DIR)")
+    present: bool = Field(description="the file is on the API host (workers look in their own RTAI_WEIGHTS_DIR/cache)")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelEntry]
+    weights_dir_set: bool = Field(description="RTAI_WEIGHTS_DIR is set on the API host")

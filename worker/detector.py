@@ -8,8 +8,6 @@ from typing import Protocol
 
 import numpy as np
 
-from common.errors import ModelError
-
 from . import models
 
 log = logging.getLogger(__name__)
@@ -32,17 +30,20 @@ def _empty() -> Boxes:
 class YoloDetector:
     """An Ultralytics YOLO model loaded once on one device (FP16 on CUDA unless told otherwise)."""
 
-    def __init__(self, variant: str, *, device: str = "cpu", half: bool | None = None, warmup_imgsz: int = 320):
-        from ultralytics import YOLO  # noqa: PLC0415  (torch import is slow; only workers pay it)
-
+    def __init__(
+        self,
+        variant: str,
+        *,
+        device: str = "cpu",
+        half: bool | None = None,
+        warmup_imgsz: int = 320,
+        allow_path: bool = False,
+    ):
         self.variant = variant
         self.device = device
         self.half = device.startswith("cuda") if half is None else (half and device.startswith("cuda"))
-        weights = models.resolve(variant)
-        try:
-            self.model = YOLO(weights, task="detect")
-        except (OSError, RuntimeError, ValueError, KeyError, AttributeError) as exc:
-            raise ModelError(f"model {variant!r}: cannot load {weights}: {exc}") from exc
+        self.model = models.load(variant, allow_path=allow_path)
+        weights = self.model.ckpt_path or variant
         names = self.model.names
         self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from common import gpu, keys
 from common.config import host_name
-from common.errors import SchemaError
+from common.errors import ModelError, SchemaError
 from common.proctitle import set_title
 from common.states import WorkerState
 from common.wire import MsgpackSerializer
@@ -50,6 +50,9 @@ REJECT_TTL_S = 86_400
 #: A batch that fails this many times for a reason other than bad input is a poison batch: its
 #: frames are counted failed and the job goes to the failed registry.
 MAX_ATTEMPTS = 3
+#: A batch failed because its model cannot load is kept this long in the failed registry (one per
+#: batch of a broken stream: a day of them would pile up).
+MODEL_FAILURE_TTL_S = 300
 #: How long a batch's attempt counter is kept.
 ATTEMPTS_TTL_S = 3600
 
@@ -239,6 +242,12 @@ class FleetWorker(SimpleWorker):
             return
         if isinstance(exc, SchemaError):
             # Bad input: the job function has already counted its frames as failed.
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            return
+        if isinstance(exc, ModelError):
+            # The model cannot load: frames already counted failed and the stream is in `error`;
+            # every batch of the stream fails the same way, so keep each record only briefly.
+            job.failure_ttl = MODEL_FAILURE_TTL_S
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
         kw = job.kwargs

@@ -114,7 +114,7 @@ def benchmark(variant: str, device: str, frames: list[np.ndarray], *, imgsz: int
     if device == "cpu":
         entry["torch_threads"] = torch.get_num_threads()
     try:
-        det = YoloDetector(variant, device=device, half=half, warmup_imgsz=imgsz)
+        det = YoloDetector(variant, device=device, half=half, warmup_imgsz=imgsz, allow_path=True)
         det.predict(frames[:DEFAULT_BATCH_SIZE], conf=0.25, imgsz=imgsz)
         t0 = time.perf_counter()
         for i in range(0, len(frames), DEFAULT_BATCH_SIZE):
@@ -142,7 +142,7 @@ def collect(*, variant: str, imgsz: int, frames: int, bench: bool) -> dict[str, 
     devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if cuda else ["cpu"]
     model: dict[str, Any] = {"variant": variant}
     try:
-        model["weights"] = models.resolve(variant)
+        model["weights"] = models.resolve(variant, allow_path=True)
         model["estimated_mb"] = estimate_model_mb(model["weights"])
     except ModelError as exc:
         model["error"] = str(exc)

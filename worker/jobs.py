@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from common import ledger
-from common.errors import FrameDecodeError, SchemaError
+from common import keys, ledger
+from common.errors import FrameDecodeError, ModelError, SchemaError
 from common.images import decode_frame
+from common.states import StreamState
 from common.wire import Batch, decode_batch, encode_result
 
 from . import runtime
@@ -61,7 +62,14 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
     boxes_per_frame = []
     if images:
         rt.fault("during_inference")
-        boxes_per_frame = rt.detector(b.model, b.half).predict(images, conf=b.conf, imgsz=b.imgsz)
+        try:
+            detector = rt.detector(b.model, b.half)
+        except ModelError as exc:
+            _model_failed(rt, b, settlement, live, exc)
+            raise
+        boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz)
+        if b.stream not in rt.model_ok_streams:
+            _model_recovered(rt, b.stream)
     t_done = time.time()
     for frame, boxes in zip(live, boxes_per_frame, strict=True):
         sx, sy = frame.w / frame.dw, frame.h / frame.dh
@@ -108,6 +116,30 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         "published": len(settlement.messages),
         "stale": settlement.stale,
     }
+
+
+def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: list, exc: ModelError) -> None:
+    """The model cannot load: count the batch's frames failed now (retrying would fail the same way)
+    and put the stream in `error` with the reason, where `rtai status` and the API show it."""
+    settlement.failed += len(live)
+    rt.publisher.settle(settlement)
+    reason = str(exc)[:500]
+    state = {"state": StreamState.ERROR.value, "reason": reason, "t_state": time.time(), "model_error": reason}
+    rt.client.hset(keys.stream(b.stream), mapping=state)
+    rt.model_ok_streams.discard(b.stream)
+
+
+def _model_recovered(rt: runtime.Runtime, stream: str) -> None:
+    """The stream's model works here (checked once per stream per worker, and again after a failure):
+    a stream in `error` for its model (reason unchanged since a worker set it) is running again."""
+    rt.model_ok_streams.add(stream)
+    key = keys.stream(stream)
+    state, reason, model_error = rt.client.hmget(key, "state", "reason", "model_error")
+    if model_error is None:
+        return
+    if state == StreamState.ERROR.value.encode() and reason == model_error:
+        rt.client.hset(key, mapping={"state": StreamState.RUNNING.value, "reason": "", "t_state": time.time()})
+    rt.client.hdel(key, "model_error")
 
 
 #: The only job functions a worker runs, by the dotted name RQ stores.

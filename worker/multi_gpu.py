@@ -195,6 +195,7 @@ class MultiGPUYOLOv11Detector:
                     device=device,
                     half=self.config.half_precision,
                     warmup_imgsz=self.config.imgsz,
+                    allow_path=True,  # the program's own choice; still loaded safely (worker/weights.py)
                 )
             except RuntimeError as exc:  # CUDA out of memory or a broken device during warm-up
                 raise GpuError(f"replica{i} on {device}: cannot load {self.config.model!r}: {exc}") from exc

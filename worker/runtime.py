@@ -13,7 +13,8 @@ import redis
 
 from common import keys
 from common.config import WorkerSettings
-from common.errors import RtaiError
+from common.errors import ModelError, RtaiError
+from common.models import check_name
 from common.wire import packb
 
 from .detector import Detector, NoopDetector, SleepDetector, YoloDetector
@@ -25,6 +26,25 @@ log = logging.getLogger(__name__)
 FAULT_TTL_S = 3600
 
 
+#: A model that failed to load is tried again after 30 s, then 60 s, ... up to 10 minutes.
+MODEL_RETRY_MIN_S = 30.0
+MODEL_RETRY_MAX_S = 600.0
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """A model's last load failure, and when to try again."""
+
+    error: ModelError
+    delay_s: float
+    retry_at: float
+
+    @classmethod
+    def after(cls, error: ModelError, previous: ModelFailure | None) -> ModelFailure:
+        delay = MODEL_RETRY_MIN_S if previous is None else min(previous.delay_s * 2, MODEL_RETRY_MAX_S)
+        return cls(error=error, delay_s=delay, retry_at=time.monotonic() + delay)
+
+
 @dataclass
 class Runtime:
     client: redis.Redis
@@ -33,15 +53,32 @@ class Runtime:
     gpu: str
     publisher: Publisher
     _detectors: dict[tuple[str, bool | None], Detector] = field(default_factory=dict)
+    _failures: dict[str, ModelFailure] = field(default_factory=dict)
+    #: Streams whose model this worker has run since it last failed to load it (see jobs.py).
+    model_ok_streams: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def detector(self, variant: str, half: bool | None = None) -> Detector:
-        """The model for `variant` on this worker's device (FP16 or not), loaded once and cached."""
+        """The model for `variant` on this worker's device (FP16 or not), loaded once and cached.
+
+        `variant` comes from a batch in Redis: it is checked against the model-name rule again, so a
+        forged payload cannot name a path. A model that failed to load fails again at once (the
+        cached ModelError) until its backoff has passed, instead of being reloaded for every batch."""
         half = self.settings.half if half is None else half
         with self._lock:
             det = self._detectors.get((variant, half))
             if det is None:
-                det = self._load(variant, half)
+                failure = self._failures.get(variant)
+                if failure is not None and time.monotonic() < failure.retry_at:
+                    raise ModelError(str(failure.error))
+                try:
+                    check_name(variant)
+                    det = self._load(variant, half)
+                except ModelError as exc:
+                    self._failures[variant] = failure = ModelFailure.after(exc, failure)
+                    log.error("model %s failed to load; next try in %.0f s: %s", variant, failure.delay_s, exc)
+                    raise
+                self._failures.pop(variant, None)
                 self._detectors[(variant, half)] = det
                 if det.names:
                     self.client.set(keys.model_names(variant), packb(det.names))

@@ -107,7 +107,7 @@ def test_metrics_expose_ledger_and_latency(api, r, procs):
 
 def test_openapi_document_names_every_route(api):
     doc = api.get("/openapi.json").json()
-    for path in ("/start", "/status/{service_id}", "/stop/{service_id}", "/services", "/gpu-info"):
+    for path in ("/start", "/status/{service_id}", "/stop/{service_id}", "/services", "/gpu-info", "/models"):
         assert P + path in doc["paths"]
     assert "/metrics" in doc["paths"]
 

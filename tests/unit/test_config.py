@@ -45,7 +45,7 @@ def test_guide_names_map_to_ultralytics_files(variant, file):
 
 def test_missing_weights_file_says_which(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
-        models.resolve(str(tmp_path / "nope.pt"))
+        models.resolve(str(tmp_path / "nope.pt"), allow_path=True)
 
 
 def test_own_model_ships_with_the_package():
