@@ -61,6 +61,7 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
     boxes_per_frame = []
     if images:
         rt.fault("during_inference")
+        rt.fault_on_batch(b.stream, b.batch)
         boxes_per_frame = rt.detector(b.model, b.half).predict(images, conf=b.conf, imgsz=b.imgsz)
     t_done = time.time()
     for frame, boxes in zip(live, boxes_per_frame, strict=True):
