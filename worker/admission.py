@@ -10,6 +10,7 @@ calls or unpickles anything named in the hash.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Collection
 
@@ -70,6 +71,9 @@ FEATURES = {
 #: A job's data is small (a function name and five kwargs); more than this is not a producer's job.
 MAX_JOB_DATA = 64 * 1024
 _STATUSES = frozenset(s.value for s in JobStatus)
+#: Fields RQ parses as integers (a producer writes plain ints).
+_INTEGERS = (b"timeout", b"result_ttl", b"failure_ttl")
+_INTEGER_RE = re.compile(rb"-?[0-9]{1,12}")
 
 
 def check(fields: dict[bytes, bytes], *, queue_key: str, allowed: Collection[str]) -> JobArgs:
@@ -86,6 +90,10 @@ def check(fields: dict[bytes, bytes], *, queue_key: str, allowed: Collection[str
             continue
         feature = FEATURES.get(name, f"the field {name[:40]!r}")
         raise JobRejectedError(f"job uses {feature} ({name}); producers never set it")
+    for name in _INTEGERS:
+        value = fields.get(name)
+        if value and not _INTEGER_RE.fullmatch(value):
+            raise JobRejectedError(f"job field {name.decode()} is {value[:40]!r}, not an integer")
     status = fields.get(b"status", b"").decode(errors="replace")
     if status and status not in _STATUSES:
         raise JobRejectedError(f"job status {status[:40]!r} is not an RQ status")

@@ -23,7 +23,7 @@ import zlib
 
 import redis
 from rq import Queue
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError, TimeoutFormatError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
@@ -212,10 +212,14 @@ class FleetWorker(SimpleWorker):
         """The job to run, restored from the hash that passed admission; None when there is none to
         run: gone, refused (forged: counted, reason in the failed registry) or a poison batch."""
         job = Job(job_id, connection=self.client, serializer=MsgpackSerializer)
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(job.key)
-            pipe.get(keys.kills(job_id))
-            fields, kills = pipe.execute()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(job.key)
+                pipe.get(keys.kills(job_id))
+                fields, kills = pipe.execute()
+        except redis.ResponseError as exc:  # the key is not a hash: nothing RQ could run either
+            self._count_rejected(f"job {job_id}: unreadable ({exc})")
+            return None
         if not fields:
             return None
         try:
@@ -224,7 +228,7 @@ class FleetWorker(SimpleWorker):
         except JobRejectedError as exc:
             self._reject(job, queue, str(exc))
             return None
-        except (ValueError, TypeError, KeyError, NoSuchJobError) as exc:
+        except (ValueError, TypeError, KeyError, NoSuchJobError, TimeoutFormatError) as exc:
             self._reject(job, queue, f"job hash does not restore: {exc}")
             return None
         if kills is not None and int(kills) >= MAX_ATTEMPTS:

@@ -40,7 +40,8 @@ def _rejected(r) -> int:
 
 def _refused(r, job: Job) -> str:
     """The reason a forged job was refused, once the worker has refused it."""
-    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FAILED, timeout=20, what=f"job {job.id} refused")
+    failed = JobStatus.FAILED.value.encode()
+    wait_for(lambda: r.hget(job.key, "status") == failed, timeout=20, what=f"job {job.id} refused")
     result = job.latest_result()
     assert result is not None
     assert job.id in _queue(r, job.origin.removeprefix(keys.PREFIX)).failed_job_registry.get_job_ids()
@@ -140,4 +141,26 @@ def test_dependencies_retries_meta_and_webhooks_are_refused(r, procs):
     wait_for(lambda: counts(r, "cam1")["published"] == 4, timeout=20, what="the real batch published")
     assert counts(r, "cam1")["in_flight"] == 0
     assert _rejected(r) == 5
+    _assert_worker_alive(r, proc)
+
+
+def test_malformed_job_hashes_never_stop_the_worker(r, procs):
+    proc = _start_worker(r, procs)
+    s = sink(r, "cam1")
+    q = _queue(r, "cam1")
+    args = JobArgs.for_batch("cam1", 1, 4, 0).to_kwargs()
+    timeout = q.enqueue_call(FUNC, kwargs=args)
+    r.hset(timeout.key, "timeout", "forever")
+    status = q.enqueue_call(FUNC, kwargs=args)
+    r.hset(status.key, "status", "owned")
+    date = q.enqueue_call(FUNC, kwargs=args)
+    r.hset(date.key, "created_at", "yesterday")
+    r.set("rq:job:not-a-hash", "x")
+    r.rpush(q.key, "not-a-hash")
+    assert "timeout is b'forever', not an integer" in _refused(r, timeout)
+    assert "'owned' is not an RQ status" in _refused(r, status)
+    assert "job hash does not restore" in _refused(r, date)
+    assert s.push(frames(4))
+    wait_for(lambda: counts(r, "cam1")["published"] == 4, timeout=20, what="the real batch published")
+    assert _rejected(r) == 4
     _assert_worker_alive(r, proc)
