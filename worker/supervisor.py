@@ -124,8 +124,12 @@ class Supervisor:
         for slot in self.slots:
             if slot.restart_at is not None and now >= slot.restart_at:
                 slot.restart_at = None
-                self.client.hset(keys.worker(slot.name), "state", WorkerState.STOPPED.value)
+                dead = slot.name
                 self._spawn(slot)
+                self.client.hset(
+                    keys.worker(dead),
+                    mapping={"state": WorkerState.STOPPED.value, "reason": f"restarted after a backoff as {slot.name}"},
+                )
 
     def _reap_one(self) -> tuple[int, int] | None:
         """Wait for a child to exit; with a restart pending, only until it is due (None then)."""
