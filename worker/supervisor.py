@@ -21,6 +21,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import redis
+
 from common import keys
 from common.config import child_env, host_name
 from common.exitcodes import EXIT_OK
@@ -114,10 +116,18 @@ class Supervisor:
             f"restarting in {delay:.0f} s"
         )
         log.error("supervisor: %s %s", slot.label, reason)
-        with self.client.pipeline() as pipe:
-            pipe.hset(keys.worker(slot.name), mapping={"state": WorkerState.BACKOFF.value, "reason": reason})
-            pipe.expire(keys.worker(slot.name), int(delay + WORKER_TTL_S))
-            pipe.execute()
+        self._show(slot.name, WorkerState.BACKOFF, reason, ttl_s=int(delay + WORKER_TTL_S))
+
+    def _show(self, name: str, state: WorkerState, reason: str, ttl_s: int | None = None) -> None:
+        """Put a slot's state and reason on its (dead) child's stats hash, for `rtai status`."""
+        try:
+            with self.client.pipeline() as pipe:
+                pipe.hset(keys.worker(name), mapping={"state": state.value, "reason": reason})
+                if ttl_s is not None:
+                    pipe.expire(keys.worker(name), ttl_s)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("supervisor: could not show %s as %s: %s", name, state.value, exc)
 
     def _restart_due(self) -> None:
         now = time.monotonic()
@@ -126,10 +136,7 @@ class Supervisor:
                 slot.restart_at = None
                 dead = slot.name
                 self._spawn(slot)
-                self.client.hset(
-                    keys.worker(dead),
-                    mapping={"state": WorkerState.STOPPED.value, "reason": f"restarted after a backoff as {slot.name}"},
-                )
+                self._show(dead, WorkerState.STOPPED, f"restarted after a backoff as {slot.name}")
 
     def _reap_one(self) -> tuple[int, int] | None:
         """Wait for a child to exit; with a restart pending, only until it is due (None then)."""
