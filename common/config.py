@@ -113,6 +113,9 @@ class WorkerSettings(_Settings):
     heartbeat_s: float = Field(DEFAULT_HEARTBEAT_S, gt=0)
     lease_s: float = Field(DEFAULT_LEASE_S, gt=0)
     fault_point: FaultPoint | None = None
+    #: Chaos tests: "<stream>#<batch>" makes every worker SIGKILL itself each time it is about to run
+    #: inference on that batch (a batch that crashes whoever runs it).
+    fault_batch: str | None = None
     detector: Literal["yolo", "noop", "sleep"] = "yolo"
     sleep_ms: float = Field(10.0, ge=0)
     max_jobs: int | None = Field(None, ge=1)

@@ -6,7 +6,7 @@ EXIT_CONFIG = 2  # bad settings or command-line usage
 EXIT_REDIS = 3  # Redis unreachable at start
 EXIT_MODEL = 4  # model weights missing or unloadable
 EXIT_SOURCE = 5  # the video source ended in state error
-EXIT_CHILDREN = 6  # a supervisor's children kept dying past the restart budget
+EXIT_CHILDREN = 6  # retired: a supervisor backs off and restarts its children instead of exiting
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -6,7 +6,13 @@ import cv2
 import numpy as np
 
 from .errors import FrameDecodeError
-from .wire import Frame
+from .wire import MAX_FRAME_PIXELS, Frame
+
+#: Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic): the
+#: segment that holds the image's height and width.
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+#: Markers that stand alone (no length field): TEM, RST0-7, SOI.
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
 
 
 def fit_size(w: int, h: int, imgsz: int) -> tuple[int, int]:
@@ -31,8 +37,47 @@ def encode_frame(
     return Frame(seq=seq, t_capture=t_capture, w=w, h=h, enc=enc, dw=dw, dh=dh, data=data)
 
 
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame header, read without decoding anything.
+
+    Walks the marker segments (APPn/EXIF, DQT, DHT ... may come first) to the first SOFn; any
+    structure that is not a JPEG's raises FrameDecodeError."""
+    if data[:2] != b"\xff\xd8":
+        raise FrameDecodeError("not a JPEG (no SOI marker)")
+    i, end = 2, len(data)
+    while i < end:
+        if data[i] != 0xFF:
+            raise FrameDecodeError(f"JPEG marker expected at byte {i}")
+        while i < end and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= end:
+            break
+        marker = data[i]
+        i += 1
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # EOI or SOS before any SOF
+            break
+        if i + 2 > end:
+            break
+        length = int.from_bytes(data[i : i + 2], "big")
+        if length < 2:
+            raise FrameDecodeError(f"JPEG segment length {length} at byte {i}")
+        if marker in _SOF:
+            if length < 7 or i + 7 > end:
+                break
+            height = int.from_bytes(data[i + 3 : i + 5], "big")
+            width = int.from_bytes(data[i + 5 : i + 7], "big")
+            return width, height
+        i += length
+    raise FrameDecodeError("JPEG has no start-of-frame header")
+
+
 def decode_frame(frame: Frame) -> np.ndarray:
-    """The BGR image of a frame, at its encoded size (dw x dh)."""
+    """The BGR image of a frame, at its encoded size (dw x dh).
+
+    A JPEG's own header is checked against dw x dh and the pixel cap before anything is decoded,
+    so a small file that claims a huge image (a decompression bomb) never gets a buffer."""
     if frame.enc == "raw":
         expected = frame.dw * frame.dh * 3
         if len(frame.data) != expected:
@@ -41,6 +86,20 @@ def decode_frame(frame: Frame) -> np.ndarray:
                 f"{frame.dw}x{frame.dh}x3"
             )
         return np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.dh, frame.dw, 3)
+    try:
+        width, height = jpeg_size(frame.data)
+    except FrameDecodeError as exc:
+        raise FrameDecodeError(
+            f"frame {frame.seq}: JPEG data ({len(frame.data)} bytes) does not decode: {exc}"
+        ) from exc
+    if width * height > MAX_FRAME_PIXELS:
+        raise FrameDecodeError(
+            f"frame {frame.seq}: JPEG header says {width}x{height}, over the {MAX_FRAME_PIXELS} pixel cap; not decoded"
+        )
+    if (width, height) != (frame.dw, frame.dh):
+        raise FrameDecodeError(
+            f"frame {frame.seq}: JPEG header says {width}x{height}, payload says {frame.dw}x{frame.dh}; not decoded"
+        )
     img = cv2.imdecode(np.frombuffer(frame.data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise FrameDecodeError(f"frame {frame.seq}: JPEG data ({len(frame.data)} bytes) does not decode")

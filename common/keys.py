@@ -22,6 +22,7 @@ rtai:worker:<name>                   HASH     WORKER_TTL_S     a worker's counte
 rtai:worker:<name>:alive             STRING   lease (ms)       present while the worker lives
 rtai:inflight:<name>                 HASH     none             job id -> RQ queue key, jobs a worker holds
 rtai:fault:<point>                   STRING   FAULT_TTL_S      chaos tests: the one worker that dies at a point
+rtai:kills:<job id>                  STRING   KILLS_TTL_S      times a job's worker died holding it (crash loops)
 rtai:fleet                           HASH     none             fleet-wide counters (rejected jobs)
 rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
 rq:wip:rtai:<stream>                 ZSET     RQ's             RQ's started-job registry (job_id:execution_id)
@@ -50,6 +51,10 @@ STREAMS = PREFIX + "streams"
 DESIRED = PREFIX + "desired"
 WORKERS = PREFIX + "workers"
 FLEET = PREFIX + "fleet"
+#: Prefix of the per-job kill counters (the requeue script appends the job id).
+KILLS_PREFIX = PREFIX + "kills:"
+#: A kill counter outlives any crash loop of its job by far.
+KILLS_TTL_S = 3600
 #: RQ's key prefixes of a queue and of its started-job registry (RQ builds both keys).
 RQ_QUEUE_PREFIX = Queue.redis_queue_namespace_prefix
 RQ_STARTED_PREFIX = StartedJobRegistry.key_template.format("")
@@ -140,6 +145,10 @@ def inflight(name: str) -> str:
 
 def fault(point: str) -> str:
     return f"{PREFIX}fault:{point}"
+
+
+def kills(job_id: str) -> str:
+    return KILLS_PREFIX + job_id
 
 
 def queue_name(stream_id: str) -> str:

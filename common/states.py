@@ -20,6 +20,7 @@ class WorkerState(str, Enum):
     BUSY = "busy"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    BACKOFF = "backoff"  # a supervised worker that keeps dying, waiting to be restarted
 
 
 class Outcome(str, Enum):

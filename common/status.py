@@ -93,6 +93,8 @@ def render(report: dict[str, Any]) -> str:
             f"{name:<40} {w.get('device', '?'):<8} {w.get('state', '?'):<8} {'yes' if w['alive'] else 'no':<6}"
             f"{w['frames']:>7} {w.get('fps', '0'):>5} {w['failed']:>7}"
         )
+        if w.get("reason"):
+            lines.append(f"  reason: {w['reason']}")
     gpus = [(n, w) for n, w in report["workers"].items() if w.get("gpu", "cpu") != "cpu"]
     if gpus:
         lines.append("")

@@ -6,6 +6,9 @@ Batch (one RQ job's input, stored under keys.batch_blob):
    "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes}, ...]}
   w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
 
+Job kwargs (JobArgs, the only thing an RQ job carries):
+  {"stream": str, "batch": int, "blob": keys.batch_blob(stream, batch), "n": int, "seq0": int}
+
 Result (one pub/sub message per frame):
   {"v": 1, "stream", "seq", "batch", "t_capture", "t_enqueue", "t_start", "t_done", "worker",
    "gpu", "model", "w", "h", "boxes": [[x1, y1, x2, y2, conf, cls], ...]}  (original pixels)
@@ -18,7 +21,8 @@ from typing import Any
 
 import msgpack
 
-from .errors import SchemaError
+from . import keys
+from .errors import ConfigError, SchemaError
 
 VERSION = 1
 #: Bounds on every decode: a hostile or broken payload cannot make a process allocate gigabytes.
@@ -28,6 +32,12 @@ MAX_ARRAY = 4096
 MAX_MAP = 64
 MAX_FRAMES = 256
 MAX_SIDE = 16_384
+#: Producers resize frames so the long side is at most imgsz, and imgsz is at most this.
+MAX_IMGSZ = 4096
+#: One frame decodes to at most this many pixels (4096 x 4096, 48 MiB as BGR).
+MAX_FRAME_PIXELS = MAX_IMGSZ * MAX_IMGSZ
+#: One batch decodes to at most this many bytes (BGR): a forged batch cannot exhaust a worker's memory.
+MAX_BATCH_DECODED_BYTES = 512 * 1024 * 1024
 ENCODINGS = ("jpeg", "raw")
 
 
@@ -54,6 +64,55 @@ class Batch:
     frames: list[Frame] = field(default_factory=list)
     #: FP16 wanted by the stream (None: the worker's own setting); only CUDA workers use it.
     half: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobArgs:
+    """The kwargs of the one job function: exactly what a producer sends, checked before any run."""
+
+    stream: str
+    batch: int
+    blob: str
+    n: int
+    seq0: int
+
+    @classmethod
+    def for_batch(cls, stream: str, batch: int, n: int, seq0: int) -> JobArgs:
+        return cls(stream=stream, batch=batch, blob=keys.batch_blob(stream, batch), n=n, seq0=seq0)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: object) -> JobArgs:
+        """Validate a job's kwargs against the contract; any deviation is a SchemaError."""
+        if not isinstance(kwargs, dict):
+            raise SchemaError(f"job kwargs: expected a map, got {type(kwargs).__name__}")
+        names = set(kwargs)
+        if names != JOB_KWARGS:
+            missing, extra = sorted(JOB_KWARGS - names, key=str), sorted(names - JOB_KWARGS, key=str)
+            raise SchemaError(f"job kwargs: missing {missing}, unexpected {extra}")
+        stream = _get(kwargs, "stream", str, "job kwargs")
+        try:
+            keys.check_stream_id(stream)
+        except ConfigError as exc:
+            raise SchemaError(f"job kwargs: {exc}") from exc
+        batch = _get(kwargs, "batch", int, "job kwargs")
+        n = _get(kwargs, "n", int, "job kwargs")
+        seq0 = _get(kwargs, "seq0", int, "job kwargs")
+        blob = _get(kwargs, "blob", str, "job kwargs")
+        if batch < 0 or seq0 < 0:
+            raise SchemaError(f"job kwargs: batch={batch}, seq0={seq0} must not be negative")
+        if not 1 <= n <= MAX_FRAMES:
+            raise SchemaError(f"job kwargs: n={n} is outside 1..{MAX_FRAMES}")
+        own = keys.batch_blob(stream, batch)
+        if blob != own:
+            raise SchemaError(f"job kwargs: blob {blob[:100]!r} is not batch {stream}#{batch}'s key {own!r}")
+        return cls(stream=stream, batch=batch, blob=blob, n=n, seq0=seq0)
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return {"stream": self.stream, "batch": self.batch, "blob": self.blob, "n": self.n, "seq0": self.seq0}
+
+
+#: The kwargs names of a job, no more, no fewer.
+JOB_KWARGS = frozenset(JobArgs.__dataclass_fields__)
 
 
 def packb(obj: Any) -> bytes:
@@ -120,6 +179,15 @@ def _side(obj: dict, name: str, where: str) -> int:
     return value
 
 
+def _check_decoded_size(frame: Frame, imgsz: int, where: str) -> int:
+    """The frame's decoded size in bytes (BGR); SchemaError when it is larger than a producer sends."""
+    if max(frame.dw, frame.dh) > imgsz:
+        raise SchemaError(f"{where}: {frame.dw}x{frame.dh} is larger than the batch's imgsz {imgsz}")
+    if frame.dw * frame.dh > MAX_FRAME_PIXELS:
+        raise SchemaError(f"{where}: {frame.dw}x{frame.dh} is over the {MAX_FRAME_PIXELS} pixel cap")
+    return frame.dw * frame.dh * 3
+
+
 def encode_batch(batch: Batch) -> bytes:
     return packb(
         {
@@ -158,7 +226,11 @@ def decode_batch(data: bytes) -> Batch:
     frames_raw = _get(obj, "frames", list, "batch")
     if not 1 <= len(frames_raw) <= MAX_FRAMES:
         raise SchemaError(f"batch: {len(frames_raw)} frames, expected 1..{MAX_FRAMES}")
+    imgsz = _get(obj, "imgsz", int, "batch")
+    if not 32 <= imgsz <= MAX_IMGSZ:
+        raise SchemaError(f"batch: imgsz={imgsz} is outside 32..{MAX_IMGSZ}")
     frames = []
+    decoded_bytes = 0
     for i, fr in enumerate(frames_raw):
         where = f"batch frame {i}"
         if not isinstance(fr, dict):
@@ -178,9 +250,11 @@ def decode_batch(data: bytes) -> Batch:
                 data=_get(fr, "data", bytes, where),
             )
         )
-    imgsz = _get(obj, "imgsz", int, "batch")
-    if not 32 <= imgsz <= MAX_SIDE:
-        raise SchemaError(f"batch: imgsz={imgsz} is outside 32..{MAX_SIDE}")
+        decoded_bytes += _check_decoded_size(frames[-1], imgsz, where)
+    if decoded_bytes > MAX_BATCH_DECODED_BYTES:
+        raise SchemaError(
+            f"batch: frames decode to {decoded_bytes >> 20} MiB, over the {MAX_BATCH_DECODED_BYTES >> 20} MiB cap"
+        )
     conf = _get(obj, "conf", float, "batch")
     if not 0.0 <= conf <= 1.0:
         raise SchemaError(f"batch: conf={conf} is outside 0..1")

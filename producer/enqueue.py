@@ -17,7 +17,7 @@ from common import keys, ledger
 from common.config import ProducerSettings
 from common.sources import redact
 from common.states import Outcome, StreamState
-from common.wire import Batch, Frame, MsgpackSerializer, encode_batch
+from common.wire import Batch, Frame, JobArgs, MsgpackSerializer, encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +110,19 @@ class BatchSink:
             frames=frames,
             half=s.half,
         )
-        blob_key = keys.batch_blob(self.stream, batch_no)
+        args = JobArgs.for_batch(self.stream, batch_no, n, seq0)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.
         with self.client.pipeline(transaction=True) as pipe:
             self.queue.enqueue_call(
                 JOB_FUNC,
-                kwargs={"stream": self.stream, "batch": batch_no, "blob": blob_key, "n": n, "seq0": seq0},
+                kwargs=args.to_kwargs(),
                 timeout=JOB_TIMEOUT_S,
                 result_ttl=RESULT_TTL_S,
                 failure_ttl=FAILURE_TTL_S,
                 description=f"{self.stream}#{batch_no} ({n} frames)",
                 pipeline=pipe,
             )
-            pipe.set(blob_key, encode_batch(batch), ex=BLOB_TTL_S)
+            pipe.set(args.blob, encode_batch(batch), ex=BLOB_TTL_S)
             pipe.sadd(keys.STREAMS, self.stream)  # again each time: Redis may have restarted empty
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             pipe.execute()

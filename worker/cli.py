@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 @click.option("--burst", is_flag=True, default=None, help="Exit when the queues are empty.")
 @click.option("--max-jobs", type=int, default=None, help="Exit after N jobs.")
 @click.option("--fault-point", default=None, hidden=True, help="Chaos tests: SIGKILL self at this point.")
+@click.option(
+    "--fault-batch", default=None, hidden=True, help="Chaos tests: SIGKILL self on every run of batch STREAM#N."
+)
 def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **flags: object) -> None:
     """Run detection jobs (one process, or one per GPU with --all-gpus)."""
     settings = build(WorkerSettings, **flags)
@@ -67,7 +70,7 @@ def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **fl
 
 def _child_args(settings: WorkerSettings, preload: tuple[str, ...]) -> list[str]:
     args: list[str] = []
-    for field in ("threads", "max_frame_age_ms", "detector", "sleep_ms", "fault_point", "max_jobs"):
+    for field in ("threads", "max_frame_age_ms", "detector", "sleep_ms", "fault_point", "fault_batch", "max_jobs"):
         value = getattr(settings, field)
         if value is not None and value != WorkerSettings.model_fields[field].default:
             args += [f"--{field.replace('_', '-')}", str(value)]

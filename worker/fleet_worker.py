@@ -6,7 +6,11 @@ Differences from RQ's SimpleWorker:
   same step, so there is no moment in which a kill loses a job.
 - A lease thread renews `rtai:worker:<name>:alive` every heartbeat and requeues the in-flight jobs
   of any worker whose lease ran out (a lost host, a SIGKILLed or SIGSTOPped process).
-- Job functions outside worker.jobs.ALLOWED are refused without being imported.
+- Jobs are admitted from their raw hash (worker/admission.py) before RQ restores or runs them: a
+  function outside worker.jobs.ALLOWED, callbacks, dependencies, retries, webhooks or kwargs off the
+  JobArgs contract are refused without being imported.
+- A job whose worker died holding it MAX_ATTEMPTS times (killed, crashed, lease lost) is a poison
+  batch: its frames are counted failed and the job goes to the failed registry.
 """
 
 from __future__ import annotations
@@ -15,22 +19,25 @@ import logging
 import os
 import threading
 import time
+import zlib
 
 import redis
 from rq import Queue
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError, TimeoutFormatError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
+from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from common import gpu, keys
 from common.config import host_name
-from common.errors import ModelError, SchemaError
+from common.errors import JobRejectedError, ModelError, SchemaError
 from common.proctitle import set_title
 from common.states import WorkerState
-from common.wire import MsgpackSerializer
+from common.wire import JobArgs, MsgpackSerializer
 
+from . import admission
 from .jobs import ALLOWED
 from .publisher import Settlement
 from .routing import Router
@@ -73,12 +80,18 @@ return {best, id}
 REQUEUE_LUA = """
 -- KEYS[1]: owner's alive key, KEYS[2]: owner's in-flight hash
 -- ARGV[1] = '1' forces; ARGV[2], ARGV[3]: RQ's queue and started-registry key prefixes
+-- ARGV[4] = '1' counts a kill for each job (its worker died holding it); ARGV[5], ARGV[6]: the kill
+-- counters' key prefix and TTL
 if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {} end
 local items = redis.call('HGETALL', KEYS[2])
 local out = {}
 for i = 1, #items, 2 do
   local job, queue = items[i], items[i + 1]
   redis.call('LPUSH', queue, job)
+  if ARGV[4] == '1' then
+    redis.call('INCR', ARGV[5] .. job)
+    redis.call('EXPIRE', ARGV[5] .. job, ARGV[6])
+  end
   -- drop the dead execution from RQ's started registry, so RQ's own cleanup never fails the job
   local wip = ARGV[3] .. string.sub(queue, string.len(ARGV[2]) + 1)
   for _, member in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
@@ -91,13 +104,21 @@ return out
 """
 
 
-def requeue_inflight(client: redis.Redis, name: str, *, force: bool) -> list[str]:
+def requeue_inflight(client: redis.Redis, name: str, *, force: bool, died: bool = False) -> list[str]:
     """Put a worker's in-flight jobs back at the front of their queues (only if its lease ran out,
-    unless forced); returns the job ids."""
+    unless forced); returns the job ids. `died`: the worker died holding them (killed, crashed, lease
+    lost), which counts against each job: past MAX_ATTEMPTS deaths the job is a poison batch."""
     script = client.register_script(REQUEUE_LUA)
     ids = script(
         keys=[keys.worker_alive(name), keys.inflight(name)],
-        args=["1" if force else "0", keys.RQ_QUEUE_PREFIX, keys.RQ_STARTED_PREFIX],
+        args=[
+            "1" if force else "0",
+            keys.RQ_QUEUE_PREFIX,
+            keys.RQ_STARTED_PREFIX,
+            "1" if died else "0",
+            keys.KILLS_PREFIX,
+            keys.KILLS_TTL_S,
+        ],
     )
     return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
@@ -184,16 +205,50 @@ class FleetWorker(SimpleWorker):
 
     def _fetch(self, queue_key: str, job_id: str) -> tuple[Job, Queue] | None:
         queue = Queue.from_queue_key(queue_key, connection=self.client, serializer=MsgpackSerializer)
-        try:
-            job = Job.fetch(job_id, connection=self.client, serializer=MsgpackSerializer)
-        except NoSuchJobError:
-            self.client.hdel(keys.inflight(self.name), job_id)
-            return None
-        except DeserializationError as exc:
-            self._count_rejected(f"job {job_id}: unreadable ({exc})")
+        job = self._admit(queue, job_id)
+        if job is None:
             self.client.hdel(keys.inflight(self.name), job_id)
             return None
         return job, queue
+
+    def _admit(self, queue: Queue, job_id: str) -> Job | None:
+        """The job to run, restored from the hash that passed admission; None when there is none to
+        run: gone, refused (forged: counted, reason in the failed registry) or a poison batch."""
+        job = Job(job_id, connection=self.client, serializer=MsgpackSerializer)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(job.key)
+                pipe.get(keys.kills(job_id))
+                fields, kills = pipe.execute()
+        except redis.ResponseError as exc:  # the key is not a hash: nothing RQ could run either
+            self._count_rejected(f"job {job_id}: unreadable ({exc})")
+            return None
+        if not fields:
+            return None
+        try:
+            args = admission.check(fields, queue_key=queue.key, allowed=ALLOWED)
+            job.restore(fields)
+        except JobRejectedError as exc:
+            self._reject(job, queue, str(exc))
+            return None
+        except (ValueError, TypeError, KeyError, NoSuchJobError, TimeoutFormatError) as exc:
+            self._reject(job, queue, f"job hash does not restore: {exc}")
+            return None
+        if kills is not None and int(kills) >= MAX_ATTEMPTS:
+            self._fail_poison(job, queue, args, int(kills))
+            return None
+        return job
+
+    def _fail_poison(self, job: Job, queue: Queue, args: JobArgs, kills: int) -> None:
+        """A batch whose worker died holding it MAX_ATTEMPTS times: its frames are counted failed
+        (once, by the settle script) and the job goes to the failed registry."""
+        settled = self.runtime.publisher.settle(Settlement(args.stream, args.batch, failed=args.n))
+        message = f"poison batch {args.stream}#{args.batch}: killed its worker {kills} times"
+        if settled:
+            message += f"; its {args.n} frames are counted failed"
+        log.error("worker %s: job %s %s", self.name, job.id, message)
+        self._fail_job(job, queue, message)
+        self.client.delete(keys.kills(job.id))
 
     # -- running jobs ---------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -280,22 +335,36 @@ class FleetWorker(SimpleWorker):
             pipe.execute()
 
     def _refusal(self, job: Job) -> str | None:
+        """A second look at the job RQ is about to run (the full check is admission.check, in _admit)."""
         try:
             func_name = job.func_name
         except DeserializationError as exc:
             return f"job data is not valid msgpack: {exc}"
         if func_name not in ALLOWED:
             return f"job function {func_name!r} is not allowed (allowed: {', '.join(sorted(ALLOWED))})"
+        if job._success_callback_name or job._failure_callback_name or job._stopped_callback_name:
+            return "job has callbacks; producers never set one"
         return None
 
     def _reject(self, job: Job, queue: Queue, reason: str) -> None:
         self._count_rejected(f"job {job.id}: {reason}")
-        message = f"refused by {self.name}: {reason}"
+        self._fail_job(job, queue, f"refused by {self.name}: {reason}")
+
+    def _fail_job(self, job: Job, queue: Queue, message: str) -> None:
+        """Mark a job failed with `message` in its queue's failed registry, writing only the status
+        fields: a forged hash is never saved back through RQ, nor needs to restore."""
+        registry = FailedJobRegistry(queue=queue, serializer=MsgpackSerializer)
         with self.client.pipeline() as pipe:
-            job.set_status(JobStatus.FAILED, pipeline=pipe)
-            FailedJobRegistry(queue=queue, serializer=MsgpackSerializer).add(
-                job, ttl=REJECT_TTL_S, exc_string=message, pipeline=pipe
+            pipe.hset(
+                job.key,
+                mapping={
+                    "status": JobStatus.FAILED.value,
+                    "ended_at": utcformat(now()),
+                    "exc_info": zlib.compress(message.encode()),
+                },
             )
+            pipe.expire(job.key, REJECT_TTL_S)
+            pipe.zadd(registry.key, {job.id: int(time.time()) + REJECT_TTL_S})
             Result.create_failure(job, REJECT_TTL_S, message, worker_name=self.name, pipeline=pipe)
             pipe.execute()
 
@@ -368,7 +437,7 @@ class FleetWorker(SimpleWorker):
             name = raw.decode()
             if name == self.name:
                 continue
-            ids = requeue_inflight(self.client, name, force=False)
+            ids = requeue_inflight(self.client, name, force=False, died=True)
             if ids:
                 log.warning("worker %s: lease of %s ran out; requeued %s", self.name, name, ids)
                 requeued.extend(ids)

@@ -62,6 +62,7 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
     boxes_per_frame = []
     if images:
         rt.fault("during_inference")
+        rt.fault_on_batch(b.stream, b.batch)
         try:
             detector = rt.detector(b.model, b.half)
         except ModelError as exc:

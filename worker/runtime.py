@@ -101,6 +101,13 @@ class Runtime:
             log.warning("fault injection: killing %s at %s", self.name, point)
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def fault_on_batch(self, stream: str, batch: int) -> None:
+        """Fault injection for chaos tests: SIGKILL this worker each time it runs the batch named by
+        the `fault_batch` setting ("<stream>#<batch>"), whichever worker it is."""
+        if self.settings.fault_batch == f"{stream}#{batch}":
+            log.warning("fault injection: killing %s on batch %s#%d", self.name, stream, batch)
+            os.kill(os.getpid(), signal.SIGKILL)
+
 
 _current: Runtime | None = None
 

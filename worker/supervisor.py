@@ -3,7 +3,11 @@
 `rtai worker --all-gpus` runs one child per visible GPU with CUDA_VISIBLE_DEVICES set to that GPU
 (so every child sees its GPU as cuda:0), or N CPU children with `--workers N`. The supervisor waits
 on its children; the moment waitpid returns for one, its in-flight jobs go back to the front of
-their queues, then it is restarted, unless it died more than the restart budget allows.
+their queues (counting a death against each: a batch that kills every worker that runs it ends as
+a poison batch, see fleet_worker.MAX_ATTEMPTS), then it is restarted. A child that died more often
+than the restart budget allows in RESTART_WINDOW_S is restarted after an exponential backoff
+(1 s, 2 s, 4 s ... BACKOFF_MAX_S) instead of being left down; the dead child's stats hash says
+`state=backoff` and why, for `rtai status`.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import redis
+
 from common import keys
 from common.config import child_env, host_name
-from common.exitcodes import EXIT_CHILDREN, EXIT_OK
+from common.exitcodes import EXIT_OK
 from common.proctitle import set_title
 from common.redis_client import connect
+from common.states import WorkerState
 
-from .fleet_worker import requeue_inflight
+from .fleet_worker import WORKER_TTL_S, requeue_inflight
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,10 @@ log = logging.getLogger(__name__)
 RESTART_WINDOW_S = 60.0
 #: After a stop request, children get this long to finish their batch before SIGKILL.
 STOP_GRACE_S = 30.0
+#: Past the restart budget, restarts wait 1 s, 2 s, 4 s ... up to this: a GPU is never left down.
+BACKOFF_MAX_S = 60.0
+#: How often the supervisor looks for dead children while a restart is pending.
+POLL_S = 0.05
 
 
 @dataclass
@@ -41,7 +52,8 @@ class Slot:
     name: str = ""
     proc: subprocess.Popen | None = None
     deaths: list[float] = field(default_factory=list)
-    given_up: bool = False
+    #: monotonic time of a pending restart (the child is backing off), else None
+    restart_at: float | None = None
 
 
 class Supervisor:
@@ -83,7 +95,7 @@ class Supervisor:
                 slot.proc.send_signal(sig)
 
     def _child_died(self, slot: Slot, code: int) -> None:
-        ids = requeue_inflight(self.client, slot.name, force=True)
+        ids = requeue_inflight(self.client, slot.name, force=True, died=not self.stopping)
         self.client.delete(keys.worker_alive(slot.name))
         if ids:
             self.requeued.extend(ids)
@@ -93,16 +105,57 @@ class Supervisor:
             return
         now = time.monotonic()
         slot.deaths = [t for t in slot.deaths if now - t < RESTART_WINDOW_S] + [now]
-        if len(slot.deaths) > self.restart_budget:
-            slot.given_up = True
-            log.error(
-                "supervisor: %s died %d times in %.0f s; leaving it down",
-                slot.label,
-                len(slot.deaths),
-                RESTART_WINDOW_S,
-            )
+        over = len(slot.deaths) - self.restart_budget
+        if over <= 0:
+            self._spawn(slot)
             return
-        self._spawn(slot)
+        delay = backoff_s(over)
+        slot.restart_at = now + delay
+        reason = (
+            f"died {len(slot.deaths)} times in {RESTART_WINDOW_S:.0f} s (last: {exit_reason(code)}); "
+            f"restarting in {delay:.0f} s"
+        )
+        log.error("supervisor: %s %s", slot.label, reason)
+        self._show(slot.name, WorkerState.BACKOFF, reason, ttl_s=int(delay + WORKER_TTL_S))
+
+    def _show(self, name: str, state: WorkerState, reason: str, ttl_s: int | None = None) -> None:
+        """Put a slot's state and reason on its (dead) child's stats hash, for `rtai status`."""
+        try:
+            with self.client.pipeline() as pipe:
+                pipe.hset(keys.worker(name), mapping={"state": state.value, "reason": reason})
+                if ttl_s is not None:
+                    pipe.expire(keys.worker(name), ttl_s)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("supervisor: could not show %s as %s: %s", name, state.value, exc)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.restart_at is not None and now >= slot.restart_at:
+                slot.restart_at = None
+                dead = slot.name
+                self._spawn(slot)
+                self._show(dead, WorkerState.STOPPED, f"restarted after a backoff as {slot.name}")
+
+    def _reap_one(self) -> tuple[int, int] | None:
+        """Wait for a child to exit; with a restart pending, only until it is due (None then)."""
+        while True:
+            pending = [s.restart_at for s in self.slots if s.restart_at is not None]
+            if not pending or self.stopping:
+                try:
+                    return os.wait()
+                except ChildProcessError:
+                    return None
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = 0, 0
+            if pid:
+                return pid, status
+            if time.monotonic() >= min(pending):
+                return None
+            time.sleep(POLL_S)
 
     def run(self) -> int:
         set_title(f"rtai-supervisor:{','.join(s.label for s in self.slots)}")
@@ -110,21 +163,39 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for slot in self.slots:
             self._spawn(slot)
-        by_pid = {s.proc.pid: s for s in self.slots if s.proc is not None}
-        while any(s.proc is not None for s in self.slots):
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            slot = by_pid.pop(pid, None)
-            if slot is None:
+        while True:
+            if self.stopping:
+                for slot in self.slots:
+                    slot.restart_at = None
+            got = self._reap_one()
+            if got is not None:
+                pid, status = got
+                slot = next((s for s in self.slots if s.proc is not None and s.proc.pid == pid), None)
+                if slot is not None:
+                    self._child_died(slot, os.waitstatus_to_exitcode(status))
                 continue
-            self._child_died(slot, os.waitstatus_to_exitcode(status))
-            if slot.proc is not None:
-                by_pid[slot.proc.pid] = slot
-            if all(s.given_up for s in self.slots):
-                return EXIT_CHILDREN
-        return EXIT_CHILDREN if any(s.given_up for s in self.slots) else EXIT_OK
+            for slot in self.slots:  # a child that Popen.poll() reaped (the signal handler polls)
+                if slot.proc is not None and slot.proc.poll() is not None:
+                    self._child_died(slot, slot.proc.returncode)
+            self._restart_due()
+            if not any(s.proc is not None or s.restart_at is not None for s in self.slots):
+                break
+        return EXIT_OK
+
+
+def backoff_s(over: int) -> float:
+    """The wait before restarting a child that died `over` times more than its budget allows."""
+    return min(BACKOFF_MAX_S, 2.0 ** (over - 1))
+
+
+def exit_reason(code: int) -> str:
+    """A child's exit code in words: 'killed by SIGKILL', 'exit code 1'."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def gpu_slots(visible: list[str] | None, gpu_count: int) -> list[Slot]:

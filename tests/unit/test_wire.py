@@ -1,10 +1,22 @@
+import re
+
 import msgpack
 import numpy as np
 import pytest
 
 from common.errors import FrameDecodeError, SchemaError
 from common.images import decode_frame, encode_frame, fit_size
-from common.wire import Batch, MsgpackSerializer, decode_batch, decode_result, encode_batch, encode_result, packb
+from common.wire import (
+    Batch,
+    Frame,
+    JobArgs,
+    MsgpackSerializer,
+    decode_batch,
+    decode_result,
+    encode_batch,
+    encode_result,
+    packb,
+)
 
 
 def _batch(**over) -> Batch:
@@ -100,3 +112,77 @@ def test_broken_jpeg_gives_frame_decode_error():
     broken = type(frame)(**{**{k: getattr(frame, k) for k in frame.__slots__}, "data": b"\xff\xd8garbage"})
     with pytest.raises(FrameDecodeError, match="frame 4: JPEG data"):
         decode_frame(broken)
+
+
+def _jpeg(w: int, h: int, *params: int) -> bytes:
+    import cv2  # noqa: PLC0415
+
+    ok, buf = cv2.imencode(".jpg", np.full((h, w, 3), 90, np.uint8), list(params))
+    assert ok
+    return buf.tobytes()
+
+
+def test_jpeg_size_reads_the_header_of_baseline_progressive_and_exif_jpegs():
+    import cv2  # noqa: PLC0415
+
+    from common.images import jpeg_size  # noqa: PLC0415
+
+    assert jpeg_size(_jpeg(64, 48)) == (64, 48)
+    assert jpeg_size(_jpeg(64, 48, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)) == (64, 48)
+    data = _jpeg(33, 17)
+    exif = b"\xff\xe1" + (2 + 30).to_bytes(2, "big") + b"Exif\x00\x00" + bytes(24)  # APP1 before the SOF
+    assert jpeg_size(data[:2] + exif + data[2:]) == (33, 17)
+    for bad in (b"", b"\x89PNG\r\n", b"\xff\xd8\xff\xda\x00\x02", b"\xff\xd8 broken"):
+        with pytest.raises(FrameDecodeError):
+            jpeg_size(bad)
+
+
+def _claiming(data: bytes, w: int, h: int) -> bytes:
+    """The same JPEG with its start-of-frame header claiming w x h (a decompression bomb's header)."""
+    i = data.index(b"\xff\xc0")
+    return data[: i + 5] + h.to_bytes(2, "big") + w.to_bytes(2, "big") + data[i + 9 :]
+
+
+def test_a_jpeg_whose_header_claims_a_huge_image_is_refused_before_decoding():
+    frame = encode_frame(np.full((48, 64, 3), 90, np.uint8), seq=1, t_capture=0.0, imgsz=320)
+    bomb = Frame(**{**{f: getattr(frame, f) for f in Frame.__slots__}, "data": _claiming(frame.data, 16384, 16384)})
+    with pytest.raises(FrameDecodeError, match="16384x16384, over the 16777216 pixel cap"):
+        decode_frame(bomb)
+    liar = Frame(**{**{f: getattr(frame, f) for f in Frame.__slots__}, "data": _claiming(frame.data, 640, 480)})
+    with pytest.raises(FrameDecodeError, match="header says 640x480, payload says 64x48"):
+        decode_frame(liar)
+
+
+def test_decode_batch_caps_frame_and_batch_sizes():
+    obj = msgpack.unpackb(encode_batch(_batch()))
+    obj["frames"][0]["dw"] = 16384
+    with pytest.raises(SchemaError, match="16384x240 is larger than the batch's imgsz 320"):
+        decode_batch(packb(obj))
+    obj["imgsz"] = 16384
+    with pytest.raises(SchemaError, match="imgsz=16384 is outside 32..4096"):
+        decode_batch(packb(obj))
+    obj = msgpack.unpackb(encode_batch(_batch(imgsz=4096)))
+    obj["frames"][0].update(dw=4096, dh=4096)
+    obj["frames"] = obj["frames"] * 4  # 4 x 48 MiB decoded: under the cap
+    decode_batch(packb(obj))
+    obj["frames"] = obj["frames"] * 3  # 12 x 48 MiB: over it
+    with pytest.raises(SchemaError, match="frames decode to 576 MiB, over the 512 MiB cap"):
+        decode_batch(packb(obj))
+
+
+def test_job_args_are_exactly_what_a_producer_sends():
+    args = JobArgs.for_batch("cam1", 5, 4, 16)
+    assert JobArgs.from_kwargs(args.to_kwargs()) == args
+    bad = [
+        ({}, "missing"),
+        ({**args.to_kwargs(), "extra": 1}, "unexpected ['extra']"),
+        ({**args.to_kwargs(), "blob": "rtai:ledger:cam2"}, "is not batch cam1#5's key"),
+        ({**args.to_kwargs(), "stream": "cam/1"}, "stream id"),
+        ({**args.to_kwargs(), "n": 0}, "n=0 is outside"),
+        ({**args.to_kwargs(), "n": True}, "has type bool"),
+        ({**args.to_kwargs(), "batch": -1, "blob": "rtai:batch:cam1:-1"}, "must not be negative"),
+        (None, "expected a map"),
+    ]
+    for kwargs, reason in bad:
+        with pytest.raises(SchemaError, match=re.escape(reason)):
+            JobArgs.from_kwargs(kwargs)
