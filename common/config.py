@@ -35,6 +35,11 @@ DEFAULT_MAX_FRAME_AGE_MS = 10_000
 #: by another worker's reaper within lease + one heartbeat, under 2 s.
 DEFAULT_HEARTBEAT_S = 0.25
 DEFAULT_LEASE_S = 1.5
+#: A process that never reached Redis gives up after this long (a wrong URL should fail fast; a
+#: running fleet that loses Redis keeps retrying). Compose starts workers once Redis is healthy.
+DEFAULT_REDIS_START_TIMEOUT_S = 5.0
+#: How often a process re-measures its clock's offset from Redis' clock (TIME).
+DEFAULT_CLOCK_CHECK_S = 30.0
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 #: `--source demo` means the clip that ships with the package (made by common/synth.py).
@@ -57,6 +62,7 @@ class _Settings(BaseModel):
 
 class FleetSettings(_Settings):
     redis_url: str = DEFAULT_REDIS_URL
+    redis_start_timeout_s: float = Field(DEFAULT_REDIS_START_TIMEOUT_S, gt=0, le=3600)
 
 
 class ProducerSettings(_Settings):
@@ -133,6 +139,11 @@ def env_value(name: str) -> str | None:
 
 def redis_url(override: str | None = None) -> str:
     return build(FleetSettings, redis_url=override).redis_url
+
+
+def redis_start_timeout_s() -> float:
+    """RTAI_REDIS_START_TIMEOUT_S: how long a starting process waits for Redis to answer."""
+    return build(FleetSettings).redis_start_timeout_s
 
 
 def explicit_redis_url() -> str | None:

@@ -35,8 +35,7 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(settings.threads)
-    client = connect(settings.redis_url, check=False)
-    wait_until_up(client, what="worker start")
+    client = connect(settings.redis_url)  # a process that never reached Redis fails fast, saying why
     label = gpu_label(settings.device)
     name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"
     runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name, label))
