@@ -74,6 +74,13 @@ class BatchSink:
             ledger.count(pipe, self.stream, Outcome.DROPPED_UNREACHABLE.value, n)
             pipe.execute()
 
+    def count_redis_full(self, n: int) -> None:
+        """Frames Redis refused to store (out of memory, read-only): produced, and dropped for that."""
+        with self.client.pipeline() as pipe:
+            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
+            ledger.count(pipe, self.stream, Outcome.DROPPED_REDIS_FULL.value, n)
+            pipe.execute()
+
     def push(self, frames: list[Frame]) -> bool:
         """Enqueue one batch; False when it was dropped for backpressure."""
         n = len(frames)

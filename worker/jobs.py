@@ -7,10 +7,12 @@ import time
 from typing import Any
 
 import numpy as np
+import redis
 
 from common import ledger
 from common.errors import FrameDecodeError, SchemaError
 from common.images import decode_frame
+from common.redis_client import describe, write_rejected
 from common.wire import Batch, decode_batch, encode_result
 
 from . import runtime
@@ -97,9 +99,7 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         )
     settled = rt.publisher.settle(settlement)
     if settled and live:
-        with rt.client.pipeline(transaction=False) as pipe:
-            ledger.record_latencies(pipe, b.stream, [(t_done - f.t_capture) * 1000 for f in live])
-            pipe.execute()
+        _record_latencies(rt, b.stream, [(t_done - f.t_capture) * 1000 for f in live])
     rt.fault("after_publish")
     if errors:
         raise FrameDecodeError(f"batch {b.stream}#{b.batch}: {len(errors)} frame(s) failed: " + "; ".join(errors))
@@ -108,6 +108,18 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         "published": len(settlement.messages),
         "stale": settlement.stale,
     }
+
+
+def _record_latencies(rt: runtime.Runtime, stream: str, latencies_ms: list[float]) -> None:
+    """The latency histogram is a statistic: when Redis refuses the write (full), skip it."""
+    try:
+        with rt.client.pipeline(transaction=False) as pipe:
+            ledger.record_latencies(pipe, stream, latencies_ms)
+            pipe.execute()
+    except redis.ResponseError as exc:
+        if not write_rejected(exc):
+            raise
+        log.warning("%s: latency of %d frames not recorded: %s", rt.name, len(latencies_ms), describe(exc))
 
 
 #: The only job functions a worker runs, by the dotted name RQ stores.

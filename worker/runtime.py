@@ -14,6 +14,7 @@ import redis
 from common import keys
 from common.config import WorkerSettings
 from common.errors import RtaiError
+from common.redis_client import describe
 from common.wire import packb
 
 from .detector import Detector, NoopDetector, SleepDetector, YoloDetector
@@ -44,8 +45,14 @@ class Runtime:
                 det = self._load(variant, half)
                 self._detectors[(variant, half)] = det
                 if det.names:
-                    self.client.set(keys.model_names(variant), packb(det.names))
+                    self._publish_names(variant, det.names)
             return det
+
+    def _publish_names(self, variant: str, names: list[str]) -> None:
+        try:
+            self.client.set(keys.model_names(variant), packb(names))
+        except redis.ResponseError as exc:  # Redis full: subscribers miss the names until the next load
+            log.warning("%s: class names of %s not stored: %s", self.name, variant, describe(exc))
 
     def _load(self, variant: str, half: bool | None) -> Detector:
         s = self.settings

@@ -17,11 +17,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import redis
+
 from common import keys
 from common.config import child_env, host_name
 from common.exitcodes import EXIT_CHILDREN, EXIT_OK
 from common.proctitle import set_title
-from common.redis_client import connect
+from common.redis_client import connect, describe
 
 from .fleet_worker import requeue_inflight
 
@@ -83,8 +85,7 @@ class Supervisor:
                 slot.proc.send_signal(sig)
 
     def _child_died(self, slot: Slot, code: int) -> None:
-        ids = requeue_inflight(self.client, slot.name, force=True)
-        self.client.delete(keys.worker_alive(slot.name))
+        ids = self._requeue_dead(slot.name)
         if ids:
             self.requeued.extend(ids)
             log.warning("supervisor: %s exited %d; requeued %s", slot.name, code, ids)
@@ -103,6 +104,19 @@ class Supervisor:
             )
             return
         self._spawn(slot)
+
+    def _requeue_dead(self, name: str) -> list[str]:
+        """The dead child's jobs back to their queues; when Redis refuses (full, away) the lease
+        backstop does it later (the child's alive key is gone), and the supervisor carries on."""
+        try:
+            ids = requeue_inflight(self.client, name, force=True)
+            self.client.delete(keys.worker_alive(name))
+        except redis.RedisError as exc:
+            log.warning(
+                "supervisor: could not requeue the jobs of %s now (%s); the lease reaper will", name, describe(exc)
+            )
+            return []
+        return ids
 
     def run(self) -> int:
         set_title(f"rtai-supervisor:{','.join(s.label for s in self.slots)}")
