@@ -146,6 +146,16 @@ def redis_start_timeout_s() -> float:
     return build(FleetSettings).redis_start_timeout_s
 
 
+def clock_skew_test_s() -> float:
+    """RTAI_CLOCK_SKEW_TEST_S, tests only: pretend this host's clock runs this many seconds ahead.
+    (libfaketime 0.9.10 cannot skew a threaded Python 3.11: its timed waits hang or fail.)"""
+    value = os.environ.get(ENV_PREFIX + "CLOCK_SKEW_TEST_S")
+    try:
+        return float(value) if value else 0.0
+    except ValueError as exc:
+        raise ConfigError(f"RTAI_CLOCK_SKEW_TEST_S={value!r} is not a number") from exc
+
+
 def explicit_redis_url() -> str | None:
     """RTAI_REDIS_URL when the user set it, else None (`rtai up` then runs a private Redis)."""
     return os.environ.get(ENV_PREFIX + "REDIS_URL") or None

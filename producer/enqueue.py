@@ -14,6 +14,7 @@ import redis
 from rq import Queue
 
 from common import keys, ledger
+from common.clock import RedisClock
 from common.config import ProducerSettings
 from common.states import Outcome, StreamState
 from common.wire import Batch, Frame, MsgpackSerializer, encode_batch
@@ -34,10 +35,12 @@ FAILURE_TTL_S = 86_400
 
 
 class BatchSink:
-    def __init__(self, client: redis.Redis, settings: ProducerSettings) -> None:
+    def __init__(self, client: redis.Redis, settings: ProducerSettings, *, clock: RedisClock | None = None) -> None:
         self.client = client
         self.settings = settings
         self.stream = keys.check_stream_id(settings.stream)
+        #: Stamps are in Redis time, so workers on other hosts compare like with like.
+        self.clock = clock or RedisClock(client, what=f"producer {settings.stream}")
         self.queue = Queue(keys.queue_name(self.stream), connection=client, serializer=MsgpackSerializer)
 
     def register(self) -> None:
@@ -112,7 +115,7 @@ class BatchSink:
             model=s.model,
             conf=s.conf,
             imgsz=s.imgsz,
-            t_enqueue=time.time(),
+            t_enqueue=self.clock.now(),
             frames=frames,
             half=s.half,
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import redis
 
 from common import keys
+from common.clock import RedisClock
 from common.config import ProducerSettings, resolve_source
 from common.images import encode_frame
 from common.redis_client import connect, describe, wait_until_up, write_rejected
@@ -37,7 +38,8 @@ class StreamProducer:
     def __init__(self, settings: ProducerSettings, *, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.client = client or connect(settings.redis_url, check=False)
-        self.sink = BatchSink(self.client, settings)
+        self.clock = RedisClock(self.client, what=f"producer {settings.stream}")
+        self.sink = BatchSink(self.client, settings, clock=self.clock)
         self.stats = ProducerStats()
         self._owed = 0  # frames dropped while Redis was unreachable, not yet in the ledger
         self._owed_full = 0  # frames Redis refused (out of memory, read-only), not yet in the ledger
@@ -66,6 +68,7 @@ class StreamProducer:
     def run(self) -> ProducerStats:
         s = self.settings
         wait_until_up(self.client, what=f"producer {s.stream}", stop=self.stop_event.is_set)
+        self.clock.measure()  # a skewed host is reported at start
         self.sink.register()
         self.sink.set_state(StreamState.CONNECTING)
         self.source.start()
@@ -92,7 +95,7 @@ class StreamProducer:
                     encode_frame(
                         captured.image,
                         seq=0,
-                        t_capture=captured.t_capture,
+                        t_capture=self.clock.to_redis(captured.t_capture),
                         imgsz=s.imgsz,
                         enc=s.encoding,
                         quality=s.jpeg_quality,
@@ -118,7 +121,10 @@ class StreamProducer:
             return
         fps = (self.stats.frames - self._rate_frames) / (now - self._rate_at)
         self._rate_at, self._rate_frames = now, self.stats.frames
-        self.client.hset(keys.stream(self.settings.stream), "fps_in", round(fps, 2))
+        self.client.hset(
+            keys.stream(self.settings.stream),
+            mapping={"fps_in": round(fps, 2), "clock_offset_s": round(self.clock.offset, 3)},
+        )
 
     def _flush(self, frames: list[Frame]) -> None:
         try:

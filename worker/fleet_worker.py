@@ -424,7 +424,12 @@ class FleetWorker(SimpleWorker):
                 frames = int(self.client.hget(keys.worker(self.name), "frames") or 0)
                 fps = (frames - last_frames) / max(now - last_t, 1e-6)
                 last_frames, last_t = frames, now
-                stats = {"state": self._wstate.value, "t_seen": time.time(), "fps": round(fps, 2)}
+                stats = {
+                    "state": self._wstate.value,
+                    "t_seen": self.runtime.now(),
+                    "fps": round(fps, 2),
+                    "clock_offset_s": round(self.runtime.clock.offset, 3) if self.runtime.clock else 0.0,
+                }
                 if gpu_index is not None:
                     stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
                 with self.client.pipeline() as pipe:

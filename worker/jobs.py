@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 def process_batch(*, stream: str, batch: int, blob: str, n: int, seq0: int) -> dict[str, Any]:
     """Detect objects in one stored batch, publish one result per frame, account for every frame."""
     rt = runtime.current()
-    t_start = time.time()
+    t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
     data = rt.client.get(blob)
     if data is None:
         if rt.publisher.is_settled(stream, batch):
@@ -64,7 +63,7 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
     if images:
         rt.fault("during_inference")
         boxes_per_frame = rt.detector(b.model, b.half).predict(images, conf=b.conf, imgsz=b.imgsz)
-    t_done = time.time()
+    t_done = rt.now()
     for frame, boxes in zip(live, boxes_per_frame, strict=True):
         sx, sy = frame.w / frame.dw, frame.h / frame.dh
         scaled = [

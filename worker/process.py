@@ -40,6 +40,7 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
     label = gpu_label(settings.device)
     name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"
     runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name, label))
+    runtime.now()  # measure the clock against Redis now: a skewed host is reported at start
     install(runtime)
     return runtime
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import redis
 
 from common import keys
+from common.clock import RedisClock
 from common.config import WorkerSettings
 from common.errors import RtaiError
 from common.redis_client import describe
@@ -35,6 +36,17 @@ class Runtime:
     publisher: Publisher
     _detectors: dict[tuple[str, bool | None], Detector] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: This process's clock against Redis': t_start / t_done / the stale check are in Redis time.
+    clock: RedisClock | None = None
+
+    def __post_init__(self) -> None:
+        if self.clock is None:
+            self.clock = RedisClock(self.client, what=f"worker {self.name}")
+
+    def now(self) -> float:
+        """Now, in Redis time."""
+        assert self.clock is not None
+        return self.clock.now()
 
     def detector(self, variant: str, half: bool | None = None) -> Detector:
         """The model for `variant` on this worker's device (FP16 or not), loaded once and cached."""
