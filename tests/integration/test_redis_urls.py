@@ -77,6 +77,7 @@ COMMANDS = {
     "supervisor": ("worker", "--workers", "2", "--detector", "sleep", "--preload", ""),
     "producer": ("producer", "--source", "demo", "--stream", "cam1", "--max-frames", "4"),
     "status": ("status",),
+    "api": ("api", "--port", "0"),
 }
 
 
