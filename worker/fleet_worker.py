@@ -428,7 +428,7 @@ class FleetWorker(SimpleWorker):
                     "state": self._wstate.value,
                     "t_seen": self.runtime.now(),
                     "fps": round(fps, 2),
-                    "clock_offset_s": round(self.runtime.clock.offset, 3) if self.runtime.clock else 0.0,
+                    "clock_offset_s": round(self.runtime.clock.offset, 3),
                 }
                 if gpu_index is not None:
                     stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
@@ -441,7 +441,7 @@ class FleetWorker(SimpleWorker):
                 self.router.renew()
                 self.reap()
                 if failing:
-                    log.warning("worker %s: heartbeat works again", self.name)
+                    log.info("worker %s: heartbeat works again", self.name)
                 failing = False
             except redis.RedisError as exc:
                 if not failing:  # once per episode: a full Redis fails every beat

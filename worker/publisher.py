@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -69,19 +68,19 @@ class Publisher:
         self.gpu = gpu
         self._settle = client.register_script(SETTLE_LUA)
 
-    def settle(self, s: Settlement, *, give_up: Callable[[], bool] = lambda: False) -> bool:
+    def settle(self, s: Settlement) -> bool:
         """Publish and count a batch; False when another worker had already settled it.
 
         While Redis refuses writes (out of memory, read-only replica, MISCONF) the settle is retried
         with backoff (the script writes nothing before its first refused write), so a full Redis
-        delays results instead of failing batches; give_up() stops the retries (the error is raised).
+        delays results instead of failing batches (RQ's job timeout bounds the wait).
         """
         delay = 0.05
         while True:
             try:
                 return self._settle_once(s)
             except redis.ResponseError as exc:
-                if not write_rejected(exc) or give_up():
+                if not write_rejected(exc):
                     raise
                 if delay == 0.05:
                     log.warning(

@@ -37,15 +37,13 @@ class Runtime:
     _detectors: dict[tuple[str, bool | None], Detector] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: This process's clock against Redis': t_start / t_done / the stale check are in Redis time.
-    clock: RedisClock | None = None
+    clock: RedisClock = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.clock is None:
-            self.clock = RedisClock(self.client, what=f"worker {self.name}")
+        self.clock = RedisClock(self.client, what=f"worker {self.name}")
 
     def now(self) -> float:
         """Now, in Redis time."""
-        assert self.clock is not None
         return self.clock.now()
 
     def detector(self, variant: str, half: bool | None = None) -> Detector:
