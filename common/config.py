@@ -39,6 +39,11 @@ DEFAULT_LEASE_S = 1.5
 #: Services the REST API lets callers declare: far above one host's cameras, low enough that a
 #: script looping on POST /start cannot fill Redis.
 DEFAULT_MAX_SERVICES = 256
+#: A process that never reached Redis gives up after this long (a wrong URL should fail fast; a
+#: running fleet that loses Redis keeps retrying). Compose starts workers once Redis is healthy.
+DEFAULT_REDIS_START_TIMEOUT_S = 5.0
+#: How often a process re-measures its clock's offset from Redis' clock (TIME).
+DEFAULT_CLOCK_CHECK_S = 30.0
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 #: `--source demo` means the clip that ships with the package (made by common/synth.py).
@@ -61,6 +66,7 @@ class _Settings(BaseModel):
 
 class FleetSettings(_Settings):
     redis_url: str = DEFAULT_REDIS_URL
+    redis_start_timeout_s: float = Field(DEFAULT_REDIS_START_TIMEOUT_S, gt=0, le=3600)
 
 
 class ProducerSettings(_Settings):
@@ -161,6 +167,21 @@ def env_value(name: str) -> str | None:
 
 def redis_url(override: str | None = None) -> str:
     return build(FleetSettings, redis_url=override).redis_url
+
+
+def redis_start_timeout_s() -> float:
+    """RTAI_REDIS_START_TIMEOUT_S: how long a starting process waits for Redis to answer."""
+    return build(FleetSettings).redis_start_timeout_s
+
+
+def clock_skew_test_s() -> float:
+    """RTAI_CLOCK_SKEW_TEST_S, tests only: pretend this host's clock runs this many seconds ahead.
+    (libfaketime 0.9.10 cannot skew a threaded Python 3.11: its timed waits hang or fail.)"""
+    value = os.environ.get(ENV_PREFIX + "CLOCK_SKEW_TEST_S")
+    try:
+        return float(value) if value else 0.0
+    except ValueError as exc:
+        raise ConfigError(f"RTAI_CLOCK_SKEW_TEST_S={value!r} is not a number") from exc
 
 
 def explicit_redis_url() -> str | None:

@@ -31,7 +31,7 @@ def balanced(counts: dict[str, int]) -> bool:
 
 
 def dropped(counts: dict[str, int]) -> int:
-    """All frames dropped on purpose (backpressure, staleness, Redis unreachable)."""
+    """All frames dropped on purpose (backpressure, staleness, Redis unreachable or full)."""
     return sum(v for k, v in counts.items() if k.startswith("dropped_"))
 
 

@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from .config import redis_start_timeout_s
 from .errors import RedisUnavailableError
 from .sources import redact, redact_text
+from .redis_diagnosis import diagnose, permanent
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,33 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
     except ValueError as exc:
         raise RedisUnavailableError(f"bad Redis URL {redact(url)!r}: {redact_text(str(exc))}") from exc
     if check:
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            raise RedisUnavailableError(f"cannot reach Redis at {redact(url)}: {exc}") from exc
+        check_at_start(url)
     return client
+
+
+def check_at_start(url: str, *, timeout_s: float | None = None) -> None:
+    """For a process that has not reached Redis yet: ping until it answers, for at most
+    `timeout_s` (RTAI_REDIS_START_TIMEOUT_S); a wrong URL (TLS mismatch, bad certificate, missing or
+    wrong password) fails at once. The error names the problem, never the password."""
+    limit = redis_start_timeout_s() if timeout_s is None else timeout_s
+    probe = redis.Redis.from_url(
+        url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=Retry(NoBackoff(), 0)
+    )
+    deadline = time.monotonic() + limit
+    delay = 0.1
+    try:
+        while True:
+            try:
+                probe.ping()
+                return
+            except redis.RedisError as exc:
+                if permanent(probe, exc) or time.monotonic() + delay > deadline:
+                    raise RedisUnavailableError(diagnose(probe, exc, waited_s=limit)) from None
+                log.info("Redis not reachable yet (%s); retrying", type(exc).__name__)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+    finally:
+        probe.close()
 
 
 def wait_until_up(
@@ -60,3 +84,33 @@ def wait_until_up(
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+#: Redis errors that mean "Redis is up but refuses writes now": out of memory under `noeviction`,
+#: a read-only replica, a failed RDB save with `stop-writes-on-bgsave-error`. They pass; the fleet
+#: backs off and retries instead of failing batches or dying.
+_WRITE_REJECTED = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+
+
+def write_rejected(exc: BaseException) -> bool:
+    """True when Redis refused a write for a reason that passes (OOM, READONLY, MISCONF)."""
+    if isinstance(exc, _WRITE_REJECTED):
+        return True
+    return isinstance(exc, redis.ResponseError) and "MISCONF" in str(exc)[:300]
+
+
+def describe(exc: BaseException) -> str:
+    """A short text for a Redis error, for logs: never the command's arguments (a pipeline's error
+    names the command with its arguments, e.g. a batch's JPEG bytes)."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "Redis is out of memory (maxmemory reached, noeviction): writes refused"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "Redis is a read-only replica: writes refused"
+    text = str(exc)
+    if "of pipeline caused error: " in text:
+        text = text.split("of pipeline caused error: ", 1)[1]
+    if "MISCONF" in text[:300]:
+        return "Redis refuses writes (MISCONF: its last snapshot failed)"
+    text = text.encode("ascii", "backslashreplace").decode()
+    return f"{type(exc).__name__}: {text[:200]}"
+

@@ -30,4 +30,5 @@ class Outcome(str, Enum):
     DROPPED_BACKPRESSURE = "dropped_backpressure"
     DROPPED_STALE = "dropped_stale"
     DROPPED_UNREACHABLE = "dropped_unreachable"  # Redis was down when the producer had them
+    DROPPED_REDIS_FULL = "dropped_redis_full"  # Redis refused the batch (out of memory, read-only)
     FAILED = "failed"

@@ -7,6 +7,7 @@ from typing import Any
 import redis
 
 from . import keys, ledger
+from .clock import SKEW_WARN_S
 from .errors import SchemaError
 from .sources import redact, redact_text
 from .wire import decode_result
@@ -56,6 +57,7 @@ def collect(client: redis.Redis) -> dict[str, Any]:
             "source": redact(info.get("source", "")),
             "model": info.get("model", ""),
             "queue_depth": client.llen(keys.queue_key(sid)),
+            "clock_offset_s": float(info.get("clock_offset_s") or 0.0),
             "ledger": ledger.read(client, sid),
             **latency(client, sid),
         }
@@ -73,6 +75,12 @@ def collect(client: redis.Redis) -> dict[str, Any]:
     return {"streams": streams, "workers": workers, "fleet": {k: int(v) for k, v in fleet.items()}}
 
 
+def _skew(offset: float) -> str:
+    """offset = Redis time - host time."""
+    side = "behind" if offset > 0 else "ahead of"
+    return f"{abs(offset):.1f} s {side} Redis' clock (times are corrected; keep hosts NTP-synced)"
+
+
 def render(report: dict[str, Any]) -> str:
     lines = ["STREAM           STATE         PROD    PUB  DROP  FAIL  FLIGHT  QUEUE  FPS_OUT  P50ms  P99ms"]
     for sid, s in report["streams"].items():
@@ -86,6 +94,8 @@ def render(report: dict[str, Any]) -> str:
         )
         if s["reason"]:
             lines.append(f"  reason: {s['reason']}")
+        if abs(s.get("clock_offset_s", 0.0)) > SKEW_WARN_S:
+            lines.append(f"  clock: the producer's host is {_skew(s['clock_offset_s'])}")
     lines.append("")
     lines.append("WORKER                                   DEVICE   STATE    ALIVE  FRAMES   FPS  FAILED")
     for name, w in report["workers"].items():
@@ -95,6 +105,10 @@ def render(report: dict[str, Any]) -> str:
         )
         if w.get("reason"):
             lines.append(f"  reason: {w['reason']}")
+    for name, w in report["workers"].items():
+        offset = float(w.get("clock_offset_s") or 0.0)
+        if abs(offset) > SKEW_WARN_S:
+            lines.append(f"  clock: {name}'s host is {_skew(offset)}")
     gpus = [(n, w) for n, w in report["workers"].items() if w.get("gpu", "cpu") != "cpu"]
     if gpus:
         lines.append("")

@@ -36,8 +36,11 @@ def api(host: str, port: int, redis_url: str | None, token: str | None, insecure
         )
     import uvicorn  # noqa: PLC0415
 
+    from common.redis_client import connect  # noqa: PLC0415
+
     from .api import create_app  # noqa: PLC0415
 
+    connect(_url(redis_url)).close()  # a wrong URL fails fast, saying why
     set_title(f"rtai-api:{port}")
     app = create_app(_url(redis_url), token=token)
     uvicorn.run(app, host=host, port=port, log_level="warning")

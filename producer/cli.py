@@ -47,10 +47,12 @@ def producer(max_streams: int | None, streams_file: Path | None, **flags: object
         _daemon(flags.get("redis_url"), max_streams, streams_file)  # type: ignore[arg-type]
         return
     settings = build(ProducerSettings, **flags)
+    from common.redis_client import connect  # noqa: PLC0415
+
     from .runner import StreamProducer  # noqa: PLC0415
 
     set_title(f"rtai-producer:{settings.stream}")
-    prod = StreamProducer(settings)
+    prod = StreamProducer(settings, client=connect(settings.redis_url))  # fails fast on a wrong URL
 
     def _stop(_signum: int, _frame: object) -> None:
         prod.stop()
@@ -73,6 +75,7 @@ def _daemon(url: str | None, max_streams: int | None, streams_file: Path | None)
 
     from .daemon import ProducerDaemon  # noqa: PLC0415
 
+    connect(redis_url(url)).close()  # a wrong URL fails fast, saying why
     daemon = ProducerDaemon(redis_url(url), max_streams=max_streams)
     set_title("rtai-producer-daemon")
     if streams_file is not None:

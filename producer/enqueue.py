@@ -14,6 +14,7 @@ import redis
 from rq import Queue
 
 from common import keys, ledger
+from common.clock import RedisClock
 from common.config import ProducerSettings
 from common.sources import redact
 from common.states import Outcome, StreamState
@@ -35,10 +36,12 @@ FAILURE_TTL_S = 86_400
 
 
 class BatchSink:
-    def __init__(self, client: redis.Redis, settings: ProducerSettings) -> None:
+    def __init__(self, client: redis.Redis, settings: ProducerSettings, *, clock: RedisClock | None = None) -> None:
         self.client = client
         self.settings = settings
         self.stream = keys.check_stream_id(settings.stream)
+        #: Stamps are in Redis time, so workers on other hosts compare like with like.
+        self.clock = clock or RedisClock(client, what=f"producer {settings.stream}")
         self.queue = Queue(keys.queue_name(self.stream), connection=client, serializer=MsgpackSerializer)
 
     def register(self) -> None:
@@ -75,6 +78,13 @@ class BatchSink:
             ledger.count(pipe, self.stream, Outcome.DROPPED_UNREACHABLE.value, n)
             pipe.execute()
 
+    def count_redis_full(self, n: int) -> None:
+        """Frames Redis refused to store (out of memory, read-only): produced, and dropped for that."""
+        with self.client.pipeline() as pipe:
+            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
+            ledger.count(pipe, self.stream, Outcome.DROPPED_REDIS_FULL.value, n)
+            pipe.execute()
+
     def push(self, frames: list[Frame]) -> bool:
         """Enqueue one batch; False when it was dropped for backpressure."""
         n = len(frames)
@@ -106,7 +116,7 @@ class BatchSink:
             model=s.model,
             conf=s.conf,
             imgsz=s.imgsz,
-            t_enqueue=time.time(),
+            t_enqueue=self.clock.now(),
             frames=frames,
             half=s.half,
         )

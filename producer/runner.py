@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import redis
 
 from common import keys
+from common.clock import RedisClock
 from common.config import ProducerSettings, resolve_source
 from common.images import encode_frame
-from common.redis_client import connect, wait_until_up
+from common.redis_client import connect, describe, wait_until_up, write_rejected
 from common.states import StreamState
 from common.wire import Frame
 
@@ -37,9 +38,11 @@ class StreamProducer:
     def __init__(self, settings: ProducerSettings, *, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.client = client or connect(settings.redis_url, check=False)
-        self.sink = BatchSink(self.client, settings)
+        self.clock = RedisClock(self.client, what=f"producer {settings.stream}")
+        self.sink = BatchSink(self.client, settings, clock=self.clock)
         self.stats = ProducerStats()
         self._owed = 0  # frames dropped while Redis was unreachable, not yet in the ledger
+        self._owed_full = 0  # frames Redis refused (out of memory, read-only), not yet in the ledger
         self._rate_at, self._rate_frames = time.monotonic(), 0
         self.stop_event = threading.Event()
         self.source = VideoSource(
@@ -65,6 +68,7 @@ class StreamProducer:
     def run(self) -> ProducerStats:
         s = self.settings
         wait_until_up(self.client, what=f"producer {s.stream}", stop=self.stop_event.is_set)
+        self.clock.measure()  # a skewed host is reported at start
         self.sink.register()
         self.sink.set_state(StreamState.CONNECTING)
         self.source.start()
@@ -91,7 +95,7 @@ class StreamProducer:
                     encode_frame(
                         captured.image,
                         seq=0,
-                        t_capture=captured.t_capture,
+                        t_capture=self.clock.to_redis(captured.t_capture),
                         imgsz=s.imgsz,
                         enc=s.encoding,
                         quality=s.jpeg_quality,
@@ -103,6 +107,7 @@ class StreamProducer:
                     pending = []
             if pending:
                 self._flush(pending)
+            self._pay_debts()
         finally:
             self.source.stop()
             final = self.source.state if self.source.state == StreamState.ERROR else StreamState.STOPPED
@@ -116,33 +121,70 @@ class StreamProducer:
             return
         fps = (self.stats.frames - self._rate_frames) / (now - self._rate_at)
         self._rate_at, self._rate_frames = now, self.stats.frames
-        self.client.hset(keys.stream(self.settings.stream), "fps_in", round(fps, 2))
+        self.client.hset(
+            keys.stream(self.settings.stream),
+            mapping={"fps_in": round(fps, 2), "clock_offset_s": round(self.clock.offset, 3)},
+        )
 
     def _flush(self, frames: list[Frame]) -> None:
         try:
-            if self._owed:
-                # Redis is back: register the stream again (it may have restarted empty) and
-                # account for the frames dropped while it was away.
-                self.sink.register()
-                self.sink.set_state(self.source.state, self.source.reason)
-                self.sink.count_unreachable(self._owed)
-                log.warning(
-                    "stream %s: Redis is back; %d frames were dropped while it was unreachable",
-                    self.settings.stream,
-                    self._owed,
-                )
-                self._owed = 0
+            self._settle_owed()
             if self.sink.push(frames):
                 self.stats.batches += 1
             else:
                 self.stats.dropped_batches += 1
-            self._report_rate()
         except redis.RedisError as exc:
             self.stats.redis_errors += 1
-            self._owed += len(frames)
-            log.error(
-                "stream %s: Redis error, %d frames dropped (counted once Redis is back): %s",
+            self._owe(len(frames), exc)
+            return
+        try:
+            self._report_rate()
+        except redis.RedisError as exc:
+            log.debug("stream %s: could not record the frame rate: %s", self.settings.stream, describe(exc))
+
+    def _settle_owed(self) -> None:
+        """Redis takes writes again: account for the frames dropped while it did not."""
+        if self._owed:
+            # Redis is back: register the stream again (it may have restarted empty).
+            self.sink.register()
+            self.sink.set_state(self.source.state, self.source.reason)
+            self.sink.count_unreachable(self._owed)
+            log.warning(
+                "stream %s: Redis is back; %d frames were dropped while it was unreachable",
                 self.settings.stream,
-                len(frames),
-                exc,
+                self._owed,
+            )
+            self._owed = 0
+        if self._owed_full:
+            self.sink.count_redis_full(self._owed_full)
+            log.warning(
+                "stream %s: Redis takes writes again; %d frames were dropped while it refused them",
+                self.settings.stream,
+                self._owed_full,
+            )
+            self._owed_full = 0
+
+    def _owe(self, n: int, exc: redis.RedisError) -> None:
+        """Frames Redis did not take: counted (produced and dropped) once it takes writes again.
+        The log names the problem in words: a pipeline's error would quote the batch's bytes."""
+        first = not (self._owed or self._owed_full)
+        if write_rejected(exc):
+            self._owed_full += n
+            reason = "counted dropped_redis_full once it takes writes again"
+        else:
+            self._owed += n
+            reason = "counted dropped_unreachable once Redis is back"
+        log_at = logging.ERROR if first else logging.DEBUG
+        log.log(log_at, "stream %s: %s; %d frames dropped (%s)", self.settings.stream, describe(exc), n, reason)
+
+    def _pay_debts(self) -> None:
+        """On the way out: try once more to account for frames Redis did not take."""
+        try:
+            self._settle_owed()
+        except redis.RedisError as exc:
+            log.error(
+                "stream %s: %d frames dropped while Redis was unreachable or full could not be counted: %s",
+                self.settings.stream,
+                self._owed + self._owed_full,
+                describe(exc),
             )

@@ -34,6 +34,7 @@ from common import gpu, keys
 from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
 from common.proctitle import set_title
+from common.redis_client import describe, write_rejected
 from common.states import WorkerState
 from common.wire import JobArgs, MsgpackSerializer
 
@@ -62,6 +63,22 @@ MAX_ATTEMPTS = 3
 MODEL_FAILURE_TTL_S = 300
 #: How long a batch's attempt counter is kept.
 ATTEMPTS_TTL_S = 3600
+#: While Redis refuses writes (full, read-only), a held job is offered back to its queue with
+#: backoff up to this pause, so the fleet resumes within half a second of memory being freed.
+HOLD_RETRY_MAX_S = 0.5
+
+RETURN_LUA = """
+-- KEYS[1]: this worker's in-flight hash, KEYS[2]: the job's queue, KEYS[3]: RQ's started registry
+-- of that queue; ARGV[1]: job id. The first write is the LPUSH: a Redis that refuses writes
+-- refuses the whole script, and the job stays in flight.
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if string.sub(member, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then redis.call('ZREM', KEYS[3], member) end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
 
 DEQUEUE_LUA = """
 -- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV: candidate queue keys
@@ -136,6 +153,9 @@ class FleetWorker(SimpleWorker):
         self._wstate = WorkerState.STARTING
         self._force_stop = False
         self._last_exc: BaseException | None = None
+        self._return_script = self.client.register_script(RETURN_LUA)
+        #: Set by worker/process.py when it starts a new loop under the name of one that ended.
+        self.resuming = False
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -181,6 +201,13 @@ class FleetWorker(SimpleWorker):
                 log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                continue
+            except redis.ResponseError as exc:
+                if not write_rejected(exc):
+                    raise
+                log.warning("worker %s: %s; retrying in %.1f s", self.name, describe(exc), backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, HOLD_RETRY_MAX_S)
                 continue
             if got:
                 # From here the worker holds a job: a first SIGTERM lets it finish (see _shutdown).
@@ -256,13 +283,68 @@ class FleetWorker(SimpleWorker):
         try:
             reason = self._refusal(job)
             if reason is None:
-                super().execute_job(job, queue)
+                self._execute_holding(job, queue)
             else:
                 self._reject(job, queue, reason)
         finally:
             if not self._force_stop:
                 self.client.hdel(keys.inflight(self.name), job.id)
             self._wstate = WorkerState.IDLE
+
+    def _execute_holding(self, job: Job, queue: Queue) -> None:
+        """RQ's execution, except that when Redis refuses a write anywhere in it (out of memory,
+        read-only replica, MISCONF) the job stays in this worker's in-flight hash until it is back
+        at the front of its queue; the worker lives on. A batch that did settle is a duplicate
+        when it runs again (its settled marker)."""
+        try:
+            super().execute_job(job, queue)
+        except redis.ResponseError as exc:
+            if not write_rejected(exc):
+                raise
+            self._hold(job, queue, exc)
+
+    def _hold(self, job: Job, queue: Queue, exc: redis.ResponseError) -> None:
+        t0 = time.monotonic()
+        log.warning(
+            "worker %s: %s while running job %s; holding it until it can be requeued", self.name, describe(exc), job.id
+        )
+        delay = 0.05
+        while not self._force_stop:
+            try:
+                self._return_script(
+                    keys=[keys.inflight(self.name), queue.key, queue.started_job_registry.key], args=[job.id]
+                )
+            except redis.RedisError:
+                time.sleep(delay)
+                delay = min(delay * 2, HOLD_RETRY_MAX_S)
+                continue
+            log.warning("worker %s: job %s back in its queue after %.1f s", self.name, job.id, time.monotonic() - t0)
+            return
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        """RQ's heartbeat; a Redis that refuses writes (full) does not end the work loop."""
+        try:
+            super().heartbeat(timeout, pipeline)
+        except redis.ResponseError as exc:
+            if pipeline is not None or not write_rejected(exc):
+                raise
+            log.debug("worker %s: RQ heartbeat skipped: %s", self.name, describe(exc))
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        """RQ's state field; a Redis that refuses writes (full) does not end the work loop."""
+        try:
+            super().set_state(state, pipeline)
+        except redis.ResponseError as exc:
+            if pipeline is not None or not write_rejected(exc):
+                raise
+            log.debug("worker %s: RQ state not recorded: %s", self.name, describe(exc))
+
+    def register_birth(self) -> None:
+        """RQ refuses a name whose registration has no death date; a loop that resumes under the
+        name of one that ended (its death could not be written, e.g. Redis was full) clears it."""
+        if self.resuming:
+            self.connection.delete(self.key)
+        super().register_birth()
 
     def _shutdown(self) -> None:
         """First SIGTERM/SIGINT: a worker holding a job (from the moment the dequeue script gave it
@@ -295,6 +377,9 @@ class FleetWorker(SimpleWorker):
             # Interrupted, not failed: leave it in the in-flight hash; teardown requeues it.
             self._back_to_queued(job, execution)
             return
+        if exc is not None and write_rejected(exc):
+            # Redis refused a write (full): not the batch's fault; _execute_holding keeps the job.
+            raise exc
         if isinstance(exc, SchemaError):
             # Bad input: the job function has already counted its frames as failed.
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
@@ -410,13 +495,19 @@ class FleetWorker(SimpleWorker):
         lease_ms = int(s.lease_s * 1000)
         last_frames, last_t = 0, time.monotonic()
         gpu_index = int(self.runtime.gpu) if self.runtime.gpu.isdigit() else None
+        failing = False
         while not self._lease_stop.wait(s.heartbeat_s):
             try:
                 now = time.monotonic()
                 frames = int(self.client.hget(keys.worker(self.name), "frames") or 0)
                 fps = (frames - last_frames) / max(now - last_t, 1e-6)
                 last_frames, last_t = frames, now
-                stats = {"state": self._wstate.value, "t_seen": time.time(), "fps": round(fps, 2)}
+                stats = {
+                    "state": self._wstate.value,
+                    "t_seen": self.runtime.now(),
+                    "fps": round(fps, 2),
+                    "clock_offset_s": round(self.runtime.clock.offset, 3),
+                }
                 if gpu_index is not None:
                     stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
                 with self.client.pipeline() as pipe:
@@ -427,8 +518,24 @@ class FleetWorker(SimpleWorker):
                     pipe.execute()
                 self.router.renew()
                 self.reap()
+                if failing:
+                    log.info("worker %s: heartbeat works again", self.name)
+                failing = False
             except redis.RedisError as exc:
-                log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+                if not failing:  # once per episode: a full Redis fails every beat
+                    log.warning("worker %s: heartbeat failed: %s", self.name, describe(exc))
+                failing = True
+                self._keep_lease(exc, lease_ms)
+
+    def _keep_lease(self, exc: redis.RedisError, lease_ms: int) -> None:
+        """A Redis that refuses writes (full) still runs PEXPIRE: keep the lease, so that other
+        workers do not take this live worker's job."""
+        if not write_rejected(exc):
+            return
+        try:
+            self.client.pexpire(keys.worker_alive(self.name), lease_ms)
+        except redis.RedisError as again:
+            log.debug("worker %s: lease not renewed: %s", self.name, describe(again))
 
     def reap(self) -> list[str]:
         """Requeue jobs of workers whose lease ran out; forget workers long gone."""

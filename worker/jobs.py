@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
+import redis
 
 from common import keys, ledger
 from common.errors import FrameDecodeError, ModelError, SchemaError
 from common.images import decode_frame
 from common.states import StreamState
+from common.redis_client import describe, write_rejected
 from common.wire import Batch, decode_batch, encode_result
 
 from . import runtime
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 def process_batch(*, stream: str, batch: int, blob: str, n: int, seq0: int) -> dict[str, Any]:
     """Detect objects in one stored batch, publish one result per frame, account for every frame."""
     rt = runtime.current()
-    t_start = time.time()
+    t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
     data = rt.client.get(blob)
     if data is None:
         if rt.publisher.is_settled(stream, batch):
@@ -71,7 +72,7 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz)
         if b.stream not in rt.model_ok_streams:
             _model_recovered(rt, b.stream)
-    t_done = time.time()
+    t_done = rt.now()
     for frame, boxes in zip(live, boxes_per_frame, strict=True):
         sx, sy = frame.w / frame.dw, frame.h / frame.dh
         scaled = [
@@ -106,9 +107,7 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         )
     settled = rt.publisher.settle(settlement)
     if settled and live:
-        with rt.client.pipeline(transaction=False) as pipe:
-            ledger.record_latencies(pipe, b.stream, [(t_done - f.t_capture) * 1000 for f in live])
-            pipe.execute()
+        _record_latencies(rt, b.stream, [(t_done - f.t_capture) * 1000 for f in live])
     rt.fault("after_publish")
     if errors:
         raise FrameDecodeError(f"batch {b.stream}#{b.batch}: {len(errors)} frame(s) failed: " + "; ".join(errors))
@@ -141,6 +140,18 @@ def _model_recovered(rt: runtime.Runtime, stream: str) -> None:
     if state == StreamState.ERROR.value.encode() and reason == model_error:
         rt.client.hset(key, mapping={"state": StreamState.RUNNING.value, "reason": "", "t_state": time.time()})
     rt.client.hdel(key, "model_error")
+
+
+def _record_latencies(rt: runtime.Runtime, stream: str, latencies_ms: list[float]) -> None:
+    """The latency histogram is a statistic: when Redis refuses the write (full), skip it."""
+    try:
+        with rt.client.pipeline(transaction=False) as pipe:
+            ledger.record_latencies(pipe, stream, latencies_ms)
+            pipe.execute()
+    except redis.ResponseError as exc:
+        if not write_rejected(exc):
+            raise
+        log.warning("%s: latency of %d frames not recorded: %s", rt.name, len(latencies_ms), describe(exc))
 
 
 #: The only job functions a worker runs, by the dotted name RQ stores.

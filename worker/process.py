@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import redis
 
 from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
-from common.redis_client import connect, wait_until_up
+from common.redis_client import connect, describe, wait_until_up
 
 from .fleet_worker import FleetWorker
 from .publisher import Publisher
@@ -35,11 +36,11 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(settings.threads)
-    client = connect(settings.redis_url, check=False)
-    wait_until_up(client, what="worker start")
+    client = connect(settings.redis_url)  # a process that never reached Redis fails fast, saying why
     label = gpu_label(settings.device)
     name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"
     runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name, label))
+    runtime.now()  # measure the clock against Redis now: a skewed host is reported at start
     install(runtime)
     return runtime
 
@@ -49,10 +50,24 @@ def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> FleetWork
     runtime = build_runtime(settings)
     for variant in preload:
         runtime.detector(variant)
+    resuming, delay = False, 0.1
     while True:
         worker = FleetWorker(runtime)
+        worker.resuming = resuming
         log.info("worker %s on %s (gpu %s) joining the fleet", runtime.name, settings.device, runtime.gpu)
-        worker.work(burst=settings.burst, max_jobs=settings.max_jobs, logging_level="WARNING")
+        try:
+            worker.work(burst=settings.burst, max_jobs=settings.max_jobs, logging_level="WARNING")
+        except redis.RedisError as exc:
+            # Registering failed (RQ's loop catches everything after that): Redis refused the
+            # writes (full, read-only) or went away. Nothing is held yet; try again with backoff.
+            log.warning(
+                "worker %s: could not join the fleet (%s); retrying in %.1f s", runtime.name, describe(exc), delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            resuming = True
+            continue
+        delay, resuming = 0.1, True
         if worker.stop_requested or settings.burst or settings.max_jobs:
             return worker
         # RQ's loop gave up (it quits on Redis errors): wait for Redis, then take jobs again under the

@@ -7,16 +7,24 @@ requeue) changes nothing. The blob is deleted either way: the batch is accounted
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 import redis
 
 from common import keys
+from common.redis_client import describe, write_rejected
+
+log = logging.getLogger(__name__)
 
 #: Replay depth for late subscribers (per stream); MAXLEN ~ keeps trimming cheap.
 HISTORY_MAXLEN = 10_000
 #: A settled marker outlives any requeue of its batch by far.
 SETTLED_TTL_S = 3600
+#: While Redis refuses writes (full, read-only), a settle is retried with backoff up to this pause:
+#: memory freed is seen within half a second.
+SETTLE_RETRY_MAX_S = 0.5
 
 SETTLE_LUA = """
 -- KEYS: settled marker, ledger, blob, history stream, worker stats, stream's per-GPU counts
@@ -61,7 +69,27 @@ class Publisher:
         self._settle = client.register_script(SETTLE_LUA)
 
     def settle(self, s: Settlement) -> bool:
-        """Publish and count a batch; False when another worker had already settled it."""
+        """Publish and count a batch; False when another worker had already settled it.
+
+        While Redis refuses writes (out of memory, read-only replica, MISCONF) the settle is retried
+        with backoff (the script writes nothing before its first refused write), so a full Redis
+        delays results instead of failing batches (RQ's job timeout bounds the wait).
+        """
+        delay = 0.05
+        while True:
+            try:
+                return self._settle_once(s)
+            except redis.ResponseError as exc:
+                if not write_rejected(exc):
+                    raise
+                if delay == 0.05:
+                    log.warning(
+                        "%s: %s; retrying the settle of %s#%s", self.worker_name, describe(exc), s.stream, s.batch
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, SETTLE_RETRY_MAX_S)
+
+    def _settle_once(self, s: Settlement) -> bool:
         done = self._settle(
             keys=[
                 keys.settled(s.stream, s.batch),

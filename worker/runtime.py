@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 import redis
 
 from common import keys
+from common.clock import RedisClock
 from common.config import WorkerSettings
 from common.errors import ModelError, RtaiError
 from common.models import check_name
+from common.errors import RtaiError
+from common.redis_client import describe
 from common.wire import packb
 
 from .detector import Detector, NoopDetector, SleepDetector, YoloDetector
@@ -57,6 +60,15 @@ class Runtime:
     #: Streams whose model this worker has run since it last failed to load it (see jobs.py).
     model_ok_streams: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: This process's clock against Redis': t_start / t_done / the stale check are in Redis time.
+    clock: RedisClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = RedisClock(self.client, what=f"worker {self.name}")
+
+    def now(self) -> float:
+        """Now, in Redis time."""
+        return self.clock.now()
 
     def detector(self, variant: str, half: bool | None = None) -> Detector:
         """The model for `variant` on this worker's device (FP16 or not), loaded once and cached.
@@ -81,8 +93,14 @@ class Runtime:
                 self._failures.pop(variant, None)
                 self._detectors[(variant, half)] = det
                 if det.names:
-                    self.client.set(keys.model_names(variant), packb(det.names))
+                    self._publish_names(variant, det.names)
             return det
+
+    def _publish_names(self, variant: str, names: list[str]) -> None:
+        try:
+            self.client.set(keys.model_names(variant), packb(names))
+        except redis.ResponseError as exc:  # Redis full: subscribers miss the names until the next load
+            log.warning("%s: class names of %s not stored: %s", self.name, variant, describe(exc))
 
     def _load(self, variant: str, half: bool | None) -> Detector:
         s = self.settings

@@ -27,7 +27,7 @@ from common import keys
 from common.config import child_env, host_name
 from common.exitcodes import EXIT_OK
 from common.proctitle import set_title
-from common.redis_client import connect
+from common.redis_client import connect, describe
 from common.states import WorkerState
 
 from .fleet_worker import WORKER_TTL_S, requeue_inflight
@@ -95,8 +95,7 @@ class Supervisor:
                 slot.proc.send_signal(sig)
 
     def _child_died(self, slot: Slot, code: int) -> None:
-        ids = requeue_inflight(self.client, slot.name, force=True, died=not self.stopping)
-        self.client.delete(keys.worker_alive(slot.name))
+        ids = self._requeue_dead(slot.name)
         if ids:
             self.requeued.extend(ids)
             log.warning("supervisor: %s exited %d; requeued %s", slot.name, code, ids)
@@ -156,6 +155,20 @@ class Supervisor:
             if time.monotonic() >= min(pending):
                 return None
             time.sleep(POLL_S)
+
+    def _requeue_dead(self, name: str) -> list[str]:
+        """The dead child's jobs back to their queues (each counts a death of its job, unless the
+        supervisor is stopping); when Redis refuses (full, away) the lease backstop does it later
+        (the child's alive key is gone), and the supervisor carries on."""
+        try:
+            ids = requeue_inflight(self.client, name, force=True, died=not self.stopping)
+            self.client.delete(keys.worker_alive(name))
+        except redis.RedisError as exc:
+            log.warning(
+                "supervisor: could not requeue the jobs of %s now (%s); the lease reaper will", name, describe(exc)
+            )
+            return []
+        return ids
 
     def run(self) -> int:
         set_title(f"rtai-supervisor:{','.join(s.label for s in self.slots)}")
