@@ -12,8 +12,8 @@ from redis.retry import Retry
 
 from .config import redis_start_timeout_s
 from .errors import RedisUnavailableError
-from .sources import redact, redact_text
 from .redis_diagnosis import diagnose, permanent
+from .sources import redact, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +113,3 @@ def describe(exc: BaseException) -> str:
         return "Redis refuses writes (MISCONF: its last snapshot failed)"
     text = text.encode("ascii", "backslashreplace").decode()
     return f"{type(exc).__name__}: {text[:200]}"
-

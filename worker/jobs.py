@@ -11,8 +11,8 @@ import redis
 from common import keys, ledger
 from common.errors import FrameDecodeError, ModelError, SchemaError
 from common.images import decode_frame
-from common.states import StreamState
 from common.redis_client import describe, write_rejected
+from common.states import StreamState
 from common.wire import Batch, decode_batch, encode_result
 
 from . import runtime
@@ -124,7 +124,7 @@ def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: l
     settlement.failed += len(live)
     rt.publisher.settle(settlement)
     reason = str(exc)[:500]
-    state = {"state": StreamState.ERROR.value, "reason": reason, "t_state": time.time(), "model_error": reason}
+    state = {"state": StreamState.ERROR.value, "reason": reason, "t_state": rt.now(), "model_error": reason}
     rt.client.hset(keys.stream(b.stream), mapping=state)
     rt.model_ok_streams.discard(b.stream)
 
@@ -138,7 +138,7 @@ def _model_recovered(rt: runtime.Runtime, stream: str) -> None:
     if model_error is None:
         return
     if state == StreamState.ERROR.value.encode() and reason == model_error:
-        rt.client.hset(key, mapping={"state": StreamState.RUNNING.value, "reason": "", "t_state": time.time()})
+        rt.client.hset(key, mapping={"state": StreamState.RUNNING.value, "reason": "", "t_state": rt.now()})
     rt.client.hdel(key, "model_error")
 
 

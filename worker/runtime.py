@@ -16,7 +16,6 @@ from common.clock import RedisClock
 from common.config import WorkerSettings
 from common.errors import ModelError, RtaiError
 from common.models import check_name
-from common.errors import RtaiError
 from common.redis_client import describe
 from common.wire import packb
 
