@@ -16,14 +16,15 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from common import desired, gpu, keys, ledger, models, status
+from common import desired, gpu, keys, ledger, models
 from common.config import ApiSettings, ProducerSettings, build, host_name, weights_dir
 from common.errors import SourceRefusedError
 from common.redis_client import connect
 from common.sources import SourcePolicy, check_api_source, redact, redact_text
+from control import status
 
 from . import metrics
-from .api_models import (
+from .models import (
     GpuEntry,
     GpuInfoResponse,
     ModelEntry,
