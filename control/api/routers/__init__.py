@@ -1,1 +1,3 @@
-"""One router per resource of the REST API."""
+"""One router per resource of the REST API: services, gpus, models, metrics."""
+
+PREFIX = "/api/v1/realtime-ai"
