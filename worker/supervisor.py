@@ -29,7 +29,7 @@ from common.proctitle import set_title
 from common.redis_client import connect, describe
 from common.states import WorkerState
 
-from .fleet_worker import WORKER_TTL_S, requeue_inflight
+from .lease import WORKER_TTL_S, requeue_inflight
 
 log = logging.getLogger(__name__)
 
