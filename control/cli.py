@@ -1,7 +1,7 @@
 """The `rtai` command: one click group; role subcommands are imported only when they run.
 
-`rtai --help` imports neither torch nor the producer/worker packages, and `common` stays free of
-imports of either: subcommands are named here by import path.
+`rtai --help` (or `python -m control --help`) imports neither torch nor the producer/worker
+packages: role subcommands are named here by import path and loaded on first use.
 """
 
 from __future__ import annotations
