@@ -17,6 +17,8 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY producer ./producer
 COPY worker ./worker
+COPY realtime_ai ./realtime_ai
+COPY control ./control
 RUN pip install .
 
 # Run as an unprivileged user: whoever can write to the fleet's Redis controls its workers,

@@ -36,8 +36,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/fleet_vs_direct.py $(ARGS)
-	$(BIN)/python benchmarks/kill_requeue.py
+	$(BIN)/python -m benchmarks.fleet_vs_direct $(ARGS)
+	$(BIN)/python -m benchmarks.kill_requeue
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

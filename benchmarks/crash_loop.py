@@ -3,7 +3,7 @@ workers, while a healthy stream keeps flowing. The figure is the time from the p
 dequeue to its frames being settled failed (three deaths, three restarts of a child), and the
 healthy frames lost meanwhile (expected 0).
 
-.venv/bin/python benchmarks/crash_loop.py --runs 5
+.venv/bin/python -m benchmarks.crash_loop --runs 5
 """
 
 from __future__ import annotations
@@ -13,20 +13,19 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import keys, ledger
+from common.config import role_command
+from common.redis_client import connect
+from control.redis_server import PrivateRedis
+from tests.helpers import wait_for
+from tests.integration.fleet import frames, sink
 
-from common import keys, ledger  # noqa: E402
-from common.redis_client import connect  # noqa: E402
-from common.redis_server import PrivateRedis  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
-from tests.integration.fleet import frames, sink  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SUPERVISOR = ["worker", "--workers", "2", "--detector", "sleep", "--sleep-ms", "20", "--preload", ""]
 
@@ -41,7 +40,7 @@ def run_once(healthy_batches: int) -> dict[str, float | int]:
     client = connect(server.url)
     env = dict(os.environ, RTAI_REDIS_URL=server.url)
     sup = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", *SUPERVISOR, "--fault-batch", "poison#1"],
+        role_command("control", *SUPERVISOR, "--fault-batch", "poison#1"),
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

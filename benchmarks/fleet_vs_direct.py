@@ -6,7 +6,7 @@ Measures, in one run on one machine:
   noop     frames/s of one worker with a no-op detector: the transport ceiling
   per-frame cost of each step outside inference (JPEG encode, enqueue, worker path)
 
-  .venv/bin/python benchmarks/fleet_vs_direct.py --frames 400 --threads 2 --batch-size 4
+  .venv/bin/python -m benchmarks.fleet_vs_direct --frames 400 --threads 2 --batch-size 4
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,17 +23,16 @@ import click
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import keys, ledger
+from common.config import DEMO_CLIP, ProducerSettings, role_command
+from common.images import decode_frame, encode_frame
+from common.redis_client import connect
+from common.wire import Batch, decode_batch, decode_result, encode_batch
+from control.redis_server import PrivateRedis
+from producer.enqueue import BatchSink
+from tests.helpers import wait_for
 
-from common import keys, ledger  # noqa: E402
-from common.config import DEMO_CLIP, ProducerSettings  # noqa: E402
-from common.images import decode_frame, encode_frame  # noqa: E402
-from common.redis_client import connect  # noqa: E402
-from common.redis_server import PrivateRedis  # noqa: E402
-from common.wire import Batch, decode_batch, decode_result, encode_batch  # noqa: E402
-from producer.enqueue import BatchSink  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_frames(n: int) -> list[np.ndarray]:
@@ -120,9 +118,7 @@ def run_workers(client, url: str, stream: str, n: int, *args: str) -> None:
     with `rq suspend` until every worker has its model loaded), until every frame is accounted for."""
     env = dict(os.environ, RTAI_REDIS_URL=url)
     client.set(keys.RQ_SUSPENDED, 1)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "common.cli", "worker", *args], env=env, cwd=ROOT) for _ in range(n)
-    ]
+    procs = [subprocess.Popen(role_command("control", "worker", *args), env=env, cwd=ROOT) for _ in range(n)]
     try:
         wait_for(
             lambda: sum(bool(client.exists(keys.worker_alive(w.decode()))) for w in client.smembers(keys.WORKERS)) >= n,

@@ -5,7 +5,7 @@ supervised  the worker is a child of `rtai worker --workers 2`; the supervisor r
 lease       two standalone workers; the killed one's job is requeued by the other's reaper once
             the killed worker's lease (2 s) has run out (a lost host or container)
 
-.venv/bin/python benchmarks/kill_requeue.py --kills 12
+.venv/bin/python -m benchmarks.kill_requeue --kills 12
 """
 
 from __future__ import annotations
@@ -15,21 +15,20 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import keys, ledger
+from common.config import role_command
+from common.redis_client import connect
+from common.wire import decode_result
+from control.redis_server import PrivateRedis
+from tests.helpers import wait_for
+from tests.integration.fleet import frames, sink
 
-from common import keys, ledger  # noqa: E402
-from common.redis_client import connect  # noqa: E402
-from common.redis_server import PrivateRedis  # noqa: E402
-from common.wire import decode_result  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
-from tests.integration.fleet import frames, sink  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 WORKER = ["worker", "--detector", "sleep", "--sleep-ms", "250", "--preload", ""]
 
@@ -37,7 +36,7 @@ WORKER = ["worker", "--detector", "sleep", "--sleep-ms", "250", "--preload", ""]
 def _spawn(url: str, args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, RTAI_REDIS_URL=url, RTAI_RESTART_BUDGET="1000")
     return subprocess.Popen(
-        [sys.executable, "-m", "common.cli", *args],
+        role_command("control", *args),
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -2,23 +2,19 @@
 (a producer on the demo clip, a supervisor with two sleep-detector workers) for several seconds,
 free it, and time until results flow again; count frames refused and frames unaccounted for.
 
-.venv/bin/python benchmarks/redis_full.py --runs 3
+.venv/bin/python -m benchmarks.redis_full --runs 3
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.chaos.test_redis_full import run_redis_full  # noqa: E402
+from tests.chaos.test_redis_full import run_redis_full
 
 
 @click.command()

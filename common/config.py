@@ -7,8 +7,10 @@ This is the only module that reads or writes `os.environ`. Each setting `foo` is
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -46,7 +48,7 @@ DEFAULT_REDIS_START_TIMEOUT_S = 5.0
 DEFAULT_CLOCK_CHECK_S = 30.0
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-#: `--source demo` means the clip that ships with the package (made by common/synth.py).
+#: `--source demo` means the clip that ships with the package (made by devkit/synth.py).
 DEMO_SOURCE = "demo"
 DEMO_CLIP = ASSETS_DIR / "demo.mp4"
 
@@ -252,3 +254,14 @@ def ultralytics_weights_dir() -> Path | None:
     except (OSError, ValueError, AttributeError):
         return None
     return Path(value) if isinstance(value, str) and value else None
+
+
+def setup_logging(verbose: int) -> None:
+    """Every rtai process logs to stderr: warnings by default, -v info, -vv debug."""
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def role_command(role: str, *args: str) -> list[str]:
+    """The command line that runs a role's package (`control`, `producer`, `worker`) as a process."""
+    return [sys.executable, "-m", role, *args]

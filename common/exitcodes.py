@@ -1,4 +1,10 @@
-"""Named exit codes of every rtai process."""
+"""Named exit codes of every rtai process, and the entry point that maps errors to them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # an unexpected error reached a process's outer loop
@@ -22,3 +28,28 @@ def exit_code_for(exc: BaseException) -> int:
         if isinstance(exc, kind):
             return code
     return EXIT_ERROR
+
+
+def run_main(command: Any, **kwargs: Any) -> None:
+    """Run a click command as a process's entry point: errors become the exit code that names them."""
+    import click  # noqa: PLC0415
+
+    from .errors import RtaiError  # noqa: PLC0415
+
+    try:
+        command.main(standalone_mode=False, **kwargs)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_CONFIG if isinstance(exc, click.UsageError) else exc.exit_code)
+    except RtaiError as exc:
+        click.echo(f"rtai: error: {exc}", err=True)
+        sys.exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        logging.getLogger("rtai").exception("unexpected error: %s", exc)
+        sys.exit(EXIT_ERROR)

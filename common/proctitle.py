@@ -4,7 +4,7 @@ from __future__ import annotations
 
 try:
     from setproctitle import setproctitle as _set
-except ImportError:  # an optional nicety: without it the title stays `python -m common.cli ...`
+except ImportError:  # an optional nicety: without it the title stays `python -m worker ...`
     _set = None
 
 

@@ -13,12 +13,12 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('GPU:', torch.cuda.get_device_name(0))" | tee "$OUT/device.txt"
 $PY -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt"
-$PY -m common.cli gpus --json --frames 200 | tee "$OUT/gpus.json"
+$PY -m control gpus --json --frames 200 | tee "$OUT/gpus.json"
 $PY - <<'PY' | tee "$OUT/jpeg_decode.json"
 import json, time
 import cv2, numpy as np, torch
 from torchvision.io import decode_jpeg
-from common import synth
+from devkit import synth
 rng = np.random.default_rng(0)
 jpegs = [cv2.imencode(".jpg", synth.render_scene(rng, width=1280, height=720)[0])[1].tobytes() for _ in range(64)]
 t0 = time.perf_counter(); [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]; cpu = time.perf_counter() - t0
@@ -29,6 +29,6 @@ print(json.dumps({"frames": 64, "size": "1280x720", "cpu_opencv_ms_per_frame": r
                   "gpu_nvjpeg_ms_per_frame": round(1000 * gpu / 64, 3)}))
 PY
 for workers in 1 2; do
-  $PY benchmarks/fleet_vs_direct.py --device cuda:0 --workers "$workers" --frames 800 --batch-size 8 --imgsz 640 \
+  $PY -m benchmarks.fleet_vs_direct --device cuda:0 --workers "$workers" --frames 800 --batch-size 8 --imgsz 640 \
     | tee "$OUT/fleet_cuda_${workers}w.json"
 done

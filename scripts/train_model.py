@@ -1,8 +1,8 @@
 """Train the project's own model (YOLO11n on synthetic shapes) on the CPU, and make the demo clip.
 
-  PYTHONPATH=. .venv/bin/python scripts/train_model.py train --epochs 40 --time-h 0.6
-  PYTHONPATH=. .venv/bin/python scripts/train_model.py clip
-  PYTHONPATH=. .venv/bin/python scripts/train_model.py evaluate      # also writes common/assets/MODEL.md
+  .venv/bin/python -m scripts.train_model train --epochs 40 --time-h 0.6
+  .venv/bin/python -m scripts.train_model clip
+  .venv/bin/python -m scripts.train_model evaluate      # also writes common/assets/MODEL.md
 
 Nothing is downloaded: the network is built from yolo11n.yaml and trained from scratch, and Ultralytics is kept off
 the network (YOLO_OFFLINE, no telemetry or logging integrations, no font download).
@@ -22,12 +22,10 @@ from typing import Any
 
 import click
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from common import synth  # noqa: E402
-from common.config import ASSETS_DIR  # noqa: E402
+from common.config import ASSETS_DIR
+from devkit import synth
 
 WEIGHTS = ASSETS_DIR / "rtai-shapes.pt"
 MODEL_MD = ASSETS_DIR / "MODEL.md"
@@ -113,7 +111,7 @@ def train(
     best = Path(model.trainer.best)
     shutil.copy(best, WEIGHTS)
     info = {
-        "command": "PYTHONPATH=. .venv/bin/python scripts/train_model.py " + " ".join(sys.argv[1:]),
+        "command": ".venv/bin/python -m scripts.train_model " + " ".join(sys.argv[1:]),
         "wall_s": round(wall, 1),
         "epochs_run": int(model.trainer.epoch) + 1,
         "threads": threads,
@@ -146,7 +144,7 @@ def _train_info(train_dir: Path) -> dict[str, Any]:
     n_val = len(list((train_dir / "data" / "images" / "val").glob("*.jpg")))
     return {
         "command": (
-            f"PYTHONPATH=. .venv/bin/python scripts/train_model.py train --workdir {train_dir} --n-train {n_train} "
+            f".venv/bin/python -m scripts.train_model train --workdir {train_dir} --n-train {n_train} "
             f"--n-val {n_val} --epochs {args.get('epochs')} --time-h {args.get('time')}"
         ),
         "wall_s": round(float(rows[-1]["time"]), 1) if rows else None,
@@ -165,7 +163,7 @@ def _write_model_md(report: dict[str, Any], info: dict[str, Any]) -> None:
     text = f"""# rtai-shapes.pt: the project's own detection model
 
 `common/assets/rtai-shapes.pt` is an Ultralytics **YOLO11n** detector (2.59 M parameters, built from
-`yolo11n.yaml`) trained **from scratch** (no pretrained weights) on synthetic scenes from `common/synth.py`.
+`yolo11n.yaml`) trained **from scratch** (no pretrained weights) on synthetic scenes from `devkit/synth.py`.
 It needs no download at run time.
 
 - Classes: {", ".join(f"`{i}` {name}" for i, name in enumerate(synth.CLASSES))}
@@ -178,8 +176,8 @@ It needs no download at run time.
 
 ```sh
 {info["command"]}
-PYTHONPATH=. .venv/bin/python scripts/train_model.py clip       # common/assets/demo.mp4 + demo.gt.json
-PYTHONPATH=. .venv/bin/python scripts/train_model.py evaluate   # the numbers below, and this file
+.venv/bin/python -m scripts.train_model clip       # common/assets/demo.mp4 + demo.gt.json
+.venv/bin/python -m scripts.train_model evaluate   # the numbers below, and this file
 ```
 
 Training data: seed {TRAIN_SEED} (train) and {TRAIN_SEED + 1} (val), generated into `build/` (not committed).
@@ -225,8 +223,7 @@ def evaluate(workdir: Path, n: int, train_dir: Path, write_md: bool) -> None:
     import torch  # noqa: PLC0415
     from ultralytics import YOLO  # noqa: PLC0415
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from metrics import match  # noqa: PLC0415
+    from tests.metrics import match  # noqa: PLC0415
 
     _offline()
     torch.set_num_threads(2)

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from common.config import ASSETS_DIR
-from common.redis_server import PrivateRedis
+from control.redis_server import PrivateRedis
 
 from .helpers import ROOT, Procs, free_port
 

@@ -6,11 +6,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common.config import role_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ class Procs:
         full_env.update(env or {})
         out = open(self.tmp / (log or f"proc{len(self.procs)}.log"), "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", *args],
+            role_command("control", *args),
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,

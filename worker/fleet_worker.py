@@ -4,8 +4,8 @@ Differences from RQ's SimpleWorker:
 - Before each dequeue it refreshes its queues from the registered streams, and one Lua script
   pops from the deepest eligible queue and records the job in this worker's in-flight hash in the
   same step, so there is no moment in which a kill loses a job.
-- A lease thread renews `rtai:worker:<name>:alive` every heartbeat and requeues the in-flight jobs
-  of any worker whose lease ran out (a lost host, a SIGKILLed or SIGSTOPped process).
+- A lease thread (worker/lease.py) renews `rtai:worker:<name>:alive` every heartbeat and requeues
+  the in-flight jobs of any worker whose lease ran out (a lost host, a SIGKILLed or SIGSTOPped process).
 - Jobs are admitted from their raw hash (worker/admission.py) before RQ restores or runs them: a
   function outside worker.jobs.ALLOWED, callbacks, dependencies, retries, webhooks or kwargs off the
   JobArgs contract are refused without being imported.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import zlib
 
@@ -30,7 +29,7 @@ from rq.results import Result
 from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from common import gpu, keys
+from common import keys
 from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
 from common.proctitle import set_title
@@ -40,6 +39,7 @@ from common.wire import JobArgs, MsgpackSerializer
 
 from . import admission
 from .jobs import ALLOWED
+from .lease import WORKER_TTL_S, Lease, requeue_inflight
 from .publisher import Settlement
 from .routing import Router
 from .runtime import Runtime
@@ -51,8 +51,6 @@ POLL_MIN_S = 0.002
 POLL_MAX_S = 0.02
 #: How often the list of streams is re-read, so new streams are picked up without a restart.
 QUEUE_REFRESH_S = 1.0
-#: A worker's stats hash disappears this long after its last heartbeat.
-WORKER_TTL_S = 30
 #: Failed (refused) jobs are kept a day for `rq info` and post-mortems.
 REJECT_TTL_S = 86_400
 #: A batch that fails this many times for a reason other than bad input is a poison batch: its
@@ -94,51 +92,6 @@ redis.call('HSET', KEYS[1], id, best)
 return {best, id}
 """
 
-REQUEUE_LUA = """
--- KEYS[1]: owner's alive key, KEYS[2]: owner's in-flight hash
--- ARGV[1] = '1' forces; ARGV[2], ARGV[3]: RQ's queue and started-registry key prefixes
--- ARGV[4] = '1' counts a kill for each job (its worker died holding it); ARGV[5], ARGV[6]: the kill
--- counters' key prefix and TTL
-if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {} end
-local items = redis.call('HGETALL', KEYS[2])
-local out = {}
-for i = 1, #items, 2 do
-  local job, queue = items[i], items[i + 1]
-  redis.call('LPUSH', queue, job)
-  if ARGV[4] == '1' then
-    redis.call('INCR', ARGV[5] .. job)
-    redis.call('EXPIRE', ARGV[5] .. job, ARGV[6])
-  end
-  -- drop the dead execution from RQ's started registry, so RQ's own cleanup never fails the job
-  local wip = ARGV[3] .. string.sub(queue, string.len(ARGV[2]) + 1)
-  for _, member in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
-    if string.sub(member, 1, string.len(job) + 1) == job .. ':' then redis.call('ZREM', wip, member) end
-  end
-  table.insert(out, job)
-end
-redis.call('DEL', KEYS[2])
-return out
-"""
-
-
-def requeue_inflight(client: redis.Redis, name: str, *, force: bool, died: bool = False) -> list[str]:
-    """Put a worker's in-flight jobs back at the front of their queues (only if its lease ran out,
-    unless forced); returns the job ids. `died`: the worker died holding them (killed, crashed, lease
-    lost), which counts against each job: past MAX_ATTEMPTS deaths the job is a poison batch."""
-    script = client.register_script(REQUEUE_LUA)
-    ids = script(
-        keys=[keys.worker_alive(name), keys.inflight(name)],
-        args=[
-            "1" if force else "0",
-            keys.RQ_QUEUE_PREFIX,
-            keys.RQ_STARTED_PREFIX,
-            "1" if died else "0",
-            keys.KILLS_PREFIX,
-            keys.KILLS_TTL_S,
-        ],
-    )
-    return [i.decode() if isinstance(i, bytes) else i for i in ids]
-
 
 class FleetWorker(SimpleWorker):
     def __init__(self, runtime: Runtime) -> None:
@@ -148,8 +101,7 @@ class FleetWorker(SimpleWorker):
         self._dequeue_script = self.client.register_script(DEQUEUE_LUA)
         self.router = Router(self.client, name=runtime.name, gpu=runtime.gpu)
         self._queues_read_at = 0.0
-        self._lease_stop = threading.Event()
-        self._lease_thread = threading.Thread(target=self._lease_loop, name="rtai-lease", daemon=True)
+        self.lease = Lease(runtime, self.router, state=lambda: self._wstate)
         self._wstate = WorkerState.STARTING
         self._force_stop = False
         self._last_exc: BaseException | None = None
@@ -461,7 +413,7 @@ class FleetWorker(SimpleWorker):
             pipe.hset(keys.worker(self.name), "last_error", message[:500])
             pipe.execute()
 
-    # -- lease, stats, reaping ------------------------------------------------------------
+    # -- birth, reaping, teardown ---------------------------------------------------------
     def bootstrap(self, *args, **kwargs) -> None:
         super().bootstrap(*args, **kwargs)
         rt = self.runtime
@@ -488,74 +440,10 @@ class FleetWorker(SimpleWorker):
             pipe.expire(keys.worker(self.name), WORKER_TTL_S)
             pipe.execute()
         self.refresh_queues(force=True)
-        self._lease_thread.start()
-
-    def _lease_loop(self) -> None:
-        s = self.runtime.settings
-        lease_ms = int(s.lease_s * 1000)
-        last_frames, last_t = 0, time.monotonic()
-        gpu_index = int(self.runtime.gpu) if self.runtime.gpu.isdigit() else None
-        failing = False
-        while not self._lease_stop.wait(s.heartbeat_s):
-            try:
-                now = time.monotonic()
-                frames = int(self.client.hget(keys.worker(self.name), "frames") or 0)
-                fps = (frames - last_frames) / max(now - last_t, 1e-6)
-                last_frames, last_t = frames, now
-                stats = {
-                    "state": self._wstate.value,
-                    "t_seen": self.runtime.now(),
-                    "fps": round(fps, 2),
-                    "clock_offset_s": round(self.runtime.clock.offset, 3),
-                }
-                if gpu_index is not None:
-                    stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
-                with self.client.pipeline() as pipe:
-                    pipe.sadd(keys.WORKERS, self.name)
-                    pipe.set(keys.worker_alive(self.name), os.getpid(), px=lease_ms)
-                    pipe.hset(keys.worker(self.name), mapping=stats)
-                    pipe.expire(keys.worker(self.name), WORKER_TTL_S)
-                    pipe.execute()
-                self.router.renew()
-                self.reap()
-                if failing:
-                    log.info("worker %s: heartbeat works again", self.name)
-                failing = False
-            except redis.RedisError as exc:
-                if not failing:  # once per episode: a full Redis fails every beat
-                    log.warning("worker %s: heartbeat failed: %s", self.name, describe(exc))
-                failing = True
-                self._keep_lease(exc, lease_ms)
-
-    def _keep_lease(self, exc: redis.RedisError, lease_ms: int) -> None:
-        """A Redis that refuses writes (full) still runs PEXPIRE: keep the lease, so that other
-        workers do not take this live worker's job."""
-        if not write_rejected(exc):
-            return
-        try:
-            self.client.pexpire(keys.worker_alive(self.name), lease_ms)
-        except redis.RedisError as again:
-            log.debug("worker %s: lease not renewed: %s", self.name, describe(again))
-
-    def reap(self) -> list[str]:
-        """Requeue jobs of workers whose lease ran out; forget workers long gone."""
-        requeued: list[str] = []
-        for raw in self.client.smembers(keys.WORKERS):
-            name = raw.decode()
-            if name == self.name:
-                continue
-            ids = requeue_inflight(self.client, name, force=False, died=True)
-            if ids:
-                log.warning("worker %s: lease of %s ran out; requeued %s", self.name, name, ids)
-                requeued.extend(ids)
-            elif not self.client.exists(keys.worker(name), keys.worker_alive(name)):
-                self.client.srem(keys.WORKERS, name)
-        return requeued
+        self.lease.start()
 
     def teardown(self) -> None:
-        self._lease_stop.set()
-        if self._lease_thread.is_alive():
-            self._lease_thread.join(timeout=2)
+        self.lease.stop()
         try:
             leftover = requeue_inflight(self.client, self.name, force=True)
             if leftover:

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,13 +23,13 @@ from dataclasses import dataclass, field
 import redis
 
 from common import keys
-from common.config import child_env, host_name
+from common.config import child_env, host_name, role_command
 from common.exitcodes import EXIT_OK
 from common.proctitle import set_title
 from common.redis_client import connect, describe
 from common.states import WorkerState
 
-from .fleet_worker import WORKER_TTL_S, requeue_inflight
+from .lease import WORKER_TTL_S, requeue_inflight
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +68,7 @@ class Supervisor:
 
     def _spawn(self, slot: Slot) -> None:
         slot.name = f"{host_name()}:{slot.label}:{uuid.uuid4().hex[:6]}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "common.cli",
-            "worker",
-            "--device",
-            slot.device,
-            "--name",
-            slot.name,
-            *self.child_args,
-        ]
+        cmd = role_command("worker", "--device", slot.device, "--name", slot.name, *self.child_args)
         extra = {"RTAI_REDIS_URL": self.redis_url}
         if slot.cuda_visible is not None:
             extra["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible

@@ -11,8 +11,9 @@ import time
 import pytest
 from rq import Queue
 
-from common import keys, status
+from common import keys
 from common.wire import MsgpackSerializer
+from control import status
 
 from ..helpers import wait_for
 from ..integration.fleet import counts, frames, sink

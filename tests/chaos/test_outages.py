@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from common import keys
-from common.redis_server import PrivateRedis
+from control.redis_server import PrivateRedis
 
 from ..conftest import SYSTEM_PYTHON
 from ..helpers import ROOT, Procs, free_port, wait_for

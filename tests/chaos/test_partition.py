@@ -26,7 +26,7 @@ from rq.job import Job
 from rq.results import Result
 
 from common import keys
-from common.config import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S
+from common.config import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S, role_command
 from common.wire import MsgpackSerializer, decode_result
 
 from ..helpers import ROOT, wait_for
@@ -152,7 +152,7 @@ def _results(r: redis.Redis) -> list[dict]:
 
 
 def _rtai(*args: str) -> list[str]:
-    return [sys.executable, "-m", "common.cli", *args]
+    return role_command("control", *args)
 
 
 @pytest.mark.parametrize("cut_s", [SHORT_CUT_S, LONG_CUT_S], ids=["cut4s", "cut15s"])

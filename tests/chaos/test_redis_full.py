@@ -16,8 +16,8 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from common import keys
-from common.redis_server import PrivateRedis
 from common.wire import MsgpackSerializer
+from control.redis_server import PrivateRedis
 
 from ..helpers import Procs, wait_for
 from ..integration.fleet import counts, frames, sink

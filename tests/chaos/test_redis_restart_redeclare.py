@@ -11,7 +11,7 @@ import redis
 import yaml
 
 from common import desired, keys, ledger
-from common.redis_server import PrivateRedis
+from control.redis_server import PrivateRedis
 
 from ..helpers import ROOT, Procs, wait_for
 from ..integration.fleet import counts

@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from common import keys, synth
+from common import keys
 from common.images import decode_frame
 from common.wire import decode_batch, decode_result
+from devkit import synth
 
 from ..conftest import CLIP_GT, MODEL
 from ..helpers import wait_for

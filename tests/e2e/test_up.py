@@ -12,6 +12,8 @@ import urllib.request
 import psutil
 import pytest
 
+from common.config import role_command
+
 from ..helpers import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,7 +30,7 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
     api_port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", "up", "--threads", "2", "--show", "--api-port", str(api_port)],
+            role_command("control", "up", "--threads", "2", "--show", "--api-port", str(api_port)),
             cwd=ROOT,
             env=_env(),
             stdout=out,
@@ -84,7 +86,7 @@ def test_up_without_redis_server_says_how_to_get_one(tmp_path):
     bindir.mkdir()
     env = _env(PATH=str(bindir))
     res = subprocess.run(
-        [sys.executable, "-m", "common.cli", "up", "--duration", "1"],
+        role_command("control", "up", "--duration", "1"),
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -28,7 +28,7 @@ P = "/api/v1/realtime-ai"
 
 @pytest.fixture
 def api(r, redis_server, monkeypatch):
-    from producer.api import create_app  # noqa: PLC0415
+    from control.api.app import create_app  # noqa: PLC0415
 
     # The guide's camera (your-camera) does not resolve here; the operator's allow-list lets it in.
     monkeypatch.setenv("RTAI_API_ALLOW_PRIVATE", "all")
@@ -81,7 +81,7 @@ def test_unknown_service_is_404(api):
 
 
 def test_bearer_token_is_enforced(r, redis_server):
-    from producer.api import create_app  # noqa: PLC0415
+    from control.api.app import create_app  # noqa: PLC0415
 
     client = TestClient(create_app(redis_server, token="s3cret"))
     assert client.get(f"{P}/services").status_code == 401

@@ -21,7 +21,7 @@ def accepts_valid_data_but_refused_sources(ctx, response, case):
 
 @pytest.mark.timeout(180)
 def test_api_matches_its_openapi_document(r, redis_server):
-    from producer.api import create_app  # noqa: PLC0415
+    from control.api.app import create_app  # noqa: PLC0415
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(redis_server))
     checked = []

@@ -52,7 +52,7 @@ def wdir(tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.fixture
 def api(r, redis_server, wdir):
-    from producer.api import create_app  # noqa: PLC0415
+    from control.api.app import create_app  # noqa: PLC0415
 
     return TestClient(create_app(redis_server))
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from common.exitcodes import EXIT_REDIS
-from common.redis_server import PrivateRedis
+from control.redis_server import PrivateRedis
 
 from ..helpers import Procs
 from .fleet import counts, frames, sink

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.exitcodes import EXIT_REDIS
-from common.redis_server import PrivateRedis
+from control.redis_server import PrivateRedis
 
 from ..helpers import Procs, free_port
 

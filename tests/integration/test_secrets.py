@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import urllib.request
 
 import pytest
 
 from common import desired, keys
+from common.config import role_command
 
 from ..helpers import ROOT, free_port, wait_for
 
@@ -36,7 +36,7 @@ def _post(base: str, path: str, body: dict) -> dict:
 
 def _rtai(redis_url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "common.cli", *args],
+        role_command("control", *args),
         env={"PATH": "/usr/bin:/bin", "RTAI_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"},
         cwd=ROOT,
         capture_output=True,

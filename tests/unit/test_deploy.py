@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from common.cli import cli
+from control.cli import cli
 
 from ..helpers import ROOT
 

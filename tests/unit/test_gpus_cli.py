@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from common import gpu
-from common.cli import cli
-from worker.gpus_cli import CUDA_CONTEXT_MB, estimate_model_mb, recommend
+from control.cli import cli
+from control.gpus import CUDA_CONTEXT_MB, estimate_model_mb, recommend
 from worker.models import OWN_WEIGHTS
 
 no_gpu = pytest.mark.skipif(gpu.count() > 0 or torch.cuda.is_available(), reason="checks the GPU-less report")

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from common import models as names
 from common.config import ProducerSettings
 from common.errors import ModelError
-from producer.api_models import ModelSettings
+from control.api.models import ModelSettings
 from worker import models, weights
 from worker.runtime import MODEL_RETRY_MAX_S, MODEL_RETRY_MIN_S, ModelFailure
 
@@ -168,7 +168,7 @@ def test_rtai_models_ls_and_pull_without_network(dirs, monkeypatch):
     import ultralytics.utils.downloads as dl  # noqa: PLC0415
     from click.testing import CliRunner  # noqa: PLC0415
 
-    from common.cli import cli  # noqa: PLC0415
+    from control.cli import cli  # noqa: PLC0415
 
     wdir, _ = dirs
     (wdir / "mine.pt").write_bytes(b"x")

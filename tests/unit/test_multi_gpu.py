@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from common.errors import ConfigError, GpuError, ModelError, SchemaError
-from common.synth import render_scene
+from devkit.synth import render_scene
+from realtime_ai.detector import DetectorType, FailoverStrategy, MultiGPUYOLOv11Detector
 from worker import models
-from worker.multi_gpu import DetectorType, FailoverStrategy, MultiGPUYOLOv11Detector
 
 from ..metrics import match
 

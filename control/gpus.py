@@ -13,10 +13,9 @@ import click
 import numpy as np
 
 from common import gpu
-from common.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from common.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEMO_CLIP
 from common.errors import ModelError
-
-from . import models
+from worker import models
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +27,6 @@ CUDA_CONTEXT_MB = 500
 #: Lockstep data-parallel batches stay efficient up to about four cards; past that, independent
 #: workers pulling the deepest queue scale better.
 MAX_DATA_PARALLEL = 4
-#: Synthetic scenes are fixed so two runs (or two machines) benchmark the same frames.
-BENCH_SEED = 4242
 
 
 @dataclass(frozen=True)
@@ -98,17 +95,30 @@ def gpu_specs() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def bench_frames(n: int, imgsz: int) -> list[np.ndarray]:
-    from common.synth import render_scene  # noqa: PLC0415  (cv2 drawing; only when benchmarking)
+    """`n` frames of the shipped demo clip (looped if it is shorter), resized to imgsz x imgsz*3/4."""
+    import cv2  # noqa: PLC0415  (video decoding; only when benchmarking)
 
-    rng = np.random.default_rng(BENCH_SEED)
-    return [render_scene(rng, width=imgsz, height=imgsz * 3 // 4)[0] for _ in range(n)]
+    size = (imgsz, imgsz * 3 // 4)
+    clip: list[np.ndarray] = []
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    try:
+        while len(clip) < n:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            clip.append(cv2.resize(frame, size))
+    finally:
+        cap.release()
+    if not clip:
+        raise click.ClickException(f"cannot read the demo clip {DEMO_CLIP}")
+    return [clip[i % len(clip)] for i in range(n)]
 
 
 def benchmark(variant: str, device: str, frames: list[np.ndarray], *, imgsz: int, half: bool) -> dict[str, Any]:
     """Frames/s of `variant` on `device`, predicting `frames` in batches after one warm-up batch."""
     import torch  # noqa: PLC0415
 
-    from .detector import YoloDetector  # noqa: PLC0415
+    from worker.detector import YoloDetector  # noqa: PLC0415
 
     entry: dict[str, Any] = {"device": device, "precision": "fp16" if half else "fp32", "batch": DEFAULT_BATCH_SIZE}
     if device == "cpu":
@@ -198,7 +208,7 @@ def render(report: dict[str, Any], *, imgsz: int) -> str:
     if report.get("benchmark_skipped"):
         lines.append(f"Benchmark skipped: {report['benchmark_skipped']}")
     elif report["benchmark"]:
-        lines.append(f"Benchmark ({report['model']['variant']}, imgsz {imgsz}, synthetic scenes):")
+        lines.append(f"Benchmark ({report['model']['variant']}, imgsz {imgsz}, demo clip frames):")
     for b in report["benchmark"]:
         threads = f", {b['torch_threads']} torch threads" if "torch_threads" in b else ""
         if "error" in b:

@@ -1,31 +1,28 @@
 """The `rtai` command: one click group; role subcommands are imported only when they run.
 
-`rtai --help` imports neither torch nor the producer/worker packages, and `common` stays free of
-imports of either: subcommands are named here by import path.
+`rtai --help` (or `python -m control --help`) imports neither torch nor the producer/worker
+packages: role subcommands are named here by import path and loaded on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import logging
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from .config import redis_url
-from .errors import RtaiError
-from .exitcodes import EXIT_CONFIG, EXIT_ERROR
+from common.config import redis_url, setup_logging
+from common.exitcodes import run_main
 
 #: name -> ("module:attribute", one-line help). Loaded on first use.
 LAZY_COMMANDS = {
     "producer": ("producer.cli:producer", "Decode a video source and feed its frames to the fleet."),
     "worker": ("worker.cli:worker", "Run detection jobs (one process, or one per GPU with --all-gpus)."),
-    "gpus": ("worker.gpus_cli:gpus", "GPUs, recommended strategy and a short benchmark (the guide's gpu_test.py)."),
-    "api": ("producer.api_cli:api", "Serve the REST control plane on port 2000."),
-    "models": ("worker.models_cli:models_group", "Model names this machine can serve; pull stock weights."),
+    "gpus": ("control.gpus:gpus", "GPUs, recommended strategy and a short benchmark (the guide's gpu_test.py)."),
+    "api": ("control.api.cli:api", "Serve the REST control plane on port 2000."),
+    "models": ("control.models_cli:models_group", "Model names this machine can serve; pull stock weights."),
 }
 
 
@@ -52,11 +49,6 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-def setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:
@@ -71,8 +63,9 @@ def cli(verbose: int) -> None:
 @click.option("--interval", type=float, default=2.0, show_default=True)
 def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Streams (state, ledger, queue depth, latency), workers and GPUs (frames, fps, GPU stats)."""
+    from common.redis_client import connect  # noqa: PLC0415
+
     from . import status as status_mod  # noqa: PLC0415
-    from .redis_client import connect  # noqa: PLC0415
 
     client = connect(_url(redis_url))
     while True:
@@ -103,7 +96,8 @@ def subscribe(
     as_json: bool,
 ) -> None:
     """Print detections of STREAMS (all streams when none is named) as they arrive."""
-    from .redis_client import connect  # noqa: PLC0415
+    from common.redis_client import connect  # noqa: PLC0415
+
     from .subscriber import Subscriber  # noqa: PLC0415
 
     sub = Subscriber(connect(_url(redis_url)), list(streams))
@@ -157,9 +151,9 @@ def stream() -> None:
 @click.option("--loop/--no-loop", default=None)
 def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     """Declare STREAM_ID; a producer daemon (`rtai producer` without --source) picks it up."""
-    from . import desired  # noqa: PLC0415
-    from .config import ProducerSettings, build  # noqa: PLC0415
-    from .redis_client import connect  # noqa: PLC0415
+    from common import desired  # noqa: PLC0415
+    from common.config import ProducerSettings, build  # noqa: PLC0415
+    from common.redis_client import connect  # noqa: PLC0415
 
     url = _url(redis_url)
     settings = build(ProducerSettings, stream=stream_id, redis_url=url, **flags)
@@ -172,8 +166,8 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 def stream_load(path: Path, redis_url: str | None) -> None:
     """Declare every stream of a YAML camera list (see cameras.yml)."""
-    from . import desired  # noqa: PLC0415
-    from .redis_client import connect  # noqa: PLC0415
+    from common import desired  # noqa: PLC0415
+    from common.redis_client import connect  # noqa: PLC0415
 
     url = _url(redis_url)
     declared = desired.load_file(connect(url), path, url)
@@ -185,8 +179,8 @@ def stream_load(path: Path, redis_url: str | None) -> None:
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 def stream_rm(stream_id: str, redis_url: str | None) -> None:
     """Stop running STREAM_ID (its producer daemon stops it within a second)."""
-    from . import desired  # noqa: PLC0415
-    from .redis_client import connect  # noqa: PLC0415
+    from common import desired  # noqa: PLC0415
+    from common.redis_client import connect  # noqa: PLC0415
 
     if not desired.remove(connect(_url(redis_url)), stream_id):
         raise click.ClickException(f"no stream {stream_id!r} is declared")
@@ -197,9 +191,9 @@ def stream_rm(stream_id: str, redis_url: str | None) -> None:
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 def stream_ls(redis_url: str | None) -> None:
     """List declared streams and which producer runs each."""
-    from . import desired, keys  # noqa: PLC0415
-    from .redis_client import connect  # noqa: PLC0415
-    from .sources import redact  # noqa: PLC0415
+    from common import desired, keys  # noqa: PLC0415
+    from common.redis_client import connect  # noqa: PLC0415
+    from common.sources import redact  # noqa: PLC0415
 
     client = connect(_url(redis_url))
     for sid in desired.streams(client):
@@ -214,25 +208,7 @@ def _url(override: str | None) -> str:
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_CONFIG if isinstance(exc, click.UsageError) else exc.exit_code)
-    except RtaiError as exc:
-        from .exitcodes import exit_code_for  # noqa: PLC0415
-
-        click.echo(f"rtai: error: {exc}", err=True)
-        sys.exit(exit_code_for(exc))
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:
-        logging.getLogger("rtai").exception("unexpected error: %s", exc)
-        sys.exit(EXIT_ERROR)
+    run_main(cli)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def api(host: str, port: int, redis_url: str | None, token: str | None, insecure
 
     from common.redis_client import connect  # noqa: PLC0415
 
-    from .api import create_app  # noqa: PLC0415
+    from .app import create_app  # noqa: PLC0415
 
     connect(_url(redis_url)).close()  # a wrong URL fails fast, saying why
     set_title(f"rtai-api:{port}")

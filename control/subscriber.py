@@ -8,9 +8,9 @@ from typing import Any
 
 import redis
 
-from . import keys
-from .errors import SchemaError
-from .wire import decode_result, unpackb
+from common import keys
+from common.errors import SchemaError
+from common.wire import decode_result, unpackb
 
 
 class Subscriber:

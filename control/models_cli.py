@@ -8,8 +8,7 @@ import click
 
 from common import models as names
 from common.errors import ModelError
-
-from . import models
+from worker import models
 
 
 @click.group("models")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from .errors import RedisUnavailableError, RtaiError
+from common.errors import RedisUnavailableError, RtaiError
 
 #: A local redis-server answers within a second; ten allows for a loaded machine.
 START_TIMEOUT_S = 10.0

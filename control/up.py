@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,11 +17,13 @@ from typing import Any
 import click
 import redis
 
-from . import gpu, ledger, status
-from .config import DEMO_SOURCE, child_env, explicit_redis_url
-from .redis_client import connect
+from common import gpu, ledger
+from common.config import DEMO_SOURCE, child_env, explicit_redis_url, role_command
+from common.redis_client import connect
+from common.sources import redact
+
+from . import status
 from .redis_server import PrivateRedis
-from .sources import redact
 from .subscriber import Subscriber
 
 #: After the producers stop, workers get this long to drain the queues before they are stopped.
@@ -63,7 +64,7 @@ class Fleet:
 
     def _spawn(self, args: list[str], **env: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "common.cli", *args],
+            role_command("control", *args),
             env=child_env(RTAI_REDIS_URL=self.url, **env),
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
         )

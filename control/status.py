@@ -6,11 +6,11 @@ from typing import Any
 
 import redis
 
-from . import keys, ledger
-from .clock import SKEW_WARN_S
-from .errors import SchemaError
-from .sources import redact, redact_text
-from .wire import decode_result
+from common import keys, ledger
+from common.clock import SKEW_WARN_S
+from common.errors import SchemaError
+from common.sources import redact, redact_text
+from common.wire import decode_result
 
 #: Latency percentiles come from this many most recent results per stream.
 LATENCY_WINDOW = 500

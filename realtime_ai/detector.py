@@ -22,8 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common import gpu
 from common.config import DEFAULT_MODEL, visible_cuda_devices
 from common.errors import ConfigError, GpuError, ModelError, RtaiError, SchemaError
-
-from .detector import Detector, YoloDetector
+from worker.detector import Detector, YoloDetector
 
 log = logging.getLogger(__name__)
 

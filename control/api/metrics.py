@@ -6,7 +6,8 @@ from typing import Any
 
 import redis
 
-from common import ledger, status
+from common import ledger
+from control import status
 
 
 def _label(value: object) -> str:

@@ -1,0 +1,54 @@
+"""The control plane: REST on port 2000 (FastAPI), the older multi-GPU guide's surface.
+
+Stateless: `start` writes the service as desired state to Redis, a producer daemon claims and
+runs it; every read comes from Redis. Optional bearer token (RTAI_API_TOKEN / --token).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+import redis
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from common.config import ApiSettings, build
+from common.redis_client import connect
+from common.sources import SourcePolicy
+
+from .routers import PREFIX, gpus, metrics, models, services
+
+__all__ = ["PREFIX", "create_app"]
+
+
+def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="realtime-ai control plane",
+        version="1.0",
+        description="Start, stop and watch detection services on the realtime-ai fleet.",
+    )
+    client = connect(redis_url, check=False)
+    limits = limits or build(ApiSettings)
+    policy = SourcePolicy.parse(limits.api_allow_private, limits.media_root)
+
+    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            return
+        expected = f"Bearer {token}".encode()
+        # Header values arrive as latin-1 text; compare bytes (compare_digest refuses non-ASCII str).
+        if authorization is None or not secrets.compare_digest(authorization.encode("latin-1"), expected):
+            raise HTTPException(
+                status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"Redis unreachable: {exc}"})
+
+    guarded = [Depends(auth)]
+    app.include_router(services.make_router(client, limits, policy), prefix=PREFIX, dependencies=guarded)
+    app.include_router(gpus.make_router(client), prefix=PREFIX, dependencies=guarded)
+    app.include_router(models.make_router(), prefix=PREFIX, dependencies=guarded)
+    app.include_router(metrics.make_router(client), dependencies=guarded)
+    return app

@@ -1,0 +1,3 @@
+"""One router per resource of the REST API: services, gpus, models, metrics."""
+
+PREFIX = "/api/v1/realtime-ai"

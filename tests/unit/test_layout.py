@@ -1,0 +1,102 @@
+"""The import graph of the shipped packages (DESIGN.md "Layout"), read with `ast` without importing:
+common imports no role; producer and worker never import each other; nothing shipped imports devkit;
+only control imports control; realtime_ai imports only common and worker. Plus two process checks:
+a worker's job modules load neither the API nor click, and `python -m control --help` no torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ..helpers import ROOT
+
+SHIPPED = ("common", "producer", "worker", "realtime_ai", "control")
+PROJECT = {*SHIPPED, "devkit", "tests", "benchmarks", "scripts"}
+
+#: package -> project packages it must not import
+FORBIDDEN = {
+    "common": PROJECT - {"common"},
+    "producer": {"worker", "control", "realtime_ai", "devkit", "tests", "benchmarks", "scripts"},
+    "worker": {"producer", "control", "realtime_ai", "devkit", "tests", "benchmarks", "scripts"},
+    "realtime_ai": PROJECT - {"realtime_ai", "common", "worker"},
+    "control": {"devkit", "tests", "benchmarks", "scripts"},
+}
+
+
+def project_imports(path: Path) -> set[str]:
+    """Top-level project packages that `path` imports by absolute name (anywhere, lazy imports too).
+    Relative imports stay inside the file's own package."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {name.split(".")[0] for name in names} & PROJECT
+    return found
+
+
+def shipped_files() -> list[Path]:
+    return sorted(p for package in SHIPPED for p in (ROOT / package).rglob("*.py"))
+
+
+def test_every_shipped_package_has_modules():
+    for package in SHIPPED:
+        assert (ROOT / package / "__init__.py").is_file(), package
+    assert len(shipped_files()) > 40
+
+
+@pytest.mark.parametrize("package", SHIPPED)
+def test_package_imports_only_what_the_layout_allows(package):
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(project_imports(path) & FORBIDDEN[package])
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    assert {k: v for k, v in wrong.items() if v} == {}
+
+
+def test_pyproject_ships_every_package_and_not_devkit():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for package in SHIPPED
+        for init in (ROOT / package).rglob("__init__.py")
+    }
+    assert listed == on_disk
+    assert not any(name.split(".")[0] == "devkit" for name in listed)
+    assert config["project"]["scripts"]["rtai"] == "control.cli:main"
+
+
+def test_a_worker_process_loads_neither_the_api_nor_click():
+    code = (
+        "import sys, worker.jobs, worker.process\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(loaded & {'fastapi', 'uvicorn', 'starlette', 'click', 'control'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_rtai_help_does_not_import_torch():
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "control", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Commands" in res.stdout and "worker" in res.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "control.cli" in imported
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "ultralytics", "fastapi")}

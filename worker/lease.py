@@ -1,0 +1,157 @@
+"""A worker's lease: the heartbeat that keeps `rtai:worker:<name>:alive`, the reaper that requeues
+the in-flight jobs of workers whose lease ran out, and the requeue script both use (as does the
+supervisor when a child dies).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from common import gpu, keys
+from common.redis_client import describe, write_rejected
+from common.states import WorkerState
+
+from .routing import Router
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: A worker's stats hash disappears this long after its last heartbeat.
+WORKER_TTL_S = 30
+
+REQUEUE_LUA = """
+-- KEYS[1]: owner's alive key, KEYS[2]: owner's in-flight hash
+-- ARGV[1] = '1' forces; ARGV[2], ARGV[3]: RQ's queue and started-registry key prefixes
+-- ARGV[4] = '1' counts a kill for each job (its worker died holding it); ARGV[5], ARGV[6]: the kill
+-- counters' key prefix and TTL
+if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local items = redis.call('HGETALL', KEYS[2])
+local out = {}
+for i = 1, #items, 2 do
+  local job, queue = items[i], items[i + 1]
+  redis.call('LPUSH', queue, job)
+  if ARGV[4] == '1' then
+    redis.call('INCR', ARGV[5] .. job)
+    redis.call('EXPIRE', ARGV[5] .. job, ARGV[6])
+  end
+  -- drop the dead execution from RQ's started registry, so RQ's own cleanup never fails the job
+  local wip = ARGV[3] .. string.sub(queue, string.len(ARGV[2]) + 1)
+  for _, member in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
+    if string.sub(member, 1, string.len(job) + 1) == job .. ':' then redis.call('ZREM', wip, member) end
+  end
+  table.insert(out, job)
+end
+redis.call('DEL', KEYS[2])
+return out
+"""
+
+
+def requeue_inflight(client: redis.Redis, name: str, *, force: bool, died: bool = False) -> list[str]:
+    """Put a worker's in-flight jobs back at the front of their queues (only if its lease ran out,
+    unless forced); returns the job ids. `died`: the worker died holding them (killed, crashed, lease
+    lost), which counts against each job: past MAX_ATTEMPTS deaths the job is a poison batch."""
+    script = client.register_script(REQUEUE_LUA)
+    ids = script(
+        keys=[keys.worker_alive(name), keys.inflight(name)],
+        args=[
+            "1" if force else "0",
+            keys.RQ_QUEUE_PREFIX,
+            keys.RQ_STARTED_PREFIX,
+            "1" if died else "0",
+            keys.KILLS_PREFIX,
+            keys.KILLS_TTL_S,
+        ],
+    )
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
+def reap(client: redis.Redis, me: str) -> list[str]:
+    """Requeue jobs of workers whose lease ran out; forget workers long gone."""
+    requeued: list[str] = []
+    for raw in client.smembers(keys.WORKERS):
+        name = raw.decode()
+        if name == me:
+            continue
+        ids = requeue_inflight(client, name, force=False, died=True)
+        if ids:
+            log.warning("worker %s: lease of %s ran out; requeued %s", me, name, ids)
+            requeued.extend(ids)
+        elif not client.exists(keys.worker(name), keys.worker_alive(name)):
+            client.srem(keys.WORKERS, name)
+    return requeued
+
+
+def keep_lease(client: redis.Redis, name: str, exc: redis.RedisError, lease_ms: int) -> None:
+    """A Redis that refuses writes (full) still runs PEXPIRE: keep the lease, so that other
+    workers do not take this live worker's job."""
+    if not write_rejected(exc):
+        return
+    try:
+        client.pexpire(keys.worker_alive(name), lease_ms)
+    except redis.RedisError as again:
+        log.debug("worker %s: lease not renewed: %s", name, describe(again))
+
+
+class Lease:
+    """The heartbeat thread of one worker: every heartbeat it renews the lease and the stats hash,
+    renews the routing slots and reaps workers whose lease ran out."""
+
+    def __init__(self, runtime: Runtime, router: Router, *, state: Callable[[], WorkerState]) -> None:
+        self.runtime = runtime
+        self.client = runtime.client
+        self.name = runtime.name
+        self.router = router
+        self._state = state
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rtai-lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _loop(self) -> None:
+        s = self.runtime.settings
+        lease_ms = int(s.lease_s * 1000)
+        last_frames, last_t = 0, time.monotonic()
+        gpu_index = int(self.runtime.gpu) if self.runtime.gpu.isdigit() else None
+        failing = False
+        while not self._stop.wait(s.heartbeat_s):
+            try:
+                now = time.monotonic()
+                frames = int(self.client.hget(keys.worker(self.name), "frames") or 0)
+                fps = (frames - last_frames) / max(now - last_t, 1e-6)
+                last_frames, last_t = frames, now
+                stats = {
+                    "state": self._state().value,
+                    "t_seen": self.runtime.now(),
+                    "fps": round(fps, 2),
+                    "clock_offset_s": round(self.runtime.clock.offset, 3),
+                }
+                if gpu_index is not None:
+                    stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
+                with self.client.pipeline() as pipe:
+                    pipe.sadd(keys.WORKERS, self.name)
+                    pipe.set(keys.worker_alive(self.name), os.getpid(), px=lease_ms)
+                    pipe.hset(keys.worker(self.name), mapping=stats)
+                    pipe.expire(keys.worker(self.name), WORKER_TTL_S)
+                    pipe.execute()
+                self.router.renew()
+                reap(self.client, self.name)
+                if failing:
+                    log.info("worker %s: heartbeat works again", self.name)
+                failing = False
+            except redis.RedisError as exc:
+                if not failing:  # once per episode: a full Redis fails every beat
+                    log.warning("worker %s: heartbeat failed: %s", self.name, describe(exc))
+                failing = True
+                keep_lease(self.client, self.name, exc, lease_ms)
