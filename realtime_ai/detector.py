@@ -74,7 +74,7 @@ class MultiGPUConfig(BaseModel):
     enable_multi_gpu: bool = True
     #: false: the guide's fixed map, stream_id % replicas (crc32 of a string id, as the fleet does).
     load_balancing: bool = True
-    #: Batches in flight at once across all replicas (None: one per replica, as each runs one at a time).
+    #: Batches dispatched at once across all replicas, running or waiting for their replica (None: no cap).
     max_workers: int | None = Field(None, ge=1, le=1024)
     #: Distinct stream ids with a batch in flight at once; a batch of another stream waits (None: any).
     parallel_streams: int | None = Field(None, ge=1, le=1024)
