@@ -251,3 +251,15 @@ def test_gpu_memory_mb_leaves_out_devices_without_the_memory(monkeypatch):
     assert Detector({"gpu_memory_mb": 2048, "gpu_devices": [0, "cpu"]}).devices() == ["cpu"], "CPU ignores it"
     with pytest.raises(GpuError, match="7000 MB free"):
         Detector({"gpu_memory_mb": 7000}).devices()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and NVML")
+@pytest.mark.usefixtures("one_thread")
+def test_real_nvml_memory_and_amp_alias_on_cuda():
+    det = Detector({"variant": "rtai-shapes", "imgsz": 320, "mixed_precision": True, "gpu_memory_mb": 1})
+    assert det.devices() == [f"cuda:{i}" for i in range(torch.cuda.device_count())], "every GPU has 1 MB free"
+    assert det.select_best_gpu_for_task(memory_requirement=1) in range(torch.cuda.device_count())
+    assert det.select_best_gpu_for_task(memory_requirement=16_000_000) is None, "no GPU has 16 TB free"
+    asyncio.run(det.load_model())
+    assert all(r.detector.half for r in det.replicas), "mixed_precision is FP16"
