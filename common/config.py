@@ -96,6 +96,8 @@ class ProducerSettings(_Settings):
     load_balancing: bool = True
     pinned: bool = False
     max_workers: int | None = Field(None, ge=1)
+    #: Free GPU memory (MB, NVML) a GPU worker needs to take the stream; CPU workers ignore it.
+    gpu_memory_mb: int | None = Field(None, ge=1, le=16_777_216)
     #: FP16 for this stream on CUDA workers; None leaves it to the worker (on by default on CUDA).
     half: bool | None = None
 

@@ -95,7 +95,8 @@ def declare_file(client: redis.Redis, path: Path, redis_url: str) -> tuple[list[
     removed that stream on purpose (see `file_forgotten`).
 
     The file holds `streams:`, a list of maps with `id`, `source` and any producer setting
-    (max_fps, batch_size, imgsz, model, conf, loop, device, gpu_devices, pinned, max_workers, half).
+    (max_fps, batch_size, imgsz, model, conf, loop, device, gpu_devices, pinned, max_workers,
+    gpu_memory_mb, half).
     """
     try:
         text = path.read_text()

@@ -18,6 +18,7 @@ from common.clock import RedisClock
 from common.config import ProducerSettings
 from common.sources import redact
 from common.states import Outcome, StreamState
+from common.stream_settings import Routing
 from common.wire import Batch, Frame, JobArgs, MsgpackSerializer, encode_batch
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,7 @@ class BatchSink:
                     "max_fps": s.max_fps,
                     "batch_size": s.batch_size,
                     "queue_bound": s.queue_bound,
-                    "device": s.device,
-                    "gpu_devices": ",".join(str(g) for g in s.gpu_devices) if s.gpu_devices else "",
-                    "load_balancing": int(s.load_balancing),
-                    "pinned": int(s.pinned),
-                    "max_workers": s.max_workers or "",
+                    **Routing.from_settings(s).to_hash(),
                 },
             )
             pipe.execute()

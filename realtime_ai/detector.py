@@ -8,20 +8,24 @@ dispatch and failover testable without GPUs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import gpu
 from common.config import DEFAULT_MODEL, visible_cuda_devices
 from common.errors import ConfigError, GpuError, ModelError, RtaiError, SchemaError
+from common.stream_settings import stream_hash
 from worker.detector import Detector, YoloDetector
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,8 @@ REPLICA_FAULTS = (RuntimeError, OSError, MemoryError, ValueError, TypeError, Att
 DEFAULT_MAX_RETRIES = 3
 #: The guide's default input size; the project's own model is trained at 320.
 DEFAULT_IMGSZ = 640
+#: Apex's AMP levels, as the guide's `amp_level` names them: O0 is FP32, O1-O3 all mean FP16 here.
+AMP_LEVELS = {"O0": False, "O1": True, "O2": True, "O3": True}
 
 
 class DetectorType(str, Enum):
@@ -64,6 +70,35 @@ class MultiGPUConfig(BaseModel):
     enable_failover: bool = True
     failover_strategy: FailoverStrategy = FailoverStrategy.LEAST_LOADED
     max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0)
+    #: false: one replica (on the first device) instead of one per device.
+    enable_multi_gpu: bool = True
+    #: false: the guide's fixed map, stream_id % replicas (crc32 of a string id, as the fleet does).
+    load_balancing: bool = True
+    #: Batches dispatched at once across all replicas, running or waiting for their replica (None: no cap).
+    max_workers: int | None = Field(None, ge=1, le=1024)
+    #: Distinct stream ids with a batch in flight at once; a batch of another stream waits (None: any).
+    parallel_streams: int | None = Field(None, ge=1, le=1024)
+    #: Aliases of half_precision (FP16 on CUDA replicas): mixed_precision true/false; amp_level O0 (FP32) or O1-O3.
+    mixed_precision: bool | None = None
+    amp_level: str | None = Field(None, pattern=r"^[Oo][0-3]$")
+    #: Free GPU memory (MB, NVML) a device needs to get a replica; CPU devices ignore it.
+    gpu_memory_mb: int | None = Field(None, ge=1, le=16_777_216)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precision_aliases(cls, data: object) -> object:
+        """half_precision, mixed_precision and amp_level are one setting: resolve it into half_precision."""
+        if not isinstance(data, dict):
+            return data
+        given = {k: data[k] for k in ("half_precision", "mixed_precision") if isinstance(data.get(k), bool)}
+        level = data.get("amp_level")
+        if isinstance(level, str) and level.upper() in AMP_LEVELS:
+            given["amp_level"] = AMP_LEVELS[level.upper()]
+        if len(set(given.values())) > 1:
+            raise ValueError(f"half_precision, mixed_precision and amp_level disagree ({given}); give one of them")
+        if given:
+            data = {**data, "half_precision": next(iter(given.values()))}
+        return data
 
     @field_validator("model_type", "variant", mode="before")
     @classmethod
@@ -131,6 +166,16 @@ def nvml_index(device: str) -> int | None:
     return None
 
 
+def free_mb(device: str) -> int | None:
+    """Free memory of a CUDA device in MB, from NVML; None when NVML cannot say."""
+    index = nvml_index(device)
+    if index is None:
+        return None
+    st = gpu.stats(index)
+    used, total = st.get("memory_used_mb"), st.get("memory_total_mb")
+    return int(total) - int(used) if used is not None and total is not None else None
+
+
 @dataclass
 class Replica:
     """One model on one device, with the counters dispatch and stats read."""
@@ -166,6 +211,11 @@ class MultiGPUYOLOv11Detector:
         self.names: list[str] = []
         self.failovers = 0
         self._rr = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch_gate: asyncio.Semaphore | None = None
+        self._streams_gate: asyncio.Condition | None = None
+        self._active_streams: Counter[Any] = Counter()
+        self.in_flight_batches = self.peak_in_flight_batches = self.peak_parallel_streams = 0
 
     # --- loading ---------------------------------------------------------------------------------------------
     def devices(self) -> list[str]:
@@ -174,12 +224,34 @@ class MultiGPUYOLOv11Detector:
 
         visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if self.config.gpu_devices is None:
-            return [f"cuda:{i}" for i in range(visible)] or ["cpu"]
-        devices = [device_name(d) for d in self.config.gpu_devices]
-        for dev in devices:
-            if dev.startswith("cuda") and int(dev.partition(":")[2]) >= visible:
-                raise GpuError(f"gpu_devices: {dev} is not available ({visible} CUDA device(s) visible)")
-        return devices
+            devices = [f"cuda:{i}" for i in range(visible)] or ["cpu"]
+        else:
+            devices = [device_name(d) for d in self.config.gpu_devices]
+            for dev in devices:
+                if dev.startswith("cuda") and int(dev.partition(":")[2]) >= visible:
+                    raise GpuError(f"gpu_devices: {dev} is not available ({visible} CUDA device(s) visible)")
+        need = self.config.gpu_memory_mb
+        if need is not None:
+            fits = [d for d in devices if not d.startswith("cuda") or (free_mb(d) or 0) >= need]
+            if not fits:
+                raise GpuError(f"gpu_memory_mb: no device in {', '.join(devices)} has {need} MB free (NVML)")
+            devices = fits
+        return devices if self.config.enable_multi_gpu else devices[:1]
+
+    def select_best_gpu_for_task(self, memory_requirement: int = 0) -> int | None:
+        """The guide's dynamic allocation: the GPU (torch index, among this detector's devices) with the
+        most free memory (NVML) if it has at least `memory_requirement` MB free; None when none has."""
+        if self.replicas:
+            candidates = [r.device for r in self.replicas]
+        elif self.config.gpu_devices is not None:
+            candidates = [device_name(d) for d in self.config.gpu_devices]
+        else:
+            candidates = [f"cuda:{i}" for i in range(gpu.count())]
+        free = {d: free_mb(d) for d in dict.fromkeys(candidates) if d.startswith("cuda")}
+        fits = {d: mb for d, mb in free.items() if mb is not None and mb >= memory_requirement}
+        if not fits:
+            return None
+        return int(max(fits, key=lambda d: fits[d]).partition(":")[2])
 
     async def load_model(self) -> None:
         """Load one replica per device (one after another: Ultralytics loading is not thread-safe)."""
@@ -262,10 +334,86 @@ class MultiGPUYOLOv11Detector:
         _check_inputs(frames, frame_ids, stream_ids)
         if not frames:
             return []
+        async with self._admit(set(stream_ids)):
+            if self.config.load_balancing or len(self.replicas) == 1:
+                return await self._dispatch(frames, frame_ids, stream_ids, None)
+            groups: dict[int, list[int]] = {}
+            for i, sid in enumerate(stream_ids):
+                groups.setdefault(self.fixed_replica(sid), []).append(i)
+            parts = await asyncio.gather(
+                *(
+                    self._dispatch(
+                        [frames[i] for i in idx],
+                        [frame_ids[i] for i in idx],
+                        [stream_ids[i] for i in idx],
+                        self.replicas[k],
+                    )
+                    for k, idx in groups.items()
+                )
+            )
+        out: list[dict[str, Any]] = [{}] * len(frames)
+        for idx, part in zip(groups.values(), parts, strict=True):
+            for i, res in zip(idx, part, strict=True):
+                out[i] = res
+        return out
+
+    def fixed_replica(self, stream_id: Any) -> int:
+        """The guide's fixed map: stream_id % replicas; a string id by its crc32 (as the fleet maps streams)."""
+        key = (
+            stream_id if isinstance(stream_id, int) and not isinstance(stream_id, bool) else stream_hash(str(stream_id))
+        )
+        return key % len(self.replicas)
+
+    def _gates(self) -> None:
+        """asyncio primitives belong to one event loop: make them again when a new loop calls."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._batch_gate = asyncio.Semaphore(self.config.max_workers) if self.config.max_workers else None
+            self._streams_gate = asyncio.Condition()
+            self._active_streams = Counter()
+
+    @contextlib.asynccontextmanager
+    async def _admit(self, streams: set[Any]) -> AsyncIterator[None]:
+        """Hold a batch until its streams fit in parallel_streams (a lone batch always fits)."""
+        self._gates()
+        limit, cond = self.config.parallel_streams, self._streams_gate
+        if limit is None or cond is None:
+            yield
+            return
+        async with cond:
+            await cond.wait_for(lambda: not self._active_streams or len(set(self._active_streams) | streams) <= limit)
+            self._active_streams.update(streams)
+            self.peak_parallel_streams = max(self.peak_parallel_streams, len(self._active_streams))
+        try:
+            yield
+        finally:
+            async with cond:
+                self._active_streams.subtract(streams)
+                self._active_streams = +self._active_streams  # drop streams at zero
+                cond.notify_all()
+
+    async def _run(self, replica: Replica, frames: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+        """One batch on one replica, counted against max_workers."""
+        gate = self._batch_gate
+        async with gate if gate is not None else contextlib.nullcontext():
+            self.in_flight_batches += 1
+            self.peak_in_flight_batches = max(self.peak_in_flight_batches, self.in_flight_batches)
+            try:
+                return await asyncio.to_thread(
+                    replica.run, frames, conf=self.config.confidence_threshold, imgsz=self.config.imgsz
+                )
+            finally:
+                self.in_flight_batches -= 1
+
+    async def _dispatch(
+        self, frames: list[np.ndarray], frame_ids: list[Any], stream_ids: list[Any], first: Replica | None
+    ) -> list[dict[str, Any]]:
+        """Run on `first` (the fixed map's replica) or the strategy's pick; on a fault, another replica."""
         tried: set[str] = set()
         attempts = 1 + (self.config.max_retries if self.enable_failover else 0)
         for _ in range(attempts):
-            replica = self._pick(tried)
+            replica = first if first is not None and first.healthy and not tried else self._pick(tried)
             if replica is None:
                 break
             if tried:
@@ -274,9 +422,7 @@ class MultiGPUYOLOv11Detector:
             tried.add(replica.name)
             replica.in_flight += len(frames)
             try:
-                boxes, latency_ms = await asyncio.to_thread(
-                    replica.run, frames, conf=self.config.confidence_threshold, imgsz=self.config.imgsz
-                )
+                boxes, latency_ms = await self._run(replica, frames)
             except REPLICA_FAULTS as exc:
                 replica.errors += 1
                 self.mark_unhealthy(replica.name, f"{type(exc).__name__}: {exc}")
@@ -314,7 +460,7 @@ class MultiGPUYOLOv11Detector:
     # --- stats -------------------------------------------------------------------------------------------------
     def reset_stats(self) -> None:
         """Zero every counter (health is left as it is)."""
-        self.failovers = 0
+        self.failovers = self.peak_in_flight_batches = self.peak_parallel_streams = 0
         for r in self.replicas:
             r.frames = r.batches = r.errors = 0
             r.latency_ms_total = 0.0
@@ -333,6 +479,11 @@ class MultiGPUYOLOv11Detector:
             "total_frames": total,
             "total_batches": sum(r.batches for r in self.replicas),
             "failovers": self.failovers,
+            "load_balancing": self.config.load_balancing,
+            "max_workers": self.config.max_workers,
+            "parallel_streams": self.config.parallel_streams,
+            "peak_in_flight_batches": self.peak_in_flight_batches,
+            "peak_parallel_streams": self.peak_parallel_streams,
             "healthy_replicas": sum(r.healthy for r in self.replicas),
             "load_distribution": {r.name: (r.frames / total if total else 0.0) for r in self.replicas},
             "gpu_utilization": utilization,

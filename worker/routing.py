@@ -1,24 +1,30 @@
-"""Which streams a worker may take, from each stream's routing settings (the guide's model_settings).
+"""Which streams a worker may take, from each stream's routing settings (the guide's model_settings;
+the fields and their codec are in common/stream_settings.py).
 
-  device          auto: any worker; cpu: CPU workers only; cuda / cuda:N: GPU workers (GPU N only)
-  gpu_devices     list of GPU indices allowed to take the stream (CPU workers excluded); empty: all
-  load_balancing  false: a fixed map, crc32(stream) % (eligible devices), instead of any worker
-  pinned          true (enable_multi_gpu false): one worker at a time, so results come in order
-  max_workers     at most N workers serve the stream at once
+The choice itself is pure (`may_take`, over `Peer` records: a worker's name, GPU label and free GPU
+memory); `Router` reads those from Redis and claims slots. Pinning and max_workers share one
+mechanism: a sorted set of worker leases per stream, claimed and renewed by an atomic script, so a
+dead worker's place is free again after SLOT_LEASE_MS.
 
-Pinning and max_workers share one mechanism: a sorted set of worker leases per stream, claimed and
-renewed by an atomic script, so a dead worker's place is free again after SLOT_LEASE_MS.
+gpu_memory_mb: a GPU worker takes the stream only when its GPU's free memory, as its last heartbeat
+read it from NVML (`gpu_memory_total_mb - gpu_memory_used_mb` in its worker hash), is at least that;
+a GPU worker without NVML readings does not take it. CPU workers ignore the requirement (a stream
+that must run on a GPU says device cuda). Once a worker has taken such a stream it keeps taking it
+for its lifetime: the model it loaded for the stream is part of the memory now in use.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import redis
 
 from common import keys
+from common.stream_settings import Routing, stream_hash
+
+__all__ = ["Peer", "Router", "Routing", "device_allows", "fixed_choice", "may_take", "memory_allows"]
 
 #: A worker's place in a pinned or capped stream lapses this long after its last renewal.
 SLOT_LEASE_MS = 3000
@@ -36,33 +42,17 @@ return 0
 
 
 @dataclass(frozen=True, slots=True)
-class Routing:
-    device: str = "auto"
-    gpu_devices: tuple[int, ...] | None = None
-    load_balancing: bool = True
-    pinned: bool = False
-    max_workers: int | None = None
+class Peer:
+    """A live worker as routing sees it."""
 
-    @classmethod
-    def from_hash(cls, h: dict[bytes, bytes]) -> Routing:
-        def text(name: str) -> str:
-            return h.get(name.encode(), b"").decode()
-
-        gpus = text("gpu_devices")
-        max_workers = text("max_workers")
-        return cls(
-            device=text("device") or "auto",
-            gpu_devices=tuple(int(g) for g in gpus.split(",") if g.strip()) if gpus else None,
-            load_balancing=text("load_balancing") != "0",
-            pinned=text("pinned") == "1",
-            max_workers=int(max_workers) if max_workers else None,
-        )
+    name: str
+    gpu: str  # 'cpu' or a GPU index
+    free_mb: int | None = None  # free GPU memory at its last heartbeat; None: unknown (or a CPU worker)
 
     @property
-    def slot_limit(self) -> int | None:
-        if self.pinned:
-            return 1
-        return self.max_workers
+    def device_id(self) -> str:
+        """A device in the fixed map: a GPU index, or the worker itself for CPU workers."""
+        return self.name if self.gpu == "cpu" else f"gpu{self.gpu}"
 
 
 def device_allows(r: Routing, gpu: str) -> bool:
@@ -81,11 +71,36 @@ def device_allows(r: Routing, gpu: str) -> bool:
     return True
 
 
+def memory_allows(r: Routing, peer: Peer) -> bool:
+    """Whether `peer` has the free GPU memory the stream asks for (CPU workers: always)."""
+    if r.gpu_memory_mb is None or peer.gpu == "cpu":
+        return True
+    return peer.free_mb is not None and peer.free_mb >= r.gpu_memory_mb
+
+
 def fixed_choice(stream: str, devices: list[str]) -> str | None:
-    """The `stream % devices` map, with a stable hash of the stream id."""
+    """The `stream % devices` map, with a stable hash of the stream id (common.stream_settings)."""
     if not devices:
         return None
-    return sorted(devices)[zlib.crc32(stream.encode()) % len(devices)]
+    return sorted(devices)[stream_hash(stream) % len(devices)]
+
+
+def may_take(stream: str, r: Routing, me: Peer, live: Iterable[Peer] = ()) -> bool:
+    """Whether worker `me` may take `stream`, before any slot claim (pinned / max_workers).
+    `live` (the other live workers) matters only for the fixed map (load_balancing false)."""
+    if not (device_allows(r, me.gpu) and memory_allows(r, me)):
+        return False
+    if not r.load_balancing:
+        devices = {p.device_id for p in live if device_allows(r, p.gpu) and memory_allows(r, p)} | {me.device_id}
+        return fixed_choice(stream, list(devices)) == me.device_id
+    return True
+
+
+def _free_mb(used: bytes | None, total: bytes | None) -> int | None:
+    try:
+        return int(float(total)) - int(float(used)) if used is not None and total is not None else None
+    except ValueError:
+        return None
 
 
 class Router:
@@ -95,25 +110,26 @@ class Router:
         self.gpu = gpu
         self._slot = client.register_script(SLOT_LUA)
         self.held: set[str] = set()
+        #: Streams with a gpu_memory_mb this worker has taken: it keeps them (see the module doc).
+        self.admitted: set[str] = set()
 
-    def device_id(self, name: str, gpu: str) -> str:
-        """A device in the fixed map: a GPU index, or the worker itself for CPU workers."""
-        return name if gpu == "cpu" else f"gpu{gpu}"
-
-    def live_devices(self) -> dict[str, str]:
-        """Alive worker name -> its GPU label."""
+    def live_peers(self) -> list[Peer]:
+        """Every alive worker (this one included) with its GPU label and free memory."""
         names = [n.decode() for n in self.client.smembers(keys.WORKERS)]
+        if self.name not in names:
+            names.append(self.name)
         with self.client.pipeline() as pipe:
             for n in names:
                 pipe.exists(keys.worker_alive(n))
-                pipe.hget(keys.worker(n), "gpu")
+                pipe.hmget(keys.worker(n), "gpu", "gpu_memory_used_mb", "gpu_memory_total_mb")
             raw = pipe.execute()
-        out = {}
+        out = []
         for i, n in enumerate(names):
-            alive, gpu = raw[2 * i], raw[2 * i + 1]
-            if alive and gpu:
-                out[n] = gpu.decode()
-        out[self.name] = self.gpu
+            alive, (gpu, used, total) = raw[2 * i], raw[2 * i + 1]
+            if n == self.name:
+                out.append(Peer(n, self.gpu, _free_mb(used, total)))
+            elif alive and gpu:
+                out.append(Peer(n, gpu.decode(), _free_mb(used, total)))
         return out
 
     def eligible(self, streams: list[str]) -> list[str]:
@@ -123,16 +139,20 @@ class Router:
             for s in streams:
                 pipe.hgetall(keys.stream(s))
             routes = [Routing.from_hash(h) for h in pipe.execute()]
-        live: dict[str, str] | None = None
+        peers: list[Peer] | None = None
         out = []
-        for stream, route in zip(streams, routes, strict=True):
-            if not device_allows(route, self.gpu):
+        for stream, stated in zip(streams, routes, strict=True):
+            # a stream this worker took under a memory requirement stays: its model is in the memory used
+            route = replace(stated, gpu_memory_mb=None) if stream in self.admitted else stated
+            me, live = Peer(self.name, self.gpu), []
+            if not route.load_balancing or (route.gpu_memory_mb is not None and self.gpu != "cpu"):
+                peers = peers if peers is not None else self.live_peers()
+                me = next(p for p in peers if p.name == self.name)
+                live = [p for p in peers if p.name != self.name]
+            if not may_take(stream, route, me, live):
                 continue
-            if not route.load_balancing:
-                live = live if live is not None else self.live_devices()
-                devices = {self.device_id(n, g) for n, g in live.items() if device_allows(route, g)}
-                if fixed_choice(stream, list(devices)) != self.device_id(self.name, self.gpu):
-                    continue
+            if route.gpu_memory_mb is not None:
+                self.admitted.add(stream)
             limit = route.slot_limit
             if limit is not None and not self.claim(stream, limit):
                 self.held.discard(stream)

@@ -54,6 +54,12 @@ class ModelSettings(_Body):
         None, max_length=256, description="GPU indices allowed to take the stream"
     )
     max_workers: int | None = Field(None, ge=1, le=1024, description="most workers serving the stream at once")
+    gpu_memory_mb: int | None = Field(
+        None,
+        ge=1,
+        le=16_777_216,
+        description="free GPU memory (MB, NVML) a GPU worker needs to take the stream; CPU workers ignore it",
+    )
     confidence_threshold: float = Field(0.25, ge=0.0, le=1.0)
     half_precision: bool = Field(True, description="FP16 on CUDA workers (CPU workers run FP32)")
     imgsz: int = Field(DEFAULT_IMGSZ, ge=32, le=4096)
@@ -62,13 +68,34 @@ class ModelSettings(_Body):
 class ProcessingSettings(_Body):
     max_fps: float = Field(30, gt=0, le=240)
     batch_size: int = Field(2, ge=1, le=64)
-    parallel_streams: int = Field(1, ge=1, le=1024, description="accepted from the guide; one stream per service")
+    parallel_streams: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="a service is one stream, so this is how many of its batches run at once, one per worker: "
+        "model_settings.max_workers (give either, or both equal)",
+    )
 
 
 class StartRequest(_Body):
     stream_config: StreamConfig
     model_settings: ModelSettings = ModelSettings()
     processing_settings: ProcessingSettings = ProcessingSettings()
+
+    @model_validator(mode="after")
+    def _parallel_streams_is_max_workers(self) -> StartRequest:
+        p, m = self.processing_settings.parallel_streams, self.model_settings.max_workers
+        if p is not None and m is not None and p != m:
+            raise ValueError(
+                f"processing_settings.parallel_streams ({p}) and model_settings.max_workers ({m}) disagree: "
+                "a service is one stream, so both mean how many of its batches run at once; give one of them"
+            )
+        return self
+
+    @property
+    def max_workers(self) -> int | None:
+        """How many workers may serve the stream at once (max_workers, or parallel_streams)."""
+        return self.model_settings.max_workers or self.processing_settings.parallel_streams
 
 
 class StartResponse(BaseModel):

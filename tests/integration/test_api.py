@@ -58,6 +58,23 @@ def test_guide_body_is_accepted_and_becomes_desired_state(api, r):
     assert desired.streams(r) == []
 
 
+def test_parallel_streams_and_gpu_memory_mb_reach_the_stream(api, r):
+    """A service is one stream: parallel_streams is how many of its batches run at once (max_workers)."""
+    body = {
+        **GUIDE_BODY,
+        "model_settings": {**GUIDE_BODY["model_settings"], "max_workers": None, "gpu_memory_mb": 4096},
+        "processing_settings": {"max_fps": 30, "batch_size": 2, "parallel_streams": 3},
+    }
+    resp = api.post(f"{P}/start", json=body)
+    assert resp.status_code == 200, resp.text
+    settings = desired.get(r, resp.json()["service_id"])["settings"]
+    assert (settings["max_workers"], settings["gpu_memory_mb"]) == (3, 4096)
+    body["model_settings"]["max_workers"] = 2
+    resp = api.post(f"{P}/start", json=body)
+    assert resp.status_code == 422
+    assert "parallel_streams (3) and model_settings.max_workers (2) disagree" in resp.text
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

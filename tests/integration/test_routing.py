@@ -92,3 +92,30 @@ def test_max_workers_caps_how_many_serve_a_stream(r, procs):
         capped.push(frames(2))
     wait_for(lambda: counts(r, "capped")["published"] == 48, timeout=40, what="all published")
     assert len({x["worker"] for x in _results(r, "capped")}) == 2
+
+
+def test_gpu_memory_mb_takes_only_gpus_with_that_much_free(r, procs):
+    """NVML readings are simulated as the labels are: written into each GPU worker's hash, where the
+    heartbeat puts gpu_memory_used_mb / gpu_memory_total_mb on a machine with NVML."""
+    _start(procs, r, 3, "cpu", "0", "1")
+    free = {"0": 1000, "1": 7000}
+    for name, gpu in _live(r).items():
+        if gpu in free:
+            r.hset(keys.worker(name), mapping={"gpu_memory_total_mb": 8000, "gpu_memory_used_mb": 8000 - free[gpu]})
+    streams = {
+        "s-big-gpu": {"device": "cuda", "gpu_memory_mb": 4000},
+        "s-big-auto": {"gpu_memory_mb": 4000},
+        "s-small": {"device": "cuda", "gpu_memory_mb": 500},
+        "s-none": {"device": "cuda", "gpu_memory_mb": 9000},
+    }
+    for name, over in streams.items():
+        s = sink(r, name, **over)
+        for _ in range(6):
+            s.push(frames(2))
+    served = ["s-big-gpu", "s-big-auto", "s-small"]
+    wait_for(lambda: all(counts(r, s)["published"] == 12 for s in served), timeout=40, what="all published")
+    gpus = {s: {res["gpu"] for res in _results(r, s)} for s in served}
+    assert gpus["s-big-gpu"] == {"1"}, "only GPU 1 has 4000 MB free"
+    assert gpus["s-big-auto"] <= {"cpu", "1"} and gpus["s-big-auto"], "CPU workers ignore the requirement"
+    assert gpus["s-small"] <= {"0", "1"} and gpus["s-small"]
+    assert counts(r, "s-none")["published"] == 0 and r.llen(keys.queue_key("s-none")) == 6, "no GPU fits: it waits"

@@ -65,7 +65,8 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
             gpu_devices=m.gpu_devices,
             load_balancing=m.load_balancing,
             pinned=not m.enable_multi_gpu,
-            max_workers=m.max_workers,
+            max_workers=body.max_workers,
+            gpu_memory_mb=m.gpu_memory_mb,
             half=m.half_precision,
         )
         if not desired.reserve(client, service_id, limits.max_services):
