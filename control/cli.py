@@ -106,9 +106,9 @@ def subscribe(
     deadline = None if timeout is None else time.monotonic() + timeout
     for result in sub.results(replay=replay, deadline=deadline):
         if as_json:
-            click.echo(json.dumps(result))
+            click.echo(json.dumps(result.to_map()))
         else:
-            model_names = names.setdefault(result["model"], sub.class_names(result["model"]))
+            model_names = names.setdefault(result.model, sub.class_names(result.model))
             click.echo(Subscriber.describe(result, model_names))
         seen += 1
         if count is not None and seen >= count:

@@ -36,8 +36,8 @@ def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
             r = decode_result(fields[b"r"])
         except (SchemaError, KeyError):
             continue
-        lat.append((r["t_done"] - r["t_capture"]) * 1000)
-        done.append(r["t_done"])
+        lat.append(r.latency_ms)
+        done.append(r.t_done)
     fps_out = (len(done) - 1) / (max(done) - min(done)) if len(done) > 1 and max(done) > min(done) else 0.0
     return {
         "latency_ms": {f"p{p}": (round(v, 1) if (v := percentile(lat, p)) is not None else None) for p in (50, 95, 99)},

@@ -120,7 +120,7 @@ class BatchSink:
             frames=frames,
             half=s.half,
         )
-        args = JobArgs.for_batch(self.stream, batch_no, n, seq0)
+        args = JobArgs.for_batch(self.stream, batch_no, n)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.
         with self.client.pipeline(transaction=True) as pipe:
             self.queue.enqueue_call(

@@ -68,7 +68,7 @@ FEATURES = {
     "rate_limit_concurrency": "a rate limit",
     "ttl": "a queue ttl",
 }
-#: A job's data is small (a function name and five kwargs); more than this is not a producer's job.
+#: A job's data is small (a function name and four kwargs); more than this is not a producer's job.
 MAX_JOB_DATA = 64 * 1024
 _STATUSES = frozenset(s.value for s in JobStatus)
 #: Fields RQ parses as integers (a producer writes plain ints).

@@ -47,7 +47,7 @@ def test_device_and_gpu_devices_choose_the_workers(r, procs):
         for _ in range(6):
             s.push(frames(2))
     wait_for(lambda: all(counts(r, s)["published"] == 12 for s in streams), timeout=40, what="all published")
-    served = {s: {res["gpu"] for res in _results(r, s)} for s in streams}
+    served = {s: {res.gpu for res in _results(r, s)} for s in streams}
     assert served["s-cpu"] == {"cpu"}
     assert served["s-gpu1"] == {"1"}
     assert served["s-cuda"] <= {"0", "1"} and served["s-cuda"]
