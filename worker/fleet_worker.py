@@ -30,6 +30,7 @@ from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from common import keys
+from common.backoff import Backoff
 from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
 from common.proctitle import set_title
@@ -64,6 +65,8 @@ ATTEMPTS_TTL_S = 3600
 #: While Redis refuses writes (full, read-only), a held job is offered back to its queue with
 #: backoff up to this pause, so the fleet resumes within half a second of memory being freed.
 HOLD_RETRY_MAX_S = 0.5
+#: Dequeue retry delays are shortened by up to this fraction: workers that lost Redis together spread out.
+DEQUEUE_JITTER = 0.25
 
 RETURN_LUA = """
 -- KEYS[1]: this worker's in-flight hash, KEYS[2]: the job's queue, KEYS[3]: RQ's started registry
@@ -133,7 +136,7 @@ class FleetWorker(SimpleWorker):
         idle_since = time.monotonic()
         last_beat = 0.0
         pause = POLL_MIN_S
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0, jitter=DEQUEUE_JITTER)
         while True:
             if self._stop_requested:  # asked to stop while holding a job that turned out to be gone
                 return None
@@ -148,18 +151,18 @@ class FleetWorker(SimpleWorker):
                     got = self._dequeue_script(
                         keys=[keys.inflight(self.name), keys.RQ_SUSPENDED], args=self.queue_keys()
                     )
-                backoff = 0.1
+                backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next()
+                log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, delay)
+                time.sleep(delay)
                 continue
             except redis.ResponseError as exc:
                 if not write_rejected(exc):
                     raise
-                log.warning("worker %s: %s; retrying in %.1f s", self.name, describe(exc), backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, HOLD_RETRY_MAX_S)
+                delay = min(backoff.next(), HOLD_RETRY_MAX_S)  # Redis is up: retry sooner
+                log.warning("worker %s: %s; retrying in %.1f s", self.name, describe(exc), delay)
+                time.sleep(delay)
                 continue
             if got:
                 # From here the worker holds a job: a first SIGTERM lets it finish (see _shutdown).
