@@ -68,6 +68,11 @@ def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -
     from . import status as status_mod  # noqa: PLC0415
 
     client = connect(_url(redis_url))
+    if watch and not as_json:
+        from .status_view import watch as watch_tables  # noqa: PLC0415
+
+        watch_tables(client, interval)  # Ctrl-C ends it (exit 130), as it ends the plain --watch
+        return
     while True:
         report = status_mod.collect(client)
         text = json.dumps(report, indent=2, sort_keys=True) if as_json else status_mod.render(report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import redis
 
 from common import keys, ledger
@@ -21,11 +22,10 @@ def _text(h: dict[bytes, bytes]) -> dict[str, str]:
 
 
 def percentile(values: list[float], p: float) -> float | None:
+    """The p-th percentile (0..100) as one of the values (nearest rank); None without values."""
     if not values:
         return None
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
+    return float(np.percentile(values, p, method="nearest"))
 
 
 def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
