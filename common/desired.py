@@ -16,6 +16,7 @@ import yaml
 from . import keys
 from .config import ProducerSettings
 from .errors import ConfigError, SchemaError
+from .replies import texts
 from .wire import packb, unpackb
 
 #: Settings that belong to the producer process, not to the stream's desired state.
@@ -68,7 +69,7 @@ def get(client: redis.Redis, stream: str) -> dict[str, Any] | None:
 
 
 def streams(client: redis.Redis) -> list[str]:
-    return sorted(s.decode() for s in client.smembers(keys.DESIRED))
+    return texts(client.smembers(keys.DESIRED))
 
 
 def settings_for(client: redis.Redis, stream: str, redis_url: str) -> ProducerSettings | None:

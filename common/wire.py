@@ -163,11 +163,12 @@ JOB_KWARGS = frozenset(JobArgs.__dataclass_fields__)
 
 
 def packb(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
-def unpackb(data: bytes) -> Any:
-    """Bounded msgpack decode; any failure is a SchemaError."""
+def unpackb(data: object) -> Any:
+    """Bounded msgpack decode of a Redis reply or payload; anything but bytes, and any failure, is a SchemaError."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SchemaError(f"expected msgpack bytes, got {type(data).__name__}")
     try:
@@ -201,7 +202,7 @@ class MsgpackSerializer:
 SERIALIZER_PATH = "common.wire.MsgpackSerializer"
 
 
-def _get(obj: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
+def _get(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
     if name not in obj:
         raise SchemaError(f"{where}: missing field {name!r}")
     value = obj[name]
@@ -212,15 +213,15 @@ def _get(obj: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any
     return value
 
 
-def _optional_bool(obj: dict, name: str) -> bool | None:
+def _optional_bool(obj: dict[str, Any], name: str) -> bool | None:
     value = obj.get(name)
     if value is not None and not isinstance(value, bool):
         raise SchemaError(f"batch: field {name!r} has type {type(value).__name__}")
     return value
 
 
-def _side(obj: dict, name: str, where: str) -> int:
-    value = _get(obj, name, int, where)
+def _side(obj: dict[str, Any], name: str, where: str) -> int:
+    value: int = _get(obj, name, int, where)
     if not 1 <= value <= MAX_SIDE:
         raise SchemaError(f"{where}: {name}={value} is outside 1..{MAX_SIDE}")
     return value
@@ -263,7 +264,7 @@ def encode_batch(batch: Batch) -> bytes:
     )
 
 
-def decode_batch(data: bytes) -> Batch:
+def decode_batch(data: object) -> Batch:
     obj = unpackb(data)
     if not isinstance(obj, dict):
         raise SchemaError(f"batch: expected a map, got {type(obj).__name__}")
@@ -333,7 +334,7 @@ def _box(raw: object, where: str) -> list[float | int]:
     return [*coords, cls]
 
 
-def decode_result(data: bytes) -> Result:
+def decode_result(data: object) -> Result:
     """A Result from its bytes; SchemaError naming the first field that is missing or of the wrong type."""
     obj = unpackb(data)
     if not isinstance(obj, dict):

@@ -198,6 +198,7 @@ def stream_ls(redis_url: str | None) -> None:
     """List declared streams and which producer runs each."""
     from common import desired, keys  # noqa: PLC0415
     from common.redis_client import connect  # noqa: PLC0415
+    from common.replies import text  # noqa: PLC0415
     from common.sources import redact  # noqa: PLC0415
 
     client = connect(_url(redis_url))
@@ -205,7 +206,7 @@ def stream_ls(redis_url: str | None) -> None:
         entry = desired.get(client, sid) or {"settings": {}}
         owner = client.get(keys.claim(sid))
         source = redact(str(entry["settings"].get("source", "?")))
-        click.echo(f"{sid}  {source}  {'run by ' + owner.decode() if owner else 'unclaimed'}")
+        click.echo(f"{sid}  {source}  {'run by ' + text(owner) if owner else 'unclaimed'}")
 
 
 def _url(override: str | None) -> str:

@@ -9,6 +9,7 @@ import redis
 
 from common import keys
 from common.errors import SchemaError
+from common.replies import texts
 from common.wire import Result, decode_result, unpackb
 
 
@@ -24,11 +25,11 @@ class Subscriber:
 
     def replay(self, stream: str, count: int) -> list[Result]:
         """Up to `count` most recent results of `stream`, oldest first."""
-        entries = self.client.xrevrange(keys.history(stream), count=count)
+        entries = self.client.xrevrange(keys.history(stream), count=count) or []
         out = []
         for _id, fields in reversed(entries):
             try:
-                out.append(decode_result(fields[b"r"]))
+                out.append(decode_result((fields or {})[b"r"]))
             except (SchemaError, KeyError):
                 self.bad_messages += 1
         return out
@@ -42,7 +43,7 @@ class Subscriber:
         last_seq: dict[str, int] = {}
         try:
             if replay:
-                streams = self.streams or sorted(s.decode() for s in self.client.smembers(keys.STREAMS))
+                streams = self.streams or texts(self.client.smembers(keys.STREAMS))
                 for stream in streams:
                     for result in self.replay(stream, replay):
                         last_seq[stream] = max(last_seq.get(stream, -1), result.seq)

@@ -90,10 +90,10 @@ def check(fields: dict[bytes, bytes], *, queue_key: str, allowed: Collection[str
             continue
         feature = FEATURES.get(name, f"the field {name[:40]!r}")
         raise JobRejectedError(f"job uses {feature} ({name}); producers never set it")
-    for name in _INTEGERS:
-        value = fields.get(name)
-        if value and not _INTEGER_RE.fullmatch(value):
-            raise JobRejectedError(f"job field {name.decode()} is {value[:40]!r}, not an integer")
+    for integer in _INTEGERS:
+        number = fields.get(integer)
+        if number and not _INTEGER_RE.fullmatch(number):
+            raise JobRejectedError(f"job field {integer.decode()} is {number[:40]!r}, not an integer")
     status = fields.get(b"status", b"").decode(errors="replace")
     if status and status not in _STATUSES:
         raise JobRejectedError(f"job status {status[:40]!r} is not an RQ status")

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import zlib
+from types import FrameType
 
 import redis
 from rq import Queue
@@ -35,6 +36,7 @@ from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
 from common.proctitle import set_title
 from common.redis_client import describe, write_rejected
+from common.replies import texts
 from common.states import WorkerState
 from common.wire import JobArgs, MsgpackSerializer
 
@@ -118,7 +120,7 @@ class FleetWorker(SimpleWorker):
         if not force and now - self._queues_read_at < QUEUE_REFRESH_S:
             return
         self._queues_read_at = now
-        streams = self.router.eligible(sorted(s.decode() for s in self.client.smembers(keys.STREAMS)))
+        streams = self.router.eligible(texts(self.client.smembers(keys.STREAMS)))
         names = [keys.queue_name(s) for s in streams]
         if names != self.queue_names():
             self.queues = [Queue(n, connection=self.client, serializer=MsgpackSerializer) for n in names]
@@ -315,7 +317,7 @@ class FleetWorker(SimpleWorker):
         """True once SIGTERM/SIGINT asked this worker to stop (RQ records the time)."""
         return self._shutdown_requested_date is not None
 
-    def request_force_stop(self, signum: int, frame: object) -> None:
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         """Second SIGTERM/SIGINT: stop now; the job in hand goes back to the front of its queue."""
         self._force_stop = True
         super().request_force_stop(signum, frame)
@@ -346,7 +348,7 @@ class FleetWorker(SimpleWorker):
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
         kw = job.kwargs
-        stream, batch, n = kw.get("stream"), kw.get("batch"), kw.get("n")
+        stream, batch, n = kw["stream"], kw["batch"], kw["n"]  # admission checked them (JobArgs)
         attempts = self.client.hincrby(keys.attempts(stream), str(batch), 1)
         self.client.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
         if attempts < MAX_ATTEMPTS:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.typing import EncodableT, FieldT
 
 from common import keys, ledger
 from common.errors import FrameDecodeError, ModelError, SchemaError
@@ -124,7 +125,12 @@ def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: l
     settlement.failed += len(live)
     rt.publisher.settle(settlement)
     reason = str(exc)[:500]
-    state = {"state": StreamState.ERROR.value, "reason": reason, "t_state": rt.now(), "model_error": reason}
+    state: dict[FieldT, EncodableT] = {
+        "state": StreamState.ERROR.value,
+        "reason": reason,
+        "t_state": rt.now(),
+        "model_error": reason,
+    }
     rt.client.hset(keys.stream(b.stream), mapping=state)
     rt.model_ok_streams.discard(b.stream)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from common import keys
+from common.replies import text
 
 #: A worker's place in a pinned or capped stream lapses this long after its last renewal.
 SLOT_LEASE_MS = 3000
@@ -102,7 +103,7 @@ class Router:
 
     def live_devices(self) -> dict[str, str]:
         """Alive worker name -> its GPU label."""
-        names = [n.decode() for n in self.client.smembers(keys.WORKERS)]
+        names = [text(n) for n in self.client.smembers(keys.WORKERS)]
         with self.client.pipeline() as pipe:
             for n in names:
                 pipe.exists(keys.worker_alive(n))
