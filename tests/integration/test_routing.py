@@ -66,9 +66,9 @@ def test_enable_multi_gpu_false_pins_the_stream_to_one_worker_in_order(r, procs)
         what="all published",
     )
     res = _results(r, "pinned")
-    assert len({x["worker"] for x in res}) == 1, "one worker served the pinned stream"
-    assert [x["seq"] for x in res] == sorted(x["seq"] for x in res), "results came in order"
-    assert len({x["worker"] for x in _results(r, "free")}) == 2, "the free stream used both"
+    assert len({x.worker for x in res}) == 1, "one worker served the pinned stream"
+    assert [x.seq for x in res] == sorted(x.seq for x in res), "results came in order"
+    assert len({x.worker for x in _results(r, "free")}) == 2, "the free stream used both"
 
 
 def test_load_balancing_false_uses_the_fixed_map(r, procs):
@@ -81,7 +81,7 @@ def test_load_balancing_false_uses_the_fixed_map(r, procs):
             s.push(frames(2))
     wait_for(lambda: all(counts(r, s)["published"] == 8 for s in streams), timeout=40, what="all published")
     for name in streams:
-        workers = {x["worker"] for x in _results(r, name)}
+        workers = {x.worker for x in _results(r, name)}
         assert workers == {fixed_choice(name, list(live))}, name
 
 
@@ -91,4 +91,4 @@ def test_max_workers_caps_how_many_serve_a_stream(r, procs):
     for _ in range(24):
         capped.push(frames(2))
     wait_for(lambda: counts(r, "capped")["published"] == 48, timeout=40, what="all published")
-    assert len({x["worker"] for x in _results(r, "capped")}) == 2
+    assert len({x.worker for x in _results(r, "capped")}) == 2
