@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
@@ -99,8 +99,3 @@ def registry(client: redis.Redis) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(FleetCollector(client))
     return reg
-
-
-def render(client: redis.Redis) -> str:
-    """The exposition text, as GET /metrics serves it."""
-    return generate_latest(registry(client)).decode()
