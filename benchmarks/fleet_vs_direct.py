@@ -139,8 +139,8 @@ def run_workers(client, url: str, stream: str, n: int, *args: str) -> None:
 
 def drained_fps(client, stream: str) -> float:
     results = [decode_result(f[b"r"]) for _id, f in client.xrange(keys.history(stream))]
-    t0 = min(r["t_start"] for r in results)
-    t1 = max(r["t_done"] for r in results)
+    t0 = min(r.t_start for r in results)
+    t1 = max(r.t_done for r in results)
     counts = ledger.read(client, stream)
     assert counts["in_flight"] == 0 and counts["published"] == len(results), counts
     return len(results) / (t1 - t0)

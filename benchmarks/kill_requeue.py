@@ -83,8 +83,8 @@ def run_mode(mode: str, kills: int) -> dict[str, object]:
             def rerun(b: int = batch) -> float | None:
                 for _id, f in client.xrange(keys.history("bench")):
                     res = decode_result(f[b"r"])
-                    if res["batch"] == b:
-                        return res["t_start"]
+                    if res.batch == b:
+                        return res.t_start
                 return None
 
             t_start = wait_for(rerun, timeout=30, interval=0.01, what="the job to run again")

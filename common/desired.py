@@ -16,6 +16,7 @@ import yaml
 from . import keys
 from .config import ProducerSettings
 from .errors import ConfigError, SchemaError
+from .replies import texts
 from .wire import packb, unpackb
 
 #: Settings that belong to the producer process, not to the stream's desired state.
@@ -68,7 +69,7 @@ def get(client: redis.Redis, stream: str) -> dict[str, Any] | None:
 
 
 def streams(client: redis.Redis) -> list[str]:
-    return sorted(s.decode() for s in client.smembers(keys.DESIRED))
+    return texts(client.smembers(keys.DESIRED))
 
 
 def settings_for(client: redis.Redis, stream: str, redis_url: str) -> ProducerSettings | None:
@@ -100,8 +101,26 @@ def declare_file(client: redis.Redis, path: Path, redis_url: str) -> tuple[list[
     """
     try:
         text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"camera list {path}: {exc}") from exc
+    parsed = parse_file(text, path, redis_url)
+    digest = hashlib.sha256(f"{path.resolve()}\0{text}".encode()).hexdigest()[:16]
+    marker = keys.streams_file(digest)
+    streams = [s.stream for s in parsed]
+    with client.pipeline() as pipe:
+        for settings in parsed:
+            _put(pipe, settings.stream, settings, {"from_file": str(path)})
+        pipe.set(marker, packb({"path": str(path), "streams": streams}))
+        pipe.execute()
+    return streams, marker
+
+
+def parse_file(text: str, path: Path, redis_url: str) -> list[ProducerSettings]:
+    """The streams of a camera list's YAML `text` (read from `path`), checked as a whole: ConfigError
+    naming the file and the bad entry; nothing touches Redis."""
+    try:
         data = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
         raise ConfigError(f"camera list {path}: {exc}") from exc
     entries = (data or {}).get("streams") if isinstance(data, dict | None) else None
     if entries is None:
@@ -117,17 +136,9 @@ def declare_file(client: redis.Redis, path: Path, redis_url: str) -> tuple[list[
             parsed.append(
                 ProducerSettings(stream=keys.check_stream_id(str(entry["id"])), redis_url=redis_url, **fields)
             )
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:  # a bad setting, or a bad stream id
             raise ConfigError(f"camera list {path}: entry {i} ({entry['id']}): {exc}") from exc
-    digest = hashlib.sha256(f"{path.resolve()}\0{text}".encode()).hexdigest()[:16]
-    marker = keys.streams_file(digest)
-    streams = [s.stream for s in parsed]
-    with client.pipeline() as pipe:
-        for settings in parsed:
-            _put(pipe, settings.stream, settings, {"from_file": str(path)})
-        pipe.set(marker, packb({"path": str(path), "streams": streams}))
-        pipe.execute()
-    return streams, marker
+    return parsed
 
 
 def file_forgotten(client: redis.Redis, marker: str) -> bool:

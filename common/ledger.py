@@ -7,6 +7,7 @@ from typing import Any
 import redis
 
 from . import keys
+from .replies import text
 from .states import Outcome
 
 PRODUCED = "produced"
@@ -20,7 +21,7 @@ def count(pipe: Any, stream: str, counter: str, n: int = 1) -> None:
 
 def read(client: redis.Redis, stream: str) -> dict[str, int]:
     raw = client.hgetall(keys.ledger(stream))
-    values = {k.decode(): int(v) for k, v in raw.items()}
+    values = {text(k): int(v) for k, v in raw.items()}
     out = {name: values.get(name, 0) for name in COUNTERS}
     out["in_flight"] = out[PRODUCED] - sum(out[o.value] for o in Outcome)
     return out
@@ -57,4 +58,4 @@ def record_latencies(pipe: Any, stream: str, latencies_ms: list[float]) -> None:
 
 
 def read_latency_hist(client: redis.Redis, stream: str) -> dict[str, float]:
-    return {k.decode(): float(v) for k, v in client.hgetall(keys.latency_hist(stream)).items()}
+    return {text(k): float(v) for k, v in client.hgetall(keys.latency_hist(stream)).items()}

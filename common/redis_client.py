@@ -10,6 +10,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from .backoff import Backoff
 from .config import redis_start_timeout_s
 from .errors import RedisUnavailableError
 from .redis_diagnosis import diagnose, permanent
@@ -50,18 +51,18 @@ def check_at_start(url: str, *, timeout_s: float | None = None) -> None:
         url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=Retry(NoBackoff(), 0)
     )
     deadline = time.monotonic() + limit
-    delay = 0.1
+    backoff = Backoff(first=0.1, cap=1.0)
     try:
         while True:
             try:
                 probe.ping()
                 return
             except redis.RedisError as exc:
+                delay = backoff.next()
                 if permanent(probe, exc) or time.monotonic() + delay > deadline:
                     raise RedisUnavailableError(diagnose(probe, exc, waited_s=limit)) from None
                 log.info("Redis not reachable yet (%s); retrying", type(exc).__name__)
                 time.sleep(delay)
-                delay = min(delay * 2, 1.0)
     finally:
         probe.close()
 
@@ -70,7 +71,7 @@ def wait_until_up(
     client: redis.Redis, *, what: str, stop: Callable[[], bool] = lambda: False, max_wait_s: float | None = None
 ) -> bool:
     """Ping with exponential backoff until Redis answers (True) or stop()/max_wait_s says give up."""
-    delay, waited = 0.1, 0.0
+    backoff, waited = Backoff(first=0.1, cap=MAX_BACKOFF_S), 0.0
     while True:
         try:
             client.ping()
@@ -80,10 +81,10 @@ def wait_until_up(
         except redis.RedisError as exc:
             if stop() or (max_wait_s is not None and waited >= max_wait_s):
                 return False
+            delay = backoff.next()
             log.warning("%s: Redis unreachable (%s); retrying in %.1f s", what, exc, delay)
             time.sleep(delay)
             waited += delay
-            delay = min(delay * 2, MAX_BACKOFF_S)
 
 
 #: Redis errors that mean "Redis is up but refuses writes now": out of memory under `noeviction`,

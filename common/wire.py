@@ -7,11 +7,12 @@ Batch (one RQ job's input, stored under keys.batch_blob):
   w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
 
 Job kwargs (JobArgs, the only thing an RQ job carries):
-  {"stream": str, "batch": int, "blob": keys.batch_blob(stream, batch), "n": int, "seq0": int}
+  {"stream": str, "batch": int, "blob": keys.batch_blob(stream, batch), "n": int}
 
-Result (one pub/sub message per frame):
-  {"v": 1, "stream", "seq", "batch", "t_capture", "t_enqueue", "t_start", "t_done", "worker",
-   "gpu", "model", "w", "h", "boxes": [[x1, y1, x2, y2, conf, cls], ...]}  (original pixels)
+Result (one pub/sub message per frame, also kept in keys.history):
+  {"v": 1, "stream": str, "seq": int, "batch": int, "t_capture": float, "t_enqueue": float,
+   "t_start": float, "t_done": float, "worker": str, "gpu": str, "model": str, "w": int, "h": int,
+   "boxes": [[x1, y1, x2, y2, conf, cls], ...]}  (original pixels; cls an int, the rest numbers)
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ MAX_STR = 1024 * 1024
 MAX_ARRAY = 4096
 MAX_MAP = 64
 MAX_FRAMES = 256
+#: A result lists at most this many boxes (the decode bound on arrays).
+MAX_BOXES = MAX_ARRAY
 MAX_SIDE = 16_384
 #: Producers resize frames so the long side is at most imgsz, and imgsz is at most this.
 MAX_IMGSZ = 4096
@@ -74,11 +77,11 @@ class JobArgs:
     batch: int
     blob: str
     n: int
-    seq0: int
 
     @classmethod
-    def for_batch(cls, stream: str, batch: int, n: int, seq0: int) -> JobArgs:
-        return cls(stream=stream, batch=batch, blob=keys.batch_blob(stream, batch), n=n, seq0=seq0)
+    def for_batch(cls, stream: str, batch: int, n: int) -> JobArgs:
+        """A producer's job kwargs, checked against the same contract a worker checks them with."""
+        return cls.from_kwargs({"stream": stream, "batch": batch, "blob": keys.batch_blob(stream, batch), "n": n})
 
     @classmethod
     def from_kwargs(cls, kwargs: object) -> JobArgs:
@@ -96,19 +99,63 @@ class JobArgs:
             raise SchemaError(f"job kwargs: {exc}") from exc
         batch = _get(kwargs, "batch", int, "job kwargs")
         n = _get(kwargs, "n", int, "job kwargs")
-        seq0 = _get(kwargs, "seq0", int, "job kwargs")
         blob = _get(kwargs, "blob", str, "job kwargs")
-        if batch < 0 or seq0 < 0:
-            raise SchemaError(f"job kwargs: batch={batch}, seq0={seq0} must not be negative")
+        if batch < 0:
+            raise SchemaError(f"job kwargs: batch={batch} must not be negative")
         if not 1 <= n <= MAX_FRAMES:
             raise SchemaError(f"job kwargs: n={n} is outside 1..{MAX_FRAMES}")
         own = keys.batch_blob(stream, batch)
         if blob != own:
             raise SchemaError(f"job kwargs: blob {blob[:100]!r} is not batch {stream}#{batch}'s key {own!r}")
-        return cls(stream=stream, batch=batch, blob=blob, n=n, seq0=seq0)
+        return cls(stream=stream, batch=batch, blob=blob, n=n)
 
     def to_kwargs(self) -> dict[str, Any]:
-        return {"stream": self.stream, "batch": self.batch, "blob": self.blob, "n": self.n, "seq0": self.seq0}
+        return {"stream": self.stream, "batch": self.batch, "blob": self.blob, "n": self.n}
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One frame's detections, as a worker publishes them: times are Redis-clock seconds."""
+
+    stream: str
+    seq: int
+    batch: int
+    t_capture: float
+    t_enqueue: float
+    t_start: float
+    t_done: float
+    worker: str
+    gpu: str
+    model: str
+    #: The camera frame's size: boxes are in its pixels.
+    w: int
+    h: int
+    #: [x1, y1, x2, y2, conf, cls] per object.
+    boxes: list[list[float | int]] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float:
+        """Capture to published, in milliseconds."""
+        return (self.t_done - self.t_capture) * 1000
+
+    def to_map(self) -> dict[str, Any]:
+        """The result as its wire map (what `encode_result` packs and `rtai subscribe --json` prints)."""
+        return {
+            "v": VERSION,
+            "stream": self.stream,
+            "seq": self.seq,
+            "batch": self.batch,
+            "t_capture": self.t_capture,
+            "t_enqueue": self.t_enqueue,
+            "t_start": self.t_start,
+            "t_done": self.t_done,
+            "worker": self.worker,
+            "gpu": self.gpu,
+            "model": self.model,
+            "w": self.w,
+            "h": self.h,
+            "boxes": self.boxes,
+        }
 
 
 #: The kwargs names of a job, no more, no fewer.
@@ -116,11 +163,12 @@ JOB_KWARGS = frozenset(JobArgs.__dataclass_fields__)
 
 
 def packb(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
-def unpackb(data: bytes) -> Any:
-    """Bounded msgpack decode; any failure is a SchemaError."""
+def unpackb(data: object) -> Any:
+    """Bounded msgpack decode of a Redis reply or payload; anything but bytes, and any failure, is a SchemaError."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SchemaError(f"expected msgpack bytes, got {type(data).__name__}")
     try:
@@ -154,7 +202,7 @@ class MsgpackSerializer:
 SERIALIZER_PATH = "common.wire.MsgpackSerializer"
 
 
-def _get(obj: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
+def _get(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
     if name not in obj:
         raise SchemaError(f"{where}: missing field {name!r}")
     value = obj[name]
@@ -165,15 +213,15 @@ def _get(obj: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any
     return value
 
 
-def _optional_bool(obj: dict, name: str) -> bool | None:
+def _optional_bool(obj: dict[str, Any], name: str) -> bool | None:
     value = obj.get(name)
     if value is not None and not isinstance(value, bool):
         raise SchemaError(f"batch: field {name!r} has type {type(value).__name__}")
     return value
 
 
-def _side(obj: dict, name: str, where: str) -> int:
-    value = _get(obj, name, int, where)
+def _side(obj: dict[str, Any], name: str, where: str) -> int:
+    value: int = _get(obj, name, int, where)
     if not 1 <= value <= MAX_SIDE:
         raise SchemaError(f"{where}: {name}={value} is outside 1..{MAX_SIDE}")
     return value
@@ -216,7 +264,7 @@ def encode_batch(batch: Batch) -> bytes:
     )
 
 
-def decode_batch(data: bytes) -> Batch:
+def decode_batch(data: object) -> Batch:
     obj = unpackb(data)
     if not isinstance(obj, dict):
         raise SchemaError(f"batch: expected a map, got {type(obj).__name__}")
@@ -270,15 +318,45 @@ def decode_batch(data: bytes) -> Batch:
     )
 
 
-def encode_result(result: dict[str, Any]) -> bytes:
-    return packb({"v": VERSION, **result})
+def encode_result(result: Result) -> bytes:
+    return packb(result.to_map())
 
 
-def decode_result(data: bytes) -> dict[str, Any]:
+def _box(raw: object, where: str) -> list[float | int]:
+    if not isinstance(raw, list) or len(raw) != 6:
+        raise SchemaError(f"{where}: expected [x1, y1, x2, y2, conf, cls]")
+    *coords, cls = raw
+    for value in coords:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise SchemaError(f"{where}: {type(value).__name__} where a number belongs")
+    if not isinstance(cls, int) or isinstance(cls, bool):
+        raise SchemaError(f"{where}: class has type {type(cls).__name__}")
+    return [*coords, cls]
+
+
+def decode_result(data: object) -> Result:
+    """A Result from its bytes; SchemaError naming the first field that is missing or of the wrong type."""
     obj = unpackb(data)
-    if not isinstance(obj, dict) or obj.get("v") != VERSION:
-        raise SchemaError("result: not a v1 result map")
-    for name in ("stream", "seq", "boxes", "t_capture", "t_done"):
-        if name not in obj:
-            raise SchemaError(f"result: missing field {name!r}")
-    return obj
+    if not isinstance(obj, dict):
+        raise SchemaError(f"result: expected a map, got {type(obj).__name__}")
+    version = obj.get("v")
+    if version != VERSION:
+        raise SchemaError(f"result: unsupported version {version!r} (this reader reads v{VERSION})")
+    boxes_raw = _get(obj, "boxes", list, "result")
+    if len(boxes_raw) > MAX_BOXES:
+        raise SchemaError(f"result: {len(boxes_raw)} boxes, over {MAX_BOXES}")
+    return Result(
+        stream=_get(obj, "stream", str, "result"),
+        seq=_get(obj, "seq", int, "result"),
+        batch=_get(obj, "batch", int, "result"),
+        t_capture=_get(obj, "t_capture", float, "result"),
+        t_enqueue=_get(obj, "t_enqueue", float, "result"),
+        t_start=_get(obj, "t_start", float, "result"),
+        t_done=_get(obj, "t_done", float, "result"),
+        worker=_get(obj, "worker", str, "result"),
+        gpu=_get(obj, "gpu", str, "result"),
+        model=_get(obj, "model", str, "result"),
+        w=_side(obj, "w", "result"),
+        h=_side(obj, "h", "result"),
+        boxes=[_box(box, f"result box {i}") for i, box in enumerate(boxes_raw)],
+    )

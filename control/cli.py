@@ -68,6 +68,11 @@ def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -
     from . import status as status_mod  # noqa: PLC0415
 
     client = connect(_url(redis_url))
+    if watch and not as_json:
+        from .status_view import watch as watch_tables  # noqa: PLC0415
+
+        watch_tables(client, interval)  # Ctrl-C ends it (exit 130), as it ends the plain --watch
+        return
     while True:
         report = status_mod.collect(client)
         text = json.dumps(report, indent=2, sort_keys=True) if as_json else status_mod.render(report)
@@ -106,9 +111,9 @@ def subscribe(
     deadline = None if timeout is None else time.monotonic() + timeout
     for result in sub.results(replay=replay, deadline=deadline):
         if as_json:
-            click.echo(json.dumps(result))
+            click.echo(json.dumps(result.to_map()))
         else:
-            model_names = names.setdefault(result["model"], sub.class_names(result["model"]))
+            model_names = names.setdefault(result.model, sub.class_names(result.model))
             click.echo(Subscriber.describe(result, model_names))
         seen += 1
         if count is not None and seen >= count:
@@ -193,6 +198,7 @@ def stream_ls(redis_url: str | None) -> None:
     """List declared streams and which producer runs each."""
     from common import desired, keys  # noqa: PLC0415
     from common.redis_client import connect  # noqa: PLC0415
+    from common.replies import text  # noqa: PLC0415
     from common.sources import redact  # noqa: PLC0415
 
     client = connect(_url(redis_url))
@@ -200,7 +206,7 @@ def stream_ls(redis_url: str | None) -> None:
         entry = desired.get(client, sid) or {"settings": {}}
         owner = client.get(keys.claim(sid))
         source = redact(str(entry["settings"].get("source", "?")))
-        click.echo(f"{sid}  {source}  {'run by ' + owner.decode() if owner else 'unclaimed'}")
+        click.echo(f"{sid}  {source}  {'run by ' + text(owner) if owner else 'unclaimed'}")
 
 
 def _url(override: str | None) -> str:

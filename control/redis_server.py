@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from common.backoff import Backoff
 from common.errors import RedisUnavailableError, RtaiError
 
 #: A local redis-server answers within a second; ten allows for a loaded machine.
@@ -89,6 +90,7 @@ class PrivateRedis:
     def _wait_up(self) -> None:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + START_TIMEOUT_S
+        backoff = Backoff(first=0.01, cap=0.2)  # redis-server answers within tens of ms
         while True:
             try:
                 client.ping()
@@ -97,7 +99,7 @@ class PrivateRedis:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.stop()
                     raise RedisUnavailableError(f"redis-server on port {self.port} did not start: {exc}") from exc
-                time.sleep(0.05)
+                time.sleep(backoff.next())
             finally:
                 client.close()
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import redis
 
 from common import keys, ledger
 from common.clock import SKEW_WARN_S
 from common.errors import SchemaError
+from common.replies import text, text_map
 from common.sources import redact, redact_text
 from common.wire import decode_result
 
@@ -16,28 +18,25 @@ from common.wire import decode_result
 LATENCY_WINDOW = 500
 
 
-def _text(h: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode(errors="replace") for k, v in h.items()}
-
-
 def percentile(values: list[float], p: float) -> float | None:
+    """The p-th percentile (0..100) as one of the values (nearest rank); None without values."""
     if not values:
         return None
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
+    return float(np.percentile(values, p, method="nearest"))
 
 
 def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
-    entries = client.xrevrange(keys.history(stream), count=LATENCY_WINDOW)
+    entries = client.xrevrange(keys.history(stream), count=LATENCY_WINDOW) or []
     lat, done = [], []
     for _id, fields in entries:
+        if not fields:
+            continue
         try:
             r = decode_result(fields[b"r"])
         except (SchemaError, KeyError):
             continue
-        lat.append((r["t_done"] - r["t_capture"]) * 1000)
-        done.append(r["t_done"])
+        lat.append(r.latency_ms)
+        done.append(r.t_done)
     fps_out = (len(done) - 1) / (max(done) - min(done)) if len(done) > 1 and max(done) > min(done) else 0.0
     return {
         "latency_ms": {f"p{p}": (round(v, 1) if (v := percentile(lat, p)) is not None else None) for p in (50, 95, 99)},
@@ -49,8 +48,8 @@ def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
 def collect(client: redis.Redis) -> dict[str, Any]:
     streams = {}
     for raw in sorted(client.smembers(keys.STREAMS)):
-        sid = raw.decode()
-        info = _text(client.hgetall(keys.stream(sid)))
+        sid = text(raw)
+        info = text_map(client.hgetall(keys.stream(sid)))
         streams[sid] = {
             "state": info.get("state", "unknown"),
             "reason": redact_text(info.get("reason", "")),
@@ -61,17 +60,17 @@ def collect(client: redis.Redis) -> dict[str, Any]:
             "ledger": ledger.read(client, sid),
             **latency(client, sid),
         }
-    workers = {}
+    workers: dict[str, dict[str, Any]] = {}
     for raw in sorted(client.smembers(keys.WORKERS)):
-        name = raw.decode()
-        info = _text(client.hgetall(keys.worker(name)))
-        if not info:
+        name = text(raw)
+        w: dict[str, Any] = text_map(client.hgetall(keys.worker(name)))
+        if not w:
             continue
-        info["alive"] = bool(client.exists(keys.worker_alive(name)))
+        w["alive"] = bool(client.exists(keys.worker_alive(name)))
         for field in ("frames", "published", "failed", "dropped_stale", "batches", "rejected"):
-            info[field] = int(info.get(field, 0))
-        workers[name] = info
-    fleet = _text(client.hgetall(keys.FLEET))
+            w[field] = int(w.get(field, 0))
+        workers[name] = w
+    fleet = text_map(client.hgetall(keys.FLEET))
     return {"streams": streams, "workers": workers, "fleet": {k: int(v) for k, v in fleet.items()}}
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import redis
 
 from common import keys
 from common.errors import SchemaError
-from common.wire import decode_result, unpackb
+from common.replies import texts
+from common.wire import Result, decode_result, unpackb
 
 
 class Subscriber:
@@ -23,18 +23,18 @@ class Subscriber:
         raw = self.client.get(keys.model_names(model))
         return list(unpackb(raw)) if raw else []
 
-    def replay(self, stream: str, count: int) -> list[dict[str, Any]]:
+    def replay(self, stream: str, count: int) -> list[Result]:
         """Up to `count` most recent results of `stream`, oldest first."""
-        entries = self.client.xrevrange(keys.history(stream), count=count)
+        entries = self.client.xrevrange(keys.history(stream), count=count) or []
         out = []
         for _id, fields in reversed(entries):
             try:
-                out.append(decode_result(fields[b"r"]))
+                out.append(decode_result((fields or {})[b"r"]))
             except (SchemaError, KeyError):
                 self.bad_messages += 1
         return out
 
-    def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[dict[str, Any]]:
+    def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         if self.streams:
             pubsub.subscribe(*[keys.results_channel(s) for s in self.streams])
@@ -43,10 +43,10 @@ class Subscriber:
         last_seq: dict[str, int] = {}
         try:
             if replay:
-                streams = self.streams or sorted(s.decode() for s in self.client.smembers(keys.STREAMS))
+                streams = self.streams or texts(self.client.smembers(keys.STREAMS))
                 for stream in streams:
                     for result in self.replay(stream, replay):
-                        last_seq[stream] = max(last_seq.get(stream, -1), result["seq"])
+                        last_seq[stream] = max(last_seq.get(stream, -1), result.seq)
                         yield result
             while deadline is None or time.monotonic() < deadline:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
@@ -58,19 +58,16 @@ class Subscriber:
                 except SchemaError:
                     self.bad_messages += 1
                     continue
-                if result["seq"] <= last_seq.get(result["stream"], -1) and replay:
+                if result.seq <= last_seq.get(result.stream, -1) and replay:
                     continue
                 yield result
         finally:
             pubsub.close()
 
     @staticmethod
-    def describe(result: dict[str, Any], names: list[str]) -> str:
-        latency_ms = (result["t_done"] - result["t_capture"]) * 1000
+    def describe(result: Result, names: list[str]) -> str:
         parts = []
-        for x1, y1, x2, y2, conf, cls in result["boxes"]:
-            label = names[cls] if 0 <= cls < len(names) else str(cls)
+        for x1, y1, x2, y2, conf, cls in result.boxes:
+            label = names[int(cls)] if 0 <= cls < len(names) else str(cls)
             parts.append(f"{label} {conf:.2f} [{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]")
-        return f"{result['stream']} #{result['seq']} {latency_ms:.0f} ms {result['worker']}: " + (
-            ", ".join(parts) or "-"
-        )
+        return f"{result.stream} #{result.seq} {result.latency_ms:.0f} ms {result.worker}: " + (", ".join(parts) or "-")

@@ -211,7 +211,7 @@ def _show(client: redis.Redis, streams: list[str], stop: threading.Event) -> Non
         for result in sub.results(deadline=None):
             if stop.is_set():
                 return
-            model_names = names.setdefault(result["model"], sub.class_names(result["model"]))
+            model_names = names.setdefault(result.model, sub.class_names(result.model))
             click.echo(Subscriber.describe(result, model_names))
     except redis.RedisError:
         return

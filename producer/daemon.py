@@ -46,7 +46,8 @@ return 0
 class Running:
     producer: StreamProducer
     thread: threading.Thread
-    version: bytes
+    #: The desired state's version as Redis returned it (compared, never parsed).
+    version: bytes | str
 
 
 class ProducerDaemon:

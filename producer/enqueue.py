@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 
 import redis
+from redis.typing import EncodableT, FieldT
 from rq import Queue
 
 from common import keys, ledger
@@ -47,20 +48,18 @@ class BatchSink:
 
     def register(self) -> None:
         s = self.settings
+        fields: dict[FieldT, EncodableT] = {
+            "source": redact(s.source),  # shown by status readers: never the password
+            "model": s.model,
+            "imgsz": s.imgsz,
+            "max_fps": s.max_fps,
+            "batch_size": s.batch_size,
+            "queue_bound": s.queue_bound,
+        }
+        fields.update(Routing.from_settings(s).to_hash())
         with self.client.pipeline() as pipe:
             pipe.sadd(keys.STREAMS, self.stream)
-            pipe.hset(
-                keys.stream(self.stream),
-                mapping={
-                    "source": redact(s.source),  # shown by status readers: never the password
-                    "model": s.model,
-                    "imgsz": s.imgsz,
-                    "max_fps": s.max_fps,
-                    "batch_size": s.batch_size,
-                    "queue_bound": s.queue_bound,
-                    **Routing.from_settings(s).to_hash(),
-                },
-            )
+            pipe.hset(keys.stream(self.stream), mapping=fields)
             pipe.execute()
 
     def set_state(self, state: StreamState, reason: str = "") -> None:
@@ -117,7 +116,7 @@ class BatchSink:
             frames=frames,
             half=s.half,
         )
-        args = JobArgs.for_batch(self.stream, batch_no, n, seq0)
+        args = JobArgs.for_batch(self.stream, batch_no, n)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.
         with self.client.pipeline(transaction=True) as pipe:
             self.queue.enqueue_call(

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.backoff import Backoff
 from common.config import apply_capture_options
 from common.sources import redact
 from common.states import StreamState
@@ -191,5 +192,4 @@ class VideoSource:
         return False, index
 
     def _backoff(self, failures: int) -> None:
-        delay = min(self.reconnect_max_s, self.reconnect_min_s * 2 ** (failures - 1))
-        self._stop.wait(delay)
+        self._stop.wait(Backoff(first=self.reconnect_min_s, cap=self.reconnect_max_s).delay(failures))

@@ -451,7 +451,7 @@ class MultiGPUYOLOv11Detector:
             "frame_id": frame_id,
             "stream_id": stream_id,
             "boxes": rows,
-            "labels": [self.names[c] if 0 <= c < len(self.names) else str(c) for c in (row[5] for row in rows)],
+            "labels": [self.names[c] if 0 <= c < len(self.names) else str(c) for c in (int(row[5]) for row in rows)],
             "device": replica.device,
             "replica": replica.name,
             "latency_ms": round(latency_ms, 2),

@@ -68,7 +68,7 @@ FEATURES = {
     "rate_limit_concurrency": "a rate limit",
     "ttl": "a queue ttl",
 }
-#: A job's data is small (a function name and five kwargs); more than this is not a producer's job.
+#: A job's data is small (a function name and four kwargs); more than this is not a producer's job.
 MAX_JOB_DATA = 64 * 1024
 _STATUSES = frozenset(s.value for s in JobStatus)
 #: Fields RQ parses as integers (a producer writes plain ints).
@@ -90,10 +90,10 @@ def check(fields: dict[bytes, bytes], *, queue_key: str, allowed: Collection[str
             continue
         feature = FEATURES.get(name, f"the field {name[:40]!r}")
         raise JobRejectedError(f"job uses {feature} ({name}); producers never set it")
-    for name in _INTEGERS:
-        value = fields.get(name)
-        if value and not _INTEGER_RE.fullmatch(value):
-            raise JobRejectedError(f"job field {name.decode()} is {value[:40]!r}, not an integer")
+    for integer in _INTEGERS:
+        number = fields.get(integer)
+        if number and not _INTEGER_RE.fullmatch(number):
+            raise JobRejectedError(f"job field {integer.decode()} is {number[:40]!r}, not an integer")
     status = fields.get(b"status", b"").decode(errors="replace")
     if status and status not in _STATUSES:
         raise JobRejectedError(f"job status {status[:40]!r} is not an RQ status")

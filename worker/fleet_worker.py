@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import zlib
+from types import FrameType
 
 import redis
 from rq import Queue
@@ -30,10 +31,12 @@ from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from common import keys
+from common.backoff import Backoff
 from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
 from common.proctitle import set_title
 from common.redis_client import describe, write_rejected
+from common.replies import texts
 from common.states import WorkerState
 from common.wire import JobArgs, MsgpackSerializer
 
@@ -64,6 +67,8 @@ ATTEMPTS_TTL_S = 3600
 #: While Redis refuses writes (full, read-only), a held job is offered back to its queue with
 #: backoff up to this pause, so the fleet resumes within half a second of memory being freed.
 HOLD_RETRY_MAX_S = 0.5
+#: Dequeue retry delays are shortened by up to this fraction: workers that lost Redis together spread out.
+DEQUEUE_JITTER = 0.25
 
 RETURN_LUA = """
 -- KEYS[1]: this worker's in-flight hash, KEYS[2]: the job's queue, KEYS[3]: RQ's started registry
@@ -115,7 +120,7 @@ class FleetWorker(SimpleWorker):
         if not force and now - self._queues_read_at < QUEUE_REFRESH_S:
             return
         self._queues_read_at = now
-        streams = self.router.eligible(sorted(s.decode() for s in self.client.smembers(keys.STREAMS)))
+        streams = self.router.eligible(texts(self.client.smembers(keys.STREAMS)))
         names = [keys.queue_name(s) for s in streams]
         if names != self.queue_names():
             self.queues = [Queue(n, connection=self.client, serializer=MsgpackSerializer) for n in names]
@@ -133,7 +138,7 @@ class FleetWorker(SimpleWorker):
         idle_since = time.monotonic()
         last_beat = 0.0
         pause = POLL_MIN_S
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0, jitter=DEQUEUE_JITTER)
         while True:
             if self._stop_requested:  # asked to stop while holding a job that turned out to be gone
                 return None
@@ -148,18 +153,18 @@ class FleetWorker(SimpleWorker):
                     got = self._dequeue_script(
                         keys=[keys.inflight(self.name), keys.RQ_SUSPENDED], args=self.queue_keys()
                     )
-                backoff = 0.1
+                backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next()
+                log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, delay)
+                time.sleep(delay)
                 continue
             except redis.ResponseError as exc:
                 if not write_rejected(exc):
                     raise
-                log.warning("worker %s: %s; retrying in %.1f s", self.name, describe(exc), backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, HOLD_RETRY_MAX_S)
+                delay = min(backoff.next(), HOLD_RETRY_MAX_S)  # Redis is up: retry sooner
+                log.warning("worker %s: %s; retrying in %.1f s", self.name, describe(exc), delay)
+                time.sleep(delay)
                 continue
             if got:
                 # From here the worker holds a job: a first SIGTERM lets it finish (see _shutdown).
@@ -312,7 +317,7 @@ class FleetWorker(SimpleWorker):
         """True once SIGTERM/SIGINT asked this worker to stop (RQ records the time)."""
         return self._shutdown_requested_date is not None
 
-    def request_force_stop(self, signum: int, frame: object) -> None:
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         """Second SIGTERM/SIGINT: stop now; the job in hand goes back to the front of its queue."""
         self._force_stop = True
         super().request_force_stop(signum, frame)
@@ -343,7 +348,7 @@ class FleetWorker(SimpleWorker):
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
         kw = job.kwargs
-        stream, batch, n = kw.get("stream"), kw.get("batch"), kw.get("n")
+        stream, batch, n = kw["stream"], kw["batch"], kw["n"]  # admission checked them (JobArgs)
         attempts = self.client.hincrby(keys.attempts(stream), str(batch), 1)
         self.client.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
         if attempts < MAX_ATTEMPTS:

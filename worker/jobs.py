@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.typing import EncodableT, FieldT
 
 from common import keys, ledger
 from common.errors import FrameDecodeError, ModelError, SchemaError
 from common.images import decode_frame
 from common.redis_client import describe, write_rejected
 from common.states import StreamState
-from common.wire import Batch, decode_batch, encode_result
+from common.wire import Batch, Result, decode_batch, encode_result
 
 from . import runtime
 from .publisher import Settlement
@@ -21,7 +22,7 @@ from .publisher import Settlement
 log = logging.getLogger(__name__)
 
 
-def process_batch(*, stream: str, batch: int, blob: str, n: int, seq0: int) -> dict[str, Any]:
+def process_batch(*, stream: str, batch: int, blob: str, n: int) -> dict[str, Any]:
     """Detect objects in one stored batch, publish one result per frame, account for every frame."""
     rt = runtime.current()
     t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
@@ -88,21 +89,21 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         ]
         settlement.messages.append(
             encode_result(
-                {
-                    "stream": b.stream,
-                    "seq": frame.seq,
-                    "batch": b.batch,
-                    "t_capture": frame.t_capture,
-                    "t_enqueue": b.t_enqueue,
-                    "t_start": t_start,
-                    "t_done": t_done,
-                    "worker": rt.name,
-                    "gpu": rt.gpu,
-                    "model": b.model,
-                    "w": frame.w,
-                    "h": frame.h,
-                    "boxes": scaled,
-                }
+                Result(
+                    stream=b.stream,
+                    seq=frame.seq,
+                    batch=b.batch,
+                    t_capture=frame.t_capture,
+                    t_enqueue=b.t_enqueue,
+                    t_start=t_start,
+                    t_done=t_done,
+                    worker=rt.name,
+                    gpu=rt.gpu,
+                    model=b.model,
+                    w=frame.w,
+                    h=frame.h,
+                    boxes=scaled,
+                )
             )
         )
     settled = rt.publisher.settle(settlement)
@@ -124,7 +125,12 @@ def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: l
     settlement.failed += len(live)
     rt.publisher.settle(settlement)
     reason = str(exc)[:500]
-    state = {"state": StreamState.ERROR.value, "reason": reason, "t_state": rt.now(), "model_error": reason}
+    state: dict[FieldT, EncodableT] = {
+        "state": StreamState.ERROR.value,
+        "reason": reason,
+        "t_state": rt.now(),
+        "model_error": reason,
+    }
     rt.client.hset(keys.stream(b.stream), mapping=state)
     rt.model_ok_streams.discard(b.stream)
 

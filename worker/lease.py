@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from common import gpu, keys
 from common.redis_client import describe, write_rejected
+from common.replies import text
 from common.states import WorkerState
 
 from .routing import Router
@@ -75,7 +77,7 @@ def reap(client: redis.Redis, me: str) -> list[str]:
     """Requeue jobs of workers whose lease ran out; forget workers long gone."""
     requeued: list[str] = []
     for raw in client.smembers(keys.WORKERS):
-        name = raw.decode()
+        name = text(raw)
         if name == me:
             continue
         ids = requeue_inflight(client, name, force=False, died=True)
@@ -131,7 +133,7 @@ class Lease:
                 frames = int(self.client.hget(keys.worker(self.name), "frames") or 0)
                 fps = (frames - last_frames) / max(now - last_t, 1e-6)
                 last_frames, last_t = frames, now
-                stats = {
+                stats: dict[FieldT, EncodableT] = {
                     "state": self._state().value,
                     "t_seen": self.runtime.now(),
                     "fps": round(fps, 2),

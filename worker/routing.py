@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import redis
 
 from common import keys
+from common.replies import text
 from common.stream_settings import Routing, stream_hash
 
 __all__ = ["Peer", "Router", "Routing", "device_allows", "fixed_choice", "may_take", "memory_allows"]
@@ -115,7 +116,7 @@ class Router:
 
     def live_peers(self) -> list[Peer]:
         """Every alive worker (this one included) with its GPU label and free memory."""
-        names = [n.decode() for n in self.client.smembers(keys.WORKERS)]
+        names = [text(n) for n in self.client.smembers(keys.WORKERS)]
         if self.name not in names:
             names.append(self.name)
         with self.client.pipeline() as pipe:

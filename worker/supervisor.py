@@ -172,9 +172,9 @@ class Supervisor:
             got = self._reap_one()
             if got is not None:
                 pid, status = got
-                slot = next((s for s in self.slots if s.proc is not None and s.proc.pid == pid), None)
-                if slot is not None:
-                    self._child_died(slot, os.waitstatus_to_exitcode(status))
+                dead = next((s for s in self.slots if s.proc is not None and s.proc.pid == pid), None)
+                if dead is not None:
+                    self._child_died(dead, os.waitstatus_to_exitcode(status))
                 continue
             for slot in self.slots:  # a child that Popen.poll() reaped (the signal handler polls)
                 if slot.proc is not None and slot.proc.poll() is not None:

@@ -1,110 +1,101 @@
-"""Prometheus text exposition of the fleet: per-stream counters and latency, per-worker/GPU gauges."""
+"""Prometheus exposition of the fleet through prometheus_client: a custom collector reads Redis at
+scrape time (as Frigate's does), so the API process keeps no counters of its own.
+
+Metrics: rtai_frames_total{stream,outcome}, rtai_frames_in_flight{stream}, rtai_queue_depth{stream},
+rtai_stream_state{stream,state}, rtai_latency_ms{stream} (histogram), rtai_worker_frames_total,
+rtai_worker_fps, rtai_worker_up and rtai_gpu_{utilization_pct,memory_used_mb,temperature_c,power_w}
+{worker,gpu}, rtai_rejected_jobs_total.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from common import ledger
 from control import status
 
+#: The text format generate_latest writes, understood by every Prometheus version.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+_GPU_GAUGES = (
+    ("utilization_pct", "GPU utilisation (%)."),
+    ("memory_used_mb", "GPU memory used."),
+    ("temperature_c", "GPU temperature (C)."),
+    ("power_w", "GPU power draw (W)."),
+)
 
-def _label(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+class FleetCollector(Collector):
+    """Every metric, read from Redis when Prometheus scrapes."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # registering must not reach Redis
+
+    def collect(self) -> Iterator[Metric]:
+        report = status.collect(self.client)
+        yield from self._streams(report["streams"])
+        yield from self._workers(report["workers"])
+        rejected = CounterMetricFamily(
+            "rtai_rejected_jobs", "Jobs refused by workers (not allowed, unreadable).", labels=[]
+        )
+        rejected.add_metric([], report["fleet"].get("rejected_jobs", 0))
+        yield rejected
+
+    def _streams(self, streams: dict[str, Any]) -> Iterator[Metric]:
+        frames = CounterMetricFamily(
+            "rtai_frames", "Frames by outcome (produced, published, dropped_*, failed).", labels=["stream", "outcome"]
+        )
+        in_flight = GaugeMetricFamily(
+            "rtai_frames_in_flight", "Frames produced and not yet accounted for.", labels=["stream"]
+        )
+        depth = GaugeMetricFamily("rtai_queue_depth", "Batches waiting in the stream's queue.", labels=["stream"])
+        state = GaugeMetricFamily("rtai_stream_state", "1 for the stream's current state.", labels=["stream", "state"])
+        latency = HistogramMetricFamily(
+            "rtai_latency_ms", "Capture-to-publish latency of published frames (ms).", labels=["stream"]
+        )
+        for s, info in streams.items():
+            for outcome, value in info["ledger"].items():
+                if outcome != "in_flight":
+                    frames.add_metric([s, outcome], value)
+            in_flight.add_metric([s], info["ledger"]["in_flight"])
+            depth.add_metric([s], info["queue_depth"])
+            state.add_metric([s, info["state"]], 1)
+            h = ledger.read_latency_hist(self.client, s)
+            buckets, cumulative = [], 0.0
+            for bound in (*ledger.LATENCY_BUCKETS_MS, "+Inf"):
+                cumulative += h.get(str(bound), 0.0)
+                buckets.append((str(bound), cumulative))
+            latency.add_metric([s], buckets, h.get("sum_ms", 0.0))
+        yield from (frames, in_flight, depth, state, latency)
+
+    def _workers(self, workers: dict[str, Any]) -> Iterator[Metric]:
+        labels = ["worker", "gpu"]
+        frames = CounterMetricFamily("rtai_worker_frames", "Frames a worker accounted for.", labels=labels)
+        fps = GaugeMetricFamily("rtai_worker_fps", "Frames per second a worker accounts for now.", labels=labels)
+        up = GaugeMetricFamily("rtai_worker_up", "1 while the worker's lease is live.", labels=labels)
+        gpu = {f: GaugeMetricFamily(f"rtai_gpu_{f}", text, labels=labels) for f, text in _GPU_GAUGES}
+        for name, w in workers.items():
+            values = [name, w.get("gpu", "")]
+            frames.add_metric(values, w["frames"])
+            fps.add_metric(values, float(w.get("fps", 0) or 0))
+            up.add_metric(values, int(w["alive"]))
+            for field, family in gpu.items():
+                if f"gpu_{field}" in w:
+                    family.add_metric(values, float(w[f"gpu_{field}"]))
+        yield from (frames, fps, up, *gpu.values())
 
 
-def render(client: redis.Redis) -> str:
-    report = status.collect(client)
-    out: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, Any], float]]) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
-
-    streams = report["streams"]
-    metric(
-        "rtai_frames_total",
-        "counter",
-        "Frames by outcome (produced, published, dropped_*, failed).",
-        [
-            ({"stream": s, "outcome": k}, v)
-            for s, info in streams.items()
-            for k, v in info["ledger"].items()
-            if k != "in_flight"
-        ],
-    )
-    metric(
-        "rtai_frames_in_flight",
-        "gauge",
-        "Frames produced and not yet accounted for.",
-        [({"stream": s}, info["ledger"]["in_flight"]) for s, info in streams.items()],
-    )
-    metric(
-        "rtai_queue_depth",
-        "gauge",
-        "Batches waiting in the stream's queue.",
-        [({"stream": s}, info["queue_depth"]) for s, info in streams.items()],
-    )
-    metric(
-        "rtai_stream_state",
-        "gauge",
-        "1 for the stream's current state.",
-        [({"stream": s, "state": info["state"]}, 1) for s, info in streams.items()],
-    )
-    hist: list[tuple[dict[str, Any], float]] = []
-    for s in streams:
-        h = ledger.read_latency_hist(client, s)
-        cumulative = 0.0
-        for bound in (*ledger.LATENCY_BUCKETS_MS, "+Inf"):
-            cumulative += h.get(str(bound), 0.0)
-            hist.append(({"stream": s, "le": bound}, cumulative))
-    out.append("# HELP rtai_latency_ms Capture-to-publish latency of published frames (ms).")
-    out.append("# TYPE rtai_latency_ms histogram")
-    for labels, value in hist:
-        out.append(f'rtai_latency_ms_bucket{{stream="{_label(labels["stream"])}",le="{labels["le"]}"}} {value}')
-    for s in streams:
-        h = ledger.read_latency_hist(client, s)
-        out.append(f'rtai_latency_ms_sum{{stream="{_label(s)}"}} {h.get("sum_ms", 0.0)}')
-        out.append(f'rtai_latency_ms_count{{stream="{_label(s)}"}} {h.get("count", 0.0)}')
-    workers = report["workers"]
-    metric(
-        "rtai_worker_frames_total",
-        "counter",
-        "Frames a worker accounted for.",
-        [({"worker": n, "gpu": w.get("gpu", "")}, w["frames"]) for n, w in workers.items()],
-    )
-    metric(
-        "rtai_worker_fps",
-        "gauge",
-        "Frames per second a worker accounts for now.",
-        [({"worker": n, "gpu": w.get("gpu", "")}, float(w.get("fps", 0) or 0)) for n, w in workers.items()],
-    )
-    metric(
-        "rtai_worker_up",
-        "gauge",
-        "1 while the worker's lease is live.",
-        [({"worker": n, "gpu": w.get("gpu", "")}, int(w["alive"])) for n, w in workers.items()],
-    )
-    for field, help_text in (
-        ("utilization_pct", "GPU utilisation (%)."),
-        ("memory_used_mb", "GPU memory used."),
-        ("temperature_c", "GPU temperature (C)."),
-        ("power_w", "GPU power draw (W)."),
-    ):
-        samples = [
-            ({"worker": n, "gpu": w.get("gpu", "")}, float(w[f"gpu_{field}"]))
-            for n, w in workers.items()
-            if f"gpu_{field}" in w
-        ]
-        metric(f"rtai_gpu_{field}", "gauge", help_text, samples)
-    metric(
-        "rtai_rejected_jobs_total",
-        "counter",
-        "Jobs refused by workers (not allowed, unreadable).",
-        [({}, report["fleet"].get("rejected_jobs", 0))],
-    )
-    return "\n".join(out) + "\n"
+def registry(client: redis.Redis) -> CollectorRegistry:
+    """A registry holding only the fleet's collector (no process or platform metrics of the API)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(FleetCollector(client))
+    return reg

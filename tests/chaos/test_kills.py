@@ -29,7 +29,7 @@ def _results(r, stream: str) -> list[dict]:
 def _assert_exactly_once(r, stream: str, n: int) -> None:
     c = counts(r, stream)
     assert c["produced"] == n and c["in_flight"] == 0, c
-    seqs = [res["seq"] for res in _results(r, stream)]
+    seqs = [res.seq for res in _results(r, stream)]
     assert len(seqs) == len(set(seqs)), "a frame was published twice"
     assert c["published"] == len(seqs)
 
@@ -57,8 +57,8 @@ def test_worker_killed_at_a_point_loses_nothing(r, procs, point):
     assert counts(r, "cam1")["published"] == 48
     victim, t_kill = r.get(keys.fault(point)).decode().split()
     if point != "after_publish":
-        rerun = [res for res in _results(r, "cam1") if res["t_start"] > float(t_kill)]
-        kill_to_running = min(res["t_start"] for res in rerun) - float(t_kill)
+        rerun = [res for res in _results(r, "cam1") if res.t_start > float(t_kill)]
+        kill_to_running = min(res.t_start for res in rerun) - float(t_kill)
         print(f"\n{point}: kill to the job running again: {kill_to_running * 1000:.0f} ms")
         assert kill_to_running < 2.0
     wait_for(lambda: len(_alive(r)) == 2 and victim not in _alive(r), timeout=30, what="the restarted child")
@@ -77,7 +77,7 @@ def test_stopped_worker_is_leased_out_and_its_late_finish_changes_nothing(r, pro
     t_stop = time.time()
     helper = procs.rtai("worker", "--detector", "sleep", "--sleep-ms", "1", "--preload", "")
     wait_for(lambda: counts(r, "cam1")["published"] == 4, timeout=20, what="the job to run elsewhere")
-    took_over = min(res["t_start"] for res in _results(r, "cam1")) - t_stop
+    took_over = min(res.t_start for res in _results(r, "cam1")) - t_stop
     assert took_over < 6.0, took_over  # the lease (2 s) plus the helper's start
     os.kill(slow.pid, signal.SIGCONT)
     s.push(frames(4))

@@ -25,7 +25,7 @@ import redis
 from rq.job import Job
 from rq.results import Result
 
-from common import keys
+from common import keys, wire
 from common.config import DEFAULT_HEARTBEAT_S, DEFAULT_LEASE_S, role_command
 from common.wire import MsgpackSerializer, decode_result
 
@@ -147,7 +147,7 @@ def _tail(proc: subprocess.Popen, lines: int = 15) -> str:
     return "\n".join(Path(proc.log_path).read_text(errors="replace").splitlines()[-lines:])  # type: ignore[attr-defined]
 
 
-def _results(r: redis.Redis) -> list[dict]:
+def _results(r: redis.Redis) -> list[wire.Result]:
     return [decode_result(fields[b"r"]) for _, fields in r.xrange(keys.history(STREAM))]
 
 
@@ -232,12 +232,12 @@ def test_worker_cut_off_longer_than_its_lease_is_replaced_then_rejoins(hosts, cu
     assert t_requeued is not None, "w1's job was never requeued"
 
     def takeover() -> list[dict]:
-        rows = [m for m in _results(r) if m["batch"] == kw["batch"]]
+        rows = [m for m in _results(r) if m.batch == kw["batch"]]
         return rows if len(rows) == kw["n"] else []
 
     rows = wait_for(takeover, timeout=10, what=f"the results of w1's batch #{kw['batch']}")
-    assert {m["worker"] for m in rows} == {"w2"}, "the batch was published by the worker that took it over"
-    t_start = min(m["t_start"] for m in rows)
+    assert {m.worker for m in rows} == {"w2"}, "the batch was published by the worker that took it over"
+    t_start = min(m.t_start for m in rows)
     print(
         f"\npartition: w1's lease ran out {t_expired - t_cut:.2f} s after the cut, its job was requeued "
         f"{t_requeued - t_expired:.2f} s later and started on w2 {t_start - t_expired:.2f} s after the lease "
@@ -251,7 +251,7 @@ def test_worker_cut_off_longer_than_its_lease_is_replaced_then_rejoins(hosts, cu
     wait_for(lambda: r.exists(keys.worker_alive("w1")), timeout=20, what="w1's lease renewed after healing")
     t_back = time.time()
     wait_for(
-        lambda: any(m["worker"] == "w1" and m["t_start"] > t_heal for m in _results(r)),
+        lambda: any(m.worker == "w1" and m.t_start > t_heal for m in _results(r)),
         timeout=30,
         what="w1 publishing again after healing",
     )
@@ -271,7 +271,7 @@ def test_worker_cut_off_longer_than_its_lease_is_replaced_then_rejoins(hosts, cu
     wait_for(lambda: counts(r, STREAM)["in_flight"] == 0, timeout=60, what="the ledger to balance")
     c = counts(r, STREAM)
     assert c["failed"] == 0 and c["dropped_stale"] == 0, c
-    seen = Counter((m["stream"], m["seq"]) for m in _results(r))
+    seen = Counter((m.stream, m.seq) for m in _results(r))
     assert seen and max(seen.values()) == 1, f"published twice: {[k for k, v in seen.items() if v > 1]}"
     assert c["published"] == len(seen)
     for proc in workers:

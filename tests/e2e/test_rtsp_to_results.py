@@ -55,8 +55,8 @@ def _run_fleet(r, procs, rtsp_url: str, *, frames: int, encoding: str):
     results = {}
     for _id, fields in r.xrange(keys.history("e2e")):
         res = decode_result(fields[b"r"])
-        assert res["seq"] not in results, "a frame was published twice"
-        results[res["seq"]] = res
+        assert res.seq not in results, "a frame was published twice"
+        results[res.seq] = res
     per_worker = {name: int(r.hget(keys.worker(name), "frames") or 0) for name in _alive(r)}
     for w in workers:
         w.terminate()
@@ -80,7 +80,7 @@ def _direct(batches):
 
 
 def _boxes(result) -> list[tuple[int, list[float]]]:
-    return [(int(b[5]), b[:4]) for b in result["boxes"]]
+    return [(int(b[5]), b[:4]) for b in result.boxes]
 
 
 def test_rtsp_clip_through_two_workers_matches_truth_and_direct_predict(r, procs, rtsp_clip):

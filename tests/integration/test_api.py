@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from common import desired, keys
 
@@ -116,10 +117,32 @@ def test_metrics_expose_ledger_and_latency(api, r, procs):
     s.push(frames(4))
     proc = procs.rtai("worker", "--burst", "--detector", "noop", "--preload", "")
     assert procs.finish(proc) == 0
-    text = api.get("/metrics").text
-    assert 'rtai_frames_total{stream="cam1",outcome="published"} 4' in text
-    assert 'rtai_latency_ms_count{stream="cam1"} 4.0' in text
-    assert 'rtai_latency_ms_bucket{stream="cam1",le="+Inf"} 4.0' in text
+    response = api.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("rtai_frames_total", (("outcome", "published"), ("stream", "cam1")))] == 4
+    assert samples[("rtai_latency_ms_count", (("stream", "cam1"),))] == 4
+    assert samples[("rtai_latency_ms_bucket", (("le", "+Inf"), ("stream", "cam1")))] == 4
+    (worker,) = (n.decode() for n in r.smembers(keys.WORKERS))
+    assert samples[("rtai_worker_frames_total", (("gpu", "cpu"), ("worker", worker)))] == 4
+    assert samples[("rtai_rejected_jobs_total", ())] == 0
+    # Every family the hand-written exposition had, with its type.
+    assert {name: f.type for name, f in families.items()} == {
+        "rtai_frames": "counter",
+        "rtai_frames_in_flight": "gauge",
+        "rtai_queue_depth": "gauge",
+        "rtai_stream_state": "gauge",
+        "rtai_latency_ms": "histogram",
+        "rtai_worker_frames": "counter",
+        "rtai_worker_fps": "gauge",
+        "rtai_worker_up": "gauge",
+        "rtai_gpu_utilization_pct": "gauge",
+        "rtai_gpu_memory_used_mb": "gauge",
+        "rtai_gpu_temperature_c": "gauge",
+        "rtai_gpu_power_w": "gauge",
+        "rtai_rejected_jobs": "counter",
+    }
 
 
 def test_openapi_document_names_every_route(api):

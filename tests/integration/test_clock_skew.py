@@ -44,7 +44,7 @@ def test_host_12_s_off_publishes_every_frame(r, procs, skewed):
     assert c["produced"] == 40 and c["published"] == 40 and c["dropped_stale"] == 0, c
 
     results = [decode_result(f[b"r"]) for _id, f in r.xrange(keys.history("cam1"))]
-    latencies = [res["t_done"] - res["t_capture"] for res in results]
+    latencies = [res.t_done - res.t_capture for res in results]
     assert len(latencies) == 40
     assert all(-0.5 < lat < 10 for lat in latencies), f"latency not sane: {min(latencies)}..{max(latencies)} s"
 

@@ -59,7 +59,7 @@ def test_callbacks_are_never_imported_or_called(r, procs, tmp_path: Path):
     proc = _start_worker(r, procs)
     s = sink(r, "cam1")
     marks = [tmp_path / "success", tmp_path / "failure", tmp_path / "stopped"]
-    args = JobArgs.for_batch("cam1", 1, 4, 0).to_kwargs()  # a real batch's own kwargs
+    args = JobArgs.for_batch("cam1", 1, 4).to_kwargs()  # a real batch's own kwargs
     forged = [
         _queue(r, "cam1").enqueue_call(FUNC, kwargs=args, description=str(marks[0]), on_success=Callback(MARK)),
         _queue(r, "cam1").enqueue_call(FUNC, kwargs=args, description=str(marks[1]), on_failure=Callback(MARK)),
@@ -83,7 +83,7 @@ def test_blob_pointing_at_another_streams_ledger_is_refused(r, procs):
     victim = sink(r, "cam2")
     # cam2's next batch is #1: a forged job claims it, with its "blob" at cam2's ledger.
     forged = _queue(r, "cam1").enqueue_call(
-        FUNC, kwargs={"stream": "cam2", "batch": 1, "blob": keys.ledger("cam2"), "n": 4, "seq0": 0}
+        FUNC, kwargs={"stream": "cam2", "batch": 1, "blob": keys.ledger("cam2"), "n": 4}
     )
     reason = _refused(r, forged)
     assert "rtai:ledger:cam2" in reason and "is not batch cam2#1's key" in reason
@@ -105,10 +105,10 @@ def test_job_without_kwargs_is_refused_cleanly(r, procs):
     r.hset(none.key, "data", packb([FUNC, None, [], None]))  # kwargs missing altogether
     three = q.enqueue_call(FUNC)
     r.hset(three.key, "data", packb([FUNC, None]))  # not even four fields
-    args = JobArgs.for_batch("cam1", 1, 4, 0).to_kwargs()
+    args = JobArgs.for_batch("cam1", 1, 4).to_kwargs()
     as_bool = q.enqueue_call(FUNC, kwargs={**args, "n": True})
     positional = q.enqueue_call(FUNC, args=[1], kwargs=args)
-    assert "missing ['batch', 'blob', 'n', 'seq0', 'stream']" in _refused(r, empty)
+    assert "missing ['batch', 'blob', 'n', 'stream']" in _refused(r, empty)
     assert "expected a map, got NoneType" in _refused(r, none)
     assert "not [function, instance, args, kwargs]" in _refused(r, three)
     assert "field 'n' has type bool" in _refused(r, as_bool)
@@ -124,14 +124,14 @@ def test_dependencies_retries_meta_and_webhooks_are_refused(r, procs):
     proc = _start_worker(r, procs)
     s = sink(r, "cam1")
     q = _queue(r, "cam1")
-    args = JobArgs.for_batch("cam1", 1, 4, 0).to_kwargs()
+    args = JobArgs.for_batch("cam1", 1, 4).to_kwargs()
     depends = q.enqueue_call(FUNC, kwargs=args)
     r.hset(depends.key, mapping={"dependency_ids": json.dumps(["x"]), "dependency_id": "x"})
     retry = q.enqueue_call(FUNC, kwargs=args, retry=Retry(max=3))
     meta = q.enqueue_call(FUNC, kwargs=args, meta={"owner": "me"})
     hooks = q.enqueue_call(FUNC, kwargs=args)
     r.hset(hooks.key, "webhooks", json.dumps([{"url": "http://127.0.0.1:1/hook"}]))
-    elsewhere = q.enqueue_call(FUNC, kwargs=JobArgs.for_batch("cam9", 1, 4, 0).to_kwargs())
+    elsewhere = q.enqueue_call(FUNC, kwargs=JobArgs.for_batch("cam9", 1, 4).to_kwargs())
     assert "dependencies" in _refused(r, depends)
     assert "an RQ Retry" in _refused(r, retry)
     assert "meta" in _refused(r, meta)
@@ -148,7 +148,7 @@ def test_malformed_job_hashes_never_stop_the_worker(r, procs):
     proc = _start_worker(r, procs)
     s = sink(r, "cam1")
     q = _queue(r, "cam1")
-    args = JobArgs.for_batch("cam1", 1, 4, 0).to_kwargs()
+    args = JobArgs.for_batch("cam1", 1, 4).to_kwargs()
     timeout = q.enqueue_call(FUNC, kwargs=args)
     r.hset(timeout.key, "timeout", "forever")
     status = q.enqueue_call(FUNC, kwargs=args)

@@ -47,7 +47,7 @@ def test_device_and_gpu_devices_choose_the_workers(r, procs):
         for _ in range(6):
             s.push(frames(2))
     wait_for(lambda: all(counts(r, s)["published"] == 12 for s in streams), timeout=40, what="all published")
-    served = {s: {res["gpu"] for res in _results(r, s)} for s in streams}
+    served = {s: {res.gpu for res in _results(r, s)} for s in streams}
     assert served["s-cpu"] == {"cpu"}
     assert served["s-gpu1"] == {"1"}
     assert served["s-cuda"] <= {"0", "1"} and served["s-cuda"]
@@ -66,9 +66,9 @@ def test_enable_multi_gpu_false_pins_the_stream_to_one_worker_in_order(r, procs)
         what="all published",
     )
     res = _results(r, "pinned")
-    assert len({x["worker"] for x in res}) == 1, "one worker served the pinned stream"
-    assert [x["seq"] for x in res] == sorted(x["seq"] for x in res), "results came in order"
-    assert len({x["worker"] for x in _results(r, "free")}) == 2, "the free stream used both"
+    assert len({x.worker for x in res}) == 1, "one worker served the pinned stream"
+    assert [x.seq for x in res] == sorted(x.seq for x in res), "results came in order"
+    assert len({x.worker for x in _results(r, "free")}) == 2, "the free stream used both"
 
 
 def test_load_balancing_false_uses_the_fixed_map(r, procs):
@@ -81,7 +81,7 @@ def test_load_balancing_false_uses_the_fixed_map(r, procs):
             s.push(frames(2))
     wait_for(lambda: all(counts(r, s)["published"] == 8 for s in streams), timeout=40, what="all published")
     for name in streams:
-        workers = {x["worker"] for x in _results(r, name)}
+        workers = {x.worker for x in _results(r, name)}
         assert workers == {fixed_choice(name, list(live))}, name
 
 
@@ -91,7 +91,7 @@ def test_max_workers_caps_how_many_serve_a_stream(r, procs):
     for _ in range(24):
         capped.push(frames(2))
     wait_for(lambda: counts(r, "capped")["published"] == 48, timeout=40, what="all published")
-    assert len({x["worker"] for x in _results(r, "capped")}) == 2
+    assert len({x.worker for x in _results(r, "capped")}) == 2
 
 
 def test_gpu_memory_mb_takes_only_gpus_with_that_much_free(r, procs):
@@ -114,7 +114,7 @@ def test_gpu_memory_mb_takes_only_gpus_with_that_much_free(r, procs):
             s.push(frames(2))
     served = ["s-big-gpu", "s-big-auto", "s-small"]
     wait_for(lambda: all(counts(r, s)["published"] == 12 for s in served), timeout=40, what="all published")
-    gpus = {s: {res["gpu"] for res in _results(r, s)} for s in served}
+    gpus = {s: {res.gpu for res in _results(r, s)} for s in served}
     assert gpus["s-big-gpu"] == {"1"}, "only GPU 1 has 4000 MB free"
     assert gpus["s-big-auto"] <= {"cpu", "1"} and gpus["s-big-auto"], "CPU workers ignore the requirement"
     assert gpus["s-small"] <= {"0", "1"} and gpus["s-small"]

@@ -40,7 +40,7 @@ def test_killed_child_job_is_requeued_and_child_restarted(r, procs):
     wait_for(lambda: counts(r, "cam1")["published"] == 40, timeout=30, what="all 40 frames published")
     c = counts(r, "cam1")
     assert c["in_flight"] == 0 and c["failed"] == 0
-    seqs = [decode_result(f[b"r"])["seq"] for _id, f in r.xrange(keys.history("cam1"))]
+    seqs = [decode_result(f[b"r"]).seq for _id, f in r.xrange(keys.history("cam1"))]
     assert sorted(seqs) == list(range(40)), "every frame exactly once"
     started = keys.RQ_STARTED_PREFIX + keys.queue_name("cam1")
     assert r.zcard(started) == 0, "no dead execution left for RQ's cleanup to fail later"

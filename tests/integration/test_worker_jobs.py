@@ -78,7 +78,7 @@ def test_deepest_queue_is_served_first(r, procs):
     for stream in ("z-deep", "a-quiet"):
         for _id, fields in r.xrange(keys.history(stream)):
             res = decode_result(fields[b"r"])
-            done.append((res["t_done"], stream, res["batch"]))
+            done.append((res.t_done, stream, res.batch))
     order = [stream for _t, stream, _b in sorted(set(done))]
     # Name order would serve a-quiet first; depth order serves z-deep until it is no deeper.
     assert order.index("a-quiet") >= 7, order

@@ -50,3 +50,31 @@ def test_missing_weights_file_says_which(tmp_path):
 
 def test_own_model_ships_with_the_package():
     assert models.resolve("rtai-shapes").endswith("rtai-shapes.pt")
+
+
+def test_defaults_then_environment_then_flags(monkeypatch):
+    from common import config  # noqa: PLC0415
+
+    for name in ProducerSettings.model_fields:
+        monkeypatch.delenv("RTAI_" + name.upper(), raising=False)
+    s = build(ProducerSettings, stream="cam1", source="x.mp4")
+    assert (s.max_fps, s.batch_size, s.imgsz) == (
+        config.DEFAULT_MAX_FPS,
+        config.DEFAULT_BATCH_SIZE,
+        config.DEFAULT_IMGSZ,
+    )
+    monkeypatch.setenv("RTAI_IMGSZ", "640")  # environment values are parsed to the field's type
+    monkeypatch.setenv("RTAI_BATCH_SIZE", "")  # an empty variable counts as unset
+    s = build(ProducerSettings, stream="cam1", source="x.mp4", imgsz=None)  # a flag left at None does not win
+    assert s.imgsz == 640 and s.batch_size == config.DEFAULT_BATCH_SIZE
+
+
+def test_every_bad_value_is_named_with_where_it_came_from(monkeypatch):
+    monkeypatch.setenv("RTAI_MAX_FPS", "fast")
+    with pytest.raises(ConfigError) as caught:
+        build(ProducerSettings, stream="cam1", source="x.mp4", batch_size=0)
+    message = str(caught.value)
+    assert message.startswith("invalid settings: ") and "max_fps" in message and "batch_size" in message
+    monkeypatch.delenv("RTAI_MAX_FPS")
+    with pytest.raises(ConfigError, match="stream: Field required"):
+        build(ProducerSettings, source="x.mp4")

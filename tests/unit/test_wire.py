@@ -11,6 +11,7 @@ from common.wire import (
     Frame,
     JobArgs,
     MsgpackSerializer,
+    Result,
     decode_batch,
     decode_result,
     encode_batch,
@@ -41,13 +42,70 @@ def test_stream_precision_travels_with_the_batch():
         decode_batch(packb(obj))
 
 
-def test_result_round_trip_is_plain_msgpack():
-    data = encode_result(
-        {"stream": "cam1", "seq": 1, "boxes": [[1.0, 2.0, 3.0, 4.0, 0.9, 2]], "t_capture": 1.0, "t_done": 2.0}
-    )
+def _result(**over) -> Result:
+    fields = dict(
+        stream="cam1", seq=1, batch=0, t_capture=1.0, t_enqueue=1.25, t_start=1.5, t_done=2.0, worker="w1",
+        gpu="cpu", model="rtai-shapes", w=640, h=480, boxes=[[1.0, 2.0, 3.0, 4.0, 0.9, 2]],
+    )  # fmt: skip
+    fields.update(over)
+    return Result(**fields)
+
+
+#: A result as workers packed it before the Result record: the wire bytes must not change.
+LEGACY_RESULT = {
+    "v": 1, "stream": "cam1", "seq": 1, "batch": 0, "t_capture": 1.0, "t_enqueue": 1.25, "t_start": 1.5,
+    "t_done": 2.0, "worker": "w1", "gpu": "cpu", "model": "rtai-shapes", "w": 640, "h": 480,
+    "boxes": [[1.0, 2.0, 3.0, 4.0, 0.9, 2]],
+}  # fmt: skip
+
+
+def test_result_encodes_to_the_same_bytes_as_before():
+    data = encode_result(_result())
+    assert data == packb(LEGACY_RESULT)  # same map, same field order: same bytes
     plain = msgpack.unpackb(data)  # any client decodes it without project code
-    assert plain["boxes"] == [[1.0, 2.0, 3.0, 4.0, 0.9, 2]] and plain["v"] == 1
-    assert decode_result(data)["seq"] == 1
+    assert plain == LEGACY_RESULT
+
+
+def test_result_round_trip_keeps_every_field():
+    result = _result(boxes=[[1.5, 2, 3.0, 4.0, 0.5, 0], [0, 0, 10, 10, 1, 7]])
+    assert decode_result(encode_result(result)) == result
+    assert decode_result(encode_result(result)).latency_ms == 1000.0
+    assert decode_result(encode_result(_result(boxes=[]))).boxes == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"v": 2}, "unsupported version 2"),
+        ({"seq": "1"}, "field 'seq' has type str"),
+        ({"t_done": None}, "field 't_done' has type NoneType"),
+        ({"worker": 3}, "field 'worker' has type int"),
+        ({"gpu": None}, "field 'gpu' has type NoneType"),
+        ({"w": 0}, "w=0 is outside"),
+        ({"boxes": {"a": 1}}, "field 'boxes' has type dict"),
+        ({"boxes": [[1, 2, 3, 4, 0.5]]}, "result box 0: expected [x1, y1, x2, y2, conf, cls]"),
+        ({"boxes": [[1, 2, 3, 4, 0.5, 1.0]]}, "result box 0: class has type float"),
+        ({"boxes": [[1, 2, "3", 4, 0.5, 1]]}, "result box 0: str where a number belongs"),
+        ({"boxes": [[1, 2, 3, 4, True, 1]]}, "result box 0: bool where a number belongs"),
+    ],
+)
+def test_result_decode_names_the_bad_field(change, message):
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        decode_result(packb({**LEGACY_RESULT, **change}))
+
+
+@pytest.mark.parametrize("name", [n for n in LEGACY_RESULT if n != "v"])
+def test_result_decode_refuses_a_missing_field(name):
+    obj = {k: v for k, v in LEGACY_RESULT.items() if k != name}
+    with pytest.raises(SchemaError, match=f"missing field '{name}'"):
+        decode_result(packb(obj))
+
+
+def test_result_decode_is_bounded():
+    with pytest.raises(SchemaError, match="malformed msgpack"):
+        decode_result(packb({**LEGACY_RESULT, "boxes": [[0, 0, 1, 1, 0.5, 0]] * 5000}))
+    with pytest.raises(SchemaError, match="expected a map"):
+        decode_result(packb([1, 2]))
 
 
 @pytest.mark.parametrize(
@@ -171,8 +229,9 @@ def test_decode_batch_caps_frame_and_batch_sizes():
 
 
 def test_job_args_are_exactly_what_a_producer_sends():
-    args = JobArgs.for_batch("cam1", 5, 4, 16)
+    args = JobArgs.for_batch("cam1", 5, 4)
     assert JobArgs.from_kwargs(args.to_kwargs()) == args
+    assert args.to_kwargs() == {"stream": "cam1", "batch": 5, "blob": "rtai:batch:cam1:5", "n": 4}
     bad = [
         ({}, "missing"),
         ({**args.to_kwargs(), "extra": 1}, "unexpected ['extra']"),
@@ -186,3 +245,12 @@ def test_job_args_are_exactly_what_a_producer_sends():
     for kwargs, reason in bad:
         with pytest.raises(SchemaError, match=re.escape(reason)):
             JobArgs.from_kwargs(kwargs)
+
+
+def test_job_args_are_checked_on_the_producer_side_too():
+    with pytest.raises(SchemaError, match="n=0 is outside"):
+        JobArgs.for_batch("cam1", 5, 0)
+    with pytest.raises(SchemaError, match="stream id"):
+        JobArgs.for_batch("cam/1", 5, 4)
+    with pytest.raises(SchemaError, match=re.escape("unexpected ['seq0']")):  # the unread field is gone
+        JobArgs.from_kwargs({**JobArgs.for_batch("cam1", 5, 4).to_kwargs(), "seq0": 0})

@@ -1,20 +1,22 @@
-"""/metrics: Prometheus text format."""
+"""/metrics: Prometheus text format, written by prometheus_client."""
 
 from __future__ import annotations
 
 import redis
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
+from prometheus_client import generate_latest
 
 from .. import metrics
 
 
 def make_router(client: redis.Redis) -> APIRouter:
     router = APIRouter()
+    registry = metrics.registry(client)
 
     @router.get("/metrics", response_class=PlainTextResponse)
-    def prometheus() -> str:
+    def prometheus() -> PlainTextResponse:
         """Prometheus text format: per-stream counters and latency histograms, per-GPU gauges."""
-        return metrics.render(client)
+        return PlainTextResponse(generate_latest(registry), media_type=metrics.CONTENT_TYPE)
 
     return router

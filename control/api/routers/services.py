@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import redis
 from fastapi import APIRouter, HTTPException
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from common import desired, keys, ledger, models
 from common.config import ApiSettings, ProducerSettings
 from common.errors import SourceRefusedError
+from common.replies import text, text_map
 from common.sources import SourcePolicy, check_api_source, redact, redact_text
 from control import status
 
@@ -42,8 +44,10 @@ def _check_model_listed(variant: str) -> None:
 
 def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) -> APIRouter:
     router = APIRouter()
-    not_found = {404: {"description": "no such service"}}
-    too_many = {429: {"description": "the fleet already declares RTAI_MAX_SERVICES services"}}
+    not_found: dict[int | str, dict[str, Any]] = {404: {"description": "no such service"}}
+    too_many: dict[int | str, dict[str, Any]] = {
+        429: {"description": "the fleet already declares RTAI_MAX_SERVICES services"}
+    }
 
     @router.post("/start", response_model=StartResponse, responses=too_many)
     def start(body: StartRequest) -> StartResponse:
@@ -99,10 +103,10 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
     def service_status(service_id: str) -> StatusResponse:
         """State, rates, ledger, latency, queue depth and which GPUs served the service."""
         entry = _known(service_id)
-        info = {k.decode(): v.decode(errors="replace") for k, v in client.hgetall(keys.stream(service_id)).items()}
+        info = text_map(client.hgetall(keys.stream(service_id)))
         lat = status.latency(client, service_id)
         owner = client.get(keys.claim(service_id))
-        gpus = {k.decode(): int(v) for k, v in client.hgetall(keys.stream_gpus(service_id)).items()}
+        gpus = {text(k): int(v) for k, v in client.hgetall(keys.stream_gpus(service_id)).items()}
         return StatusResponse(
             service_id=service_id,
             state=info.get("state", "pending"),
@@ -113,7 +117,7 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
             latency_ms=lat["latency_ms"],
             queue_depth=client.llen(keys.queue_key(service_id)),
             gpus=gpus,
-            producer=owner.decode() if owner else None,
+            producer=text(owner) if owner else None,
             settings=_shown(entry["settings"]),
         )
 
@@ -136,8 +140,8 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
                 ServiceSummary(
                     service_id=sid,
                     source=redact(str(entry["settings"].get("source", ""))),
-                    state=state.decode() if state else "pending",
-                    producer=owner.decode() if owner else None,
+                    state=text(state) if state else "pending",
+                    producer=text(owner) if owner else None,
                 )
             )
         return ServicesResponse(services=out)
