@@ -149,6 +149,14 @@ def stream() -> None:
 @click.option("--model", default=None)
 @click.option("--conf", type=float, default=None)
 @click.option("--loop/--no-loop", default=None)
+@click.option("--track", is_flag=True, help="Track objects (rtai tracker); zones, lines and dwell need it.")
+@click.option("--tracker", type=click.Choice(["bytetrack", "botsort"]), default=None, help="Tracker (bytetrack).")
+@click.option("--classes", default=None, help="Class names to keep, comma-separated (the model drops the rest).")
+@click.option("--zone", "zones", multiple=True, help="name=x,y:x,y:x,y... (normalized polygon; repeatable).")
+@click.option("--line", "lines", multiple=True, help="name=x,y:x,y (directed: a->b; repeatable).")
+@click.option("--dwell-s", type=float, default=None, help="A dwell event after this long in a zone.")
+@click.option("--snapshots", is_flag=True, help="Keep the frame of each event (GET .../snapshot/STREAM/SEQ).")
+@click.option("--snapshot-ttl-s", type=int, default=None, help="How long snapshots are kept (3600).")
 def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     """Declare STREAM_ID; a producer daemon (`rtai producer` without --source) picks it up."""
     from common import desired  # noqa: PLC0415
@@ -156,7 +164,8 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     from common.redis_client import connect  # noqa: PLC0415
 
     url = _url(redis_url)
-    settings = build(ProducerSettings, stream=stream_id, redis_url=url, **flags)
+    analytics = _analytics_flags(flags)
+    settings = build(ProducerSettings, stream=stream_id, redis_url=url, analytics=analytics, **flags)
     desired.put(connect(url), settings)
     click.echo(f"stream {stream_id} declared; a producer daemon will claim it")
 
@@ -201,6 +210,32 @@ def stream_ls(redis_url: str | None) -> None:
         owner = client.get(keys.claim(sid))
         source = redact(str(entry["settings"].get("source", "?")))
         click.echo(f"{sid}  {source}  {'run by ' + owner.decode() if owner else 'unclaimed'}")
+
+
+def _analytics_flags(flags: dict[str, object]) -> dict[str, object] | None:
+    """Pop the analytics flags of `stream add` into an AnalyticsSettings map (None when none is given)."""
+    from common.analytics_settings import parse_shape  # noqa: PLC0415
+
+    track, tracker = flags.pop("track"), flags.pop("tracker")
+    classes, zones, lines = flags.pop("classes"), flags.pop("zones"), flags.pop("lines")
+    dwell_s, snapshots, ttl = flags.pop("dwell_s"), flags.pop("snapshots"), flags.pop("snapshot_ttl_s")
+    if not (track or tracker or classes or zones or lines or dwell_s or snapshots):
+        return None
+    out: dict[str, object] = {"snapshots": bool(snapshots)}
+    try:
+        out["zones"] = [dict(zip(("name", "points"), parse_shape(z), strict=True)) for z in zones]  # type: ignore[union-attr]
+        out["lines"] = [dict(zip(("name", "points"), parse_shape(ln), strict=True)) for ln in lines]  # type: ignore[union-attr]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if classes:
+        out["classes"] = [c.strip() for c in str(classes).split(",") if c.strip()]
+    if track or tracker or zones or lines or dwell_s:
+        out["track"] = {"tracker_type": tracker or "bytetrack"}
+    if dwell_s:
+        out["dwell_s"] = dwell_s
+    if ttl:
+        out["snapshot_ttl_s"] = ttl
+    return out
 
 
 def _url(override: str | None) -> str:

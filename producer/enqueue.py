@@ -119,6 +119,7 @@ class BatchSink:
             t_enqueue=self.clock.now(),
             frames=frames,
             half=s.half,
+            classes=s.analytics.classes if s.analytics else None,
         )
         args = JobArgs.for_batch(self.stream, batch_no, n, seq0)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.

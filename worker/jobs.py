@@ -69,7 +69,8 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         except ModelError as exc:
             _model_failed(rt, b, settlement, live, exc)
             raise
-        boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz)
+        classes = None if b.classes is None else [i for i, n in enumerate(detector.names) if n in b.classes]
+        boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz, classes=classes)
         if b.stream not in rt.model_ok_streams:
             _model_recovered(rt, b.stream)
     t_done = rt.now()

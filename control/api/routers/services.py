@@ -67,6 +67,7 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
             pinned=not m.enable_multi_gpu,
             max_workers=m.max_workers,
             half=m.half_precision,
+            analytics=body.analytics_settings,
         )
         if not desired.reserve(client, service_id, limits.max_services):
             raise HTTPException(
