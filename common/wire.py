@@ -2,7 +2,8 @@
 
 Batch (one RQ job's input, stored under keys.batch_blob):
   {"v": 1, "stream": str, "batch": int, "model": str, "conf": float, "imgsz": int,
-   "t_enqueue": float, "half": bool | None, "classes": [str, ...] | None (optional), "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
+   "t_enqueue": float, "half": bool | None, "classes": [str, ...] (optional: names the model keeps),
+   "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
    "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes}, ...]}
   w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
 

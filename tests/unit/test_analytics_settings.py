@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from common import desired
 from common.analytics_settings import AnalyticsSettings, parse_shape
 from common.config import ProducerSettings
 from common.wire import Batch, Frame, decode_batch, encode_batch
 from control.api.models import StartRequest
+from control.cli import cli
 
 
 def test_shapes_parse_and_out_of_frame_points_are_refused():
@@ -47,9 +49,6 @@ def test_rest_body_takes_analytics_settings_beside_the_guides_fields():
 
 
 def test_stream_add_flags_reach_the_desired_state(r, redis_server):
-    from common import desired
-    from control.cli import cli
-
     args = [
         "stream",
         "add",
