@@ -23,6 +23,9 @@ LAZY_COMMANDS = {
     "gpus": ("control.gpus:gpus", "GPUs, recommended strategy and a short benchmark (the guide's gpu_test.py)."),
     "api": ("control.api.cli:api", "Serve the REST control plane on port 2000."),
     "models": ("control.models_cli:models_group", "Model names this machine can serve; pull stock weights."),
+    "tracker": ("analytics.cli:tracker", "Track streams declared with --track; turn tracks into zone/line events."),
+    "events": ("analytics.cli:events", "Print a stream's events (zones, lines, dwell, appeared/lost)."),
+    "sink": ("analytics.sinks_cli:sink", "Deliver events to MQTT or a webhook (at least once)."),
 }
 
 
@@ -87,6 +90,7 @@ def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -
 @click.option("--count", type=int, default=None, help="Exit after N results.")
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--tracks", is_flag=True, help="Tracked frames (rtai tracker): in seq order, boxes with track ids.")
 def subscribe(
     streams: tuple[str, ...],
     redis_url: str | None,
@@ -94,12 +98,16 @@ def subscribe(
     count: int | None,
     timeout: float | None,
     as_json: bool,
+    tracks: bool,
 ) -> None:
     """Print detections of STREAMS (all streams when none is named) as they arrive."""
     from common.redis_client import connect  # noqa: PLC0415
 
     from .subscriber import Subscriber  # noqa: PLC0415
 
+    if tracks:
+        _subscribe_tracks(connect(_url(redis_url)), list(streams), replay, count, timeout)
+        return
     sub = Subscriber(connect(_url(redis_url)), list(streams))
     names: dict[str, list[str]] = {}
     seen = 0
@@ -111,6 +119,20 @@ def subscribe(
             model_names = names.setdefault(result["model"], sub.class_names(result["model"]))
             click.echo(Subscriber.describe(result, model_names))
         seen += 1
+        if count is not None and seen >= count:
+            break
+
+
+def _subscribe_tracks(
+    client: object, streams: list[str], replay: int, count: int | None, timeout: float | None
+) -> None:
+    from analytics.feed import tracked_frames  # noqa: PLC0415
+
+    if not streams:
+        raise click.UsageError("--tracks needs the stream(s) to follow")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for seen, frame in enumerate(tracked_frames(client, streams, replay=replay, deadline=deadline), 1):  # type: ignore[arg-type]
+        click.echo(json.dumps(frame))
         if count is not None and seen >= count:
             break
 
