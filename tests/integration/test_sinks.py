@@ -128,7 +128,7 @@ class Receiver(BaseHTTPRequestHandler):
     bad_signatures = 0
     fail_first = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         cls = type(self)
         if cls.fail_first > 0:
