@@ -28,7 +28,7 @@ rtai:trackclaim:<stream>             STRING   lease (ms)       tracking process 
 rtai:trackpos:<stream>               HASH     none             cursor (history id) + next_seq: where tracking resumes
 rtai:trackids:<stream>               STRING   none             last track id handed out (INCRBY blocks; never reused)
 rtai:trackstats:<stream>             HASH     none             tracked / skipped / late frames, events
-rtai:tracks:<stream>                 channel  -                tracked frames, one msgpack message per frame, in seq order
+rtai:tracks:<stream>                 channel  -                tracked frames in seq order (msgpack, one per frame)
 rtai:trackhist:<stream>              STREAM   MAXLEN ~         recent tracked frames
 rtai:events:<stream>                 channel  -                events of a stream (JSON)
 rtai:eventlog                        STREAM   MAXLEN ~         durable event log of every stream (JSON), read by sinks

@@ -3,6 +3,7 @@
 Batch (one RQ job's input, stored under keys.batch_blob):
   {"v": 1, "stream": str, "batch": int, "model": str, "conf": float, "imgsz": int,
    "t_enqueue": float, "half": bool | None, "classes": [str, ...] (optional: names the model keeps),
+   "snapshots": true (optional: keep each frame's JPEG for events),
    "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
    "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes}, ...]}
   w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
@@ -67,6 +68,8 @@ class Batch:
     half: bool | None = None
     #: Class names the stream keeps (None: all): the worker passes them to the model.
     classes: list[str] | None = None
+    #: Keep each frame's JPEG briefly (keys.snapshot) so the tracking stage can keep an event's frame.
+    snapshots: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,7 @@ def encode_batch(batch: Batch) -> bytes:
             "t_enqueue": batch.t_enqueue,
             "half": batch.half,
             **({"classes": batch.classes} if batch.classes is not None else {}),
+            **({"snapshots": True} if batch.snapshots else {}),
             "frames": [
                 {
                     "seq": f.seq,
@@ -278,6 +282,7 @@ def decode_batch(data: bytes) -> Batch:
         t_enqueue=_get(obj, "t_enqueue", float, "batch"),
         half=_optional_bool(obj, "half"),
         classes=_optional_names(obj, "classes"),
+        snapshots=bool(_optional_bool(obj, "snapshots")),
         frames=frames,
     )
 

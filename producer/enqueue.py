@@ -120,6 +120,7 @@ class BatchSink:
             frames=frames,
             half=s.half,
             classes=s.analytics.classes if s.analytics else None,
+            snapshots=bool(s.analytics and s.analytics.snapshots),
         )
         args = JobArgs.for_batch(self.stream, batch_no, n, seq0)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.

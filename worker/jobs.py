@@ -17,6 +17,7 @@ from common.wire import Batch, decode_batch, encode_result
 
 from . import runtime
 from .publisher import Settlement
+from .snapshots import keep_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
                 }
             )
         )
+    if b.snapshots:  # before the results are out: the tracking stage extends the TTL of an event's frame
+        keep_snapshots(rt.client, b.stream, live, settlement.messages)
     settled = rt.publisher.settle(settlement)
     if settled and live:
         _record_latencies(rt, b.stream, [(t_done - f.t_capture) * 1000 for f in live])

@@ -6,7 +6,7 @@ import redis
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from .. import metrics
+from .. import analytics_metrics, metrics
 
 
 def make_router(client: redis.Redis) -> APIRouter:
@@ -15,6 +15,6 @@ def make_router(client: redis.Redis) -> APIRouter:
     @router.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> str:
         """Prometheus text format: per-stream counters and latency histograms, per-GPU gauges."""
-        return metrics.render(client)
+        return metrics.render(client) + analytics_metrics.render(client)
 
     return router
