@@ -1,6 +1,6 @@
 """Tracking through the fleet on the demo clip: two real workers (results out of order), `rtai tracker`,
 scored against the clip's identities with motmetrics and against Ultralytics' in-process model.track.
-Plus the class filter (no boxes, no events) and snapshots served by the API."""
+Plus the class filter (no boxes, no events) and snapshots served by the API, with the same workers."""
 
 from __future__ import annotations
 
@@ -85,14 +85,21 @@ def ultralytics_track(frames: list[np.ndarray]) -> list[list[tuple[int, list[flo
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_fleet_tracking_on_the_demo_clip_matches_the_identities(r, procs):
+def test_fleet_tracking_on_the_demo_clip_matches_the_identities_and_filters_classes(r, procs):
     frames = clip(N_FRAMES)
     push(r, "demo", frames, {"track": {}, "snapshots": True})
+    push(r, "only", frames[:10], {"track": {}, "classes": ["circle"]})
     procs.rtai("tracker")
     workers = [procs.rtai(*WORKER, env=SLOW_OK) for _ in range(2)]
     wait_for(lambda: int(r.hget(keys.track_stats("demo"), "tracked") or 0) == N_FRAMES, timeout=150, what="tracked")
+    wait_for(lambda: int(r.hget(keys.track_stats("only"), "tracked") or 0) == 10, timeout=30, what="tracked")
     for w in workers:
         assert procs.finish(w, timeout=30) == 0, procs.output(w)
+    # a filtered class: circles only, although every frame shows squares and triangles too
+    filtered = [unpackb(f[b"r"]) for _id, f in r.xrange(keys.history("only"))]
+    assert {b[5] for res in filtered for b in res["boxes"]} == {0}
+    only_events = [e for _id, f in r.xrange(keys.EVENT_LOG) if (e := json.loads(f[b"e"]))["stream"] == "only"]
+    assert only_events and {e["class"] for e in only_events} == {"circle"}
     arrival = [unpackb(f[b"r"])["seq"] for _id, f in r.xrange(keys.history("demo"))]
     tracked = [unpackb(f[b"t"]) for _id, f in r.xrange(keys.tracks_history("demo"))]
     assert [t["seq"] for t in tracked] == list(range(N_FRAMES))
@@ -105,7 +112,7 @@ def test_fleet_tracking_on_the_demo_clip_matches_the_identities(r, procs):
     assert f1 >= 0.9 and switches <= 2
     assert f1 >= theirs - 0.02
     # snapshots: the frame of an event is kept past the pending TTL and served with its boxes
-    event = json.loads(r.xrange(keys.EVENT_LOG, count=1)[0][1][b"e"])
+    event = next(e for _id, f in r.xrange(keys.EVENT_LOG) if (e := json.loads(f[b"e"]))["stream"] == "demo")
     assert event["snapshot"] == f"demo/{event['seq']}"
     assert r.ttl(keys.snapshot("demo", event["seq"])) > keys.SNAPSHOT_PENDING_TTL_S
     from control.api.app import create_app  # noqa: PLC0415
@@ -119,19 +126,3 @@ def test_fleet_tracking_on_the_demo_clip_matches_the_identities(r, procs):
     got = api.get("/api/v1/realtime-ai/events", params={"stream": "demo", "type": "appeared"}).json()
     assert got and all(e["type"] == "appeared" and e["stream"] == "demo" for e in got)
     assert 'rtai_events_total{stream="demo",type="appeared"}' in api.get("/metrics").text
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(90)
-def test_a_filtered_class_produces_no_boxes_and_no_events(r, procs):
-    frames = clip(20)
-    push(r, "only", frames, {"track": {}, "classes": ["circle"]})
-    procs.rtai("tracker")
-    w = procs.rtai(*WORKER, env=SLOW_OK)
-    assert procs.finish(w, timeout=60) == 0, procs.output(w)
-    wait_for(lambda: int(r.hget(keys.track_stats("only"), "tracked") or 0) == 20, timeout=20, what="tracked")
-    results = [unpackb(f[b"r"]) for _id, f in r.xrange(keys.history("only"))]
-    kinds = {b[5] for res in results for b in res["boxes"]}
-    assert kinds == {0}  # circles only, although every frame shows squares and triangles too
-    events = [json.loads(f[b"e"]) for _id, f in r.xrange(keys.EVENT_LOG)]
-    assert events and {e["class"] for e in events} == {"circle"}
