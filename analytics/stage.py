@@ -241,9 +241,8 @@ class TrackingStage:
             "w": w,
             "h": h,
             "boxes": [
-                [round(float(r[0]), 1), round(float(r[1]), 1), round(float(r[2]), 1), round(float(r[3]), 1),
-                 round(float(r[5]), 4), int(r[6]), int(r[4]), z]
-                for r, z in zip(rows, zones, strict=True)
+                [*(round(v, 1) for v in r[:4]), round(r[5], 4), int(r[6]), int(r[4]), z]
+                for r, z in zip(rows.tolist(), zones, strict=True)
             ],
         }  # fmt: skip
         data = packb(message)

@@ -17,14 +17,16 @@ from common.analytics_settings import AnalyticsSettings
 Point = tuple[float, float]
 
 
-def inside(polygon: np.ndarray, x: float, y: float) -> bool:
-    """Even-odd rule; points on an edge count as inside on one side only (so entries are counted once)."""
-    xs, ys = polygon[:, 0], polygon[:, 1]
-    xj, yj = np.roll(xs, 1), np.roll(ys, 1)
-    cond = (ys > y) != (yj > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cross_x = (xj - xs) * (y - ys) / (yj - ys) + xs
-    return bool(np.count_nonzero(cond & (x < cross_x)) % 2)
+def inside(polygon: list[Point], x: float, y: float) -> bool:
+    """Even-odd rule (plain Python: faster than NumPy for a few vertices); points on an edge count as
+    inside on one side only, so an entry is counted once."""
+    result = False
+    xj, yj = polygon[-1]
+    for xi, yi in polygon:
+        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+            result = not result
+        xj, yj = xi, yi
+    return result
 
 
 def _side(a: Point, b: Point, p: Point) -> float:
@@ -54,7 +56,7 @@ class Rules:
     """One stream's zones, lines and dwell rule, with the state of its live tracks."""
 
     def __init__(self, settings: AnalyticsSettings) -> None:
-        self.zones = {z.name: np.asarray(z.points, dtype=np.float64) for z in settings.zones}
+        self.zones = {z.name: [(float(x), float(y)) for x, y in z.points] for z in settings.zones}
         self.lines = {ln.name: (tuple(ln.points[0]), tuple(ln.points[1])) for ln in settings.lines}
         self.dwell_s = settings.dwell_s
         self.tracks: dict[int, TrackState] = {}
@@ -64,7 +66,7 @@ class Rules:
         """Rows of one tracked frame -> (zones of each row, events). Events are dicts without stream/seq."""
         events: list[dict] = []
         in_zones: list[list[str]] = []
-        for x1, _y1, x2, y2, tid_f, _conf, cls_f in rows:
+        for x1, _y1, x2, y2, tid_f, _conf, cls_f in rows.tolist():
             tid, cls = int(tid_f), int(cls_f)
             p = ((x1 + x2) / 2 / w, y2 / h)
             st = self.tracks.get(tid)
