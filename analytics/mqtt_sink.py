@@ -64,6 +64,10 @@ class MqttTarget:
         return True
 
     def close(self) -> None:
-        self.client.publish(self.availability, "offline", qos=1, retain=True).wait_for_publish(timeout=2)
+        if self.connected.is_set():
+            try:
+                self.client.publish(self.availability, "offline", qos=1, retain=True).wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError) as exc:
+                log.info("MQTT: offline not sent: %s", exc)
         self.client.disconnect()
         self.client.loop_stop()

@@ -23,7 +23,7 @@ import numpy as np
 import redis
 
 from common import desired, keys
-from common.analytics_settings import AnalyticsSettings
+from common.analytics_settings import AnalyticsSettings, TrackSettings
 from common.config import host_name
 from common.errors import RtaiError
 from common.redis_client import connect, wait_until_up
@@ -119,7 +119,10 @@ class TrackingStage:
                     self._next_claim = time.monotonic() + POLL_S
                 self.step()
             except redis.RedisError as exc:
-                log.warning("tracker %s: Redis error: %s", self.name, exc)
+                # What was tracked but not written is redone from the stored resume point: drop every
+                # stream (its lease lapses) and claim again once Redis answers.
+                log.warning("tracker %s: Redis error, dropping %d stream(s): %s", self.name, len(self.runs), exc)
+                self.runs.clear()
                 time.sleep(POLL_S)
         for stream in list(self.runs):
             self._drop(stream)
@@ -136,7 +139,7 @@ class TrackingStage:
 
     def _start(self, stream: str, settings: AnalyticsSettings, version: bytes) -> None:
         cursor, next_seq = self.client.hmget(keys.track_position(stream), "cursor", "next_seq")
-        assert settings.track is not None
+        track = settings.track or TrackSettings()  # tracked_streams() returns only streams with `track`
         self.client.delete(keys.zone_counts(stream))  # the new tracker starts with no track in any zone
         self.runs[stream] = StreamRun(
             stream=stream,
@@ -144,8 +147,8 @@ class TrackingStage:
             version=version,
             cursor=cursor.decode() if cursor else "0-0",
             read_from=cursor.decode() if cursor else "0-0",
-            reorder=Reorder(settings.track.reorder_wait_s, int(next_seq) if next_seq else None),
-            tracker=StreamTracker(settings.track, IdBlocks(self.client, stream)),
+            reorder=Reorder(track.reorder_wait_s, int(next_seq) if next_seq else None),
+            tracker=StreamTracker(track, IdBlocks(self.client, stream)),
             rules=Rules(settings),
         )
         log.info("tracker %s: tracking %s from %s", self.name, stream, self.runs[stream].cursor)
