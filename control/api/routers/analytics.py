@@ -45,7 +45,11 @@ def make_router(client: redis.Redis) -> APIRouter:
         """Recent events, newest first: entered/left (zone), crossed (line, direction), dwell, appeared/lost."""
         return recent_events(client, stream=stream, kind=type, limit=limit)
 
-    @router.get("/snapshot/{stream}/{seq}", response_class=Response)
+    @router.get(
+        "/snapshot/{stream}/{seq}",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such snapshot (expired?)"}},
+    )
     def snapshot(stream: StreamId, seq: Annotated[int, Path(ge=0)], boxes: bool = False) -> Response:
         """The JPEG of frame `seq` of a stream with snapshots on (kept for events); `?boxes=1` draws the boxes."""
         raw = client.get(keys.snapshot(stream, seq))
