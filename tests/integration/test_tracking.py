@@ -99,6 +99,14 @@ def test_zones_and_lines_each_once_with_direction_in_order_with_a_frame_skipped(
     first = events_of(r, "door")[0]
     assert {"id", "stream", "seq", "t", "class", "track", "snapshot"} <= set(first)
     assert r.hget(keys.zone_counts("door"), "entrance") == b"0"
+    # the CLI: recent events, recent tracked frames
+    ev_cli = procs.rtai("events", "door", "--replay", "3", "--count", "3", "--timeout", "10")
+    tr_cli = procs.rtai("subscribe", "--tracks", "door", "--replay", "2", "--count", "2", "--timeout", "10")
+    assert procs.finish(ev_cli, timeout=30) == 0 and procs.finish(tr_cli, timeout=30) == 0
+    printed = [json.loads(line) for line in procs.output(ev_cli).splitlines() if line.startswith("{")]
+    assert len(printed) == 3 and all(e["stream"] == "door" for e in printed)
+    frames_out = [json.loads(line) for line in procs.output(tr_cli).splitlines() if line.startswith("{")]
+    assert [f["seq"] for f in frames_out] == seqs[-2:] and len(frames_out[0]["boxes"][0]) == 8
 
 
 @pytest.mark.slow
@@ -107,11 +115,13 @@ def test_a_killed_tracker_is_replaced_within_3_s_and_ids_never_repeat(r, procs):
     n = 240
     frames = trajectories(n)
     declare(r, "cam")
-    first = procs.rtai("tracker", "--name", "t1")
-    procs.rtai("tracker", "--name", "t2")
+    first = procs.rtai("-v", "tracker", "--name", "t1")
+    second = procs.rtai("-v", "tracker", "--name", "t2")
+    for p in (first, second):  # both loaded (under load, importing Ultralytics takes seconds)
+        wait_for(lambda p=p: "claiming streams" in procs.output(p), timeout=30, what="tracker up")
     wait_for(lambda: r.get(keys.track_claim("cam")), timeout=15, what="a tracker claims the stream")
     owner = r.get(keys.track_claim("cam")).decode()
-    victim = first if owner == "t1" else procs.procs[-1]
+    victim = first if owner == "t1" else second
     order = out_of_order(list(range(n)), random.Random(5))
     publish(r, "cam", frames, order[:120])
     wait_for(lambda: stats(r, "cam").get("tracked", 0) >= 100, timeout=20, what="half the frames tracked")
