@@ -62,6 +62,7 @@ class BatchSink:
                     "load_balancing": int(s.load_balancing),
                     "pinned": int(s.pinned),
                     "max_workers": s.max_workers or "",
+                    "analytics": s.analytics.model_dump_json() if s.analytics else "",
                 },
             )
             pipe.execute()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from common import desired
+from common import desired, keys
 from common.analytics_settings import AnalyticsSettings, parse_shape
 from common.config import ProducerSettings
 from common.wire import Batch, Frame, decode_batch, encode_batch
 from control.api.models import StartRequest
 from control.cli import cli
+from producer.enqueue import BatchSink
 
 
 def test_shapes_parse_and_out_of_frame_points_are_refused():
@@ -71,3 +72,5 @@ def test_stream_add_flags_reach_the_desired_state(r, redis_server):
     assert got.lines[0].points == [(0.5, 0.0), (0.5, 1.0)] and got.dwell_s == 5 and got.snapshots
     plain = ProducerSettings(stream="p", source="demo")
     assert plain.analytics is None
+    BatchSink(r, desired.settings_for(r, "door", redis_server)).register()  # the stream hash shows them too
+    assert AnalyticsSettings.model_validate_json(r.hget(keys.stream("door"), "analytics")) == got
