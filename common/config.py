@@ -16,6 +16,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .analytics_settings import AnalyticsSettings
 from .errors import ConfigError, ModelError
 
 ENV_PREFIX = "RTAI_"
@@ -100,6 +101,8 @@ class ProducerSettings(_Settings):
     gpu_memory_mb: int | None = Field(None, ge=1, le=16_777_216)
     #: FP16 for this stream on CUDA workers; None leaves it to the worker (on by default on CUDA).
     half: bool | None = None
+    #: Classes, zones, lines, tracking and snapshots of the stream (common/analytics_settings.py).
+    analytics: AnalyticsSettings | None = None
 
     @field_validator("model")
     @classmethod

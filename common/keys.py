@@ -24,6 +24,18 @@ rtai:inflight:<name>                 HASH     none             job id -> RQ queu
 rtai:fault:<point>                   STRING   FAULT_TTL_S      chaos tests: the one worker that dies at a point
 rtai:kills:<job id>                  STRING   KILLS_TTL_S      times a job's worker died holding it (crash loops)
 rtai:fleet                           HASH     none             fleet-wide counters (rejected jobs)
+rtai:trackclaim:<stream>             STRING   lease (ms)       tracking process that tracks the stream now
+rtai:trackpos:<stream>               HASH     none             cursor (history id) + next_seq: where tracking resumes
+rtai:trackids:<stream>               STRING   none             last track id handed out (INCRBY blocks; never reused)
+rtai:trackstats:<stream>             HASH     none             tracked / skipped / late frames, events
+rtai:tracks:<stream>                 channel  -                tracked frames in seq order (msgpack, one per frame)
+rtai:trackhist:<stream>              STREAM   MAXLEN ~         recent tracked frames
+rtai:events:<stream>                 channel  -                events of a stream (JSON)
+rtai:eventlog                        STREAM   MAXLEN ~         durable event log of every stream (JSON), read by sinks
+rtai:zonecount:<stream>              HASH     none             zone -> tracks in it now
+rtai:eventcount:<stream>             HASH     none             event type -> count
+rtai:snapshot:<stream>:<seq>         STRING   SNAPSHOT_*_TTL_S msgpack {w, h, jpeg, boxes}: a frame kept for events
+rtai:sink:<name>                     HASH     none             a sink's delivered / failed / dead_letter counts
 rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
 rq:wip:rtai:<stream>                 ZSET     RQ's             RQ's started-job registry (job_id:execution_id)
 rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
@@ -158,3 +170,53 @@ def queue_name(stream_id: str) -> str:
 
 def queue_key(stream_id: str) -> str:
     return Queue.redis_queue_namespace_prefix + queue_name(stream_id)
+
+
+#: Every stream's events, in one durable log (sinks read it through a consumer group).
+EVENT_LOG = PREFIX + "eventlog"
+#: A frame a worker keeps for a stream with snapshots lives this long unless an event extends it.
+SNAPSHOT_PENDING_TTL_S = 60
+
+
+def track_claim(stream_id: str) -> str:
+    return f"{PREFIX}trackclaim:{stream_id}"
+
+
+def track_position(stream_id: str) -> str:
+    return f"{PREFIX}trackpos:{stream_id}"
+
+
+def track_ids(stream_id: str) -> str:
+    return f"{PREFIX}trackids:{stream_id}"
+
+
+def track_stats(stream_id: str) -> str:
+    return f"{PREFIX}trackstats:{stream_id}"
+
+
+def tracks_channel(stream_id: str) -> str:
+    return f"{PREFIX}tracks:{stream_id}"
+
+
+def tracks_history(stream_id: str) -> str:
+    return f"{PREFIX}trackhist:{stream_id}"
+
+
+def events_channel(stream_id: str) -> str:
+    return f"{PREFIX}events:{stream_id}"
+
+
+def zone_counts(stream_id: str) -> str:
+    return f"{PREFIX}zonecount:{stream_id}"
+
+
+def event_counts(stream_id: str) -> str:
+    return f"{PREFIX}eventcount:{stream_id}"
+
+
+def snapshot(stream_id: str, seq: int) -> str:
+    return f"{PREFIX}snapshot:{stream_id}:{seq}"
+
+
+def sink(name: str) -> str:
+    return f"{PREFIX}sink:{name}"

@@ -2,7 +2,9 @@
 
 Batch (one RQ job's input, stored under keys.batch_blob):
   {"v": 1, "stream": str, "batch": int, "model": str, "conf": float, "imgsz": int,
-   "t_enqueue": float, "half": bool | None, "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
+   "t_enqueue": float, "half": bool | None, "classes": [str, ...] (optional: names the model keeps),
+   "snapshots": true (optional: keep each frame's JPEG for events),
+   "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
    "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes}, ...]}
   w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
 
@@ -67,6 +69,10 @@ class Batch:
     frames: list[Frame] = field(default_factory=list)
     #: FP16 wanted by the stream (None: the worker's own setting); only CUDA workers use it.
     half: bool | None = None
+    #: Class names the stream keeps (None: all): the worker passes them to the model.
+    classes: list[str] | None = None
+    #: Keep each frame's JPEG briefly (keys.snapshot) so the tracking stage can keep an event's frame.
+    snapshots: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +226,13 @@ def _optional_bool(obj: dict[str, Any], name: str) -> bool | None:
     return value
 
 
+def _optional_names(obj: dict[str, Any], name: str) -> list[str] | None:
+    value = obj.get(name)
+    if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise SchemaError(f"batch: field {name!r} is not a list of names")
+    return value
+
+
 def _side(obj: dict[str, Any], name: str, where: str) -> int:
     value: int = _get(obj, name, int, where)
     if not 1 <= value <= MAX_SIDE:
@@ -247,6 +260,8 @@ def encode_batch(batch: Batch) -> bytes:
             "imgsz": batch.imgsz,
             "t_enqueue": batch.t_enqueue,
             "half": batch.half,
+            **({"classes": batch.classes} if batch.classes is not None else {}),
+            **({"snapshots": True} if batch.snapshots else {}),
             "frames": [
                 {
                     "seq": f.seq,
@@ -314,6 +329,8 @@ def decode_batch(data: object) -> Batch:
         imgsz=imgsz,
         t_enqueue=_get(obj, "t_enqueue", float, "batch"),
         half=_optional_bool(obj, "half"),
+        classes=_optional_names(obj, "classes"),
+        snapshots=bool(_optional_bool(obj, "snapshots")),
         frames=frames,
     )
 

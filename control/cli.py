@@ -10,6 +10,7 @@ import importlib
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -23,6 +24,9 @@ LAZY_COMMANDS = {
     "gpus": ("control.gpus:gpus", "GPUs, recommended strategy and a short benchmark (the guide's gpu_test.py)."),
     "api": ("control.api.cli:api", "Serve the REST control plane on port 2000."),
     "models": ("control.models_cli:models_group", "Model names this machine can serve; pull stock weights."),
+    "tracker": ("analytics.cli:tracker", "Track streams declared with --track; turn tracks into zone/line events."),
+    "events": ("analytics.cli:events", "Print a stream's events (zones, lines, dwell, appeared/lost)."),
+    "sink": ("analytics.sinks_cli:sink", "Deliver events to MQTT or a webhook (at least once)."),
 }
 
 
@@ -92,6 +96,7 @@ def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -
 @click.option("--count", type=int, default=None, help="Exit after N results.")
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--tracks", is_flag=True, help="Tracked frames (rtai tracker): in seq order, boxes with track ids.")
 def subscribe(
     streams: tuple[str, ...],
     redis_url: str | None,
@@ -99,12 +104,16 @@ def subscribe(
     count: int | None,
     timeout: float | None,
     as_json: bool,
+    tracks: bool,
 ) -> None:
     """Print detections of STREAMS (all streams when none is named) as they arrive."""
     from common.redis_client import connect  # noqa: PLC0415
 
     from .subscriber import Subscriber  # noqa: PLC0415
 
+    if tracks:
+        _subscribe_tracks(connect(_url(redis_url)), list(streams), replay, count, timeout)
+        return
     sub = Subscriber(connect(_url(redis_url)), list(streams))
     names: dict[str, list[str]] = {}
     seen = 0
@@ -116,6 +125,20 @@ def subscribe(
             model_names = names.setdefault(result.model, sub.class_names(result.model))
             click.echo(Subscriber.describe(result, model_names))
         seen += 1
+        if count is not None and seen >= count:
+            break
+
+
+def _subscribe_tracks(
+    client: object, streams: list[str], replay: int, count: int | None, timeout: float | None
+) -> None:
+    from analytics.feed import tracked_frames  # noqa: PLC0415
+
+    if not streams:
+        raise click.UsageError("--tracks needs the stream(s) to follow")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for seen, frame in enumerate(tracked_frames(client, streams, replay=replay, deadline=deadline), 1):  # type: ignore[arg-type]
+        click.echo(json.dumps(frame))
         if count is not None and seen >= count:
             break
 
@@ -154,6 +177,14 @@ def stream() -> None:
 @click.option("--model", default=None)
 @click.option("--conf", type=float, default=None)
 @click.option("--loop/--no-loop", default=None)
+@click.option("--track", is_flag=True, help="Track objects (rtai tracker); zones, lines and dwell need it.")
+@click.option("--tracker", type=click.Choice(["bytetrack", "botsort"]), default=None, help="Tracker (bytetrack).")
+@click.option("--classes", default=None, help="Class names to keep, comma-separated (the model drops the rest).")
+@click.option("--zone", "zones", multiple=True, help="name=x,y:x,y:x,y... (normalized polygon; repeatable).")
+@click.option("--line", "lines", multiple=True, help="name=x,y:x,y (directed: a->b; repeatable).")
+@click.option("--dwell-s", type=float, default=None, help="A dwell event after this long in a zone.")
+@click.option("--snapshots", is_flag=True, help="Keep the frame of each event (GET .../snapshot/STREAM/SEQ).")
+@click.option("--snapshot-ttl-s", type=int, default=None, help="How long snapshots are kept (3600).")
 def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     """Declare STREAM_ID; a producer daemon (`rtai producer` without --source) picks it up."""
     from common import desired  # noqa: PLC0415
@@ -161,7 +192,8 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     from common.redis_client import connect  # noqa: PLC0415
 
     url = _url(redis_url)
-    settings = build(ProducerSettings, stream=stream_id, redis_url=url, **flags)
+    analytics = _analytics_flags(flags)
+    settings = build(ProducerSettings, stream=stream_id, redis_url=url, analytics=analytics, **flags)
     desired.put(connect(url), settings)
     click.echo(f"stream {stream_id} declared; a producer daemon will claim it")
 
@@ -207,6 +239,36 @@ def stream_ls(redis_url: str | None) -> None:
         owner = client.get(keys.claim(sid))
         source = redact(str(entry["settings"].get("source", "?")))
         click.echo(f"{sid}  {source}  {'run by ' + text(owner) if owner else 'unclaimed'}")
+
+
+def _analytics_flags(flags: dict[str, object]) -> dict[str, object] | None:
+    """Pop the analytics flags of `stream add` into an AnalyticsSettings map (None when none is given)."""
+    from common.analytics_settings import parse_shape  # noqa: PLC0415
+
+    track, tracker = flags.pop("track"), flags.pop("tracker")
+    classes, zones, lines = flags.pop("classes"), flags.pop("zones"), flags.pop("lines")
+    dwell_s, snapshots, ttl = flags.pop("dwell_s"), flags.pop("snapshots"), flags.pop("snapshot_ttl_s")
+    if not (track or tracker or classes or zones or lines or dwell_s or snapshots):
+        return None
+    out: dict[str, object] = {"snapshots": bool(snapshots)}
+    try:
+        out["zones"] = [
+            dict(zip(("name", "points"), parse_shape(z), strict=True)) for z in cast(tuple[str, ...], zones)
+        ]
+        out["lines"] = [
+            dict(zip(("name", "points"), parse_shape(ln), strict=True)) for ln in cast(tuple[str, ...], lines)
+        ]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if classes:
+        out["classes"] = [c.strip() for c in str(classes).split(",") if c.strip()]
+    if track or tracker or zones or lines or dwell_s:
+        out["track"] = {"tracker_type": tracker or "bytetrack"}
+    if dwell_s:
+        out["dwell_s"] = dwell_s
+    if ttl:
+        out["snapshot_ttl_s"] = ttl
+    return out
 
 
 def _url(override: str | None) -> str:

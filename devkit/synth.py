@@ -455,3 +455,18 @@ def write_dataset(root: Path, *, seed: int, n_train: int, n_val: int, imgsz: int
     data_yaml = root / "data.yaml"
     data_yaml.write_text(f"path: {json.dumps(str(root))}\ntrain: images/train\nval: images/val\nnames:\n{names}")
     return data_yaml
+
+
+# --- identities (tracking ground truth) ----------------------------------------------------------------------------
+
+
+def clip_identities(
+    *, seed: int, n_frames: int = 300, width: int = 320, height: int = 240, fps: int = 15
+) -> list[list[tuple[int, int, float, float, float, float]]]:
+    """Per frame, ``(identity, cls, x1, y1, x2, y2)`` of every shape of the clip ``make_clip`` writes.
+
+    Regenerates the clip's scene (the same random draws, nothing written) and numbers each shape by the
+    order it was placed in, which is the order of the boxes in the clip's ``demo.gt.json``.
+    """
+    _frames, truth = _clip_frames(seed, n_frames, width, height, fps)
+    return [[(i, c, x1, y1, x2, y2) for i, (c, x1, y1, x2, y2) in enumerate(boxes)] for boxes in truth]

@@ -55,6 +55,7 @@ class BatchSink:
             "max_fps": s.max_fps,
             "batch_size": s.batch_size,
             "queue_bound": s.queue_bound,
+            "analytics": s.analytics.model_dump_json() if s.analytics else "",
         }
         fields.update(Routing.from_settings(s).to_hash())
         with self.client.pipeline() as pipe:
@@ -115,6 +116,8 @@ class BatchSink:
             t_enqueue=self.clock.now(),
             frames=frames,
             half=s.half,
+            classes=s.analytics.classes if s.analytics else None,
+            snapshots=bool(s.analytics and s.analytics.snapshots),
         )
         args = JobArgs.for_batch(self.stream, batch_no, n)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.

@@ -20,7 +20,9 @@ class Detector(Protocol):
     variant: str
     names: list[str]
 
-    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]: ...
+    def predict(
+        self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
+    ) -> list[Boxes]: ...
 
 
 def _empty() -> Boxes:
@@ -52,10 +54,17 @@ class YoloDetector:
             "model %s (%s) on %s half=%s warm in %.2f s", variant, weights, device, self.half, time.perf_counter() - t0
         )
 
-    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]:
+    def predict(
+        self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
+    ) -> list[Boxes]:
+        """`classes`: indices to keep (None: all; []: none) — filtered inside NMS, so they cost nothing later."""
+        if classes is not None and not classes:
+            return [_empty() for _ in images]
         # FP16 through Ultralytics' `quantize` (its replacement for the deprecated `half`).
         precision = {"quantize": 16} if self.half else {}
-        results = self.model.predict(images, imgsz=imgsz, conf=conf, device=self.device, verbose=False, **precision)
+        results = self.model.predict(
+            images, imgsz=imgsz, conf=conf, device=self.device, verbose=False, classes=classes, **precision
+        )
         out = []
         for r in results:
             b = r.boxes
@@ -81,7 +90,9 @@ class NoopDetector:
         self.variant = variant
         self.names: list[str] = []
 
-    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]:
+    def predict(
+        self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
+    ) -> list[Boxes]:
         return [_empty() for _ in images]
 
 
@@ -92,6 +103,8 @@ class SleepDetector(NoopDetector):
         super().__init__(variant)
         self.sleep_s = sleep_ms / 1000.0
 
-    def predict(self, images: list[np.ndarray], *, conf: float, imgsz: int) -> list[Boxes]:
+    def predict(
+        self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
+    ) -> list[Boxes]:
         time.sleep(self.sleep_s * len(images))
         return super().predict(images, conf=conf, imgsz=imgsz)

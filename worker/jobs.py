@@ -18,6 +18,7 @@ from common.wire import Batch, Result, decode_batch, encode_result
 
 from . import runtime
 from .publisher import Settlement
+from .snapshots import keep_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
         except ModelError as exc:
             _model_failed(rt, b, settlement, live, exc)
             raise
-        boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz)
+        classes = None if b.classes is None else [i for i, n in enumerate(detector.names) if n in b.classes]
+        boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz, classes=classes)
         if b.stream not in rt.model_ok_streams:
             _model_recovered(rt, b.stream)
     t_done = rt.now()
@@ -106,6 +108,8 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
                 )
             )
         )
+    if b.snapshots:  # before the results are out: the tracking stage extends the TTL of an event's frame
+        keep_snapshots(rt.client, b.stream, live, settlement.messages)
     settled = rt.publisher.settle(settlement)
     if settled and live:
         _record_latencies(rt, b.stream, [(t_done - f.t_capture) * 1000 for f in live])

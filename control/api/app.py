@@ -17,7 +17,7 @@ from common.config import ApiSettings, build
 from common.redis_client import connect
 from common.sources import SourcePolicy
 
-from .routers import PREFIX, gpus, metrics, models, services
+from .routers import PREFIX, analytics, gpus, metrics, models, services
 
 __all__ = ["PREFIX", "create_app"]
 
@@ -51,4 +51,5 @@ def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings 
     app.include_router(gpus.make_router(client), prefix=PREFIX, dependencies=guarded)
     app.include_router(models.make_router(), prefix=PREFIX, dependencies=guarded)
     app.include_router(metrics.make_router(client), dependencies=guarded)
+    app.include_router(analytics.make_router(client), prefix=PREFIX, dependencies=guarded)
     return app

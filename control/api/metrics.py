@@ -21,6 +21,8 @@ from prometheus_client.registry import Collector
 from common import ledger
 from control import status
 
+from .analytics_metrics import AnalyticsCollector
+
 #: The text format generate_latest writes, understood by every Prometheus version.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _GPU_GAUGES = (
@@ -98,4 +100,5 @@ def registry(client: redis.Redis) -> CollectorRegistry:
     """A registry holding only the fleet's collector (no process or platform metrics of the API)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(FleetCollector(client))
+    reg.register(AnalyticsCollector(client))
     return reg

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from common.analytics_settings import AnalyticsSettings
 from common.config import DEFAULT_IMGSZ, GpuIndex
 from common.errors import SourceRefusedError
 from common.keys import STREAM_ID_PATTERN
@@ -81,6 +82,9 @@ class StartRequest(_Body):
     stream_config: StreamConfig
     model_settings: ModelSettings = ModelSettings()
     processing_settings: ProcessingSettings = ProcessingSettings()
+    analytics_settings: AnalyticsSettings | None = Field(
+        None, description="classes, zones, lines, dwell, tracking, snapshots (not in the guide; optional)"
+    )
 
     @model_validator(mode="after")
     def _parallel_streams_is_max_workers(self) -> StartRequest:

@@ -37,4 +37,4 @@ def test_api_matches_its_openapi_document(r, redis_server):
 
         check()
         checked.append(operation.label)
-    assert len(checked) == 7, checked
+    assert len(checked) == 9, checked

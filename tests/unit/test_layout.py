@@ -15,16 +15,17 @@ import pytest
 
 from ..helpers import ROOT
 
-SHIPPED = ("common", "producer", "worker", "realtime_ai", "control")
+SHIPPED = ("common", "producer", "worker", "realtime_ai", "control", "analytics")
 PROJECT = {*SHIPPED, "devkit", "tests", "benchmarks", "scripts"}
 
 #: package -> project packages it must not import
 FORBIDDEN = {
     "common": PROJECT - {"common"},
-    "producer": {"worker", "control", "realtime_ai", "devkit", "tests", "benchmarks", "scripts"},
-    "worker": {"producer", "control", "realtime_ai", "devkit", "tests", "benchmarks", "scripts"},
+    "producer": {"worker", "control", "realtime_ai", "analytics", "devkit", "tests", "benchmarks", "scripts"},
+    "worker": {"producer", "control", "realtime_ai", "analytics", "devkit", "tests", "benchmarks", "scripts"},
     "realtime_ai": PROJECT - {"realtime_ai", "common", "worker"},
     "control": {"devkit", "tests", "benchmarks", "scripts"},
+    "analytics": PROJECT - {"analytics", "common"},
 }
 
 

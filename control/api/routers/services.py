@@ -72,6 +72,7 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
             max_workers=body.max_workers,
             gpu_memory_mb=m.gpu_memory_mb,
             half=m.half_precision,
+            analytics=body.analytics_settings,
         )
         if not desired.reserve(client, service_id, limits.max_services):
             raise HTTPException(

@@ -1,0 +1,73 @@
+"""Events to an MQTT broker (paho-mqtt, QoS 1): `<prefix>/<stream>/events`, per-zone counts on
+`<prefix>/<stream>/<zone>/count` (retained), `<prefix>/availability` online/offline (retained, the
+offline one as the last will). paho reconnects by itself; until it has, events wait in the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from common.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: How long one publish may wait for the broker's PUBACK before it is retried.
+PUBACK_TIMEOUT_S = 5.0
+
+
+class MqttTarget:
+    def __init__(self, url: str, *, prefix: str = "rtai", client_id: str = "rtai-sink") -> None:
+        u = urlparse(url)
+        if u.scheme not in ("mqtt", "tcp") or not u.hostname:
+            raise ConfigError(f"MQTT URL {url!r}: expected mqtt://host[:port]")
+        self.prefix = prefix.rstrip("/")
+        self.availability = f"{self.prefix}/availability"
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        if u.username:
+            self.client.username_pw_set(u.username, u.password)
+        self.client.will_set(self.availability, "offline", qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_a: self.connected.clear()
+        self.client.connect_async(u.hostname, u.port or 1883, keepalive=10)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT connect refused: %s", reason)
+            return
+        client.publish(self.availability, "online", qos=1, retain=True)
+        self.connected.set()
+
+    def deliver(self, event: dict[str, Any]) -> bool:
+        if not self.connected.wait(timeout=1.0):
+            return False
+        stream = event["stream"]
+        messages = [(f"{self.prefix}/{stream}/events", json.dumps(event), False)]
+        if "zone" in event and "count" in event:
+            messages.append((f"{self.prefix}/{stream}/{event['zone']}/count", str(event["count"]), True))
+        for topic, payload, retain in messages:
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
+            try:
+                info.wait_for_publish(timeout=PUBACK_TIMEOUT_S)
+            except (RuntimeError, ValueError) as exc:  # not queued (disconnected) or queue full
+                log.info("MQTT publish of %s not sent: %s", event.get("id"), exc)
+                return False
+            if not info.is_published():
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.connected.is_set():
+            try:
+                self.client.publish(self.availability, "offline", qos=1, retain=True).wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError) as exc:
+                log.info("MQTT: offline not sent: %s", exc)
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,57 @@
+"""`rtai sink mqtt URL --topic P` and `rtai sink webhook URL --secret S`."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+
+from common.config import redis_url
+from common.proctitle import set_title
+from common.redis_client import connect
+
+from .sink import SinkRunner, Target
+
+
+@click.group()
+def sink() -> None:
+    """Deliver the event log to MQTT or a webhook, at least once (a Redis consumer group per sink)."""
+
+
+def _run(client: object, target: Target, name: str) -> None:
+    runner = SinkRunner(client, target, name=name)  # type: ignore[arg-type]
+    set_title(f"rtai-sink:{name}")
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    runner.run()
+
+
+@sink.command()
+@click.argument("url")
+@click.option("--topic", default="rtai", show_default=True, help="Topic prefix.")
+@click.option("--name", default="mqtt", show_default=True, help="Sink name (its consumer group and counters).")
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+def mqtt(url: str, topic: str, name: str, redis_url: str | None) -> None:
+    """Publish events to an MQTT broker at URL (mqtt://host:port), QoS 1."""
+    from .mqtt_sink import MqttTarget  # noqa: PLC0415
+
+    _run(connect(_url(redis_url)), MqttTarget(url, prefix=topic, client_id=f"rtai-sink-{name}"), name)
+
+
+@sink.command()
+@click.argument("url")
+@click.option("--secret", required=True, help="HMAC-SHA256 key of the X-RTAI-Signature header.")
+@click.option("--name", default="webhook", show_default=True, help="Sink name (its consumer group and counters).")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Most POSTs per second.")
+@click.option("--attempts", type=int, default=5, show_default=True, help="Tries before an event is dead-lettered.")
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+def webhook(url: str, secret: str, name: str, rate: float, attempts: int, redis_url: str | None) -> None:
+    """POST each event as signed JSON to URL, retried with backoff."""
+    from .webhook_sink import WebhookTarget  # noqa: PLC0415
+
+    client = connect(_url(redis_url))
+    _run(client, WebhookTarget(url, secret=secret, client=client, name=name, rate=rate, attempts=attempts), name)
+
+
+def _url(override: str | None) -> str:
+    return redis_url(override)

@@ -1,0 +1,287 @@
+"""The tracking stage: claims streams with leases, reads their results in order, tracks, emits events.
+
+A stream is tracked by the one process holding `rtai:trackclaim:<stream>` (SET NX PX, renewed like
+a producer daemon's claim); a killed tracker's streams are claimed by another within LEASE_S + POLL_S.
+Results are read from the stream's history (XREAD), so none is lost while no tracker runs; where
+tracking resumes (history cursor + next seq) is written in the same transaction as the tracks,
+events and counters of the frames before it, so a takeover neither repeats nor loses a frame.
+A takeover costs the tracks' state: tracks go on under new ids (never reused) and zone counts
+start from zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import redis
+
+from common import desired, keys
+from common.analytics_settings import AnalyticsSettings, TrackSettings
+from common.config import host_name
+from common.errors import RtaiError
+from common.redis_client import connect, wait_until_up
+from common.replies import text
+from common.wire import decode_result, packb, unpackb
+
+from .reorder import Reorder
+from .sink import StreamReply
+from .tracker import IdBlocks, StreamTracker
+from .zones import Rules
+
+log = logging.getLogger(__name__)
+
+#: A dead tracker's streams are taken over after at most LEASE_S + POLL_S.
+LEASE_S = 2.0
+POLL_S = 0.5
+#: Results read per XREAD call (all streams together) and the longest block waiting for one.
+READ_COUNT = 1000
+READ_BLOCK_MS = 50
+#: Replay depth of tracked frames and of the event log.
+TRACKS_MAXLEN = 10_000
+EVENT_LOG_MAXLEN = 100_000
+
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, n = text.partition("-")
+    return int(ms), int(n or 0)
+
+
+@dataclass
+class StreamRun:
+    stream: str
+    settings: AnalyticsSettings
+    version: bytes
+    cursor: str
+    reorder: Reorder
+    tracker: StreamTracker
+    rules: Rules
+    #: history id of the last result read
+    read_from: str = "0-0"
+    #: history id read just before each buffered seq: the resume point while it is unemitted
+    before: dict[int, str] = field(default_factory=dict)
+    names: dict[str, list[str]] = field(default_factory=dict)
+
+
+def tracked_streams(client: redis.Redis) -> dict[str, tuple[AnalyticsSettings, bytes]]:
+    """Declared streams with tracking on -> (analytics settings, version of the desired state)."""
+    out = {}
+    for stream in desired.streams(client):
+        raw = client.get(keys.desired(stream))
+        if raw is None:
+            continue
+        try:
+            analytics = (unpackb(raw).get("settings") or {}).get("analytics")
+            settings = AnalyticsSettings(**analytics) if analytics else None
+        except (RtaiError, ValueError, TypeError) as exc:
+            log.warning("stream %s: analytics settings unreadable: %s", stream, exc)
+            continue
+        if settings is not None and settings.track is not None:
+            out[stream] = (settings, raw if isinstance(raw, bytes) else raw.encode())
+    return out
+
+
+class TrackingStage:
+    def __init__(self, redis_url: str, *, name: str | None = None, lease_s: float = LEASE_S) -> None:
+        self.client = connect(redis_url, check=False)
+        self.name = name or f"{host_name()}:tracker:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+        self.lease_ms = int(lease_s * 1000)
+        self.runs: dict[str, StreamRun] = {}
+        self.stopping = False
+        self._renew = self.client.register_script(RENEW_LUA)
+        self._release = self.client.register_script(RELEASE_LUA)
+        self._next_claim = 0.0
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        wait_until_up(self.client, what=f"tracker {self.name}", stop=lambda: self.stopping)
+        log.info("tracker %s claiming streams", self.name)
+        while not self.stopping:
+            try:
+                if time.monotonic() >= self._next_claim:
+                    self.claim_tick()
+                    self._next_claim = time.monotonic() + POLL_S
+                self.step()
+            except redis.RedisError as exc:
+                # What was tracked but not written is redone from the stored resume point: drop every
+                # stream (its lease lapses) and claim again once Redis answers.
+                log.warning("tracker %s: Redis error, dropping %d stream(s): %s", self.name, len(self.runs), exc)
+                self.runs.clear()
+                time.sleep(POLL_S)
+        for stream in list(self.runs):
+            self._drop(stream)
+
+    def claim_tick(self) -> None:
+        wanted = tracked_streams(self.client)
+        for stream in list(self.runs):
+            owned = self._renew(keys=[keys.track_claim(stream)], args=[self.name, self.lease_ms])
+            if stream not in wanted or not owned or wanted[stream][1] != self.runs[stream].version:
+                self._drop(stream)
+        for stream in sorted(set(wanted) - set(self.runs)):
+            if self.client.set(keys.track_claim(stream), self.name, nx=True, px=self.lease_ms):
+                self._start(stream, *wanted[stream])
+
+    def _start(self, stream: str, settings: AnalyticsSettings, version: bytes) -> None:
+        cursor, next_seq = self.client.hmget(keys.track_position(stream), "cursor", "next_seq")
+        track = settings.track or TrackSettings()  # tracked_streams() returns only streams with `track`
+        self.client.delete(keys.zone_counts(stream))  # the new tracker starts with no track in any zone
+        self.runs[stream] = StreamRun(
+            stream=stream,
+            settings=settings,
+            version=version,
+            cursor=text(cursor) if cursor else "0-0",
+            read_from=text(cursor) if cursor else "0-0",
+            reorder=Reorder(track.reorder_wait_s, int(next_seq) if next_seq else None),
+            tracker=StreamTracker(track, IdBlocks(self.client, stream)),
+            rules=Rules(settings),
+        )
+        log.info("tracker %s: tracking %s from %s", self.name, stream, self.runs[stream].cursor)
+
+    def _drop(self, stream: str) -> None:
+        self.runs.pop(stream, None)
+        try:
+            self._release(keys=[keys.track_claim(stream)], args=[self.name])
+        except redis.RedisError as exc:
+            log.warning("tracker %s: could not release %s: %s", self.name, stream, exc)
+
+    def step(self) -> int:
+        """Read new results of every owned stream, emit what is in order; returns frames emitted."""
+        if not self.runs:
+            time.sleep(READ_BLOCK_MS / 1000)
+            return 0
+        waiting = any(run.reorder.buffer for run in self.runs.values())
+        block = 10 if waiting else READ_BLOCK_MS
+        reply = self.client.xread(
+            {keys.history(s): run.read_from for s, run in self.runs.items()}, count=READ_COUNT, block=block
+        )
+        for key, entries in cast(StreamReply, reply or []):
+            stream = (key.decode() if isinstance(key, bytes) else key).removeprefix(keys.history(""))
+            run = self.runs.get(stream)
+            if run is not None:
+                self._buffer(run, entries)
+        emitted = 0
+        pipe = self.client.pipeline(transaction=True)
+        now = time.time()
+        for run in self.runs.values():
+            emitted += self._emit(run, pipe, now)
+        if len(pipe):
+            pipe.execute()
+        return emitted
+
+    def _buffer(self, run: StreamRun, entries: list) -> None:
+        prev = run.read_from
+        for entry_id, fields in entries:
+            eid = entry_id.decode()
+            try:
+                result = decode_result(fields[b"r"]).to_map()
+            except (RtaiError, KeyError) as exc:
+                log.warning("tracker: %s: unreadable result %s: %s", run.stream, eid, exc)
+                prev = eid
+                continue
+            seq = int(result["seq"])
+            if run.reorder.add(seq, result):
+                run.before[seq] = prev
+            prev = eid
+        run.read_from = prev
+
+    def _emit(self, run: StreamRun, pipe: Any, now: float) -> int:
+        late_before = run.reorder.late
+        ready = run.reorder.pop(now)
+        if not ready.frames and not ready.skipped and run.reorder.late == late_before:
+            return 0
+        stream = run.stream
+        n_events = 0
+        for seq, result in ready.frames:
+            run.before.pop(seq, None)
+            n_events += self._track(run, pipe, seq, result)
+        # Resume point: before the oldest frame still buffered, else after the last one read.
+        cursor = min(run.before.values(), key=_id_tuple) if run.before else run.read_from
+        pipe.hset(keys.track_position(stream), mapping={"cursor": cursor, "next_seq": run.reorder.next_seq})
+        stats = keys.track_stats(stream)
+        if ready.frames:
+            pipe.hincrby(stats, "tracked", len(ready.frames))
+        if ready.skipped:
+            pipe.hincrby(stats, "skipped", ready.skipped)
+        if run.reorder.late != late_before:
+            pipe.hincrby(stats, "late", run.reorder.late - late_before)
+        if n_events:
+            pipe.hincrby(stats, "events", n_events)
+            if run.rules.counts:
+                pipe.hset(keys.zone_counts(stream), mapping=run.rules.counts)
+        return len(ready.frames)
+
+    def _track(self, run: StreamRun, pipe: Any, seq: int, result: dict) -> int:
+        stream = run.stream
+        boxes = np.asarray(result["boxes"], dtype=np.float32).reshape(-1, 6)
+        rows, alive = run.tracker.update(boxes)
+        w, h = int(result.get("w") or 1), int(result.get("h") or 1)
+        zones, events = run.rules.step(rows, alive, w, h, float(result["t_capture"]))
+        t_tracked = time.time()
+        message = {
+            "v": 1,
+            "stream": stream,
+            "seq": seq,
+            "t_capture": result["t_capture"],
+            "t_done": result["t_done"],
+            "t_tracked": t_tracked,
+            "model": result.get("model"),
+            "w": w,
+            "h": h,
+            "boxes": [
+                [*(round(v, 1) for v in r[:4]), round(r[5], 4), int(r[6]), int(r[4]), z]
+                for r, z in zip(rows.tolist(), zones, strict=True)
+            ],
+        }  # fmt: skip
+        data = packb(message)
+        pipe.publish(keys.tracks_channel(stream), data)
+        pipe.xadd(keys.tracks_history(stream), {"t": data}, maxlen=TRACKS_MAXLEN, approximate=True)
+        if not events:
+            return 0
+        names = self._names(run, result.get("model"))
+        snapshot = f"{stream}/{seq}" if run.settings.snapshots else None
+        if snapshot:
+            pipe.expire(keys.snapshot(stream, seq), run.settings.snapshot_ttl_s)
+        for i, ev in enumerate(events):
+            cls = ev.pop("cls")
+            ev.update(
+                id=f"{stream}:{seq}:{i}",
+                stream=stream,
+                seq=seq,
+                t=result["t_capture"],
+                **{"class": names[cls] if 0 <= cls < len(names) else cls},
+                snapshot=snapshot,
+            )
+            text = json.dumps(ev, separators=(",", ":"))
+            pipe.publish(keys.events_channel(stream), text)
+            pipe.xadd(keys.EVENT_LOG, {"e": text}, maxlen=EVENT_LOG_MAXLEN, approximate=True)
+            pipe.hincrby(keys.event_counts(stream), ev["type"], 1)
+        return len(events)
+
+    def _names(self, run: StreamRun, model: str | None) -> list[str]:
+        if not model:
+            return []
+        if model not in run.names:
+            raw = self.client.get(keys.model_names(model))
+            try:
+                run.names[model] = [str(n) for n in unpackb(raw)] if raw else []
+            except RtaiError:
+                run.names[model] = []
+        return run.names[model]

@@ -1,0 +1,137 @@
+"""Tracking stage: throughput per process and the latency it adds.
+
+Throughput: one TrackingStage (in this process) drains a stream's history pre-filled with N results
+of B moving boxes each; frames/s = N / time, round-robin over 5 and 50 boxes (the ratio comes
+from one run). Latency: one `rtai tracker` process; this process feeds S streams at --fps each
+(results out of order by pairs, as two workers finish them) and reads every tracked frame;
+added latency = t_tracked - t_done (the result's publish time), reorder wait included.
+
+    .venv/bin/python -m benchmarks.tracking
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+
+import click
+import numpy as np
+
+from analytics.stage import TrackingStage
+from common import desired, keys
+from common.config import ProducerSettings, role_command
+from common.redis_client import connect
+from common.wire import encode_result, unpackb
+from control.redis_server import PrivateRedis
+from tests.helpers import wait_for
+
+W, H = 1280, 720
+
+
+def boxes_at(n_boxes: int, f: int, rng: np.random.Generator, starts: np.ndarray) -> list[list[float]]:
+    out = []
+    for i in range(n_boxes):
+        x = (starts[i, 0] + 3 * f) % (W - 60)
+        y = (starts[i, 1] + (i % 7 - 3) * f) % (H - 60)
+        out.append([float(x), float(y), float(x + 40), float(y + 50), 0.9, float(i % 3)])
+    return out
+
+
+def result(stream: str, seq: int, boxes: list) -> bytes:
+    t = time.time()
+    return encode_result(
+        {"stream": stream, "seq": seq, "batch": seq // 2, "t_capture": t, "t_done": t, "w": W, "h": H,
+         "model": "m", "boxes": boxes}
+    )  # fmt: skip
+
+
+def declare(client, stream: str) -> None:
+    analytics = {"track": {"reorder_wait_s": 0.5}, "zones": [{"name": "z", "points": [[0, 0], [0.5, 0], [0.5, 1]]}]}
+    desired.put(client, ProducerSettings(stream=stream, source="demo", analytics=analytics))
+
+
+def throughput(url: str, n_boxes: int, n_frames: int, rep: int) -> float:
+    client = connect(url)
+    stream = f"tp{n_boxes}-{rep}"
+    declare(client, stream)
+    rng = np.random.default_rng(rep)
+    starts = rng.uniform(0, 600, (n_boxes, 2))
+    with client.pipeline(transaction=False) as pipe:
+        for f in range(n_frames):
+            pipe.xadd(keys.history(stream), {"r": result(stream, f, boxes_at(n_boxes, f, rng, starts))})
+        pipe.execute()
+    stage = TrackingStage(url, name=f"bench-{stream}")
+    stage.claim_tick()
+    for other in [s for s in stage.runs if s != stream]:
+        stage.runs.pop(other)
+    t0 = time.perf_counter()
+    done = 0
+    while done < n_frames:
+        done += stage.step()
+    return n_frames / (time.perf_counter() - t0)
+
+
+def latency(url: str, n_streams: int, fps: float, seconds: float) -> tuple[float, float, int]:
+    client = connect(url)
+    client.flushall()
+    streams = [f"lat{n_streams}-{i}" for i in range(n_streams)]
+    for s in streams:
+        declare(client, s)
+    tracker = subprocess.Popen(role_command("control", "tracker", "--redis-url", url))
+    try:
+        wait_for(lambda: all(client.get(keys.track_claim(s)) for s in streams), timeout=30, what="claims")
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe(keys.tracks_channel("lat*"))
+        rng = np.random.default_rng(0)
+        starts = rng.uniform(0, 600, (5, 2))
+        added: list[float] = []
+        n = int(seconds * fps)
+        t_next = time.monotonic()
+        for pair in range(0, n, 2):
+            for s in streams:  # two workers: the second frame of each pair is published first
+                for f in (pair + 1, pair):
+                    client.xadd(keys.history(s), {"r": result(s, f, boxes_at(5, f, rng, starts))})
+            t_next += 2 / fps
+            while (left := t_next - time.monotonic()) > 0:
+                msg = pubsub.get_message(timeout=left)
+                if msg:
+                    m = unpackb(msg["data"])
+                    added.append((m["t_tracked"] - m["t_done"]) * 1000)
+        deadline = time.monotonic() + 5
+        while len(added) < n * n_streams and time.monotonic() < deadline:
+            msg = pubsub.get_message(timeout=0.2)
+            if msg:
+                m = unpackb(msg["data"])
+                added.append((m["t_tracked"] - m["t_done"]) * 1000)
+    finally:
+        tracker.terminate()
+        tracker.wait(timeout=10)
+    q = statistics.quantiles(added, n=100)
+    return q[49], q[98], len(added)
+
+
+@click.command()
+@click.option("--frames", type=int, default=3000, show_default=True)
+@click.option("--reps", type=int, default=3, show_default=True)
+@click.option("--fps", type=float, default=10.0, show_default=True, help="Frames per second per stream (latency).")
+@click.option("--seconds", type=float, default=10.0, show_default=True)
+def main(frames: int, reps: int, fps: float, seconds: float) -> None:
+    server = PrivateRedis()
+    try:
+        tp: dict[int, list[float]] = {5: [], 50: []}
+        for rep in range(reps):  # round robin: both sizes see the same machine
+            for n_boxes in tp:
+                tp[n_boxes].append(throughput(server.url, n_boxes, frames, rep))
+        report = {f"frames_per_s_{b}_boxes": round(statistics.median(v)) for b, v in tp.items()}
+        for n_streams in (1, 8, 32):
+            p50, p99, n = latency(server.url, n_streams, fps, seconds)
+            report[f"added_ms_{n_streams}_streams"] = {"p50": round(p50, 2), "p99": round(p99, 2), "frames": n}
+        click.echo(json.dumps(report, indent=2))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

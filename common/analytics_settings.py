@@ -1,0 +1,106 @@
+"""A stream's analytics settings: which classes, zones, lines, dwell rule, tracker and snapshots.
+
+Carried inside ProducerSettings (`analytics`), so the same record travels through `rtai stream add`,
+`cameras.yml`, the REST body (`analytics_settings`) and the desired state the tracking stage reads.
+Coordinates are normalized to the frame (0..1, origin top-left).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Zone and line names go into MQTT topics and Redis hash fields: a safe alphabet.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+#: A snapshot outlives the events that refer to it long enough for a person to look.
+DEFAULT_SNAPSHOT_TTL_S = 3600
+#: A frame still missing after this wait is skipped for tracking (and counted).
+DEFAULT_REORDER_WAIT_S = 1.0
+
+Point = tuple[float, float]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unit(points: list[Point]) -> list[Point]:
+    for x, y in points:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point ({x}, {y}) is outside 0..1 (coordinates are normalized)")
+    return points
+
+
+class Zone(_Closed):
+    name: str = Field(pattern=NAME_PATTERN)
+    points: list[Point] = Field(min_length=3, max_length=64)
+
+    _check = field_validator("points")(classmethod(lambda cls, v: _unit(v)))
+
+
+class Line(_Closed):
+    """A directed segment a -> b; crossing it from its left to its right is `direction: "in"`."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    points: list[Point] = Field(min_length=2, max_length=2)
+
+    _check = field_validator("points")(classmethod(lambda cls, v: _unit(v)))
+
+
+class TrackSettings(_Closed):
+    """Ultralytics' tracker and its parameters (names as in its bytetrack.yaml / botsort.yaml)."""
+
+    tracker_type: Literal["bytetrack", "botsort"] = "bytetrack"
+    track_high_thresh: float = Field(0.25, ge=0, le=1)
+    track_low_thresh: float = Field(0.1, ge=0, le=1)
+    new_track_thresh: float = Field(0.25, ge=0, le=1)
+    track_buffer: int = Field(30, ge=1, le=10_000)
+    match_thresh: float = Field(0.8, ge=0, le=1)
+    fuse_score: bool = True
+    reorder_wait_s: float = Field(DEFAULT_REORDER_WAIT_S, ge=0, le=60)
+
+
+class AnalyticsSettings(_Closed):
+    #: Class names the model keeps (None: all); filtered classes are dropped inside the model's NMS.
+    classes: list[str] | None = Field(None, max_length=256)
+    zones: list[Zone] = Field(default_factory=list, max_length=64)
+    lines: list[Line] = Field(default_factory=list, max_length=64)
+    #: A `dwell` event when a track stays in a zone this long (None: no dwell events).
+    dwell_s: float | None = Field(None, gt=0)
+    #: Tracking on (None: off; zones, lines and dwell need it).
+    track: TrackSettings | None = None
+    snapshots: bool = False
+    snapshot_ttl_s: int = Field(DEFAULT_SNAPSHOT_TTL_S, ge=1, le=7 * 86400)
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
+            raise ValueError("class names are 1-64 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> AnalyticsSettings:
+        names = [z.name for z in self.zones] + [ln.name for ln in self.lines]
+        if len(set(names)) != len(names):
+            raise ValueError(f"zone and line names must be unique: {names}")
+        return self
+
+
+_POINT_RE = re.compile(r"^\s*([0-9.]+)\s*,\s*([0-9.]+)\s*$")
+
+
+def parse_shape(text: str) -> tuple[str, list[Point]]:
+    """`name=x,y:x,y:...` (the CLI's --zone / --line) -> (name, points); ValueError says why."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"{text!r}: expected name=x,y:x,y:...")
+    points = []
+    for part in rest.split(":"):
+        m = _POINT_RE.match(part)
+        if not m:
+            raise ValueError(f"{text!r}: {part!r} is not x,y")
+        points.append((float(m.group(1)), float(m.group(2))))
+    return name.strip(), points

@@ -1,0 +1,58 @@
+"""Analytics figures for /metrics: events by stream and type, tracks in each zone, tracked/skipped frames.
+
+`families(client)` gives (name, kind, help, samples); `AnalyticsCollector` serves them through
+prometheus_client beside the fleet's collector (control/api/metrics.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from common import desired, keys
+from common.replies import text
+
+Family = tuple[str, str, str, list[tuple[dict[str, Any], float]]]
+
+
+def families(client: redis.Redis) -> list[Family]:
+    events, zones, frames = [], [], []
+    for stream in desired.streams(client):
+        for kind, n in client.hgetall(keys.event_counts(stream)).items():
+            events.append(({"stream": stream, "type": text(kind)}, float(n)))
+        for zone, n in client.hgetall(keys.zone_counts(stream)).items():
+            zones.append(({"stream": stream, "zone": text(zone)}, float(n)))
+        for outcome, n in client.hgetall(keys.track_stats(stream)).items():
+            if outcome in (b"tracked", b"skipped", b"late"):
+                frames.append(({"stream": stream, "outcome": text(outcome)}, float(n)))
+    return [
+        ("rtai_events_total", "counter", "Analytics events by stream and type.", events),
+        ("rtai_zone_tracks", "gauge", "Tracks in each zone now.", zones),
+        ("rtai_tracking_frames_total", "counter", "Frames tracked, skipped (missing after the wait), late.", frames),
+    ]
+
+
+class AnalyticsCollector(Collector):
+    """The analytics families, read from Redis when Prometheus scrapes."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # registering must not reach Redis
+
+    def collect(self) -> Iterator[Metric]:
+        for name, kind, help_text, samples in families(self.client):
+            labels = sorted(samples[0][0]) if samples else []
+            family: Metric
+            if kind == "counter":
+                family = CounterMetricFamily(name.removesuffix("_total"), help_text, labels=labels)
+            else:
+                family = GaugeMetricFamily(name, help_text, labels=labels)
+            for values, value in samples:
+                family.add_metric([str(values[k]) for k in labels], value)
+            yield family
