@@ -23,7 +23,7 @@ from analytics.stage import TrackingStage
 from common import desired, keys
 from common.config import ProducerSettings, role_command
 from common.redis_client import connect
-from common.wire import encode_result, unpackb
+from common.wire import Result, encode_result, unpackb
 from control.redis_server import PrivateRedis
 from tests.helpers import wait_for
 
@@ -41,9 +41,10 @@ def boxes_at(n_boxes: int, f: int, rng: np.random.Generator, starts: np.ndarray)
 
 def result(stream: str, seq: int, boxes: list) -> bytes:
     t = time.time()
+    boxes = [[*b[:5], int(b[5])] for b in boxes]
     return encode_result(
-        {"stream": stream, "seq": seq, "batch": seq // 2, "t_capture": t, "t_done": t, "w": W, "h": H,
-         "model": "m", "boxes": boxes}
+        Result(stream=stream, seq=seq, batch=seq // 2, t_capture=t, t_enqueue=t, t_start=t, t_done=t, worker="w",
+               gpu="cpu", model="m", w=W, h=H, boxes=boxes)
     )  # fmt: skip
 
 

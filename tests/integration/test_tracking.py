@@ -12,7 +12,7 @@ import pytest
 
 from common import desired, keys
 from common.config import ProducerSettings
-from common.wire import encode_result, unpackb
+from common.wire import Result, encode_result, unpackb
 
 from ..helpers import wait_for
 
@@ -46,9 +46,10 @@ def trajectories(n: int) -> list[list[list[float]]]:
 
 def result(stream: str, seq: int, boxes: list) -> bytes:
     t = time.time()
+    boxes = [[*b[:5], int(b[5])] for b in boxes]
     return encode_result(
-        {"stream": stream, "seq": seq, "batch": seq // 2, "t_capture": t, "t_done": t, "w": W, "h": H,
-         "model": "rtai-shapes", "boxes": boxes}
+        Result(stream=stream, seq=seq, batch=seq // 2, t_capture=t, t_enqueue=t, t_start=t, t_done=t, worker="w",
+               gpu="cpu", model="rtai-shapes", w=W, h=H, boxes=boxes)
     )  # fmt: skip
 
 
