@@ -7,6 +7,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v openssl >/dev/null || need+=(openssl)  # the TLS test makes a certificate
 command -v ip >/dev/null || need+=(iproute2)  # the partition test runs hosts in network namespaces
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the live view's browser tests (driven by Playwright)
 if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' 2>/dev/null; then
   need+=(python3-gi gir1.2-gst-rtsp-server-1.0)
 fi
