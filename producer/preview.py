@@ -77,32 +77,33 @@ class PreviewWriter:
         self.seconds = 0.0
 
     def offer(self, frames: list[Frame], seq0: int | None) -> None:
+        """Write previews of this batch's frames that are due (capture times at least 1/rate apart)."""
         if not frames or seq0 is None or self.fps <= 0:
             return
-        now = time.monotonic()
-        if now < self._next:
+        if frames[-1].t_capture < self._next:
             return
         t0 = time.perf_counter()
         try:
+            now = time.monotonic()
             if now - self._watch_checked >= WATCH_CHECK_S:
                 self._watch_checked = now
                 self._watched = bool(self.client.exists(keys.preview_watch(self.stream)))
-            rate = max(self.fps, self.watched_fps) if self._watched else self.fps
-            self._next = now + 1.0 / rate
-            frame = frames[-1]
-            jpeg, reused = preview_jpeg(frame)
-            if not jpeg:
-                return
-            payload = packb(
-                {"seq": seq0 + len(frames) - 1, "w": frame.w, "h": frame.h, "t": frame.t_capture, "jpeg": jpeg}
-            )
+            gap = 1.0 / (max(self.fps, self.watched_fps) if self._watched else self.fps)
             with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(keys.preview(self.stream), payload, ex=keys.PREVIEW_TTL_S)
-                pipe.publish(keys.preview_channel(self.stream), payload)
+                for i, frame in enumerate(frames):
+                    if frame.t_capture < self._next:
+                        continue
+                    self._next = frame.t_capture + gap * 0.9  # a little slack for capture jitter
+                    jpeg, reused = preview_jpeg(frame)
+                    if not jpeg:
+                        continue
+                    payload = packb({"seq": seq0 + i, "w": frame.w, "h": frame.h, "t": frame.t_capture, "jpeg": jpeg})
+                    pipe.set(keys.preview(self.stream), payload, ex=keys.PREVIEW_TTL_S)
+                    pipe.publish(keys.preview_channel(self.stream), payload)
+                    self.written += 1
+                    self.reused += int(reused)
+                    self.bytes += len(payload)
                 pipe.execute()
-            self.written += 1
-            self.reused += int(reused)
-            self.bytes += len(payload)
         except redis.RedisError as exc:
             log.debug("stream %s: preview not written: %s", self.stream, describe(exc))
         finally:

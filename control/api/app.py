@@ -58,7 +58,9 @@ def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings 
     return app
 
 
-def add_live_view(app: FastAPI, redis_url: str, client: redis.Redis, *, token: str | None, auth: Callable[..., None]) -> None:
+def add_live_view(
+    app: FastAPI, redis_url: str, client: redis.Redis, *, token: str | None, auth: Callable[..., None]
+) -> None:
     """The web page (`/`, `/stream/{id}`, `/static`) and its push endpoint (`/live`)."""
     feed = LiveFeed(redis_url, client)
     app.include_router(live.make_router(feed, token=token, auth=auth), prefix=PREFIX)

@@ -30,12 +30,16 @@ log = logging.getLogger(__name__)
 
 #: Fleet state goes out about once a second.
 FLEET_EVERY_S = 1.0
-#: A preview whose result has not come within this long is sent without boxes.
-MATCH_WAIT_S = 1.0
+#: A preview waits for its result this long (a busy CPU fleet publishes seconds late): the view lags
+#: by the fleet's latency, and every picture shows the boxes found on it.
+MATCH_WAIT_S = 15.0
+#: When no matched frame went out for this long (no worker, or a long backlog), the newest preview
+#: goes out without boxes (boxes: null) so the tile stays live.
+BARE_AFTER_S = 2.0
 #: Results kept per stream to match a preview that arrives after its result.
 RESULTS_KEPT = 256
-#: Previews waiting for their result, per stream.
-PENDING_KEPT = 16
+#: Previews waiting for their result, per stream (10 a second for MATCH_WAIT_S).
+PENDING_KEPT = 160
 #: A slow page loses events rather than holding memory: its queue is bounded.
 PAGE_QUEUE = 64
 #: Worker heartbeat fields the page shows.
@@ -84,6 +88,8 @@ class LiveFeed:
         self._results: dict[str, OrderedDict[int, dict]] = {}
         self._pending: dict[str, OrderedDict[int, tuple[float, dict]]] = {}
         self._tasks: list[asyncio.Task] = []
+        self._matched: dict[str, tuple[int, float]] = {}  # stream -> (seq, monotonic time) last sent with boxes
+        self._bare_at: dict[str, float] = {}
 
     # -- pages -------------------------------------------------------------------------------
     def open(self, stream: str | None) -> Page:
@@ -147,7 +153,7 @@ class LiveFeed:
         pending = self._pending.get(stream)
         if pending and seq in pending:
             _t, preview = pending.pop(seq)
-            self._send_frame(stream, self._frame_chunk(stream, preview, result))
+            self._send_matched(stream, preview, result)
             return
         kept = self._results.setdefault(stream, OrderedDict())
         kept[seq] = result
@@ -162,22 +168,31 @@ class LiveFeed:
             return
         result = self._results.get(stream, {}).pop(seq, None)
         if result is not None:
-            self._send_frame(stream, self._frame_chunk(stream, preview, result))
+            self._send_matched(stream, preview, result)
             return
         pending = self._pending.setdefault(stream, OrderedDict())
         pending[seq] = (time.monotonic(), preview)
         while len(pending) > PENDING_KEPT:
             pending.popitem(last=False)
 
+    def _send_matched(self, stream: str, preview: dict, result: dict) -> None:
+        seq = int(preview["seq"])
+        if seq <= self._matched.get(stream, (-1, 0.0))[0]:
+            return  # an older frame than the one on screen: never step back
+        self._matched[stream] = (seq, time.monotonic())
+        self._send_frame(stream, self._frame_chunk(stream, preview, result))
+
     def _flush_unmatched(self) -> None:
-        """Previews whose result did not come in time are shown without boxes (boxes: null)."""
-        cutoff = time.monotonic() - MATCH_WAIT_S
+        """Drop previews whose result never came; keep a tile live when no matched frame went out lately."""
+        now = time.monotonic()
         for stream, pending in self._pending.items():
-            late = [seq for seq, (t, _p) in pending.items() if t < cutoff]
-            for seq in late:
-                _t, preview = pending.pop(seq)
-                if seq == max(late):
-                    self._send_frame(stream, self._frame_chunk(stream, preview, None))
+            for seq in [seq for seq, (t, _p) in pending.items() if t < now - MATCH_WAIT_S]:
+                del pending[seq]
+            quiet = now - max(self._matched.get(stream, (-1, 0.0))[1], self._bare_at.get(stream, 0.0))
+            if pending and quiet > BARE_AFTER_S:
+                self._bare_at[stream] = now
+                _t, preview = pending[next(reversed(pending))]
+                self._send_frame(stream, self._frame_chunk(stream, preview, None))
 
     @staticmethod
     def _frame_chunk(stream: str, preview: dict, result: dict | None) -> bytes:
@@ -186,6 +201,7 @@ class LiveFeed:
             "seq": int(preview["seq"]),
             "w": preview.get("w"),
             "h": preview.get("h"),
+            "t": preview.get("t"),
             "jpeg": base64.b64encode(preview["jpeg"]).decode(),
             "boxes": None,
         }

@@ -105,9 +105,28 @@ function parseJson(text) {
   try { return JSON.parse(text); } catch { return null; }
 }
 
+// Frames of one batch arrive together: play them out spaced by their capture times.
+const players = {};
 function onFrame(f) {
+  const p = (players[f.stream] ??= { queue: [], busy: false });
+  p.queue.push(f);
+  if (p.queue.length > 12) p.queue.splice(0, p.queue.length - 12);
+  if (!p.busy) pump(p);
+}
+
+function pump(p) {
+  const f = p.queue.shift();
+  if (!f) { p.busy = false; return; }
+  p.busy = true;
   const img = new Image();
-  img.onload = () => draw(f, img);
+  img.onload = () => {
+    draw(f, img);
+    const next = p.queue[0];
+    let wait = next && f.t && next.t ? (next.t - f.t) * 1000 : 0;
+    wait = Math.max(0, Math.min(wait, 500)) / (p.queue.length > 4 ? 2 : 1);
+    setTimeout(() => pump(p), wait);
+  };
+  img.onerror = () => setTimeout(() => pump(p), 0);
   img.src = "data:image/jpeg;base64," + f.jpeg;
 }
 
