@@ -76,6 +76,7 @@ def test_overview_draws_published_boxes_and_controls_streams(r, procs, rtsp_clip
     wait_for(lambda: page.evaluate("!!(window.__rtai.lastDrawn.rtsp)"), timeout=10, what="the RTSP tile drawn")
     assert page.text_content('.tile[data-stream="demo"] .state') == "running"
     assert page.locator("#workers tbody tr").count() == 1
+    page.wait_for_function("() => window.__rtai.fleet.streams.demo.ledger.published > 0", timeout=10_000)
     page.screenshot(path=str(tmp_path / "overview.png"))
     if SCREENSHOT_TO:
         shutil.copy(tmp_path / "overview.png", ROOT / SCREENSHOT_TO)

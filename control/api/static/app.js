@@ -158,10 +158,11 @@ function draw(f, img) {
     if (track !== undefined && track !== null) label += ` #${track}`;
     const tw = ctx.measureText(label).width + 6;
     const ty = r[1] > font + 4 ? r[1] - font - 4 : r[1];
+    const lx = Math.max(0, Math.min(r[0], cw - tw));  // labels stay inside the picture
     ctx.fillStyle = color;
-    ctx.fillRect(r[0], ty, tw, font + 4);
+    ctx.fillRect(lx, ty, tw, font + 4);
     ctx.fillStyle = "#111";
-    ctx.fillText(label, r[0] + 3, ty + font);
+    ctx.fillText(label, lx + 3, ty + font);
   });
   if (f.boxes === null) {
     ctx.fillStyle = "rgba(0,0,0,.55)";
