@@ -93,7 +93,9 @@ class PreviewWriter:
                 for i, frame in enumerate(frames):
                     if frame.t_capture < self._next:
                         continue
-                    self._next = frame.t_capture + gap * 0.9  # a little slack for capture jitter
+                    # On schedule (4 a second on average whatever the source's rate), never a burst after a gap.
+                    on_time = frame.t_capture - self._next < gap
+                    self._next = (self._next if on_time else frame.t_capture) + gap
                     jpeg, reused = preview_jpeg(frame)
                     if not jpeg:
                         continue
