@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import httpx
 import pytest
@@ -49,9 +50,10 @@ def _tile_state(page, stream: str) -> str | None:
 @pytest.mark.timeout(150)
 def test_overview_draws_published_boxes_and_controls_streams(r, procs, rtsp_clip, page, tmp_path):
     procs.rtai("worker", "--threads", "1", log="worker.log")
-    common = ("--max-fps", "8", "--batch-size", "2", "--imgsz", "320")
-    procs.rtai("producer", "--source", "demo", "--stream", "demo", "--loop", *common, log="demo.log")
-    procs.rtai("producer", "--source", rtsp_clip, "--stream", "rtsp", *common, log="rtsp.log")
+    # One CPU worker serves both: the RTSP stream at a lower rate so the demo's results keep up.
+    common = ("--batch-size", "2", "--imgsz", "320")
+    procs.rtai("producer", "--source", "demo", "--stream", "demo", "--loop", "--max-fps", "8", *common, log="demo.log")
+    procs.rtai("producer", "--source", rtsp_clip, "--stream", "rtsp", "--max-fps", "3", *common, log="rtsp.log")
     procs.rtai("producer", log="daemon.log")  # runs the camera added through the form
     base = _api(procs)
 
@@ -75,6 +77,7 @@ def test_overview_draws_published_boxes_and_controls_streams(r, procs, rtsp_clip
         assert got == pytest.approx(want, abs=0.2)
     wait_for(lambda: page.evaluate("!!(window.__rtai.lastDrawn.rtsp)"), timeout=10, what="the RTSP tile drawn")
     assert page.text_content('.tile[data-stream="demo"] .state') == "running"
+    page.wait_for_selector("#workers tbody tr[data-worker]", timeout=5_000)  # the next fleet event at the latest
     assert page.locator("#workers tbody tr").count() == 1
     page.wait_for_function("() => window.__rtai.fleet.streams.demo.ledger.published > 0", timeout=10_000)
     page.screenshot(path=str(tmp_path / "overview.png"))
@@ -100,6 +103,17 @@ def test_overview_draws_published_boxes_and_controls_streams(r, procs, rtsp_clip
     page.click('.tile[data-stream="added"] .stop')
     page.wait_for_selector('.tile[data-stream="added"]', state="detached", timeout=15_000)
     assert page.locator('.tile[data-stream="demo"]').count() == 1
+
+    # The stream page: a larger view updated at least 5 times a second (previews speed up while watched).
+    page.goto(base + "/stream/demo")
+    count = "window.__rtai.framesDrawn"
+    page.wait_for_function(f"{count} >= 10", timeout=15_000)
+    assert r.exists(keys.preview_watch("demo"))
+    n0, t0 = page.evaluate(count), time.monotonic()
+    page.wait_for_function(f"{count} >= {n0 + 15}", timeout=6_000)
+    assert 15 / (time.monotonic() - t0) >= 5
+    assert page.evaluate("window.__rtai.lastDrawn.demo.canvas[0]") == 960
+    page.screenshot(path=str(tmp_path / "stream.png"))
 
 
 @pytest.mark.timeout(60)

@@ -143,7 +143,7 @@ function draw(f, img) {
   drawScene(ctx, info, sx, sy);
   const names = (rtai.fleet && rtai.fleet.names[f.model || info.model]) || [];
   const drawn = [];
-  const font = Math.max(10, Math.round(cw / 40));
+  const font = Math.max(11, Math.round(cw / 56));
   ctx.font = `600 ${font}px system-ui, sans-serif`;
   ctx.lineWidth = Math.max(1.5, cw / 320);
   (f.boxes || []).forEach((b, i) => {
