@@ -31,7 +31,8 @@ def cookie_value(token: str) -> str:
 
 
 def make_router(feed: LiveFeed, *, token: str | None, auth: Callable[..., None]) -> APIRouter:
-    router = APIRouter()
+    # Not in the OpenAPI document: the page's own plumbing (an endless event stream), described in README.
+    router = APIRouter(include_in_schema=False)
 
     def cookie_auth(request: Request, rtai_live: str | None = Cookie(default=None)) -> None:
         if token is None:
