@@ -85,7 +85,10 @@ def test_overview_draws_published_boxes_and_controls_streams(r, procs, rtsp_clip
     assert page.locator("#workers tbody tr").count() == 1
     page.wait_for_function("() => window.__rtai.fleet.streams.demo.ledger.published > 0", timeout=10_000)
     page.screenshot(path=str(tmp_path / "overview.png"))
-    if SCREENSHOT_TO:
+    if SCREENSHOT_TO:  # the README's picture: both tiles with boxes
+        boxes_on_both = "() => ['demo', 'rtsp'].every((s) => (window.__rtai.lastDrawn[s] || {drawn: []}).drawn.length)"
+        page.wait_for_function(boxes_on_both, timeout=60_000)
+        page.screenshot(path=str(tmp_path / "overview.png"))
         shutil.copy(tmp_path / "overview.png", ROOT / SCREENSHOT_TO)
 
     # A bad URL: the API's field error appears next to the URL field.
