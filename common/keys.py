@@ -13,6 +13,9 @@ rtai:routing:<stream>:slots          ZSET     60 s             worker -> lease e
 rtai:history:<stream>                STREAM   MAXLEN ~         recent results, for late subscribers
 rtai:results:<stream>                channel  -                live results, one msgpack message per frame
 rtai:model:<variant>:names           STRING   none             msgpack list of class names of a model
+rtai:preview:<stream>                STRING   PREVIEW_TTL_S    msgpack {seq, w, h, t, jpeg}: the newest small preview
+rtai:previews:<stream>               channel  -                the same preview, pushed as it is written (live view)
+rtai:preview:<stream>:watch          STRING   PREVIEW_WATCH_TTL_S  a stream page is open: previews at the faster rate
 rtai:desired                         SET      none             stream ids producer daemons should run
 rtai:desired:<stream>                STRING   none             msgpack map of the stream's producer settings
 rtai:claim:<stream>                  STRING   lease (ms)       producer daemon that runs the stream now
@@ -137,6 +140,28 @@ def results_channel(stream_id: str) -> str:
 
 def results_pattern() -> str:
     return f"{PREFIX}results:*"
+
+
+#: A preview is for live eyes only: it goes stale within seconds.
+PREVIEW_TTL_S = 5
+#: The API renews a stream's watch flag every second while a stream page is open.
+PREVIEW_WATCH_TTL_S = 3
+
+
+def preview(stream_id: str) -> str:
+    return f"{PREFIX}preview:{stream_id}"
+
+
+def preview_channel(stream_id: str) -> str:
+    return f"{PREFIX}previews:{stream_id}"
+
+
+def previews_pattern() -> str:
+    return f"{PREFIX}previews:*"
+
+
+def preview_watch(stream_id: str) -> str:
+    return f"{PREFIX}preview:{stream_id}:watch"
 
 
 def model_names(variant: str) -> str:

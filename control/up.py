@@ -171,6 +171,7 @@ def run(opts: UpOptions) -> dict[str, Any]:
         click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {shown}; Ctrl-C stops")
         if opts.api_port is not None:
             click.echo(f"rtai up: REST API on http://127.0.0.1:{opts.api_port}/docs")
+            click.echo(f"rtai up: live view on http://127.0.0.1:{opts.api_port}/")
         if opts.show:
             shower = threading.Thread(target=_show, args=(fleet.client, streams, stop), daemon=True)
             shower.start()

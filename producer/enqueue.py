@@ -45,6 +45,8 @@ class BatchSink:
         #: Stamps are in Redis time, so workers on other hosts compare like with like.
         self.clock = clock or RedisClock(client, what=f"producer {settings.stream}")
         self.queue = Queue(keys.queue_name(self.stream), connection=client, serializer=MsgpackSerializer)
+        #: seq of the first frame of the last batch enqueued (the live view's preview names its frame).
+        self.last_seq0: int | None = None
 
     def register(self) -> None:
         s = self.settings
@@ -135,4 +137,5 @@ class BatchSink:
             pipe.sadd(keys.STREAMS, self.stream)  # again each time: Redis may have restarted empty
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             pipe.execute()
+        self.last_seq0 = seq0
         return True

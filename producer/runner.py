@@ -18,6 +18,7 @@ from common.states import StreamState
 from common.wire import Frame
 
 from .enqueue import BatchSink
+from .preview import PreviewWriter
 from .source import VideoSource
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class StreamProducer:
         self.client = client or connect(settings.redis_url, check=False)
         self.clock = RedisClock(self.client, what=f"producer {settings.stream}")
         self.sink = BatchSink(self.client, settings, clock=self.clock)
+        self.preview = PreviewWriter(self.client, settings.stream)
         self.stats = ProducerStats()
         self._owed = 0  # frames dropped while Redis was unreachable, not yet in the ledger
         self._owed_full = 0  # frames Redis refused (out of memory, read-only), not yet in the ledger
@@ -131,6 +133,7 @@ class StreamProducer:
             self._settle_owed()
             if self.sink.push(frames):
                 self.stats.batches += 1
+                self.preview.offer(frames, self.sink.last_seq0)
             else:
                 self.stats.dropped_batches += 1
         except redis.RedisError as exc:

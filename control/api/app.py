@@ -6,8 +6,10 @@ runs it; every read comes from Redis. Optional bearer token (RTAI_API_TOKEN / --
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -17,7 +19,8 @@ from common.config import ApiSettings, build
 from common.redis_client import connect
 from common.sources import SourcePolicy
 
-from .routers import PREFIX, analytics, gpus, metrics, models, services
+from .livefeed import LiveFeed
+from .routers import PREFIX, analytics, gpus, live, metrics, models, pages, services
 
 __all__ = ["PREFIX", "create_app"]
 
@@ -52,4 +55,24 @@ def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings 
     app.include_router(models.make_router(), prefix=PREFIX, dependencies=guarded)
     app.include_router(metrics.make_router(client), dependencies=guarded)
     app.include_router(analytics.make_router(client), prefix=PREFIX, dependencies=guarded)
+    add_live_view(app, redis_url, client, token=token, auth=auth)
     return app
+
+
+def add_live_view(
+    app: FastAPI, redis_url: str, client: redis.Redis, *, token: str | None, auth: Callable[..., None]
+) -> None:
+    """The web page (`/`, `/stream/{id}`, `/static`) and its push endpoint (`/live`)."""
+    feed = LiveFeed(redis_url, client)
+    app.include_router(live.make_router(feed, token=token, auth=auth), prefix=PREFIX)
+    app.include_router(pages.make_router())
+    app.mount("/static", pages.static_files(), name="static")
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            yield state
+        await feed.stop()
+
+    app.router.lifespan_context = lifespan

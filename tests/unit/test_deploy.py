@@ -87,3 +87,99 @@ def test_dockerfile_entrypoint_and_install_match_the_project():
         assert f"COPY {package} ./{package}" in text
     for binary in ("ffmpeg",):  # what the README's install step puts on a host, the image has too
         assert binary in text
+
+
+# -- the `monitoring` profile: Prometheus + Grafana, parsed (no container engine runs here) -----------
+DEPLOY = ROOT / "deploy"
+GRAFANA = DEPLOY / "grafana"
+
+
+def _mounts(service: str) -> dict[str, str]:
+    """container path -> repo path of a service's bind mounts."""
+    out = {}
+    for v in COMPOSE["services"][service]["volumes"]:
+        host, _, rest = v.partition(":")
+        out[rest.removesuffix(":ro")] = host
+    return out
+
+
+def test_monitoring_profile_mounts_files_that_exist_in_the_repo():
+    for name in ("prometheus", "grafana"):
+        svc = COMPOSE["services"][name]
+        assert svc["profiles"] == ["monitoring"]
+        for host in _mounts(name).values():
+            assert (ROOT / host).exists(), f"{name} mounts {host}, which is not in the repo"
+    prom = _mounts("prometheus")
+    assert prom["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in COMPOSE["services"]["prometheus"]["command"]
+
+
+def test_prometheus_scrapes_the_api_metrics_endpoint():
+    conf = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (job,) = conf["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    (target,) = job["static_configs"][0]["targets"]
+    host, _, port = target.partition(":")
+    api = COMPOSE["services"]["api"]
+    assert host == "api" and "--port" in api["command"]
+    assert api["command"][api["command"].index("--port") + 1] == port
+
+
+def test_grafana_provisions_the_datasource_and_dashboard_the_panels_use():
+    (ds,) = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "realtime-ai.yml").read_text())["providers"]
+    assert _mounts("grafana")[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+    dash = json.loads((GRAFANA / "dashboards" / "realtime-ai.json").read_text())
+    assert dash["panels"]
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == ds["uid"]
+        assert all(t["datasource"]["uid"] == ds["uid"] and t["expr"] for t in panel["targets"])
+
+
+def _exposed_names(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.add(name)
+            if kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def test_every_dashboard_metric_is_exposed_by_the_api(r):
+    """Names read from /metrics' own output over a real Redis with a stream, latencies and a GPU worker."""
+    from common import keys, ledger  # noqa: PLC0415
+    from control.api.metrics import render  # noqa: PLC0415
+
+    r.sadd(keys.STREAMS, "cam1")
+    r.hset(keys.stream("cam1"), mapping={"state": "running"})
+    with r.pipeline() as pipe:
+        ledger.count(pipe, "cam1", ledger.PRODUCED, 4)
+        ledger.count(pipe, "cam1", "published", 4)
+        ledger.record_latencies(pipe, "cam1", [40.0, 120.0, 300.0, 900.0])
+        pipe.execute()
+    r.sadd(keys.WORKERS, "w0")
+    r.hset(
+        keys.worker("w0"),
+        mapping={
+            "gpu": "0",
+            "fps": 12.5,
+            "frames": 4,
+            "gpu_utilization_pct": 55,
+            "gpu_memory_used_mb": 900,
+            "gpu_temperature_c": 61,
+            "gpu_power_w": 80,
+        },
+    )
+    r.set(keys.worker_alive("w0"), 1)
+    exposed = _exposed_names(render(r))
+    dash = json.loads((GRAFANA / "dashboards" / "realtime-ai.json").read_text())
+    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"\brtai_[a-z0-9_]+", t["expr"])}
+    assert used, "the dashboard queries no rtai metric"
+    assert used <= exposed, f"dashboard metrics /metrics does not expose: {sorted(used - exposed)}"
+    wanted = {"rtai_latency_ms_bucket", "rtai_gpu_utilization_pct", "rtai_gpu_memory_used_mb", "rtai_gpu_temperature_c"}
+    assert wanted <= used
