@@ -37,7 +37,7 @@ def _api(procs, *extra: str, env: dict[str, str] | None = None) -> str:
 
 def _result(r, stream: str, seq: int) -> dict | None:
     for _id, fields in r.xrevrange(keys.history(stream), count=500):
-        res = decode_result(fields[b"r"])
+        res = decode_result(fields[b"r"]).to_map()
         if res["seq"] == seq:
             return res
     return None

@@ -142,6 +142,10 @@ def test_metrics_expose_ledger_and_latency(api, r, procs):
         "rtai_gpu_temperature_c": "gauge",
         "rtai_gpu_power_w": "gauge",
         "rtai_rejected_jobs": "counter",
+        # analytics (tracks, zones, events)
+        "rtai_events": "counter",
+        "rtai_zone_tracks": "gauge",
+        "rtai_tracking_frames": "counter",
     }
 
 

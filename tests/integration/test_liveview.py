@@ -74,8 +74,11 @@ def test_live_endpoints_take_a_cookie_that_opens_nothing_else(redis_server):
     set_cookie = resp.headers["set-cookie"].lower()
     assert "httponly" in set_cookie and "samesite=strict" in set_cookie and f"path={P}/live".lower() in set_cookie
     bare = TestClient(create_app(redis_server, token="s3cret"))
-    assert bare.get(f"{P}/services", cookies={COOKIE: cookie}).status_code == 401
-    assert bare.get(f"{P}/live", cookies={COOKIE: "forged"}).status_code == 401
+    bare.cookies.set(COOKIE, cookie)  # sent to every path: the cookie still opens nothing but /live
+    assert bare.get(f"{P}/services").status_code == 401
+    forged = TestClient(create_app(redis_server, token="s3cret"))
+    forged.cookies.set(COOKIE, "forged")
+    assert forged.get(f"{P}/live").status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/", "/stream/cam1", "/static/app.js", "/static/app.css"])

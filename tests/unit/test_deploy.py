@@ -152,8 +152,10 @@ def _exposed_names(text: str) -> set[str]:
 
 def test_every_dashboard_metric_is_exposed_by_the_api(r):
     """Names read from /metrics' own output over a real Redis with a stream, latencies and a GPU worker."""
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
     from common import keys, ledger  # noqa: PLC0415
-    from control.api.metrics import render  # noqa: PLC0415
+    from control.api.metrics import registry  # noqa: PLC0415
 
     r.sadd(keys.STREAMS, "cam1")
     r.hset(keys.stream("cam1"), mapping={"state": "running"})
@@ -176,7 +178,7 @@ def test_every_dashboard_metric_is_exposed_by_the_api(r):
         },
     )
     r.set(keys.worker_alive("w0"), 1)
-    exposed = _exposed_names(render(r))
+    exposed = _exposed_names(generate_latest(registry(r)).decode())
     dash = json.loads((GRAFANA / "dashboards" / "realtime-ai.json").read_text())
     used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"\brtai_[a-z0-9_]+", t["expr"])}
     assert used, "the dashboard queries no rtai metric"
