@@ -59,6 +59,11 @@ def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **fl
                 log.warning("no GPU visible: running CPU worker(s) instead")
             slots = cpu_slots(n_workers or 1)
         child_args = _child_args(settings, preload)
+        if settings.threads is None and all(slot.device == "cpu" for slot in slots):
+            from .threads import default_threads  # noqa: PLC0415
+
+            # N CPU workers share the cores this process was given.
+            child_args += ["--threads", str(default_threads(len(slots)))]
         sup = Supervisor(
             slots, redis_url=settings.redis_url, child_args=child_args, restart_budget=settings.restart_budget
         )

@@ -17,6 +17,7 @@ from common import gpu, keys
 from common.redis_client import describe, write_rejected
 from common.states import WorkerState
 
+from . import threads
 from .routing import Router
 from .runtime import Runtime
 
@@ -137,6 +138,8 @@ class Lease:
                     "fps": round(fps, 2),
                     "clock_offset_s": round(self.runtime.clock.offset, 3),
                 }
+                if threads.seen() is not None:
+                    stats["torch_threads"] = threads.seen()  # as seen inside the last forward pass
                 if gpu_index is not None:
                     stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
                 with self.client.pipeline() as pipe:
