@@ -32,6 +32,8 @@ DEFAULT_BATCH_SIZE = 4
 DEFAULT_MAX_FPS = 10.0
 #: A batch waiting longer than this is dropped at the producer instead of piling up latency.
 DEFAULT_QUEUE_BOUND = 64
+#: A batch leaves as soon as it has a frame: waiting to fill it only adds latency (issue 10).
+DEFAULT_MAX_BATCH_WAIT_MS = 0.0
 #: Frames older than this at dequeue are dropped and counted: stale alerts are worse than none.
 DEFAULT_MAX_FRAME_AGE_MS = 10_000
 #: Heartbeat every 0.25 s with a 1.5 s lease (six missed beats): a lost worker's job is requeued
@@ -83,6 +85,11 @@ class ProducerSettings(_Settings):
     encoding: Literal["jpeg", "raw"] = "jpeg"
     jpeg_quality: int = Field(90, ge=10, le=100)
     queue_bound: int = Field(DEFAULT_QUEUE_BOUND, ge=1)
+    #: A partly filled batch leaves this long after its first frame was sampled (0: at once).
+    max_batch_wait_ms: float = Field(DEFAULT_MAX_BATCH_WAIT_MS, ge=0)
+    #: Credit-based flow: sample a new batch only while the stream's queue holds fewer batches than
+    #: workers take it (see producer/flow.py); off: batches queue up to queue_bound.
+    credit_flow: bool = True
     loop: bool = False
     max_frames: int | None = Field(None, ge=1)
     open_timeout_s: float = Field(5.0, gt=0)
