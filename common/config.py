@@ -217,9 +217,10 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def apply_capture_options(threads: int = 1) -> None:
-    """Make OpenCV's FFmpeg backend use RTSP over TCP and few decode threads (lower latency)."""
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", f"rtsp_transport;tcp|threads;{threads}")
+def apply_capture_options() -> None:
+    """Make OpenCV's FFmpeg backend use RTSP over TCP (the decode threads are a capture parameter:
+    producer/source.py; a `threads` option here would never reach the decoder)."""
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
 
 def apply_offline_model_env() -> None:
