@@ -24,7 +24,6 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-
 #: Bits of the burnt-in timestamp, and the height of its stripe (keep in step with devkit/stamp.py).
 STAMP_BITS = 48
 STAMP_ROWS = 16
