@@ -8,7 +8,7 @@ import sys
 import click
 
 from common import gpu
-from common.config import WorkerSettings, build, visible_cuda_devices
+from common.config import WorkerSettings, apply_worker_thread_env, build, visible_cuda_devices
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 )
 def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **flags: object) -> None:
     """Run detection jobs (one process, or one per GPU with --all-gpus)."""
+    apply_worker_thread_env()  # before torch loads, here and in supervised children
     settings = build(WorkerSettings, **flags)
     preload = tuple(p for p in preload if p)
     if settings.detector != "yolo":
