@@ -10,6 +10,7 @@ rtai:attempts:<stream>               HASH     ATTEMPTS_TTL_S   batch -> failed a
 rtai:gpus:<stream>                   HASH     none             gpu label -> frames of the stream it published
 rtai:latency:<stream>                HASH     none             latency histogram: le bucket -> count, sum_ms, count
 rtai:routing:<stream>:slots          ZSET     60 s             worker -> lease expiry (pinned / max_workers streams)
+rtai:servers:<stream>                ZSET     SERVERS_TTL_S    worker -> expiry ms: workers taking the stream (credits)
 rtai:history:<stream>                STREAM   MAXLEN ~         recent results, for late subscribers
 rtai:results:<stream>                channel  -                live results, one msgpack message per frame
 rtai:model:<variant>:names           STRING   none             msgpack list of class names of a model
@@ -128,6 +129,16 @@ def latency_hist(stream_id: str) -> str:
 
 def slots(stream_id: str) -> str:
     return f"{PREFIX}routing:{stream_id}:slots"
+
+
+#: A stream's set of serving workers expires when no worker renews it (workers renew every second).
+SERVERS_TTL_S = 10
+
+
+def servers(stream_id: str) -> str:
+    """Workers that take the stream's jobs now, scored by when that lapses (Redis time, ms): the
+    producer's credits (producer/flow.py)."""
+    return f"{PREFIX}servers:{stream_id}"
 
 
 def history(stream_id: str) -> str:

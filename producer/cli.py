@@ -26,6 +26,14 @@ from common.states import StreamState
 @click.option("--encoding", type=click.Choice(["jpeg", "raw"]), default=None, help="Frame encoding (jpeg).")
 @click.option("--jpeg-quality", type=int, default=None, help="JPEG quality 10-100 (default 90).")
 @click.option("--queue-bound", type=int, default=None, help="Batches queued before new ones are dropped.")
+@click.option(
+    "--max-batch-wait-ms", type=float, default=None, help="A partly filled batch leaves after this (default 0)."
+)
+@click.option(
+    "--credit-flow/--no-credit-flow",
+    default=None,
+    help="Sample only while the stream has room: about one queued batch per worker (default on).",
+)
 @click.option("--loop/--no-loop", default=None, help="Loop a video file.")
 @click.option("--half/--no-half", default=None, help="FP16 for this stream on CUDA workers (default: the worker's).")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")

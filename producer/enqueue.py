@@ -84,6 +84,14 @@ class BatchSink:
             ledger.count(pipe, self.stream, Outcome.DROPPED_REDIS_FULL.value, n)
             pipe.execute()
 
+    def count_skipped(self, n: int) -> None:
+        """Frames skipped at the source while the stream had no room (producer/flow.py): produced,
+        and dropped for backpressure, without ever being encoded or shipped."""
+        with self.client.pipeline() as pipe:
+            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
+            ledger.count(pipe, self.stream, Outcome.DROPPED_BACKPRESSURE.value, n)
+            pipe.execute()
+
     def push(self, frames: list[Frame]) -> bool:
         """Enqueue one batch; False when it was dropped for backpressure."""
         n = len(frames)

@@ -1,4 +1,5 @@
-"""One stream's producer loop: sample the source at max_fps, encode, batch, enqueue."""
+"""One stream's producer loop: sample the source at max_fps while the stream has room, encode,
+batch (a batch leaves when full or after max_batch_wait_ms), enqueue."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from common.states import StreamState
 from common.wire import Frame
 
 from .enqueue import BatchSink
+from .flow import Flow
 from .preview import PreviewWriter
 from .source import VideoSource
 
@@ -33,6 +35,8 @@ class ProducerStats:
     batches: int = 0
     dropped_batches: int = 0
     redis_errors: int = 0
+    #: Frames skipped at the source because the stream had no room (credit-based flow).
+    skipped: int = 0
 
 
 class StreamProducer:
@@ -45,6 +49,7 @@ class StreamProducer:
         self.stats = ProducerStats()
         self._owed = 0  # frames dropped while Redis was unreachable, not yet in the ledger
         self._owed_full = 0  # frames Redis refused (out of memory, read-only), not yet in the ledger
+        self._owed_skipped = 0  # frames skipped for lack of room, not yet in the ledger
         self._rate_at, self._rate_frames = time.monotonic(), 0
         self.stop_event = threading.Event()
         self.source = VideoSource(
@@ -75,24 +80,42 @@ class StreamProducer:
         self.sink.set_state(StreamState.CONNECTING)
         self.source.start()
         interval = 1.0 / s.max_fps
+        batch_wait = s.max_batch_wait_ms / 1000.0
+        flow = Flow(self.client, s, self.clock, self.sink.queue.key)
         next_t = time.monotonic()
         last_index = -1
         pending: list[Frame] = []
+        first_at = 0.0
         try:
             while not self.stop_event.is_set():
                 if s.max_frames is not None and self.stats.frames >= s.max_frames:
                     break
-                wait = next_t - time.monotonic()
+                now = time.monotonic()
+                if pending and now - first_at >= batch_wait:
+                    self._flush(pending)  # a partly filled batch never waits past its deadline
+                    pending = []
+                    continue
+                wait = next_t - now
+                if pending:
+                    wait = min(wait, first_at + batch_wait - now)
                 if wait > 0:
                     self.stop_event.wait(wait)
+                    continue
+                # A sampling tick. A new batch starts only when the stream has room for it.
+                waited = 0.0 if pending else self._wait_for_room(flow)
                 now = time.monotonic()
-                next_t = max(next_t + interval, now - interval)
+                next_t = now + interval if waited > interval else max(next_t + interval, now - interval)
                 captured = self.source.newest(last_index, timeout=max(1.0, 2 * interval))
                 if captured is None:
                     if self.source.finished:
                         break
                     continue
+                if last_index >= 0 and waited > interval:
+                    # Ticks that passed without room, each with a new frame at the source: skipped.
+                    self._skip(min(int(waited / interval), captured.index - last_index - 1))
                 last_index = captured.index
+                if not pending:
+                    first_at = time.monotonic()
                 pending.append(
                     encode_frame(
                         captured.image,
@@ -104,7 +127,7 @@ class StreamProducer:
                     )
                 )
                 self.stats.frames += 1
-                if len(pending) >= s.batch_size:
+                if len(pending) >= s.batch_size or time.monotonic() - first_at >= batch_wait:
                     self._flush(pending)
                     pending = []
             if pending:
@@ -115,6 +138,27 @@ class StreamProducer:
             final = self.source.state if self.source.state == StreamState.ERROR else StreamState.STOPPED
             self._on_state(final, self.source.reason if final == StreamState.ERROR else "producer stopped")
         return self.stats
+
+    def _wait_for_room(self, flow: Flow) -> float:
+        """Wait until the stream has room for a batch (credit-based flow); seconds waited. A Redis
+        error ends the wait: the batch is then dropped and counted by _flush as usual."""
+        try:
+            return flow.wait_for_room(self.stop_event.is_set)
+        except redis.RedisError as exc:
+            log.debug("stream %s: queue depth unknown: %s", self.settings.stream, describe(exc))
+            return 0.0
+
+    def _skip(self, n: int) -> None:
+        """Frames skipped at the source while the stream had no room: produced and dropped_backpressure."""
+        if n <= 0:
+            return
+        self.stats.skipped += n
+        self._owed_skipped += n
+        try:
+            self.sink.count_skipped(self._owed_skipped)
+            self._owed_skipped = 0
+        except redis.RedisError as exc:
+            log.debug("stream %s: %d skipped frames not counted yet: %s", self.settings.stream, n, describe(exc))
 
     def _report_rate(self) -> None:
         """Record the sampled frame rate (fps_in) in the stream's hash every couple of seconds."""
@@ -147,6 +191,9 @@ class StreamProducer:
 
     def _settle_owed(self) -> None:
         """Redis takes writes again: account for the frames dropped while it did not."""
+        if self._owed_skipped:
+            self.sink.count_skipped(self._owed_skipped)
+            self._owed_skipped = 0
         if self._owed:
             # Redis is back: register the stream again (it may have restarted empty).
             self.sink.register()

@@ -8,7 +8,7 @@ import sys
 import click
 
 from common import gpu
-from common.config import WorkerSettings, build, visible_cuda_devices
+from common.config import WorkerSettings, apply_worker_thread_env, build, visible_cuda_devices
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 )
 def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **flags: object) -> None:
     """Run detection jobs (one process, or one per GPU with --all-gpus)."""
+    apply_worker_thread_env()  # before torch loads, here and in supervised children
     settings = build(WorkerSettings, **flags)
     preload = tuple(p for p in preload if p)
     if settings.detector != "yolo":
@@ -59,6 +60,11 @@ def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **fl
                 log.warning("no GPU visible: running CPU worker(s) instead")
             slots = cpu_slots(n_workers or 1)
         child_args = _child_args(settings, preload)
+        if settings.threads is None and all(slot.device == "cpu" for slot in slots):
+            from .threads import default_threads  # noqa: PLC0415
+
+            # N CPU workers share the cores this process was given.
+            child_args += ["--threads", str(default_threads(len(slots)))]
         sup = Supervisor(
             slots, redis_url=settings.redis_url, child_args=child_args, restart_budget=settings.restart_budget
         )

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import models
+from . import models, threads
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class YoloDetector:
         weights = self.model.ckpt_path or variant
         names = self.model.names
         self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        self.threads = _torch_threads()  # the count the worker set: held through Ultralytics' resets
+        self.model.model.register_forward_pre_hook(lambda *_: threads.record_seen())
         t0 = time.perf_counter()
         self.predict([np.zeros((warmup_imgsz, warmup_imgsz, 3), dtype=np.uint8)], conf=0.5, imgsz=warmup_imgsz)
         log.info(
@@ -65,6 +67,7 @@ class YoloDetector:
         results = self.model.predict(
             images, imgsz=imgsz, conf=conf, device=self.device, verbose=False, classes=classes, **precision
         )
+        threads.reapply(self.threads)
         out = []
         for r in results:
             b = r.boxes
@@ -81,6 +84,12 @@ class YoloDetector:
             )
             out.append(arr.astype(np.float32))
         return out
+
+
+def _torch_threads() -> int:
+    import torch  # noqa: PLC0415
+
+    return torch.get_num_threads()
 
 
 class NoopDetector:

@@ -54,6 +54,8 @@ POLL_MIN_S = 0.002
 POLL_MAX_S = 0.02
 #: How often the list of streams is re-read, so new streams are picked up without a restart.
 QUEUE_REFRESH_S = 1.0
+#: A worker counts as serving a stream (a credit of its producer) this long after it last said so.
+SERVER_LAPSE_MS = 5000
 #: Failed (refused) jobs are kept a day for `rq info` and post-mortems.
 REJECT_TTL_S = 86_400
 #: A batch that fails this many times for a reason other than bad input is a poison batch: its
@@ -113,6 +115,8 @@ class FleetWorker(SimpleWorker):
         self._return_script = self.client.register_script(RETURN_LUA)
         #: Set by worker/process.py when it starts a new loop under the name of one that ended.
         self.resuming = False
+        self._served: list[str] = []
+        self._turn = 0
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -121,11 +125,24 @@ class FleetWorker(SimpleWorker):
             return
         self._queues_read_at = now
         streams = self.router.eligible(texts(self.client.smembers(keys.STREAMS)))
+        self._renew_servers(streams)
         names = [keys.queue_name(s) for s in streams]
         if names != self.queue_names():
             self.queues = [Queue(n, connection=self.client, serializer=MsgpackSerializer) for n in names]
             self._ordered_queues = self.queues[:]
             self.client.hset(self.key, "queues", ",".join(names))
+
+    def _renew_servers(self, streams: list[str]) -> None:
+        """Tell each stream's producer this worker takes its jobs (its credits, producer/flow.py)."""
+        if not streams:
+            return
+        self._served = streams
+        until = int(self.runtime.now() * 1000) + SERVER_LAPSE_MS
+        with self.client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.zadd(keys.servers(stream), {self.name: until})
+                pipe.expire(keys.servers(stream), keys.SERVERS_TTL_S)
+            pipe.execute()
 
     def procline(self, message: str) -> None:
         label = "cpu" if self.runtime.gpu == "cpu" else f"gpu{self.runtime.gpu}"
@@ -151,7 +168,7 @@ class FleetWorker(SimpleWorker):
                 got = None
                 if self.queues:
                     got = self._dequeue_script(
-                        keys=[keys.inflight(self.name), keys.RQ_SUSPENDED], args=self.queue_keys()
+                        keys=[keys.inflight(self.name), keys.RQ_SUSPENDED], args=self._rotated_queue_keys()
                     )
                 backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -183,6 +200,14 @@ class FleetWorker(SimpleWorker):
                 return None
             time.sleep(pause)
             pause = min(pause * 2, POLL_MAX_S)
+
+    def _rotated_queue_keys(self) -> list[str]:
+        """The queue keys, starting one further each time: equally deep queues (with credit-based
+        flow, every stream keeps about one batch waiting) are served round-robin, not by name."""
+        qk = self.queue_keys()
+        k = self._turn % len(qk)
+        self._turn += 1
+        return qk[k:] + qk[:k]
 
     def check_for_suspension(self, burst: bool) -> None:
         """`rq suspend` is honoured inside the dequeue script, so a resume is seen within milliseconds."""
@@ -457,6 +482,8 @@ class FleetWorker(SimpleWorker):
             with self.client.pipeline() as pipe:
                 pipe.delete(keys.worker_alive(self.name))
                 pipe.hset(keys.worker(self.name), "state", WorkerState.STOPPED.value)
+                for stream in self._served:  # its producers' credits drop now, not when they lapse
+                    pipe.zrem(keys.servers(stream), self.name)
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("worker %s: could not clean up: %s", self.name, exc)

@@ -11,12 +11,12 @@ from redis.typing import EncodableT, FieldT
 
 from common import keys, ledger
 from common.errors import FrameDecodeError, ModelError, SchemaError
-from common.images import decode_frame
 from common.redis_client import describe, write_rejected
 from common.states import StreamState
 from common.wire import Batch, Result, decode_batch, encode_result
 
 from . import runtime
+from .decode import decode_frames
 from .publisher import Settlement
 from .snapshots import keep_snapshots
 
@@ -51,16 +51,14 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
     errors: list[str] = []
     live = []
     images: list[np.ndarray] = []
-    for frame in b.frames:
-        if t_start - frame.t_capture > max_age:
-            settlement.stale += 1
-            continue
-        try:
-            images.append(decode_frame(frame))
-        except FrameDecodeError as exc:
+    fresh = [f for f in b.frames if t_start - f.t_capture <= max_age]
+    settlement.stale += len(b.frames) - len(fresh)
+    for frame, image in zip(fresh, decode_frames(fresh), strict=True):
+        if isinstance(image, FrameDecodeError):
             settlement.failed += 1
-            errors.append(str(exc))
+            errors.append(str(image))
             continue
+        images.append(image)
         live.append(frame)
     boxes_per_frame = []
     if images:

@@ -19,6 +19,7 @@ from common.redis_client import describe, write_rejected
 from common.replies import text
 from common.states import WorkerState
 
+from . import threads
 from .routing import Router
 from .runtime import Runtime
 
@@ -139,6 +140,9 @@ class Lease:
                     "fps": round(fps, 2),
                     "clock_offset_s": round(self.runtime.clock.offset, 3),
                 }
+                seen = threads.seen()
+                if seen is not None:
+                    stats["torch_threads"] = seen  # as seen inside the last forward pass
                 if gpu_index is not None:
                     stats.update({f"gpu_{k}": v for k, v in gpu.stats(gpu_index).items() if v is not None})
                 with self.client.pipeline() as pipe:

@@ -14,6 +14,8 @@ from common.redis_client import connect, describe, wait_until_up
 from .fleet_worker import FleetWorker
 from .publisher import Publisher
 from .runtime import Runtime, install
+from .threads import default_threads
+from .threads import hold as hold_threads
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,9 @@ def gpu_label(device: str) -> str:
 
 def build_runtime(settings: WorkerSettings) -> Runtime:
     apply_offline_model_env()
-    if settings.threads:
-        import torch  # noqa: PLC0415
-
-        torch.set_num_threads(settings.threads)
+    if settings.detector == "yolo":
+        # Every core this process was given unless told otherwise, held through Ultralytics' reset.
+        hold_threads(settings.threads or default_threads())
     client = connect(settings.redis_url)  # a process that never reached Redis fails fast, saying why
     label = gpu_label(settings.device)
     name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"

@@ -47,6 +47,7 @@ def _run_fleet(r, procs, rtsp_url: str, *, frames: int, encoding: str):
         str(frames),
         "--encoding",
         encoding,
+        "--no-credit-flow",  # the workers are held back: the batches must queue, not be skipped
     )
     assert procs.finish(producer, timeout=120) == 0, procs.output(producer)
     batches = [decode_batch(r.get(k)) for k in r.keys(keys.batch_blob("e2e", "*"))]

@@ -43,6 +43,8 @@ def test_file_source_every_frame_sampled_resized_and_counted(r, procs, tmp_path)
         "100",
         "--batch-size",
         "4",
+        "--max-batch-wait-ms",
+        "10000",
         "--imgsz",
         "320",
     )
@@ -70,6 +72,8 @@ def test_rtsp_source_feeds_batches(r, procs, rtsp_pattern):
         "10",
         "--batch-size",
         "4",
+        "--max-batch-wait-ms",
+        "10000",
         "--max-frames",
         "12",
     )
