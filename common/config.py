@@ -125,6 +125,11 @@ class WorkerSettings(_Settings):
     #: inference on that batch (a batch that crashes whoever runs it).
     fault_batch: str | None = None
     detector: Literal["yolo", "noop", "sleep"] = "yolo"
+    #: Inference engine for `yolo` (worker/engines.py): auto = TensorRT on CUDA / ONNX Runtime on CPU
+    #: when a fitting exported engine is cached, else the tensor path on the PyTorch weights.
+    engine: Literal["auto", "torch", "tensor", "onnx", "tensorrt", "ultralytics"] = "auto"
+    #: The batch an exported engine must have been built for (`rtai models export --batch`).
+    engine_batch: int = Field(8, ge=1, le=256)
     sleep_ms: float = Field(10.0, ge=0)
     max_jobs: int | None = Field(None, ge=1)
     burst: bool = False
