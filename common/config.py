@@ -6,11 +6,13 @@ This is the only module that reads or writes `os.environ`. Each setting `foo` is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -90,6 +92,9 @@ class ProducerSettings(_Settings):
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = Field(None, ge=0)
+    #: Video decode: cpu, nvdec (FFmpeg's CUVID through OpenCV; an error where absent), auto (NVDEC
+    #: where it works, else the CPU).
+    decode: Literal["cpu", "nvdec", "auto"] = "cpu"
     # Routing (which workers take the stream; see worker/routing.py)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     gpu_devices: list[GpuIndex] | None = Field(None, max_length=256)
@@ -218,6 +223,19 @@ def child_env(**extra: str) -> dict[str, str]:
 def apply_capture_options(threads: int = 1) -> None:
     """Make OpenCV's FFmpeg backend use RTSP over TCP and few decode threads (lower latency)."""
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", f"rtsp_transport;tcp|threads;{threads}")
+
+
+@contextlib.contextmanager
+def extra_capture_option(option: str) -> Iterator[None]:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS with `option` (e.g. `video_codec;h264_cuvid`) added while a
+    capture opens (OpenCV reads it at open); the caller serialises opens that use this."""
+    apply_capture_options()
+    before = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(p for p in (before, option) if p)
+    try:
+        yield
+    finally:
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = before
 
 
 def apply_offline_model_env() -> None:
