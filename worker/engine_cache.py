@@ -168,8 +168,12 @@ def export(model: str, fmt: str, *, half: bool, batch: int, imgsz: int, device: 
     found, _ = lookup(key)
     if found is not None:
         return found, False
+    from ultralytics.utils import LOGGER  # noqa: PLC0415
+
     yolo = models.load(model)
     work = Path(tempfile.mkdtemp(prefix="rtai-export-"))
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # its progress lines go to stdout, which holds our answers
     try:
         # The exporter writes next to the model's pt_path: point it at a scratch folder, not at the
         # bundled assets or the weights directory.
@@ -191,4 +195,5 @@ def export(model: str, fmt: str, *, half: bool, batch: int, imgsz: int, device: 
     except (RuntimeError, ValueError, OSError, ImportError, AssertionError) as exc:
         raise ModelError(f"export of {model} to {fmt} failed: {exc}") from exc
     finally:
+        LOGGER.setLevel(level)
         shutil.rmtree(work, ignore_errors=True)
