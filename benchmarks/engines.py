@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["ultralytics", "torch", "onnx"])
     ap.add_argument("--frames", type=int, default=32, help="frames per measurement")
     ap.add_argument("--reps", type=int, default=3, help="round-robin repetitions (the median is reported)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda:N (FP16 on CUDA)")
+    ap.add_argument("--decoded", action="store_true", help="model alone: decoded frames in, no JPEG decode")
     args = ap.parse_args()
     os.environ.setdefault("RTAI_WEIGHTS_DIR", tempfile.mkdtemp(prefix="rtai-bench-weights-"))
 
@@ -42,9 +44,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     max_batch = max(args.batch)
-    if "onnx" in args.engines:
-        for imgsz in args.imgsz:
-            engine_cache.export(args.model, "onnx", half=False, batch=max_batch, imgsz=imgsz)
+    cuda = args.device.startswith("cuda")
+    for fmt, engine in (("onnx", "onnx"), ("engine", "tensorrt")):
+        if engine in args.engines:
+            for imgsz in args.imgsz:
+                engine_cache.export(args.model, fmt, half=cuda, batch=max_batch, imgsz=imgsz, device=args.device)
     rng = np.random.default_rng(0)
     jpegs = {
         s: [
@@ -53,21 +57,26 @@ def main() -> None:
         ]
         for s in args.imgsz
     }
-    dets = {e: build(args.model, device="cpu", half=False, engine=e, engine_batch=max_batch) for e in args.engines}
-    ort_threads = {
-        e: getattr(d._runner(s), "threads", None) for e, d in dets.items() if e == "onnx" for s in args.imgsz
-    }
+    dets = {e: build(args.model, device=args.device, half=cuda, engine=e, engine_batch=max_batch) for e in args.engines}
+    decoded = {s: [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in js] for s, js in jpegs.items()}
+    ort_threads = (
+        {f"imgsz {s}": getattr(dets["onnx"]._runner(s), "threads", None) for s in args.imgsz} if "onnx" in dets else {}
+    )
 
     def run(engine: str, imgsz: int, batch: int) -> float:
-        det, data = dets[engine], jpegs[imgsz]
+        det, data = dets[engine], (decoded if args.decoded else jpegs)[imgsz]
         t0 = time.perf_counter()
         for i in range(0, len(data), batch):
             chunk = data[i : i + batch]
-            if engine == "ultralytics":
+            if args.decoded:
+                det.predict(chunk, conf=0.25, imgsz=imgsz)
+            elif engine == "ultralytics":
                 images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in chunk]
                 det.predict(images, conf=0.25, imgsz=imgsz)
             else:
                 det.predict_jpeg(chunk, conf=0.25, imgsz=imgsz)
+        if cuda:
+            torch.cuda.synchronize()
         return len(data) / (time.perf_counter() - t0)
 
     cells = [(e, s, b) for s in args.imgsz for b in args.batch for e in args.engines]
@@ -98,6 +107,8 @@ def main() -> None:
         json.dumps(
             {
                 "model": args.model,
+                "device": args.device,
+                "input": "decoded frames (model alone)" if args.decoded else "JPEG bytes (decode + detect)",
                 "torch_threads": seen_threads,
                 "ort_intra_op_threads": ort_threads,
                 "load_avg": os.getloadavg(),
