@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from common.errors import FrameDecodeError, ModelError
+from common.images import jpeg_size
+from common.wire import MAX_FRAME_PIXELS, Frame
 
 from . import engine_cache, models
 from .detector import Boxes, Detector, YoloDetector, _empty
@@ -308,3 +310,22 @@ def build(variant: str, *, device: str, half: bool | None, engine: str = "auto",
         log.warning("engine tensorrt needs CUDA; %s on %s uses the PyTorch weights", variant, device)
         backend = "torch"
     return TensorDetector(variant, device=device, half=half, backend=backend, engine_batch=engine_batch)
+
+
+def detect_jpeg_frames(detector: Detector, frames: list[Frame], *, conf: float, imgsz: int) -> list[Boxes] | None:
+    """The job loop's fast path: boxes for `frames` (past the stale check) decoded on the detector's
+    device in one batch, or None where it does not apply (a detector without `predict_jpeg`, a raw
+    frame, a JPEG header over the pixel cap or unlike the payload's size, a batch that fails to
+    decode): the caller then decodes frame by frame as before, which counts each bad frame."""
+    fast = getattr(detector, "predict_jpeg", None)
+    if fast is None or not frames or any(f.enc != "jpeg" for f in frames):
+        return None
+    try:
+        for f in frames:
+            w, h = jpeg_size(f.data)  # headers only: nothing is decoded before every frame passes
+            if w * h > MAX_FRAME_PIXELS or (w, h) != (f.dw, f.dh):
+                return None
+        return fast([f.data for f in frames], conf=conf, imgsz=imgsz, sizes=[(f.dw, f.dh) for f in frames])
+    except FrameDecodeError as exc:
+        log.info("batched JPEG decode refused (%s): decoding frame by frame", exc)
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -226,3 +227,24 @@ def test_cuda_tensorrt_engine_export_and_use(tmp_path, monkeypatch):
     det = build(MODEL, device="cuda:0", half=True, engine="auto", engine_batch=4)
     assert det.engine_name(IMGSZ) == "tensorrt"
     assert_same_boxes(ref, det.predict(frames, conf=CONF, imgsz=IMGSZ), min_iou=0.95)
+
+
+def test_job_loop_fast_path_only_for_sound_jpeg_batches(reference):
+    """detect_jpeg_frames gives the boxes of predict_jpeg for a sound batch, and None (decode frame by
+    frame, counting bad frames) for a raw frame, a header bigger than the payload says, or bad data."""
+    from common.images import encode_frame  # noqa: PLC0415
+    from worker.engines import detect_jpeg_frames  # noqa: PLC0415
+
+    det = TensorDetector(MODEL, backend="torch")
+    frames = [encode_frame(img, seq=i, t_capture=0.0, imgsz=IMGSZ) for i, img in enumerate(scene_frames(3))]
+    boxes = detect_jpeg_frames(det, frames, conf=CONF, imgsz=IMGSZ)
+    decoded = [cv2.imdecode(np.frombuffer(f.data, np.uint8), cv2.IMREAD_COLOR) for f in frames]
+    assert boxes is not None
+    assert_same_boxes(reference.predict(decoded, conf=CONF, imgsz=IMGSZ), boxes)
+    raw = encode_frame(scene_frames(1)[0], seq=9, t_capture=0.0, imgsz=IMGSZ, enc="raw")
+    assert detect_jpeg_frames(det, [*frames, raw], conf=CONF, imgsz=IMGSZ) is None
+    lying = dataclasses.replace(frames[0], dw=frames[0].dw // 2)
+    assert detect_jpeg_frames(det, [lying], conf=CONF, imgsz=IMGSZ) is None
+    broken = dataclasses.replace(frames[1], data=frames[1].data[:300])
+    assert detect_jpeg_frames(det, [frames[0], broken], conf=CONF, imgsz=IMGSZ) is None
+    assert detect_jpeg_frames(reference, frames, conf=CONF, imgsz=IMGSZ) is None  # no predict_jpeg
