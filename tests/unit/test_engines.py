@@ -248,3 +248,22 @@ def test_job_loop_fast_path_only_for_sound_jpeg_batches(reference):
     broken = dataclasses.replace(frames[1], data=frames[1].data[:300])
     assert detect_jpeg_frames(det, [frames[0], broken], conf=CONF, imgsz=IMGSZ) is None
     assert detect_jpeg_frames(reference, frames, conf=CONF, imgsz=IMGSZ) is None  # no predict_jpeg
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_worker_uses_the_cached_onnx_engine_and_says_so(r, procs, weights):
+    """A real `rtai worker` (engine auto, CPU) finds the ONNX export in RTAI_WEIGHTS_DIR, logs it,
+    and publishes every frame of a batch detected through it."""
+    from tests.integration.fleet import counts, frames, sink  # noqa: PLC0415
+
+    from ..helpers import wait_for  # noqa: PLC0415
+
+    proc = procs.rtai("worker", "--threads", "1", env={"RTAI_WEIGHTS_DIR": str(weights)})
+    wait_for(lambda: "using onnx engine" in procs.output(proc), timeout=60, what="the worker's engine line")
+    s = sink(r, "onnx-cam", imgsz=IMGSZ, model=MODEL)
+    s.push(frames(4, size=(320, 240)))
+    wait_for(lambda: counts(r, "onnx-cam")["published"] == 4, timeout=30, what="results through ONNX Runtime")
+    proc.terminate()
+    assert procs.finish(proc) == 0, procs.output(proc)
+    assert "rtai-shapes-onnx-fp32-b8-320.onnx" in procs.output(proc)
