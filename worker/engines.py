@@ -266,7 +266,8 @@ class OnnxRunner:
 
 
 class TensorRTRunner:
-    """A TensorRT engine through Ultralytics' AutoBackend (static batch: partial batches are padded)."""
+    """A TensorRT engine through Ultralytics' AutoBackend (which splits and zero-pads batches to the
+    engine's static batch, and drops the padding's outputs)."""
 
     name = "tensorrt"
     dynamic = False
@@ -278,22 +279,10 @@ class TensorRTRunner:
             self.backend = AutoBackend(str(path), device=device, fp16=half, verbose=False)
         except (RuntimeError, OSError, ValueError, AttributeError, ImportError, TypeError) as exc:
             raise ModelError(f"TensorRT cannot load {path}: {exc}") from exc
-        self.batch = int(getattr(self.backend, "batch", 1) or 1)
 
     def __call__(self, x: Any) -> Any:
-        import torch  # noqa: PLC0415
-
-        n = x.shape[0]
-        outs = []
-        for i in range(0, n, self.batch):
-            chunk = x[i : i + self.batch]
-            pad = self.batch - chunk.shape[0]
-            if pad:
-                chunk = torch.cat([chunk, chunk.new_zeros((pad, *chunk.shape[1:]))])
-            y = self.backend(chunk)
-            y = y[0] if isinstance(y, (list, tuple)) else y
-            outs.append(y[: self.batch - pad])
-        return torch.cat(outs)
+        y = self.backend(x)
+        return y[0] if isinstance(y, (list, tuple)) else y
 
 
 def build(variant: str, *, device: str, half: bool | None, engine: str = "auto", engine_batch: int = 8) -> Detector:
