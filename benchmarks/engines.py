@@ -45,10 +45,12 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     max_batch = max(args.batch)
     cuda = args.device.startswith("cuda")
-    for fmt, engine in (("onnx", "onnx"), ("engine", "tensorrt")):
-        if engine in args.engines:
-            for imgsz in args.imgsz:
-                engine_cache.export(args.model, fmt, half=cuda, batch=max_batch, imgsz=imgsz, device=args.device)
+    # ONNX is exported with a dynamic batch (one file); TensorRT engines are static: one per batch size.
+    exports = [("onnx", max_batch)] if "onnx" in args.engines else []
+    exports += [("engine", b) for b in args.batch] if "tensorrt" in args.engines else []
+    for fmt, b in exports:
+        for imgsz in args.imgsz:
+            engine_cache.export(args.model, fmt, half=cuda, batch=b, imgsz=imgsz, device=args.device)
     rng = np.random.default_rng(0)
     jpegs = {
         s: [
@@ -57,14 +59,21 @@ def main() -> None:
         ]
         for s in args.imgsz
     }
-    dets = {e: build(args.model, device=args.device, half=cuda, engine=e, engine_batch=max_batch) for e in args.engines}
+    dets = {
+        (e, b): build(
+            args.model, device=args.device, half=cuda, engine=e, engine_batch=b if e == "tensorrt" else max_batch
+        )
+        for e in args.engines
+        for b in (args.batch if e == "tensorrt" else [max_batch])
+    }
     decoded = {s: [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in js] for s, js in jpegs.items()}
     ort_threads = (
         {f"imgsz {s}": getattr(dets["onnx"]._runner(s), "threads", None) for s in args.imgsz} if "onnx" in dets else {}
     )
 
     def run(engine: str, imgsz: int, batch: int) -> float:
-        det, data = dets[engine], (decoded if args.decoded else jpegs)[imgsz]
+        det = dets[(engine, batch)] if engine == "tensorrt" else dets[(engine, max_batch)]
+        data = (decoded if args.decoded else jpegs)[imgsz]
         t0 = time.perf_counter()
         for i in range(0, len(data), batch):
             chunk = data[i : i + batch]

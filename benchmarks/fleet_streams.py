@@ -71,6 +71,7 @@ def collect(client, stop: threading.Event, sink: list[tuple[float, float]]) -> N
 @click.option("--imgsz", default=640, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--model", default="rtai-shapes", show_default=True)
+@click.option("--engine-batch", default=8, show_default=True, help="Batch of the exported engine workers use.")
 @click.option("--threads", default=2, show_default=True)
 @click.option("--warmup", default=5.0, show_default=True, help="Seconds before the window opens.")
 @click.option("--seconds", default=20.0, show_default=True, help="Measurement window.")
@@ -84,6 +85,7 @@ def main(
     imgsz: int,
     batch_size: int,
     model: str,
+    engine_batch: int,
     threads: int,
     warmup: float,
     seconds: float,
@@ -100,6 +102,7 @@ def main(
         env = dict(os.environ, RTAI_REDIS_URL=server.url)
         for _ in range(workers):
             args = ["--device", device, "--engine", engine, "--threads", str(threads), "--preload", model]
+            args += ["--engine-batch", str(engine_batch)]
             procs.append(subprocess.Popen(role_command("control", "worker", *args), env=env, cwd=ROOT))
         wait_for(
             lambda: (

@@ -61,9 +61,9 @@ if [[ $DRY == 0 ]]; then
     MODEL=yolo11s.yaml
   fi
 fi
-MAX_BATCH=${BATCHES##* }
-log "export $MODEL -> $FMT imgsz $IMGSZ batch $MAX_BATCH"
-$PY -m control models export "$MODEL" --format "$FMT" --half --batch "$MAX_BATCH" --imgsz "$IMGSZ" --device "$DEVICE" \
+# The fleet's workers use a batch-8 engine (the producers' batch); the model-alone step exports its own.
+log "export $MODEL -> $FMT imgsz $IMGSZ batch 8"
+$PY -m control models export "$MODEL" --format "$FMT" --half --batch 8 --imgsz "$IMGSZ" --device "$DEVICE" \
   > "$OUT/export.txt" 2>&1 && EXPORT_RC=0 || EXPORT_RC=$?
 tail -2 "$OUT/export.txt" >&2
 
@@ -77,7 +77,7 @@ $PY -m benchmarks.engines --device "$DEVICE" --model "$MODEL" --imgsz "$IMGSZ" -
 for n in $STREAMS; do
   log "fleet: $n streams of $SIZE, 2 workers on $DEVICE"
   $PY -m benchmarks.fleet_streams --device "$DEVICE" --workers 2 --streams "$n" --fps 30 --size "$SIZE" \
-    --imgsz "$IMGSZ" --batch-size 8 --model "$MODEL" --seconds "$SECONDS_" --warmup 10 \
+    --imgsz "$IMGSZ" --batch-size 8 --engine-batch 8 --model "$MODEL" --seconds "$SECONDS_" --warmup 10 \
     > "$OUT/fleet_${n}.json" 2> "$OUT/fleet_${n}.err" || log "fleet with $n streams failed"
 done
 
