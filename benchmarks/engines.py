@@ -59,17 +59,17 @@ def main() -> None:
         ]
         for s in args.imgsz
     }
-    dets = {
-        (e, b): build(
-            args.model, device=args.device, half=cuda, engine=e, engine_batch=b if e == "tensorrt" else max_batch
-        )
-        for e in args.engines
-        for b in (args.batch if e == "tensorrt" else [max_batch])
-    }
+    dets = {}
+    for e in sorted(args.engines, key=lambda name: name != "ultralytics"):
+        for b in args.batch if e == "tensorrt" else [max_batch]:
+            dets[(e, b)] = build(
+                args.model, device=args.device, half=cuda, engine=e, engine_batch=b if e == "tensorrt" else max_batch
+            )
+        if e == "ultralytics":  # its setup reset torch's threads: set them before ONNX sessions open
+            torch.set_num_threads(args.threads)
     decoded = {s: [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in js] for s, js in jpegs.items()}
-    ort_threads = (
-        {f"imgsz {s}": getattr(dets["onnx"]._runner(s), "threads", None) for s in args.imgsz} if "onnx" in dets else {}
-    )
+    onnx = dets.get(("onnx", max_batch))
+    ort_threads = {f"imgsz {s}": onnx._runner(s).threads for s in args.imgsz if onnx._runner(s)} if onnx else {}
 
     def run(engine: str, imgsz: int, batch: int) -> float:
         det = dets[(engine, batch)] if engine == "tensorrt" else dets[(engine, max_batch)]
@@ -91,11 +91,15 @@ def main() -> None:
     cells = [(e, s, b) for s in args.imgsz for b in args.batch for e in args.engines]
     for e, s, b in cells:  # warm-up: every shape once
         run(e, s, b)
-    seen_threads = torch.get_num_threads()
+    # Ultralytics' select_device (its predictor's and exporter's setup) resets torch's threads to
+    # cpu_count - 1: set them again after every setup, and record what each measurement ran with.
+    torch.set_num_threads(args.threads)
+    seen_threads: set[int] = set()
     fps: dict[tuple[str, int, int], list[float]] = {c: [] for c in cells}
     for _ in range(args.reps):
         for c in cells:
             fps[c].append(run(*c))
+            seen_threads.add(torch.get_num_threads())
     rows = []
     for s in args.imgsz:
         for b in args.batch:
@@ -118,7 +122,7 @@ def main() -> None:
                 "model": args.model,
                 "device": args.device,
                 "input": "decoded frames (model alone)" if args.decoded else "JPEG bytes (decode + detect)",
-                "torch_threads": seen_threads,
+                "torch_threads": sorted(seen_threads),
                 "ort_intra_op_threads": ort_threads,
                 "load_avg": os.getloadavg(),
                 "frames": args.frames,

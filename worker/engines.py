@@ -212,23 +212,28 @@ class TensorDetector:
         import torch.nn.functional as F  # noqa: PLC0415
 
         dtype = torch.float16 if self.half else torch.float32
-        same = len({tuple(f.shape) for f in frames}) == 1
-        if same:
+        pad = PAD_VALUE / 255.0
+        if len({tuple(f.shape) for f in frames}) == 1:
             _, h, w = frames[0].shape
             nh, nw, top, left, ch, cw = letterbox_params(h, w, imgsz, self.stride, rect)
-            batch = torch.stack(frames).float()
-            if (nh, nw) != (h, w):
-                batch = F.interpolate(batch, size=(nh, nw), mode="bilinear", align_corners=False)
-            out = torch.full((len(frames), 3, ch, cw), float(PAD_VALUE), dtype=torch.float32, device=batch.device)
-            out[:, :, top : top + nh, left : left + nw] = batch.round_().clamp_(0, 255)
-        else:  # mixed sizes: each resized on its own into one square canvas (Ultralytics does the same)
-            out = torch.full((len(frames), 3, imgsz, imgsz), float(PAD_VALUE), device=frames[0].device)
-            for i, f in enumerate(frames):
-                _, h, w = f.shape
-                nh, nw, top, left, _, _ = letterbox_params(h, w, imgsz, self.stride, rect=False)
-                img = F.interpolate(f[None].float(), size=(nh, nw), mode="bilinear", align_corners=False)
-                out[i, :, top : top + nh, left : left + nw] = img[0].round_().clamp_(0, 255)
-        return (out / 255.0).to(dtype).contiguous()
+            batch = torch.stack(frames).to(dtype if self.half else torch.float32)
+            if (nh, nw) != (h, w):  # as cv2.resize on uint8: interpolate, then round to whole levels
+                batch = F.interpolate(batch.float(), size=(nh, nw), mode="bilinear", align_corners=False)
+                batch = batch.round_().clamp_(0, 255).to(dtype)
+            batch = batch.mul_(1 / 255.0)
+            if (ch, cw) == (nh, nw):
+                return batch.contiguous()
+            out = torch.full((len(frames), 3, ch, cw), pad, dtype=dtype, device=batch.device)
+            out[:, :, top : top + nh, left : left + nw] = batch
+            return out
+        # Mixed sizes: each resized on its own into one square canvas (Ultralytics does the same).
+        out = torch.full((len(frames), 3, imgsz, imgsz), pad, dtype=dtype, device=frames[0].device)
+        for i, f in enumerate(frames):
+            _, h, w = f.shape
+            nh, nw, top, left, _, _ = letterbox_params(h, w, imgsz, self.stride, rect=False)
+            img = F.interpolate(f[None].float(), size=(nh, nw), mode="bilinear", align_corners=False)
+            out[i, :, top : top + nh, left : left + nw] = img[0].round_().clamp_(0, 255).mul_(1 / 255.0).to(dtype)
+        return out
 
     def _forward(self, x: Any, runner: Any) -> Any:
         if runner is None:
