@@ -267,3 +267,12 @@ def test_worker_uses_the_cached_onnx_engine_and_says_so(r, procs, weights):
     proc.terminate()
     assert procs.finish(proc) == 0, procs.output(proc)
     assert "rtai-shapes-onnx-fp32-b8-320.onnx" in procs.output(proc)
+
+
+def test_gpu_check_script_parses():
+    """scripts/gpu_check.sh runs only on a GPU host: here at least it must be valid bash."""
+    import subprocess  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=10, check=False)
+    assert done.returncode == 0, done.stderr
