@@ -276,3 +276,16 @@ def test_gpu_check_script_parses():
     script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
     done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=10, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_models_export_command_reuses_the_cached_file(weights):
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from control.cli import cli  # noqa: PLC0415
+
+    args = ["models", "export", MODEL, "--format", "onnx", "--imgsz", str(IMGSZ), "--batch", str(BATCH)]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"{MODEL}: cached {weights / 'engines' / 'rtai-shapes-onnx-fp32-b8-320.onnx'}"
+    result = CliRunner().invoke(cli, ["models", "export", "../x.pt", "--format", "onnx"])
+    assert result.exit_code != 0 and "not a model name" in result.output
