@@ -19,6 +19,7 @@ PyTorch module: never a crash.
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from typing import Any
 
@@ -81,6 +82,8 @@ class TensorDetector:
         module = yolo.model
         module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
         module = module.to(self.torch_device).eval()
+        if not cuda and platform.machine() in ("x86_64", "AMD64") and torch.backends.mkldnn.is_available():
+            module = module.to(memory_format=torch.channels_last)  # oneDNN's fast layout, as Ultralytics does
         self.module = module.half() if self.half else module.float()
         self.stride = max(int(module.stride.max()), 32)
         #: imgsz -> the exported engine's runner, or None where none fits (the reason logged once).
