@@ -6,11 +6,13 @@ This is the only module that reads or writes `os.environ`. Each setting `foo` is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -98,6 +100,9 @@ class ProducerSettings(_Settings):
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = Field(None, ge=0)
+    #: Video decode: cpu, nvdec (FFmpeg's CUVID through OpenCV; an error where absent), auto (NVDEC
+    #: where it works, else the CPU).
+    decode: Literal["cpu", "nvdec", "auto"] = "cpu"
     # Routing (which workers take the stream; see worker/routing.py)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     gpu_devices: list[GpuIndex] | None = Field(None, max_length=256)
@@ -137,6 +142,11 @@ class WorkerSettings(_Settings):
     #: inference on that batch (a batch that crashes whoever runs it).
     fault_batch: str | None = None
     detector: Literal["yolo", "noop", "sleep"] = "yolo"
+    #: Inference engine for `yolo` (worker/engines.py): auto = TensorRT on CUDA / ONNX Runtime on CPU
+    #: when a fitting exported engine is cached, else the tensor path on the PyTorch weights.
+    engine: Literal["auto", "torch", "tensor", "onnx", "tensorrt", "ultralytics"] = "auto"
+    #: The batch an exported engine must have been built for (`rtai models export --batch`).
+    engine_batch: int = Field(8, ge=1, le=256)
     sleep_ms: float = Field(10.0, ge=0)
     max_jobs: int | None = Field(None, ge=1)
     burst: bool = False
@@ -233,6 +243,19 @@ def apply_worker_thread_env() -> None:
     host whose cores are busy (producers, other workers), spinning threads made a 2-thread predict
     10-20x slower than a 1-thread one (1.3 s against 0.1 s); passive, it is the faster (70 ms)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextlib.contextmanager
+def extra_capture_option(option: str) -> Iterator[None]:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS with `option` (e.g. `video_codec;h264_cuvid`) added while a
+    capture opens (OpenCV reads it at open); the caller serialises opens that use this."""
+    apply_capture_options()
+    before = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(p for p in (before, option) if p)
+    try:
+        yield
+    finally:
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = before
 
 
 def apply_offline_model_env() -> None:

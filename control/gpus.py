@@ -144,6 +144,43 @@ def benchmark(variant: str, device: str, frames: list[np.ndarray], *, imgsz: int
     }
 
 
+def engine_rows(
+    variant: str, device: str, frames: list[np.ndarray], *, imgsz: int, bench: bool
+) -> list[dict[str, Any]]:
+    """Which engines exist for `device` (Ultralytics' predictor and the tensor path always; an exported
+    TensorRT engine on CUDA, ONNX on the CPU, when one is cached for this model, imgsz and batch), and
+    each one's model-alone frames/s on `frames` (decoded frames in; decode not counted)."""
+    from worker import engine_cache  # noqa: PLC0415
+    from worker.engines import build  # noqa: PLC0415
+
+    cuda = device.startswith("cuda")
+    exported = "tensorrt" if cuda else "onnx"
+    rows: list[dict[str, Any]] = [{"engine": "ultralytics", "available": True}, {"engine": "torch", "available": True}]
+    try:
+        key = engine_cache.device_key(
+            variant, "engine" if cuda else "onnx", half=cuda, batch=DEFAULT_BATCH_SIZE, imgsz=imgsz, device=device
+        )
+        path, why = engine_cache.lookup(key)
+    except ModelError as exc:
+        path, why = None, str(exc)
+    rows.append({"engine": exported, "available": path is not None, "path": str(path) if path else None})
+    if path is None:
+        rows[-1]["reason"] = why
+    for row in rows:
+        if not (bench and row["available"]):
+            continue
+        try:
+            det = build(variant, device=device, half=cuda, engine=row["engine"], engine_batch=DEFAULT_BATCH_SIZE)
+            det.predict(frames[:DEFAULT_BATCH_SIZE], conf=0.25, imgsz=imgsz)
+            t0 = time.perf_counter()
+            for i in range(0, len(frames), DEFAULT_BATCH_SIZE):
+                det.predict(frames[i : i + DEFAULT_BATCH_SIZE], conf=0.25, imgsz=imgsz)
+            row["fps"] = round(len(frames) / (time.perf_counter() - t0), 1)
+        except (ModelError, RuntimeError) as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+    return rows
+
+
 def collect(*, variant: str, imgsz: int, frames: int, bench: bool) -> dict[str, Any]:
     import torch  # noqa: PLC0415  (slow import: only this command pays it)
 
@@ -179,12 +216,15 @@ def collect(*, variant: str, imgsz: int, frames: int, bench: bool) -> dict[str, 
         "strategy": asdict(strategy),
         "message": message,
         "benchmark": [],
+        #: device -> the engines that exist for it, with model-alone frames/s (batch DEFAULT_BATCH_SIZE)
+        "engines": {},
     }
     if bench and "error" not in model:
         images = bench_frames(frames, imgsz)
         for device in devices:
             for half in (False, True) if device.startswith("cuda") else (False,):
                 report["benchmark"].append(benchmark(variant, device, images, imgsz=imgsz, half=half))
+            report["engines"][device] = engine_rows(variant, device, images, imgsz=imgsz, bench=True)
     elif bench:
         report["benchmark_skipped"] = model["error"]
     return report
@@ -218,6 +258,13 @@ def render(report: dict[str, Any], *, imgsz: int) -> str:
                 f"  {b['device']:<7} {b['precision']}  {b['fps']:8.1f} frames/s  "
                 f"({b['ms_per_frame']} ms/frame, batch {b['batch']}, {b['frames']} frames{threads})"
             )
+    for device, rows in report.get("engines", {}).items():
+        lines.append(f"Engines on {device} (model alone, batch {DEFAULT_BATCH_SIZE}):")
+        for row in rows:
+            if "fps" in row:
+                lines.append(f"  {row['engine']:<12} {row['fps']:8.1f} frames/s")
+            else:
+                lines.append(f"  {row['engine']:<12} {row.get('error') or 'not exported: ' + str(row.get('reason'))}")
     return "\n".join(lines)
 
 

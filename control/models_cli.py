@@ -45,3 +45,24 @@ def pull(name: str) -> None:
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name}: {path}")
+
+
+@models_group.command("export")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "engine"]), default="onnx", show_default=True)
+@click.option("--half", is_flag=True, help="FP16 (GPU only; ignored for ONNX on the CPU).")
+@click.option("--batch", type=int, default=8, show_default=True, help="Batch the engine is built for (ONNX: most).")
+@click.option("--imgsz", type=int, default=640, show_default=True)
+@click.option("--device", default=None, help="cpu, or cuda:N (default cuda:0 for engine, cpu for onnx).")
+def export(name: str, fmt: str, half: bool, batch: int, imgsz: int, device: str | None) -> None:
+    """Export NAME to ONNX or a TensorRT engine, cached under the weights directory (engines/) with a
+    key of model, format, precision, batch, imgsz (and GPU arch + TensorRT version for engines).
+    Idempotent: an intact cached export is reused."""
+    from worker import engine_cache  # noqa: PLC0415  (imports torch and Ultralytics)
+
+    device = device or ("cuda:0" if fmt == "engine" else "cpu")
+    try:
+        path, built = engine_cache.export(name, fmt, half=half, batch=batch, imgsz=imgsz, device=device)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}: {'built' if built else 'cached'} {path}")

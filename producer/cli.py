@@ -36,6 +36,12 @@ from common.states import StreamState
 )
 @click.option("--loop/--no-loop", default=None, help="Loop a video file.")
 @click.option("--half/--no-half", default=None, help="FP16 for this stream on CUDA workers (default: the worker's).")
+@click.option(
+    "--decode",
+    type=click.Choice(["cpu", "nvdec", "auto"]),
+    default=None,
+    help="Video decode: cpu (default), nvdec (NVIDIA GPU), auto (NVDEC where available) [env RTAI_DECODE].",
+)
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
 @click.option("--max-reconnects", type=int, default=None, help="Give up (state error) after N failed opens.")
 @click.option("--max-streams", type=int, default=None, help="Daemon mode: most streams this process runs.")

@@ -61,11 +61,14 @@ class StreamProducer:
             reconnect_max_s=settings.reconnect_max_s,
             max_reconnects=settings.max_reconnects,
             on_state=self._on_state,
+            decode=settings.decode,
         )
 
     def _on_state(self, state: StreamState, reason: str) -> None:
         try:
             self.sink.set_state(state, reason)
+            if state == StreamState.RUNNING:  # which decoder the open that now runs uses (cpu | nvdec)
+                self.client.hset(keys.stream(self.settings.stream), "decode", self.source.decoder)
         except redis.RedisError as exc:
             log.warning("stream %s: could not record state %s: %s", self.settings.stream, state.value, exc)
 

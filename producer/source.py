@@ -18,11 +18,18 @@ import cv2
 import numpy as np
 
 from common.backoff import Backoff
-from common.config import apply_capture_options
+from common.config import apply_capture_options, extra_capture_option
 from common.sources import redact
 from common.states import StreamState
 
 log = logging.getLogger(__name__)
+
+#: FFmpeg's NVDEC (CUVID) decoders, tried in order for `--decode nvdec|auto`.
+NVDEC_DECODERS = ("h264_cuvid", "hevc_cuvid")
+#: OPENCV_FFMPEG_CAPTURE_OPTIONS is read when a capture opens: one open at a time may change it.
+_options_lock = threading.Lock()
+#: Set once an NVDEC open failed in this process: `auto` then stops trying (and paying an open) each time.
+_nvdec_missing = threading.Event()
 
 StateCallback = Callable[[StreamState, str], None]
 
@@ -54,8 +61,12 @@ class VideoSource:
         reconnect_max_s: float = 10.0,
         max_reconnects: int | None = None,
         on_state: StateCallback | None = None,
+        decode: str = "cpu",
     ) -> None:
         self.url = url
+        #: cpu | nvdec | auto (see _open_nvdec); `decoder` is what the last open actually uses.
+        self.decode = decode
+        self.decoder = "cpu"
         #: What logs, reasons and the thread name show: the URL without its password.
         self.shown = redact(url)
         self.live = is_live(url)
@@ -112,6 +123,41 @@ class VideoSource:
             self._on_state(state, reason)
 
     def _open(self) -> cv2.VideoCapture:
+        if self.decode != "cpu":
+            cap = self._open_nvdec()
+            if cap is not None:
+                return cap
+            if self.decode == "nvdec":
+                return cv2.VideoCapture()
+        self.decoder = "cpu"
+        return self._open_cpu()
+
+    def _open_nvdec(self) -> cv2.VideoCapture | None:
+        """A capture decoding on the GPU with FFmpeg's `h264_cuvid`/`hevc_cuvid`, or None.
+
+        Why OpenCV's FFmpeg backend and not PyAV or PyNvVideoCodec: the producer already reads every
+        source through OpenCV (RTSP options, open/read timeouts, reconnects, file pacing), and
+        OpenCV takes the decoder by name from OPENCV_FFMPEG_CAPTURE_OPTIONS (`video_codec;...`), so
+        NVDEC is one option on the same open, with no second demuxer and no new dependency. It works
+        where OpenCV links an FFmpeg built with CUVID (a GPU image's system OpenCV/FFmpeg); the pip
+        wheel's FFmpeg has no CUVID, so there the open fails and `auto` falls back to the CPU."""
+        if self.decode == "auto" and _nvdec_missing.is_set():
+            return None
+        for codec in NVDEC_DECODERS:
+            with _options_lock, extra_capture_option(f"video_codec;{codec}"):
+                cap = self._open_cpu()
+            if cap.isOpened() and cap.grab():
+                self.decoder = "nvdec"
+                log.info("source %s: decoding with NVDEC (%s)", self.shown, codec)
+                return cap
+            cap.release()
+        if not _nvdec_missing.is_set():
+            tried = "/".join(NVDEC_DECODERS)
+            log.warning("source %s: NVDEC (%s) not available: decoding on the CPU", self.shown, tried)
+        _nvdec_missing.set()
+        return None
+
+    def _open_cpu(self) -> cv2.VideoCapture:
         if not self.live:
             path = self.url.removeprefix("file://")
             if not Path(path).exists():
@@ -138,6 +184,8 @@ class VideoSource:
             if not cap.isOpened():
                 failures += 1
                 reason = f"cannot open {self.shown}"
+                if self.decode == "nvdec":
+                    reason += " with NVDEC (--decode nvdec; auto falls back to the CPU)"
                 if not self.live:
                     # The same reason whether the file is missing, unreadable or not a video: a
                     # reason shown through the API must not tell which files exist.

@@ -1,34 +1,108 @@
 #!/usr/bin/env bash
-# The GPU checks, in one short go, on a host with an NVIDIA GPU (the CI machines have none):
-#   1. the GPU-marked tests (FP16 replicas on every GPU, the GPU benchmark report)
-#   2. rtai gpus: specs, strategy, FP32 vs FP16 frames/s
-#   3. GPU JPEG decode (nvJPEG through torchvision) against OpenCV on the CPU
-#   4. fleet vs direct on cuda:0 with one worker, then two workers sharing the GPU
-# Writes its reports to $OUT (or /tmp/rtai-gpu-check). Usage: bash scripts/gpu_check.sh
+# The GPU proof, in one run, on a host with an NVIDIA GPU (the CI machines have none):
+#   1. a fresh venv with the repo installed (or PY=... to reuse one; WHEELS=dir for an offline host)
+#   2. the GPU-marked tests (tensor path FP16 + nvJPEG, TensorRT export and use, FP16 replicas ...)
+#   3. YOLO11s: `rtai models pull yolo11s` (needs network; else yolo11s.yaml, random weights) and
+#      its FP16 TensorRT engine at imgsz 640 (batch 32), cached under RTAI_WEIGHTS_DIR/engines
+#   4. model-alone frames/s: PyTorch FP16 (tensor path and Ultralytics) and TensorRT FP16, batch 1/8/32
+#   5. end to end through the fleet: 8 and 32 synthetic 1080p streams, producers on this host, two
+#      workers sharing the GPU: results/s and latency p50/p99
+#   6. rtai gpus (which engines exist per GPU, and their speed)
+# Writes one JSON summary (and each step's output) to $OUT (or the first argument, or /tmp/rtai-gpu-check).
+#
+#   bash scripts/gpu_check.sh [OUT_DIR]
+#   bash scripts/gpu_check.sh --dry-run [OUT_DIR]   # same steps on the CPU with tiny sizes (CI, no GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-OUT=${OUT:-/tmp/rtai-gpu-check}
+DRY=0
+if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; shift; fi
+OUT=${1:-${OUT:-/tmp/rtai-gpu-check}}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('GPU:', torch.cuda.get_device_name(0))" | tee "$OUT/device.txt"
-$PY -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt"
-$PY -m control gpus --json --frames 200 | tee "$OUT/gpus.json"
-$PY - <<'PY' | tee "$OUT/jpeg_decode.json"
-import json, time
-import cv2, numpy as np, torch
-from torchvision.io import decode_jpeg
-from devkit import synth
-rng = np.random.default_rng(0)
-jpegs = [cv2.imencode(".jpg", synth.render_scene(rng, width=1280, height=720)[0])[1].tobytes() for _ in range(64)]
-t0 = time.perf_counter(); [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]; cpu = time.perf_counter() - t0
-data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
-decode_jpeg(data[:4], device="cuda"); torch.cuda.synchronize()
-t0 = time.perf_counter(); decode_jpeg(data, device="cuda"); torch.cuda.synchronize(); gpu = time.perf_counter() - t0
-print(json.dumps({"frames": 64, "size": "1280x720", "cpu_opencv_ms_per_frame": round(1000 * cpu / 64, 3),
-                  "gpu_nvjpeg_ms_per_frame": round(1000 * gpu / 64, 3)}))
-PY
-for workers in 1 2; do
-  $PY -m benchmarks.fleet_vs_direct --device cuda:0 --workers "$workers" --frames 800 --batch-size 8 --imgsz 640 \
-    | tee "$OUT/fleet_cuda_${workers}w.json"
+export RTAI_WEIGHTS_DIR=${RTAI_WEIGHTS_DIR:-$OUT/weights}
+mkdir -p "$RTAI_WEIGHTS_DIR"
+log() { echo "== $*" | tee -a "$OUT/steps.log" >&2; }
+
+# -- 1. environment ---------------------------------------------------------------------------------
+if [[ -z "${PY:-}" ]]; then
+  VENV=${VENV:-$OUT/venv}
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    log "fresh venv in $VENV"
+    python3 -m venv "$VENV"
+    PIP=("$VENV/bin/pip" install -q)
+    [[ -n "${WHEELS:-}" ]] && PIP+=(--no-index --find-links "$WHEELS")
+    "${PIP[@]}" -e ".[dev]" 2>&1 | tail -3 >&2
+    [[ $DRY == 1 ]] || "${PIP[@]}" tensorrt 2>&1 | tail -1 >&2 || log "tensorrt not installable: TensorRT steps will say so"
+  fi
+  PY=$VENV/bin/python
+fi
+
+if [[ $DRY == 1 ]]; then
+  DEVICE=cpu MODEL=rtai-shapes IMGSZ=320 BATCHES="1 4" FMT=onnx ENGINES="ultralytics torch onnx"
+  STREAMS="2" SIZE=320x240 SECONDS_=4 FRAMES=8 TESTS="tests/unit/test_engines.py -k cuda"
+else
+  DEVICE=cuda:0 MODEL=yolo11s IMGSZ=640 BATCHES="1 8 32" FMT=engine ENGINES="ultralytics torch tensorrt"
+  STREAMS="8 32" SIZE=1920x1080 SECONDS_=20 FRAMES=256 TESTS="-m gpu tests"
+  $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
+    > "$OUT/device.txt"
+fi
+log "device: $(cat "$OUT/device.txt" 2>/dev/null || echo cpu)"
+
+# -- 2. GPU-marked tests ----------------------------------------------------------------------------
+log "tests: $TESTS"
+# shellcheck disable=SC2086  # word splitting of TESTS is wanted
+$PY -m pytest -q -p no:cacheprovider $TESTS > "$OUT/gpu_tests.txt" 2>&1 && TESTS_RC=0 || TESTS_RC=$?
+tail -3 "$OUT/gpu_tests.txt" >&2
+
+# -- 3. the model and its engine --------------------------------------------------------------------
+if [[ $DRY == 0 ]]; then
+  if ! RTAI_ALLOW_DOWNLOADS=1 $PY -m control models pull yolo11s >> "$OUT/steps.log" 2>&1; then
+    log "yolo11s.pt not downloadable: yolo11s.yaml (random weights; speed is the same, boxes are not)"
+    MODEL=yolo11s.yaml
+  fi
+fi
+# The fleet's workers use a batch-8 engine (the producers' batch); the model-alone step exports its own.
+log "export $MODEL -> $FMT imgsz $IMGSZ batch 8"
+$PY -m control models export "$MODEL" --format "$FMT" --half --batch 8 --imgsz "$IMGSZ" --device "$DEVICE" \
+  > "$OUT/export.txt" 2>&1 && EXPORT_RC=0 || EXPORT_RC=$?
+tail -2 "$OUT/export.txt" >&2
+
+# -- 4. model alone ---------------------------------------------------------------------------------
+log "model alone: $ENGINES, batch $BATCHES"
+# shellcheck disable=SC2086
+$PY -m benchmarks.engines --device "$DEVICE" --model "$MODEL" --imgsz "$IMGSZ" --batch $BATCHES --engines $ENGINES \
+  --frames "$FRAMES" --reps 3 --decoded > "$OUT/model_alone.json" 2> "$OUT/model_alone.err" || log "model alone failed"
+
+# -- 5. end to end ----------------------------------------------------------------------------------
+for n in $STREAMS; do
+  log "fleet: $n streams of $SIZE, 2 workers on $DEVICE"
+  $PY -m benchmarks.fleet_streams --device "$DEVICE" --workers 2 --streams "$n" --fps 30 --size "$SIZE" \
+    --imgsz "$IMGSZ" --batch-size 8 --engine-batch 8 --model "$MODEL" --seconds "$SECONDS_" --warmup 10 \
+    > "$OUT/fleet_${n}.json" 2> "$OUT/fleet_${n}.err" || log "fleet with $n streams failed"
 done
+
+# -- 6. rtai gpus -----------------------------------------------------------------------------------
+$PY -m control gpus --json --variant "$MODEL" --imgsz "$IMGSZ" --frames "$FRAMES" > "$OUT/gpus.json" 2> "$OUT/gpus.err" \
+  || log "rtai gpus failed"
+
+# -- summary ----------------------------------------------------------------------------------------
+$PY - "$OUT" "$TESTS_RC" "$EXPORT_RC" "$MODEL" <<'PY' | tee "$OUT/summary.json"
+import json, sys
+from pathlib import Path
+out, tests_rc, export_rc, model = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def load(name):
+    try:
+        return json.loads((out / name).read_text())
+    except (OSError, ValueError):
+        return None
+device = (out / "device.txt").read_text().strip() if (out / "device.txt").exists() else "cpu"
+print(json.dumps({
+    "device": device,
+    "model": model,
+    "gpu_tests": {"rc": tests_rc, "tail": (out / "gpu_tests.txt").read_text().strip().splitlines()[-1:]},
+    "export": {"rc": export_rc, "tail": (out / "export.txt").read_text().strip().splitlines()[-1:]},
+    "model_alone": load("model_alone.json"),
+    "fleet": [load(p.name) for p in sorted(out.glob("fleet_*.json"))],
+    "engines": (load("gpus.json") or {}).get("engines"),
+}, indent=1))
+PY

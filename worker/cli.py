@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
     default=None,
     help="yolo, or noop/sleep for transport and scaling benchmarks.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "torch", "tensor", "onnx", "tensorrt", "ultralytics"]),
+    default=None,
+    help="Inference engine: auto (exported TensorRT/ONNX engine when one fits, else torch) [env RTAI_ENGINE].",
+)
+@click.option("--engine-batch", type=int, default=None, help="Batch of the exported engine to use (default 8).")
 @click.option("--sleep-ms", type=float, default=None, help="Per-frame cost of the sleep detector.")
 @click.option(
     "--preload",

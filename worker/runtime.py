@@ -19,7 +19,8 @@ from common.models import check_name
 from common.redis_client import describe
 from common.wire import packb
 
-from .detector import Detector, NoopDetector, SleepDetector, YoloDetector
+from . import engines
+from .detector import Detector, NoopDetector, SleepDetector
 from .publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Runtime:
             return NoopDetector(variant)
         if s.detector == "sleep":
             return SleepDetector(variant, sleep_ms=s.sleep_ms)
-        return YoloDetector(variant, device=s.device, half=half)
+        return engines.build(variant, device=s.device, half=half, engine=s.engine, engine_batch=s.engine_batch)
 
     def fault(self, point: str) -> None:
         """Fault injection for chaos tests: the first worker of the fleet to reach `point` SIGKILLs

@@ -45,6 +45,10 @@ def test_json_report_without_gpu_benchmarks_the_cpu(one_thread):
     [bench] = report["benchmark"]
     assert bench["device"] == "cpu" and bench["precision"] == "fp32" and bench["torch_threads"] == 1
     assert bench["frames"] == 8 and bench["fps"] > 0 and bench["ms_per_frame"] > 0
+    rows = {row["engine"]: row for row in report["engines"]["cpu"]}  # which engines exist, and their speed
+    assert set(rows) == {"ultralytics", "torch", "onnx"}
+    assert rows["ultralytics"]["fps"] > 0 and rows["torch"]["fps"] > 0
+    assert rows["onnx"]["fps"] > 0 if rows["onnx"]["available"] else "no onnx engine" in rows["onnx"]["reason"]
 
 
 @no_gpu
