@@ -8,9 +8,9 @@ Coordinates are normalized to the frame (0..1, origin top-left).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 #: Zone and line names go into MQTT topics and Redis hash fields: a safe alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -19,7 +19,9 @@ DEFAULT_SNAPSHOT_TTL_S = 3600
 #: A frame still missing after this wait is skipped for tracking (and counted).
 DEFAULT_REORDER_WAIT_S = 1.0
 
-Point = tuple[float, float]
+#: A normalized coordinate: the schema states the bound, `_unit` checks it with a clear message.
+Coord = Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})]
+Point = tuple[Coord, Coord]
 
 
 class _Closed(BaseModel):

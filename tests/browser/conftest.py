@@ -10,7 +10,9 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an asyncio loop running while it is open, and later
+# tests (the guide's async API) call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.fail("chromium is not installed: run scripts/install_system_deps.sh (apt-get install chromium)")

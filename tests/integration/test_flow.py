@@ -25,8 +25,7 @@ def _producer(procs, url: str, stream: str, *extra: str):
 def _latencies_ms(r, stream: str) -> list[float]:
     out = []
     for _id, fields in r.xrange(keys.history(stream)):
-        res = decode_result(fields[b"r"])
-        out.append((res["t_done"] - res["t_capture"]) * 1000)
+        out.append(decode_result(fields[b"r"]).latency_ms)
     return out
 
 
