@@ -39,7 +39,7 @@ fi
 
 if [[ $DRY == 1 ]]; then
   DEVICE=cpu MODEL=rtai-shapes IMGSZ=320 BATCHES="1 4" FMT=onnx ENGINES="ultralytics torch onnx"
-  STREAMS="2" SIZE=320x240 SECONDS_=4 FRAMES=8 TESTS="tests/unit/test_engines.py -k cuda"
+  STREAMS="2" SIZE=320x240 SECONDS_=4 FRAMES=8 TESTS="tests/integration/test_engines.py -k cuda"
 else
   DEVICE=cuda:0 MODEL=yolo11s IMGSZ=640 BATCHES="1 8 32" FMT=engine ENGINES="ultralytics torch tensorrt"
   STREAMS="8 32" SIZE=1920x1080 SECONDS_=20 FRAMES=256 TESTS="-m gpu tests"
