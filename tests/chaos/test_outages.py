@@ -76,7 +76,10 @@ def test_redis_restart_producer_and_worker_carry_on(tmp_path, rtsp_pattern):
         assert procs.finish(producer, timeout=30) == 0, procs.output(producer)
         wait_for(lambda: counts(r, "cam1")["in_flight"] == 0, timeout=30, what="the queue to drain")
         c = counts(r, "cam1")
-        assert c["produced"] == c["published"] + c["dropped_unreachable"]
+        # Credit flow may skip a sampled frame at the source (counted dropped_backpressure) while the
+        # restarted Redis has no worker marked as serving the stream yet; nothing fails or goes stale.
+        assert c["failed"] == 0 and c["dropped_stale"] == 0, c
+        assert c["produced"] == c["published"] + c["dropped_unreachable"] + c["dropped_backpressure"], c
         assert c["dropped_unreachable"] > 0, "frames read while Redis was down are counted"
         worker.terminate()
         assert procs.finish(worker, timeout=30) == 0
