@@ -11,6 +11,7 @@ const rtai = (window.__rtai = {
                    //            tracks: [id per box] | null, labels: [text per box], zones: [[name, [[x,y] canvas px]]]}
   feed: [],         // the last feed messages ({type, t, stream, seq}), printed by the browser tests on failure
   framesDrawn: 0,
+  drawnAt: [],      // performance.now() of the last 64 pictures drawn (the stream page's update rate)
   firstBoxAt: null, // performance.now() when the first box was drawn (page load to first box)
   fleet: null,
   phase: "init",    // init | login | live
@@ -176,6 +177,8 @@ function draw(f, img) {
   }
   rtai.lastDrawn[f.stream] = { seq: f.seq, w, h, boxes: f.boxes, drawn, canvas: [cw, ch], tracks: f.tracks || null, labels, zones };
   rtai.framesDrawn += 1;
+  rtai.drawnAt.push(performance.now());
+  if (rtai.drawnAt.length > 64) rtai.drawnAt.shift();
   if (rtai.firstBoxAt === null && drawn.length) rtai.firstBoxAt = performance.now();
   canvas.dataset.seq = f.seq;
   canvas.dataset.boxes = drawn.length;
