@@ -173,11 +173,18 @@ class LiveFeed:
         self._match(stream, seq)
 
     def _on_tracked(self, stream: str, data: bytes) -> None:
-        try:
-            tracked = unpackb(data)
-            seq = int(tracked["seq"])
-        except (SchemaError, KeyError, TypeError, ValueError):
-            return
+        try:  # [x1, y1, x2, y2, conf, cls, track id, [zone, ...]] per box (README, Analytics)
+            raw = unpackb(data)
+            seq, boxes = int(raw["seq"]), raw.get("boxes") or []
+            tracked = {
+                "model": raw.get("model"),
+                "latency_ms": round((float(raw["t_tracked"]) - float(raw["t_capture"])) * 1000, 1),
+                "boxes": [[round(float(v), 2) for v in box[:6]] for box in boxes],
+                "tracks": [int(box[6]) for box in boxes],
+                "zones": [[str(z) for z in box[7]] for box in boxes],
+            }
+        except (SchemaError, KeyError, TypeError, ValueError, IndexError):
+            return  # not a tracking stage's frame: drawn with its result instead
         _keep(self._tracks.setdefault(stream, OrderedDict()), seq, tracked)
         self._match(stream, seq)
 
@@ -199,17 +206,19 @@ class LiveFeed:
         pending = self._pending.get(stream)
         if not pending or seq not in pending:
             return False
-        tracked = self._tracks.get(stream, {}).get(seq)
-        arrived, result = self._results.get(stream, {}).get(seq, (0.0, None))
+        tracks = self._tracks.setdefault(stream, OrderedDict())
+        results = self._results.setdefault(stream, OrderedDict())
+        tracked = tracks.get(seq)
+        arrived, result = results.get(seq, (0.0, None))
         if tracked is None:
             if result is None:
                 return False
-            late = (now or time.monotonic()) - arrived > TRACK_WAIT_S
+            late = (time.monotonic() if now is None else now) - arrived > TRACK_WAIT_S
             if stream in self.tracking and not late:
                 return False
         _t, preview = pending.pop(seq)
-        self._results.get(stream, {}).pop(seq, None)
-        self._tracks.get(stream, {}).pop(seq, None)
+        results.pop(seq, None)
+        tracks.pop(seq, None)
         self._send_matched(stream, preview, result, tracked)
         return True
 
@@ -270,13 +279,8 @@ class LiveFeed:
             data["model"] = result.get("model")
             data["latency_ms"] = round((result["t_done"] - result["t_capture"]) * 1000, 1)
             data["worker"] = result.get("worker")
-        if tracked is not None:  # [x1, y1, x2, y2, conf, cls, track id, [zone, ...]] (README, Analytics)
-            boxes = tracked.get("boxes") or []
-            data["boxes"] = [[round(float(v), 2) for v in box[:6]] for box in boxes]
-            data["tracks"] = [int(box[6]) for box in boxes]
-            data["zones"] = [[str(z) for z in box[7]] for box in boxes]
-            data["model"] = tracked.get("model")
-            data["latency_ms"] = round((tracked["t_tracked"] - tracked["t_capture"]) * 1000, 1)
+        if tracked is not None:  # boxes, tracks (an id per box), zones (the zones each box is in)
+            data.update(tracked)
         return sse("frame", data)
 
     # -- fleet state ---------------------------------------------------------------------------
