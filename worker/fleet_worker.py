@@ -86,17 +86,39 @@ return 1
 """
 
 DEQUEUE_LUA = """
--- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV: candidate queue keys
+-- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV[1]: most jobs to take
+-- (dynamic batching), ARGV[2..]: candidate queue keys. Each job comes from the deepest queue (ties:
+-- the first in ARGV, which the worker rotates), so a backlog across streams is taken round-robin;
+-- every job taken is in the in-flight hash in the same step. All reads come before the first write;
+-- a job after the first is recorded before it is popped, and a refused record (Redis full) ends the
+-- taking there: no job is ever popped without being recorded.
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
-local best, depth = nil, 0
-for i = 1, #ARGV do
-  local n = redis.call('LLEN', ARGV[i])
-  if n > depth then best, depth = ARGV[i], n end
+local depths = {}
+for i = 2, #ARGV do depths[i] = redis.call('LLEN', ARGV[i]) end
+local out = {}
+for k = 1, tonumber(ARGV[1]) do
+  local best, depth = nil, 0
+  for i = 2, #ARGV do
+    if depths[i] > depth then best, depth = i, depths[i] end
+  end
+  if not best then break end
+  local queue = ARGV[best]
+  local id
+  if k == 1 then
+    id = redis.call('LPOP', queue)
+    redis.call('HSET', KEYS[1], id, queue)
+  else
+    id = redis.call('LINDEX', queue, 0)
+    local rec = redis.pcall('HSET', KEYS[1], id, queue)
+    if type(rec) == 'table' and rec.err then break end
+    redis.call('LPOP', queue)
+  end
+  depths[best] = depth - 1
+  out[#out + 1] = queue
+  out[#out + 1] = id
 end
-if not best then return false end
-local id = redis.call('LPOP', best)
-redis.call('HSET', KEYS[1], id, best)
-return {best, id}
+if #out == 0 then return false end
+return out
 """
 
 
@@ -117,6 +139,11 @@ class FleetWorker(SimpleWorker):
         self.resuming = False
         self._served: list[str] = []
         self._turn = 0
+        #: Dynamic batching: the jobs taken along with the one RQ runs, and the frames a job had last
+        #: (at first 1: a first dequeue takes up to the frame limit in jobs, and gives back the excess).
+        self._extras: list[tuple[Job, Queue]] = []
+        self._job_frames = 1
+        self._admitted_kills = 0
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -168,7 +195,8 @@ class FleetWorker(SimpleWorker):
                 got = None
                 if self.queues:
                     got = self._dequeue_script(
-                        keys=[keys.inflight(self.name), keys.RQ_SUSPENDED], args=self._rotated_queue_keys()
+                        keys=[keys.inflight(self.name), keys.RQ_SUSPENDED],
+                        args=[self._jobs_to_take(), *self._rotated_queue_keys()],
                     )
                 backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -186,9 +214,9 @@ class FleetWorker(SimpleWorker):
             if got:
                 # From here the worker holds a job: a first SIGTERM lets it finish (see _shutdown).
                 self._wstate = WorkerState.BUSY
-                queue_key, job_id = (x.decode() for x in got)
+                taken = [(got[i].decode(), got[i + 1].decode()) for i in range(0, len(got), 2)]
                 self.runtime.fault("after_dequeue")
-                fetched = self._fetch(queue_key, job_id)
+                fetched = self._fetch_taken(taken)
                 if fetched is not None:
                     return fetched
                 self._wstate = WorkerState.IDLE
@@ -200,6 +228,110 @@ class FleetWorker(SimpleWorker):
                 return None
             time.sleep(pause)
             pause = min(pause * 2, POLL_MAX_S)
+
+    def _jobs_to_take(self) -> int:
+        """How many jobs one dequeue takes: the frame limit over the frames a job had last (at least 1)."""
+        return max(1, self.runtime.settings.max_batch_frames // max(1, self._job_frames))
+
+    def _fetch_taken(self, taken: list[tuple[str, str]]) -> tuple[Job, Queue] | None:
+        """Admit the jobs one dequeue took: the first that runs is RQ's; the others (dynamic batching)
+        ride along in its detector call up to the frame limit. A job that killed a worker before runs
+        alone (it may be a poison batch: it must not take others down with it); jobs over the limit or
+        beside such a job go back to the front of their queues."""
+        first: tuple[Job, Queue] | None = None
+        first_kills = 0
+        extras: list[tuple[Job, Queue]] = []
+        back: list[tuple[Job, Queue]] = []
+        frames = 0
+        for queue_key, job_id in taken:
+            fetched = self._fetch(queue_key, job_id)
+            if fetched is None:
+                continue
+            n = int(fetched[0].kwargs["n"])  # admission checked it (JobArgs)
+            if first is None:
+                first, first_kills, frames = fetched, self._admitted_kills, n
+                self._job_frames = n
+            elif first_kills or self._admitted_kills or frames + n > self.runtime.settings.max_batch_frames:
+                back.append(fetched)
+            else:
+                extras.append(fetched)
+                frames += n
+        for job, queue in reversed(back):
+            self._give_back(job, queue)
+        if extras:
+            self._start_extras(extras)
+        return first
+
+    def _start_extras(self, extras: list[tuple[Job, Queue]]) -> None:
+        """RQ's `started` for the jobs riding along, in one pipeline; they run in process_batch."""
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job, _queue in extras:
+                    pipe.hset(
+                        job.key,
+                        mapping={
+                            "status": JobStatus.STARTED.value,
+                            "started_at": utcformat(now()),
+                            "worker_name": self.name,
+                        },
+                    )
+                pipe.execute()
+        except redis.ResponseError as exc:  # Redis full: they run all the same (they are in flight)
+            if not write_rejected(exc):
+                raise
+            log.debug("worker %s: started state of %d job(s) not recorded: %s", self.name, len(extras), describe(exc))
+        self._extras = extras
+        self.runtime.coalesced = [(job.id, JobArgs.from_kwargs(job.kwargs)) for job, _queue in extras]
+
+    def _settle_extras(self) -> None:
+        """RQ's bookkeeping for the jobs that rode along: finished, failed (bad input, model), or back
+        at the front of their queue when they did not run. After a force stop they stay in flight and
+        teardown requeues them."""
+        extras, self._extras = self._extras, []
+        outcomes, self.runtime.outcomes = self.runtime.outcomes, {}
+        self.runtime.coalesced = []
+        if self._force_stop:
+            return
+        for job, queue in extras:
+            outcome = outcomes.get(job.id)
+            try:
+                if outcome is None:
+                    self._give_back(job, queue)
+                elif isinstance(outcome, BaseException):
+                    self._fail_job(job, queue, f"{type(outcome).__name__}: {outcome}")
+                    self.client.hdel(keys.inflight(self.name), job.id)
+                else:
+                    self._finish_extra(job, queue, outcome)
+            except redis.ResponseError as exc:
+                if not write_rejected(exc):
+                    raise
+                self._give_back(job, queue)  # settled or not: a rerun is a duplicate if it was
+
+    def _finish_extra(self, job: Job, queue: Queue, result: dict) -> None:
+        ttl = job.get_result_ttl(self.default_result_ttl)
+        with self.client.pipeline() as pipe:
+            job.set_status(JobStatus.FINISHED, pipeline=pipe)
+            pipe.hset(job.key, "ended_at", utcformat(now()))
+            if ttl != 0:
+                queue.finished_job_registry.add(job, ttl, pipeline=pipe)
+                Result.create(job, Result.Type.SUCCESSFUL, ttl=ttl, return_value=result, pipeline=pipe)
+            if ttl is not None and ttl >= 0:
+                pipe.expire(job.key, max(ttl, 1))
+            pipe.hdel(keys.inflight(self.name), job.id)
+            pipe.execute()
+
+    def _give_back(self, job: Job, queue: Queue) -> None:
+        """A held job back at the front of its queue (retried while Redis refuses writes)."""
+        delay = 0.05
+        while not self._force_stop:
+            try:
+                self._return_script(
+                    keys=[keys.inflight(self.name), queue.key, queue.started_job_registry.key], args=[job.id]
+                )
+                return
+            except redis.RedisError:
+                time.sleep(delay)
+                delay = min(delay * 2, HOLD_RETRY_MAX_S)
 
     def _rotated_queue_keys(self) -> list[str]:
         """The queue keys, starting one further each time: equally deep queues (with credit-based
@@ -243,6 +375,7 @@ class FleetWorker(SimpleWorker):
         except (ValueError, TypeError, KeyError, NoSuchJobError, TimeoutFormatError) as exc:
             self._reject(job, queue, f"job hash does not restore: {exc}")
             return None
+        self._admitted_kills = int(kills or 0)
         if kills is not None and int(kills) >= MAX_ATTEMPTS:
             self._fail_poison(job, queue, args, int(kills))
             return None
@@ -271,6 +404,7 @@ class FleetWorker(SimpleWorker):
         finally:
             if not self._force_stop:
                 self.client.hdel(keys.inflight(self.name), job.id)
+            self._settle_extras()
             self._wstate = WorkerState.IDLE
 
     def _execute_holding(self, job: Job, queue: Queue) -> None:

@@ -17,7 +17,7 @@ from common.config import WorkerSettings
 from common.errors import ModelError, RtaiError
 from common.models import check_name
 from common.redis_client import describe
-from common.wire import packb
+from common.wire import JobArgs, packb
 
 from . import engines
 from .detector import Detector, NoopDetector, SleepDetector
@@ -62,6 +62,10 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: This process's clock against Redis': t_start / t_done / the stale check are in Redis time.
     clock: RedisClock = field(init=False)
+    #: Dynamic batching: the jobs the worker took along with the one RQ runs, (job id, args) each
+    #: (jobs.process_batch runs them in the same detector call), and what each came to.
+    coalesced: list[tuple[str, JobArgs]] = field(default_factory=list)
+    outcomes: dict[str, dict | BaseException] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.clock = RedisClock(self.client, what=f"worker {self.name}")
@@ -109,6 +113,16 @@ class Runtime:
         if s.detector == "sleep":
             return SleepDetector(variant, sleep_ms=s.sleep_ms)
         return engines.build(variant, device=s.device, half=half, engine=s.engine, engine_batch=s.engine_batch)
+
+    def count_inference(self, frames: int) -> None:
+        """Detector calls and the frames they ran, in the worker's stats hash (`infer_calls`)."""
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hincrby(keys.worker(self.name), "infer_calls", 1)
+                pipe.hincrby(keys.worker(self.name), "infer_frames", frames)
+                pipe.execute()
+        except redis.ResponseError as exc:  # Redis full: a statistic, skipped
+            log.debug("%s: inference count not recorded: %s", self.name, describe(exc))
 
     def fault(self, point: str) -> None:
         """Fault injection for chaos tests: the first worker of the fleet to reach `point` SIGKILLs
