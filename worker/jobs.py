@@ -63,16 +63,18 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
     t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
     outcomes: dict[str, Outcome] = {}
     held: list[_Held] = []
-    for job_id, args in jobs:
+    blobs = rt.client.mget([args.blob for _job_id, args in jobs])  # one round trip for all of them
+    for (job_id, args), data in zip(jobs, blobs, strict=True):
         try:
-            loaded = _load(rt, args)
+            loaded = _load(rt, args, data)
         except SchemaError as exc:
             outcomes[job_id] = exc
             continue
         if isinstance(loaded, dict):
             outcomes[job_id] = loaded
             continue
-        held.append(_decode(rt, job_id, loaded, t_start))
+        held.append(_fresh(rt, job_id, loaded, t_start))
+    _decode(held)
     groups: dict[tuple, list[_Held]] = {}
     for h in held:
         if h.images:
@@ -95,9 +97,8 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
     return outcomes
 
 
-def _load(rt: runtime.Runtime, args: JobArgs) -> Batch | dict[str, Any]:
+def _load(rt: runtime.Runtime, args: JobArgs, data: bytes | None) -> Batch | dict[str, Any]:
     stream, batch, n = args.stream, args.batch, args.n
-    data = rt.client.get(args.blob)
     if data is None:
         if rt.publisher.is_settled(stream, batch):
             return {"status": "duplicate"}
@@ -115,19 +116,27 @@ def _load(rt: runtime.Runtime, args: JobArgs) -> Batch | dict[str, Any]:
     return b
 
 
-def _decode(rt: runtime.Runtime, job_id: str, b: Batch, t_start: float) -> _Held:
+def _fresh(rt: runtime.Runtime, job_id: str, b: Batch, t_start: float) -> _Held:
+    """A batch's frames young enough to run (the others counted stale)."""
     max_age = rt.settings.max_frame_age_ms / 1000.0
     h = _Held(job_id, b, Settlement(b.stream, b.batch))
-    fresh = [f for f in b.frames if t_start - f.t_capture <= max_age]
-    h.settlement.stale += len(b.frames) - len(fresh)
-    for frame, image in zip(fresh, decode_frames(fresh), strict=True):
-        if isinstance(image, FrameDecodeError):
-            h.settlement.failed += 1
-            h.errors.append(str(image))
-            continue
-        h.images.append(image)
-        h.live.append(frame)
+    h.live = [f for f in b.frames if t_start - f.t_capture <= max_age]
+    h.settlement.stale += len(b.frames) - len(h.live)
     return h
+
+
+def _decode(held: list[_Held]) -> None:
+    """JPEG decode of every held batch's live frames in one pass of the decode pool."""
+    images = iter(decode_frames([f for h in held for f in h.live]))
+    for h in held:
+        live, h.live = h.live, []
+        for frame, image in zip(live, images, strict=False):
+            if isinstance(image, FrameDecodeError):
+                h.settlement.failed += 1
+                h.errors.append(str(image))
+                continue
+            h.images.append(image)
+            h.live.append(frame)
 
 
 def _detect(rt: runtime.Runtime, group: list[_Held]) -> None:
