@@ -144,6 +144,9 @@ class FleetWorker(SimpleWorker):
         self._extras: list[tuple[Job, Queue]] = []
         self._job_frames = 1
         self._admitted_kills = 0
+        # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
+        # which bootstrap requeues: none of it may ride along with this loop's first job.
+        runtime.coalesced, runtime.outcomes = [], {}
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -258,12 +261,15 @@ class FleetWorker(SimpleWorker):
                 frames += n
         for job, queue in reversed(back):
             self._give_back(job, queue)
-        if extras:
-            self._start_extras(extras)
+        self._start_extras(extras)
         return first
 
     def _start_extras(self, extras: list[tuple[Job, Queue]]) -> None:
         """RQ's `started` for the jobs riding along, in one pipeline; they run in process_batch."""
+        self._extras = extras
+        self.runtime.coalesced = [(job.id, JobArgs.from_kwargs(job.kwargs)) for job, _queue in extras]
+        if not extras:
+            return
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for job, _queue in extras:
@@ -280,8 +286,6 @@ class FleetWorker(SimpleWorker):
             if not write_rejected(exc):
                 raise
             log.debug("worker %s: started state of %d job(s) not recorded: %s", self.name, len(extras), describe(exc))
-        self._extras = extras
-        self.runtime.coalesced = [(job.id, JobArgs.from_kwargs(job.kwargs)) for job, _queue in extras]
 
     def _settle_extras(self) -> None:
         """RQ's bookkeeping for the jobs that rode along: finished, failed (bad input, model), or back
@@ -298,8 +302,7 @@ class FleetWorker(SimpleWorker):
                 if outcome is None:
                     self._give_back(job, queue)
                 elif isinstance(outcome, BaseException):
-                    self._fail_job(job, queue, f"{type(outcome).__name__}: {outcome}")
-                    self.client.hdel(keys.inflight(self.name), job.id)
+                    self._extra_failed(job, queue, outcome)
                 else:
                     self._finish_extra(job, queue, outcome)
             except redis.ResponseError as exc:
@@ -307,14 +310,62 @@ class FleetWorker(SimpleWorker):
                     raise
                 self._give_back(job, queue)  # settled or not: a rerun is a duplicate if it was
 
+    def _extra_failed(self, job: Job, queue: Queue, exc: BaseException) -> None:
+        """A job that rode along and failed, handled as handle_job_failure handles the one RQ ran:
+        bad input and a model that cannot load fail it at once (the job function counted its frames
+        failed), anything else goes to the back of its queue until it has failed MAX_ATTEMPTS times."""
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ModelError):
+            self._fail_job(job, queue, message, ttl=MODEL_FAILURE_TTL_S)
+            return
+        if isinstance(exc, SchemaError):
+            self._fail_job(job, queue, message)
+            return
+        args = JobArgs.from_kwargs(job.kwargs)
+        attempts = self._count_attempt(args.stream, args.batch)
+        if attempts < MAX_ATTEMPTS:
+            log.warning(
+                "worker %s: job %s (%s#%s) failed (attempt %d of %d), retrying: %s",
+                self.name,
+                job.id,
+                args.stream,
+                args.batch,
+                attempts,
+                MAX_ATTEMPTS,
+                message,
+            )
+            with self.client.pipeline() as pipe:  # MULTI: in flight until it is back in its queue
+                pipe.hset(job.key, "status", JobStatus.QUEUED.value)
+                pipe.rpush(queue.key, job.id)  # at the back: a failing batch never blocks its stream
+                pipe.hdel(keys.inflight(self.name), job.id)
+                pipe.execute()
+            return
+        self.runtime.publisher.settle(Settlement(args.stream, args.batch, failed=args.n))
+        message = f"poison batch: failed {attempts} times; last error: {message}"
+        log.error("worker %s: job %s (%s#%s) %s", self.name, job.id, args.stream, args.batch, message)
+        self._fail_job(job, queue, message)
+
+    def _count_attempt(self, stream: str, batch: int) -> int:
+        """One more failure of a batch (other than bad input or its model); returns how many so far."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.attempts(stream), str(batch), 1)
+            pipe.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
+            attempts, _ = pipe.execute()
+        return int(attempts)
+
     def _finish_extra(self, job: Job, queue: Queue, result: dict) -> None:
+        """RQ's records of a job that rode along and ran, as RQ writes them for the job it ran: a
+        late finish (after the lease ran out and another worker took the job) is recorded too, with
+        the `duplicate` status the settle script gave it."""
         ttl = job.get_result_ttl(self.default_result_ttl)
         with self.client.pipeline() as pipe:
             job.set_status(JobStatus.FINISHED, pipeline=pipe)
             pipe.hset(job.key, "ended_at", utcformat(now()))
             if ttl != 0:
                 queue.finished_job_registry.add(job, ttl, pipeline=pipe)
-                Result.create(job, Result.Type.SUCCESSFUL, ttl=ttl, return_value=result, pipeline=pipe)
+                Result.create(
+                    job, Result.Type.SUCCESSFUL, ttl=ttl, return_value=result, worker_name=self.name, pipeline=pipe
+                )
             if ttl is not None and ttl >= 0:
                 pipe.expire(job.key, max(ttl, 1))
             pipe.hdel(keys.inflight(self.name), job.id)
@@ -508,8 +559,7 @@ class FleetWorker(SimpleWorker):
             return
         kw = job.kwargs
         stream, batch, n = kw["stream"], kw["batch"], kw["n"]  # admission checked them (JobArgs)
-        attempts = self.client.hincrby(keys.attempts(stream), str(batch), 1)
-        self.client.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
+        attempts = self._count_attempt(stream, batch)
         if attempts < MAX_ATTEMPTS:
             log.warning(
                 "worker %s: job %s (%s#%s) failed (attempt %d of %d), retrying: %s",
@@ -551,9 +601,10 @@ class FleetWorker(SimpleWorker):
         self._count_rejected(f"job {job.id}: {reason}")
         self._fail_job(job, queue, f"refused by {self.name}: {reason}")
 
-    def _fail_job(self, job: Job, queue: Queue, message: str) -> None:
-        """Mark a job failed with `message` in its queue's failed registry, writing only the status
-        fields: a forged hash is never saved back through RQ, nor needs to restore."""
+    def _fail_job(self, job: Job, queue: Queue, message: str, *, ttl: int = REJECT_TTL_S) -> None:
+        """Mark a job failed with `message` in its queue's failed registry (kept `ttl` seconds) and
+        out of this worker's in-flight hash, writing only the status fields: a forged hash is never
+        saved back through RQ, nor needs to restore."""
         registry = FailedJobRegistry(queue=queue, serializer=MsgpackSerializer)
         with self.client.pipeline() as pipe:
             pipe.hset(
@@ -564,9 +615,10 @@ class FleetWorker(SimpleWorker):
                     "exc_info": zlib.compress(message.encode()),
                 },
             )
-            pipe.expire(job.key, REJECT_TTL_S)
-            pipe.zadd(registry.key, {job.id: int(time.time()) + REJECT_TTL_S})
-            Result.create_failure(job, REJECT_TTL_S, message, worker_name=self.name, pipeline=pipe)
+            pipe.expire(job.key, ttl)
+            pipe.zadd(registry.key, {job.id: int(time.time()) + ttl})
+            Result.create_failure(job, ttl, message, worker_name=self.name, pipeline=pipe)
+            pipe.hdel(keys.inflight(self.name), job.id)
             pipe.execute()
 
     def _count_rejected(self, message: str) -> None:

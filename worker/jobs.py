@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: What running one job came to: its result, or the error that ended it.
 Outcome = dict[str, Any] | BaseException
+#: What a detector call raises over a bad batch or a device fault (torch: RuntimeError, CUDA out of
+#: memory included). In a call over several jobs' batches, the batches run again one by one.
+DETECT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
 
 
 def process_batch(*, stream: str, batch: int, blob: str, n: int) -> dict[str, Any]:
@@ -81,12 +84,7 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
             key = (h.b.model, h.b.half, h.b.imgsz, h.b.conf, tuple(h.b.classes) if h.b.classes is not None else None)
             groups.setdefault(key, []).append(h)
     for group in groups.values():
-        try:
-            _detect(rt, group)
-        except ModelError as exc:
-            for h in group:
-                _model_failed(rt, h.b, h.settlement, h.live, exc)
-                outcomes[h.job_id] = exc
+        _detect_group(rt, group, outcomes)
     t_done = rt.now()
     for h in held:
         if h.job_id not in outcomes:
@@ -137,6 +135,24 @@ def _decode(held: list[_Held]) -> None:
                 continue
             h.images.append(image)
             h.live.append(frame)
+
+
+def _detect_group(rt: runtime.Runtime, group: list[_Held], outcomes: dict[str, Outcome]) -> None:
+    """One detector call for a group; a failure is each job's own: a model that cannot load fails
+    them all (it is theirs), any other error runs them again one by one, so only the culprit fails."""
+    try:
+        _detect(rt, group)
+    except ModelError as exc:
+        for h in group:
+            _model_failed(rt, h.b, h.settlement, h.live, exc)
+            outcomes[h.job_id] = exc
+    except DETECT_ERRORS as exc:
+        if len(group) == 1:
+            outcomes[group[0].job_id] = exc
+            return
+        log.warning("%s: detector call over %d batches failed (%s); running them one by one", rt.name, len(group), exc)
+        for h in group:
+            _detect_group(rt, [h], outcomes)
 
 
 def _detect(rt: runtime.Runtime, group: list[_Held]) -> None:

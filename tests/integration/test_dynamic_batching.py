@@ -4,13 +4,16 @@ kill while it holds several requeues them all."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from rq import Queue
 from rq.job import Job, JobStatus
-from rq.registry import FinishedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.results import Result
 
 from common import keys, ledger
-from common.wire import MsgpackSerializer, decode_result
+from common.wire import MsgpackSerializer, decode_result, packb
+from worker.fleet_worker import MODEL_FAILURE_TTL_S
 
 from ..helpers import wait_for
 from .fleet import counts, frames, sink
@@ -55,10 +58,13 @@ def test_backlog_across_streams_runs_in_fewer_detector_calls(r, procs):
         q = Queue(keys.queue_name(stream), connection=r, serializer=MsgpackSerializer)
         finished = FinishedJobRegistry(queue=q).get_job_ids()
         assert len(finished) == 6, finished
-        assert all(
-            Job.fetch(i, connection=r, serializer=MsgpackSerializer).get_status() == JobStatus.FINISHED
-            for i in finished
-        )
+        for i in finished:
+            job = Job.fetch(i, connection=r, serializer=MsgpackSerializer)
+            assert job.get_status() == JobStatus.FINISHED
+            # The result names the worker that ran it (a partition's late finish is found by it).
+            assert [
+                (res.worker_name, res.return_value["status"]) for res in Result.all(job, serializer=MsgpackSerializer)
+            ] == [("w1", "settled")]
     assert r.hlen(keys.inflight("w1")) == 0
 
 
@@ -88,3 +94,27 @@ def test_worker_killed_holding_coalesced_jobs_loses_none(r, procs):
         _published_once(r, stream, 12)
     sup.terminate()
     assert procs.finish(sup, timeout=30) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_forged_model_fails_its_own_jobs_and_none_it_was_taken_with(r, procs):
+    """Jobs of a stream whose payload names a path (refused as a model) are taken in the same groups
+    as good jobs: each fails on its own, once, its record kept minutes; the good ones all publish."""
+    good, bad = sink(r, "cam-a"), sink(r, "cam-bad")
+    for i in range(1, 5):
+        assert good.push(frames(2)) and bad.push(frames(2))
+        blob = msgpack.unpackb(r.get(keys.batch_blob("cam-bad", i)))
+        blob["model"] = "/tmp/evil.pt"
+        r.set(keys.batch_blob("cam-bad", i), packb(blob))
+    proc = procs.rtai("worker", "--burst", "--detector", "sleep", "--sleep-ms", "5", "--preload", "", "--name", "w1")
+    assert procs.finish(proc) == 0, procs.output(proc)
+    _published_once(r, "cam-a", 8)
+    c = counts(r, "cam-bad")
+    assert (c["failed"], c["published"], c["in_flight"]) == (8, 0, 0), c
+    q = Queue(keys.queue_name("cam-bad"), connection=r, serializer=MsgpackSerializer)
+    failed = FailedJobRegistry(queue=q, serializer=MsgpackSerializer).get_job_ids()
+    assert len(failed) == 4, failed
+    assert all(0 < r.ttl(f"rq:job:{i}") <= MODEL_FAILURE_TTL_S for i in failed)
+    assert not r.hgetall(keys.attempts("cam-bad")), "a model failure is not retried"
+    assert int(r.hget(keys.worker("w1"), "infer_calls")) <= 2, "the good jobs still ran together"
+    assert r.hlen(keys.inflight("w1")) == 0
