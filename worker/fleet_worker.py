@@ -246,8 +246,8 @@ class FleetWorker(SimpleWorker):
         extras: list[tuple[Job, Queue]] = []
         back: list[tuple[Job, Queue]] = []
         frames = 0
-        for queue_key, job_id in taken:
-            fetched = self._fetch(queue_key, job_id)
+        for (queue_key, job_id), read in zip(taken, self._read_jobs([job_id for _q, job_id in taken]), strict=True):
+            fetched = self._fetch(queue_key, job_id, read)
             if fetched is None:
                 continue
             n = int(fetched[0].kwargs["n"])  # admission checked it (JobArgs)
@@ -395,27 +395,36 @@ class FleetWorker(SimpleWorker):
     def check_for_suspension(self, burst: bool) -> None:
         """`rq suspend` is honoured inside the dequeue script, so a resume is seen within milliseconds."""
 
-    def _fetch(self, queue_key: str, job_id: str) -> tuple[Job, Queue] | None:
+    def _read_jobs(self, job_ids: list[str]) -> list[tuple[object, object]]:
+        """Each job's raw hash and kill count, in one round trip for every job a dequeue took (a
+        reply that is an error, e.g. a key that is not a hash, comes back as the exception)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(Job.key_for(job_id))
+                pipe.get(keys.kills(job_id))
+            replies = pipe.execute(raise_on_error=False)
+        return list(zip(replies[::2], replies[1::2], strict=True))
+
+    def _fetch(self, queue_key: str, job_id: str, read: tuple[object, object]) -> tuple[Job, Queue] | None:
         queue = Queue.from_queue_key(queue_key, connection=self.client, serializer=MsgpackSerializer)
-        job = self._admit(queue, job_id)
+        job = self._admit(queue, job_id, *read)
         if job is None:
             self.client.hdel(keys.inflight(self.name), job_id)
             return None
         return job, queue
 
-    def _admit(self, queue: Queue, job_id: str) -> Job | None:
-        """The job to run, restored from the hash that passed admission; None when there is none to
-        run: gone, refused (forged: counted, reason in the failed registry) or a poison batch."""
+    def _admit(self, queue: Queue, job_id: str, fields: object, kills: object) -> Job | None:
+        """The job to run, restored from the hash that passed admission (`fields`, with its kill
+        count, as _read_jobs read them); None when there is none to run: gone, refused (forged:
+        counted, reason in the failed registry) or a poison batch."""
         job = Job(job_id, connection=self.client, serializer=MsgpackSerializer)
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(job.key)
-                pipe.get(keys.kills(job_id))
-                fields, kills = pipe.execute()
-        except redis.ResponseError as exc:  # the key is not a hash: nothing RQ could run either
-            self._count_rejected(f"job {job_id}: unreadable ({exc})")
-            return None
-        if not fields:
+        for reply in (fields, kills):
+            if isinstance(reply, redis.ResponseError):  # not a hash (a string): nothing RQ could run either
+                self._count_rejected(f"job {job_id}: unreadable ({reply})")
+                return None
+            if isinstance(reply, BaseException):
+                raise reply
+        if not isinstance(fields, dict) or not fields:
             return None
         try:
             args = admission.check(fields, queue_key=queue.key, allowed=ALLOWED)
@@ -426,9 +435,9 @@ class FleetWorker(SimpleWorker):
         except (ValueError, TypeError, KeyError, NoSuchJobError, TimeoutFormatError) as exc:
             self._reject(job, queue, f"job hash does not restore: {exc}")
             return None
-        self._admitted_kills = int(kills or 0)
-        if kills is not None and int(kills) >= MAX_ATTEMPTS:
-            self._fail_poison(job, queue, args, int(kills))
+        self._admitted_kills = int(kills) if isinstance(kills, bytes | str | int) else 0
+        if self._admitted_kills >= MAX_ATTEMPTS:
+            self._fail_poison(job, queue, args, self._admitted_kills)
             return None
         return job
 

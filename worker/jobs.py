@@ -66,7 +66,8 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
     t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
     outcomes: dict[str, Outcome] = {}
     held: list[_Held] = []
-    blobs = rt.client.mget([args.blob for _job_id, args in jobs])  # one round trip for all of them
+    # One round trip for the blobs of every job taken together.
+    blobs: list[bytes | None] = rt.client.mget([args.blob for _job_id, args in jobs])  # type: ignore[assignment]
     for (job_id, args), data in zip(jobs, blobs, strict=True):
         try:
             loaded = _load(rt, args, data)
