@@ -1,6 +1,6 @@
 """Dynamic batching: with a backlog across streams, one worker runs several queued jobs in one
-detector call, settles each on its own (every frame published once, the ledger balanced), and a
-kill while it holds several requeues them all."""
+detector call, settles each on its own (every frame published once, the ledger balanced, RQ's
+records true), a job that fails fails alone, and a kill while it holds several requeues them all."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.results import Result
 
 from common import keys, ledger
-from common.wire import MsgpackSerializer, decode_result, packb
+from common.config import WorkerSettings
+from common.wire import JobArgs, MsgpackSerializer, decode_result, packb
+from worker.detector import NoopDetector
 from worker.fleet_worker import MODEL_FAILURE_TTL_S
+from worker.jobs import run_jobs
+from worker.publisher import Publisher
+from worker.runtime import Runtime
 
 from ..helpers import wait_for
 from .fleet import counts, frames, sink
@@ -118,3 +123,39 @@ def test_a_forged_model_fails_its_own_jobs_and_none_it_was_taken_with(r, procs):
     assert not r.hgetall(keys.attempts("cam-bad")), "a model failure is not retried"
     assert int(r.hget(keys.worker("w1"), "infer_calls")) <= 2, "the good jobs still ran together"
     assert r.hlen(keys.inflight("w1")) == 0
+
+
+class _Breaks(NoopDetector):
+    """Raises (as torch does on a bad input) for any call that holds a 80x60 frame."""
+
+    def __init__(self) -> None:
+        super().__init__("rtai-shapes")
+        self.calls: list[int] = []
+
+    def predict(self, images, *, conf, imgsz, classes=None):
+        self.calls.append(len(images))
+        if any(im.shape[:2] == (60, 80) for im in images):
+            raise RuntimeError("the culprit's frames break the model")
+        return super().predict(images, conf=conf, imgsz=imgsz, classes=classes)
+
+
+@pytest.mark.timeout(30)
+def test_a_detector_error_in_a_shared_call_fails_only_its_culprit(r, redis_server):
+    s = sink(r, "cam-a")
+    assert s.push(frames(2)) and s.push(frames(2, size=(80, 60))) and s.push(frames(2))
+    rt = Runtime(
+        client=r,
+        name="w1",
+        settings=WorkerSettings(redis_url=redis_server, detector="noop"),
+        gpu="cpu",
+        publisher=Publisher(r, "w1"),
+    )
+    detector = _Breaks()
+    rt.detector = lambda variant, half=None: detector  # type: ignore[method-assign]
+    jobs = [(f"j{i}", JobArgs.for_batch("cam-a", i, 2)) for i in (1, 2, 3)]
+    outcomes = run_jobs(rt, jobs)
+    assert detector.calls == [6, 2, 2, 2], "one shared call, then one call a batch"
+    assert isinstance(outcomes["j2"], RuntimeError)
+    assert outcomes["j1"]["status"] == outcomes["j3"]["status"] == "settled"
+    c = counts(r, "cam-a")
+    assert (c["published"], c["failed"], c["in_flight"]) == (4, 0, 2), c  # j2 is left to its retries
