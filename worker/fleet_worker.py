@@ -144,6 +144,7 @@ class FleetWorker(SimpleWorker):
         self._extras: list[tuple[Job, Queue]] = []
         self._job_frames = 1
         self._admitted_kills = 0
+        self._last_beat = 0.0
         # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
         # which bootstrap requeues: none of it may ride along with this loop's first job.
         runtime.coalesced, runtime.outcomes = [], {}
@@ -180,10 +181,10 @@ class FleetWorker(SimpleWorker):
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         self.procline("idle")
-        self.set_state(WorkerStatus.IDLE)
+        if self.get_state() != WorkerStatus.IDLE:  # RQ's execute_job has just written it, as a rule
+            self.set_state(WorkerStatus.IDLE)
         self._wstate = WorkerState.IDLE
         idle_since = time.monotonic()
-        last_beat = 0.0
         pause = POLL_MIN_S
         backoff = Backoff(first=0.1, cap=5.0, jitter=DEQUEUE_JITTER)
         while True:
@@ -191,9 +192,9 @@ class FleetWorker(SimpleWorker):
                 return None
             now = time.monotonic()
             try:
-                if now - last_beat >= 1.0:
+                if now - self._last_beat >= 1.0:  # RQ's loop also beats after every job
                     self.heartbeat()
-                    last_beat = now
+                    self._last_beat = now
                 self.refresh_queues()
                 got = None
                 if self.queues:
@@ -676,7 +677,10 @@ class FleetWorker(SimpleWorker):
             self.router.release()
             with self.client.pipeline() as pipe:
                 pipe.delete(keys.worker_alive(self.name))
-                pipe.hset(keys.worker(self.name), "state", WorkerState.STOPPED.value)
+                pipe.hset(
+                    keys.worker(self.name),
+                    mapping={"state": WorkerState.STOPPED.value, **self.runtime.inference_counts()},
+                )
                 for stream in self._served:  # its producers' credits drop now, not when they lapse
                     pipe.zrem(keys.servers(stream), self.name)
                 pipe.execute()

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from common import keys
 from common.clock import RedisClock
@@ -66,6 +67,8 @@ class Runtime:
     #: (jobs.process_batch runs them in the same detector call), and what each came to.
     coalesced: list[tuple[str, JobArgs]] = field(default_factory=list)
     outcomes: dict[str, dict | BaseException] = field(default_factory=dict)
+    infer_calls: int = 0
+    infer_frames: int = 0
 
     def __post_init__(self) -> None:
         self.clock = RedisClock(self.client, what=f"worker {self.name}")
@@ -115,14 +118,14 @@ class Runtime:
         return engines.build(variant, device=s.device, half=half, engine=s.engine, engine_batch=s.engine_batch)
 
     def count_inference(self, frames: int) -> None:
-        """Detector calls and the frames they ran, in the worker's stats hash (`infer_calls`)."""
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.hincrby(keys.worker(self.name), "infer_calls", 1)
-                pipe.hincrby(keys.worker(self.name), "infer_frames", frames)
-                pipe.execute()
-        except redis.ResponseError as exc:  # Redis full: a statistic, skipped
-            log.debug("%s: inference count not recorded: %s", self.name, describe(exc))
+        """One detector call over `frames` frames: counted here, written to the worker's stats hash
+        (`infer_calls`, `infer_frames`) by the heartbeat and at teardown, not once a call."""
+        self.infer_calls += 1
+        self.infer_frames += frames
+
+    def inference_counts(self) -> dict[FieldT, EncodableT]:
+        """This process's detector calls and the frames they ran, for the worker's stats hash."""
+        return {"infer_calls": self.infer_calls, "infer_frames": self.infer_frames}
 
     def fault(self, point: str) -> None:
         """Fault injection for chaos tests: the first worker of the fleet to reach `point` SIGKILLs

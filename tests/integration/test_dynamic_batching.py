@@ -151,7 +151,7 @@ def test_a_detector_error_in_a_shared_call_fails_only_its_culprit(r, redis_serve
         publisher=Publisher(r, "w1"),
     )
     detector = _Breaks()
-    rt.detector = lambda variant, half=None: detector  # type: ignore[method-assign]
+    rt.detector = lambda variant, half=None: detector
     jobs = [(f"j{i}", JobArgs.for_batch("cam-a", i, 2)) for i in (1, 2, 3)]
     outcomes = run_jobs(rt, jobs)
     assert detector.calls == [6, 2, 2, 2], "one shared call, then one call a batch"
