@@ -33,29 +33,37 @@ W_POS, W_VEL = 1.0 / 20, 1.0 / 160
 #: Thresholds Ultralytics hard-codes: low-score association, unconfirmed association, duplicate pools.
 LOW_MATCH_THRESH, UNCONFIRMED_MATCH_THRESH, DUPLICATE_IOU_DIST = 0.5, 0.7, 0.15
 
-# Columns of the Kalman table: mean (position, velocity), covariance blocks pos-pos, pos-vel, vel-vel.
+# Rows of the Kalman table (one column per track): mean (position x, y, a, h; velocity), covariance blocks.
 POS, VEL, PPP, PPV, PVV = slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16), slice(16, 20)
-# Columns of the info table.
+# Rows of the info table.
 SCORE, CLS, LAST, START, SID = range(5)
-_OUT_COLS = [SID, SCORE, CLS]
+_OUT_ROWS = [SID, SCORE, CLS]
 
+# The predict step is linear in the table: mean += velocity, P = F P F^T blockwise; plus the process noise.
+_STEP = np.eye(20)
+_STEP[POS, VEL] = _STEP[PPV, PVV] = np.eye(4)
+_STEP[PPP, PPV], _STEP[PPP, PVV] = 2 * np.eye(4), np.eye(4)
 # Noise terms per coordinate (x, y, aspect, height): the std is a weight times the height, except the
 # aspect's, which is constant. Variances = (W_POS * h)^2 * scale + add.
-_POS_SCALE = np.array([1.0, 1.0, 0.0, 1.0])
-_Q_POS, _Q_POS_ADD = _POS_SCALE, np.array([0.0, 0.0, 1e-2**2, 0.0])
-_Q_VEL, _Q_VEL_ADD = _POS_SCALE * (W_VEL / W_POS) ** 2, np.array([0.0, 0.0, 1e-5**2, 0.0])
-_R_ADD = np.array([0.0, 0.0, 1e-1**2, 0.0])
-_P0_POS, _P0_VEL = _POS_SCALE * 2**2, _POS_SCALE * (10 * W_VEL / W_POS) ** 2
+_SCALE = np.array([1.0, 1.0, 0.0, 1.0])
+_Q_SCALE, _Q_ADD = np.zeros(20), np.zeros(20)  # process noise on the covariance rows
+_Q_SCALE[PPP], _Q_SCALE[PVV] = _SCALE, _SCALE * (W_VEL / W_POS) ** 2
+_Q_ADD[10], _Q_ADD[18] = 1e-2**2, 1e-5**2
+_Q_SCALE, _Q_ADD = _Q_SCALE[:, None], _Q_ADD[:, None]
+_R_SCALE, _R_ADD = _SCALE[:, None], np.array([0.0, 0.0, 1e-1**2, 0.0])[:, None]
+_P0_SCALE = np.zeros(20)  # initial covariance
+_P0_SCALE[PPP], _P0_SCALE[PVV] = _SCALE * 2**2, _SCALE * (10 * W_VEL / W_POS) ** 2
+_P0_SCALE = _P0_SCALE[:, None]
 _EMPTY = np.empty(0, dtype=np.intp)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes (float32, as Ultralytics' bbox_ioa(iou=True) computes it)."""
-    wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])
+    """IoU of boxes given as rows x1, y1, x2, y2 (float32, as Ultralytics' bbox_ioa(iou=True) computes it)."""
+    wh = np.minimum(a[2:4, :, None], b[2:4, None, :]) - np.maximum(a[0:2, :, None], b[0:2, None, :])
     np.maximum(wh, 0, out=wh)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inter = wh[0] * wh[1]
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
     return inter / (area_b + area_a[:, None] - inter + np.float32(1e-7))
 
 
@@ -92,64 +100,54 @@ class ByteTrack:
         self.high, self.low, self.new = track_high_thresh, track_low_thresh, new_track_thresh
         self.buffer, self.match, self.fuse = track_buffer, match_thresh, fuse_score
         self.frame = 0
-        # One row per track, in Ultralytics' pool order (tracked, then lost).
-        self.k = np.empty((0, 20))  # Kalman: mean (x, y, a, h, vx, vy, va, vh), then the 2x2 covariance blocks
-        self.info = np.empty((0, 5))  # score, cls, last frame seen, first frame, stream id (0: none yet)
+        # One column per track, in Ultralytics' pool order (tracked, then lost).
+        self.k = np.empty((20, 0))  # Kalman: mean (x, y, a, h, vx, vy, va, vh), then the 2x2 covariance blocks
+        self.info = np.empty((5, 0))  # score, cls, last frame seen, first frame, stream id (0: none yet)
         self.state = np.empty(0, dtype=np.int8)
         self.activated = np.empty(0, dtype=bool)
         self.ever_removed = np.empty(0, dtype=bool)
 
-    def _take(self, rows: np.ndarray) -> None:
-        self.k, self.info, self.state = self.k[rows], self.info[rows], self.state[rows]
-        self.activated, self.ever_removed = self.activated[rows], self.ever_removed[rows]
+    def _take(self, cols: np.ndarray) -> None:
+        self.k, self.info, self.state = self.k[:, cols], self.info[:, cols], self.state[cols]
+        self.activated, self.ever_removed = self.activated[cols], self.ever_removed[cols]
 
-    # -- Kalman filter (KalmanFilterXYAH, block-diagonal form), on all rows at once --
+    # -- Kalman filter (KalmanFilterXYAH, block-diagonal form), all tracks at once --
 
     def _predict(self, moving: np.ndarray | None) -> None:
-        """Predict the rows where `moving` is 1 (all rows when None); the others stay as they are."""
+        """Predict the tracks where `moving` is True (all when None); the others stay as they are."""
         k = self.k
-        q = np.square(k[:, 3:4] * W_POS)  # (N, 1): the height before the step
-        qp, qv = q * _Q_POS + _Q_POS_ADD, q * _Q_VEL + _Q_VEL_ADD
-        dppp = k[:, PPV] * 2
-        dppp += k[:, PVV]
-        dppp += qp
-        dpos, dppv, dpvv = k[:, VEL], k[:, PVV], qv
-        if moving is not None:
-            dppp *= moving
-            dpos, dppv, dpvv = dpos * moving, dppv * moving, dpvv * moving
-        k[:, POS] += dpos
-        k[:, PPV] += dppv
-        k[:, PVV] += dpvv
-        k[:, PPP] += dppp
+        step = _STEP @ k
+        step += _Q_SCALE * np.square(k[3] * W_POS)  # the noise scales with the height before the step
+        step += _Q_ADD
+        self.k = step if moving is None else np.where(moving, step, k)
 
-    def _update(self, rows: np.ndarray, z: np.ndarray) -> None:
-        k = self.k[rows]
-        pos, ppp, ppv = k[:, POS], k[:, PPP], k[:, PPV]
-        s = np.square(pos[:, 3:4] * W_POS) * _POS_SCALE + _R_ADD
-        s += ppp
-        kp, kv = ppp / s, ppv / s
-        innovation = z - pos
-        k[:, VEL] += kv * innovation
-        k[:, POS] += kp * innovation
-        k[:, PVV] -= ppv * kv
-        k[:, PPV] -= ppv * kp
-        k[:, PPP] -= ppp * kp
-        self.k[rows] = k
+    def _update(self, cols: np.ndarray, z: np.ndarray) -> None:
+        k = self.k[:, cols]
+        s = _R_SCALE * np.square(k[3] * W_POS)
+        s += _R_ADD
+        s += k[PPP]
+        gain = k[8:16].reshape(2, 4, -1) / s  # pos-pos and pos-vel gains
+        mean = k[0:8].reshape(2, 4, -1)
+        cov_drop = k[8:16].reshape(2, 4, -1) * gain[0]  # ppp * kp, ppv * kp
+        pvv_drop = k[PPV] * gain[1]
+        mean += gain * (z - k[POS])
+        k[8:16] -= cov_drop.reshape(8, -1)
+        k[PVV] -= pvv_drop
+        self.k[:, cols] = k
 
     @staticmethod
     def _initiate(z: np.ndarray) -> np.ndarray:
-        k = np.zeros((len(z), 20))
-        h2 = np.square(z[:, 3:4] * W_POS)
-        k[:, POS] = z
-        k[:, PPP] = h2 * _P0_POS + _Q_POS_ADD
-        k[:, PVV] = h2 * _P0_VEL + _Q_VEL_ADD
+        k = _P0_SCALE * np.square(z[3] * W_POS)
+        k += _Q_ADD
+        k[POS] = z
         return k
 
-    def _xyxy(self, k: np.ndarray) -> np.ndarray:
-        h = k[:, 3:4]
-        wh = np.concatenate((k[:, 2:3] * h, h), axis=1)
-        lt = k[:, 0:2] - wh / 2
-        return np.concatenate((lt, lt + wh), axis=1).astype(np.float32)
+    @staticmethod
+    def _xyxy(k: np.ndarray) -> np.ndarray:
+        h = k[3]
+        w = k[2] * h
+        x1, y1 = k[0] - w / 2, k[1] - h / 2
+        return np.array((x1, y1, x1 + w, y1 + h), dtype=np.float32)
 
     # -- one frame --
 
@@ -159,13 +157,13 @@ class ByteTrack:
         yet removed)."""
         self.frame += 1
         frame = self.frame
-        d = boxes.astype(np.float32, copy=False)
+        d = boxes.T.astype(np.float32)
         # Detections as Ultralytics' STrack sees them: xywh -> ltwh (float32), xyah for the filter.
-        wh = d[:, 2:4] - d[:, 0:2]
-        lt = (d[:, 0:2] + d[:, 2:4]) / 2 - wh / 2
-        det_xyxy = np.concatenate((lt, lt + wh), axis=1)
-        conf = d[:, 4]
-        valid = (wh > 0).all(axis=1)
+        w, h = d[2] - d[0], d[3] - d[1]
+        left, top = (d[0] + d[2]) / 2 - w / 2, (d[1] + d[3]) / 2 - h / 2
+        det_xyxy = np.array((left, top, left + w, top + h))
+        conf = d[4]
+        valid = (w > 0) & (h > 0)
         hi = (valid & (conf >= self.high)).nonzero()[0]
         lo = (valid & (conf > self.low) & (conf < self.high)).nonzero()[0]
 
@@ -175,18 +173,17 @@ class ByteTrack:
         unconfirmed = (tracked & ~self.activated).nonzero()[0]
         if len(unconfirmed):
             in_pool = ~tracked | self.activated
-            pool = in_pool.nonzero()[0]
-            moving = in_pool[:, None].astype(np.float64)
+            pool, moving = in_pool.nonzero()[0], in_pool
         else:
             pool, moving = np.arange(n), None
         if any_lost:
-            self.k[~tracked, 7] = 0.0  # a lost track's height stops changing
+            self.k[7, ~tracked] = 0.0  # a lost track's height stops changing
         self._predict(moving)
         ious = iou(self._xyxy(self.k), det_xyxy)
 
         # 1. confident boxes <-> tracked and lost tracks
         pool_ious = ious[pool] if moving is not None else ious
-        cost = 1 - (pool_ious if len(hi) == len(d) else pool_ious[:, hi])
+        cost = 1 - (pool_ious if len(hi) == len(conf) else pool_ious[:, hi])
         if self.fuse and cost.size:
             cost = 1 - (1 - cost) * conf[hi]
         rows, cols, u_rows, u_cols = assign(cost, self.match)
@@ -211,28 +208,28 @@ class ByteTrack:
             upd_t.append(unconfirmed[rows])
             upd_d.append(u_hi[cols])
             dropped = unconfirmed[u_rows]
-            left = u_hi[u_cols]
+            left_over = u_hi[u_cols]
         else:
-            dropped, left = _EMPTY, u_hi
-        born = left[conf[left] >= self.new]
+            dropped, left_over = _EMPTY, u_hi
+        born = left_over[conf[left_over] >= self.new]
 
         # Kalman updates and states.
         ti = np.concatenate(upd_t) if len(upd_t) > 1 else upd_t[0]
         di = np.concatenate(upd_d) if len(upd_d) > 1 else upd_d[0]
         det_xyah = None
         if len(ti) or len(born):
-            det_xyah = np.concatenate((lt + wh / 2, wh[:, 0:1] / wh[:, 1:2], wh[:, 1:2]), axis=1).astype(np.float64)
+            det_xyah = np.array((left + w / 2, top + h / 2, w / h, h), dtype=np.float64)
         if len(ti):
-            self._update(ti, det_xyah[di])
-            self.info[ti, SCORE : CLS + 1] = d[di, 4:6]
-            self.info[ti, LAST] = frame
+            self._update(ti, det_xyah[:, di])
+            self.info[SCORE : CLS + 1, ti] = d[4:6, di]
+            self.info[LAST, ti] = frame
             state[ti] = TRACKED
             self.activated[ti] = True
         state[newly_lost] = LOST
         state[dropped] = REMOVED
         was_lost = ~tracked
         if any_lost:
-            stale = (was_lost & (state != TRACKED) & (frame - self.info[:, LAST] > self.buffer)).nonzero()[0]
+            stale = (was_lost & (state != TRACKED) & (frame - self.info[LAST] > self.buffer)).nonzero()[0]
             state[stale] = REMOVED
             old_removed = (was_lost & self.ever_removed & (state != TRACKED)).any()
         else:
@@ -251,17 +248,17 @@ class ByteTrack:
             if len(born):
                 cut = int(np.count_nonzero(group[order] == 0))  # born tracks go after the tracked ones kept
                 b = len(born)
-                info = np.zeros((b, 5))
-                info[:, SCORE : CLS + 1] = d[born, 4:6]
-                info[:, LAST : START + 1] = frame
-                self.k = np.concatenate((self.k[order[:cut]], self._initiate(det_xyah[born]), self.k[order[cut:]]))
-                self.info = np.concatenate((self.info[order[:cut]], info, self.info[order[cut:]]))
-                self.state = np.concatenate((state[order[:cut]], np.full(b, TRACKED, np.int8), state[order[cut:]]))
-                self.activated = np.concatenate(
-                    (self.activated[order[:cut]], np.full(b, frame == 1), self.activated[order[cut:]])
-                )
+                info = np.zeros((5, b))
+                info[SCORE : CLS + 1] = d[4:6, born]
+                info[LAST : START + 1] = frame
+                head, tail = order[:cut], order[cut:]
+                new_k = self._initiate(det_xyah[:, born])
+                self.k = np.concatenate((self.k[:, head], new_k, self.k[:, tail]), axis=1)
+                self.info = np.concatenate((self.info[:, head], info, self.info[:, tail]), axis=1)
+                self.state = np.concatenate((state[head], np.full(b, TRACKED, np.int8), state[tail]))
+                self.activated = np.concatenate((self.activated[head], np.full(b, frame == 1), self.activated[tail]))
                 self.ever_removed = np.concatenate(
-                    (self.ever_removed[order[:cut]], np.zeros(b, bool), self.ever_removed[order[cut:]])
+                    (self.ever_removed[head], np.zeros(b, bool), self.ever_removed[tail])
                 )
             else:
                 self._take(order)
@@ -279,10 +276,10 @@ class ByteTrack:
             return
         a, b = (~lost).nonzero()[0], lost.nonzero()[0]
         xyxy = self._xyxy(self.k)
-        p, q = (1 - iou(xyxy[a], xyxy[b]) < DUPLICATE_IOU_DIST).nonzero()
+        p, q = (1 - iou(xyxy[:, a], xyxy[:, b]) < DUPLICATE_IOU_DIST).nonzero()
         if not len(p):
             return
-        age = self.info[:, LAST] - self.info[:, START]
+        age = self.info[LAST] - self.info[START]
         a_older = age[a[p]] > age[b[q]]
         keep = np.ones(len(self.state), dtype=bool)
         keep[b[q[a_older]]] = False
@@ -291,10 +288,9 @@ class ByteTrack:
 
     def _output(self) -> tuple[np.ndarray, set[int]]:
         out = ((self.state == TRACKED) & self.activated).nonzero()[0]
-        info = self.info
-        sid = info[:, SID]
+        sid = self.info[SID]
         if not sid[out].all():
             for i in out[sid[out] == 0].tolist():
                 sid[i] = self.allocate()
-        rows = np.concatenate((self._xyxy(self.k[out]), info[out][:, _OUT_COLS]), axis=1)
+        rows = np.concatenate((self._xyxy(self.k[:, out]), self.info[_OUT_ROWS][:, out])).T
         return rows, set(sid[sid > 0].astype(np.int64).tolist())
