@@ -159,13 +159,17 @@ class ByteTrack:
         frame = self.frame
         d = boxes.T.astype(np.float32)
         # Detections as Ultralytics' STrack sees them: xywh -> ltwh (float32), xyah for the filter.
-        w, h = d[2] - d[0], d[3] - d[1]
-        left, top = (d[0] + d[2]) / 2 - w / 2, (d[1] + d[3]) / 2 - h / 2
-        det_xyxy = np.array((left, top, left + w, top + h))
+        wh = d[2:4] - d[0:2]
+        lt = (d[0:2] + d[2:4]) / 2 - wh / 2
+        det_xyxy = np.concatenate((lt, lt + wh))
         conf = d[4]
-        valid = (w > 0) & (h > 0)
-        hi = (valid & (conf >= self.high)).nonzero()[0]
-        lo = (valid & (conf > self.low) & (conf < self.high)).nonzero()[0]
+        valid = (wh > 0).all(axis=0)
+        high = valid & (conf >= self.high)
+        if high.all():
+            hi, lo = np.arange(len(conf)), _EMPTY
+        else:
+            hi = high.nonzero()[0]
+            lo = (valid & (conf > self.low) & (conf < self.high)).nonzero()[0]
 
         state, n = self.state, len(self.state)
         tracked = state == TRACKED
@@ -218,7 +222,7 @@ class ByteTrack:
         di = np.concatenate(upd_d) if len(upd_d) > 1 else upd_d[0]
         det_xyah = None
         if len(ti) or len(born):
-            det_xyah = np.array((left + w / 2, top + h / 2, w / h, h), dtype=np.float64)
+            det_xyah = np.concatenate((lt + wh / 2, wh[0:1] / wh[1:2], wh[1:2])).astype(np.float64)
         if len(ti):
             self._update(ti, det_xyah[:, di])
             self.info[SCORE : CLS + 1, ti] = d[4:6, di]
