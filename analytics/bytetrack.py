@@ -106,8 +106,11 @@ class ByteTrack:
         self.state = np.empty(0, dtype=np.int8)
         self.activated = np.empty(0, dtype=bool)
         self.ever_removed = np.empty(0, dtype=bool)
+        self.alive: set[int] = set()  # stream ids of the tracks held (recomputed when tracks come or go)
+        self._alive_stale = False
 
     def _take(self, cols: np.ndarray) -> None:
+        self._alive_stale = True
         self.k, self.info, self.state = self.k[:, cols], self.info[:, cols], self.state[cols]
         self.activated, self.ever_removed = self.activated[cols], self.ever_removed[cols]
 
@@ -257,6 +260,7 @@ class ByteTrack:
                 info[LAST : START + 1] = frame
                 head, tail = order[:cut], order[cut:]
                 new_k = self._initiate(det_xyah[:, born])
+                self._alive_stale = True
                 self.k = np.concatenate((self.k[:, head], new_k, self.k[:, tail]), axis=1)
                 self.info = np.concatenate((self.info[:, head], info, self.info[:, tail]), axis=1)
                 self.state = np.concatenate((state[head], np.full(b, TRACKED, np.int8), state[tail]))
@@ -296,5 +300,9 @@ class ByteTrack:
         if not sid[out].all():
             for i in out[sid[out] == 0].tolist():
                 sid[i] = self.allocate()
+            self._alive_stale = True
+        if self._alive_stale:
+            self.alive = set(sid[sid > 0].astype(np.int64).tolist())
+            self._alive_stale = False
         rows = np.concatenate((self._xyxy(self.k[:, out]), self.info[_OUT_ROWS][:, out])).T
-        return rows, set(sid[sid > 0].astype(np.int64).tolist())
+        return rows, self.alive
