@@ -223,9 +223,8 @@ class ByteTrack:
         # Kalman updates and states.
         ti = np.concatenate(upd_t) if len(upd_t) > 1 else upd_t[0]
         di = np.concatenate(upd_d) if len(upd_d) > 1 else upd_d[0]
-        det_xyah = None
-        if len(ti) or len(born):
-            det_xyah = np.concatenate((lt + wh / 2, wh[0:1] / wh[1:2], wh[1:2])).astype(np.float64)
+        aspect = wh[0:1] / np.maximum(wh[1:2], np.float32(1e-12))  # (a box with no height is never used)
+        det_xyah = np.concatenate((lt + wh / 2, aspect, wh[1:2])).astype(np.float64)
         if len(ti):
             self._update(ti, det_xyah[:, di])
             self.info[SCORE : CLS + 1, ti] = d[4:6, di]

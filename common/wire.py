@@ -374,7 +374,7 @@ def decode_result_boxes(data: object) -> tuple[Result, np.ndarray]:
     return _result(obj, []), boxes
 
 
-def _result_map(data: object) -> tuple[dict[str, Any], list]:
+def _result_map(data: object) -> tuple[dict[str, Any], list[Any]]:
     obj = unpackb(data)
     if not isinstance(obj, dict):
         raise SchemaError(f"result: expected a map, got {type(obj).__name__}")
