@@ -8,8 +8,8 @@ whatever the number of tracks:
 - The Kalman filter is Ultralytics' KalmanFilterXYAH (state x, y, aspect, height and their velocities;
   the same noise weights). Its initial, process and measurement noises are diagonal and the motion
   couples each coordinate only with its own velocity, so the 8x8 covariance is four independent 2x2
-  blocks: it is kept as three (N, 4) arrays (pos-pos, pos-vel, vel-vel) and predict/update are
-  element-wise, exactly the same filter.
+  blocks: one table holds every track's mean and blocks (pos-pos, pos-vel, vel-vel), a column per
+  track; predict is one matrix product, update a few element-wise operations. The same filter.
 - Matching is the same `lap.lapjv(cost, extend_cost=True, cost_limit=thresh)`, skipped when each row's
   cheapest column under the threshold is a different column (that assignment is then the optimum).
 - The pools keep Ultralytics' order (tracked, then lost) and its bookkeeping: a track removed as stale
@@ -194,7 +194,8 @@ class ByteTrack:
         if self.fuse and cost.size:
             cost = 1 - (1 - cost) * conf[hi]
         rows, cols, u_rows, u_cols = assign(cost, self.match)
-        t1, u_pool, u_hi = pool[rows], pool[u_rows], hi[u_cols]
+        t1, u_pool = (pool[rows], pool[u_rows]) if moving is not None else (rows, u_rows)
+        u_hi = hi[u_cols]
         refound = t1[state[t1] != TRACKED] if any_lost else _EMPTY
         upd_t, upd_d = [t1], [hi[cols]]
         # 2. unmatched tracked tracks <-> low-score boxes; the rest are lost
@@ -218,7 +219,7 @@ class ByteTrack:
             left_over = u_hi[u_cols]
         else:
             dropped, left_over = _EMPTY, u_hi
-        born = left_over[conf[left_over] >= self.new]
+        born = left_over[conf[left_over] >= self.new] if len(left_over) else _EMPTY
 
         # Kalman updates and states.
         ti = np.concatenate(upd_t) if len(upd_t) > 1 else upd_t[0]
@@ -231,8 +232,10 @@ class ByteTrack:
             self.info[LAST, ti] = frame
             state[ti] = TRACKED
             self.activated[ti] = True
-        state[newly_lost] = LOST
-        state[dropped] = REMOVED
+        if len(newly_lost):
+            state[newly_lost] = LOST
+        if len(dropped):
+            state[dropped] = REMOVED
         was_lost = ~tracked
         if any_lost:
             stale = (was_lost & (state != TRACKED) & (frame - self.info[LAST] > self.buffer)).nonzero()[0]
@@ -294,14 +297,20 @@ class ByteTrack:
         self._take(keep)
 
     def _output(self) -> tuple[np.ndarray, set[int]]:
-        out = ((self.state == TRACKED) & self.activated).nonzero()[0]
-        sid = self.info[SID]
-        if not sid[out].all():
-            for i in out[sid[out] == 0].tolist():
+        shown = (self.state == TRACKED) & self.activated
+        k, info = self.k, self.info
+        if not shown.all():  # else every track is shown (the usual frame): no copies
+            out = shown.nonzero()[0]
+            k, info = k[:, out], info[:, out]
+        sid = info[SID]
+        if not sid.all():
+            for i in (sid == 0).nonzero()[0].tolist():
                 sid[i] = self.allocate()
+            self.info[SID, shown] = sid
             self._alive_stale = True
         if self._alive_stale:
-            self.alive = set(sid[sid > 0].astype(np.int64).tolist())
+            held = self.info[SID]
+            self.alive = set(held[held > 0].astype(np.int64).tolist())
             self._alive_stale = False
-        rows = np.concatenate((self._xyxy(self.k[:, out]), self.info[_OUT_ROWS][:, out])).T
+        rows = np.concatenate((self._xyxy(k), info[_OUT_ROWS])).T
         return rows, self.alive

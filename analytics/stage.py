@@ -130,7 +130,6 @@ class TrackingStage:
         self.stopping = False
         self._renew = self.client.register_script(RENEW_LUA)
         self._release = self.client.register_script(RELEASE_LUA)
-        self._emit_frames = self.client.register_script(EMIT_LUA)
         self._next_claim = 0.0
         self._known: dict[bytes, AnalyticsSettings | None] = {}
 
@@ -290,8 +289,9 @@ class TrackingStage:
     def _send_frames(self, run: StreamRun, pipe: Any, frames: list[bytes]) -> None:
         if frames:
             stream = run.stream
-            keys_ = [keys.tracks_channel(stream), keys.tracks_history(stream)]
-            self._emit_frames(keys=keys_, args=[TRACKS_MAXLEN, *frames], client=pipe)
+            # EVAL, not a registered script: a pipeline with one asks SCRIPT EXISTS first, a round trip
+            # per step; Redis caches the compiled body anyway.
+            pipe.eval(EMIT_LUA, 2, keys.tracks_channel(stream), keys.tracks_history(stream), TRACKS_MAXLEN, *frames)
 
     def _send_events(self, run: StreamRun, pipe: Any, seq: int, result: Result, events: list[dict]) -> int:
         stream = run.stream

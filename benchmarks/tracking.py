@@ -153,7 +153,7 @@ def main(frames: int, reps: int, fps: float, seconds: float, trackers: str, stre
             for t, b in tp:
                 alone[(t, b)].append(tracker_alone(t, b, frames, rep))
                 tp[(t, b)].append(throughput(server.url, t, b, frames, rep))
-        for t, b in tp:
+        for t, b in tp if reps else ():
             report[f"{t}_{b}_boxes"] = {
                 "tracker_alone_frames_per_cpu_s": round(statistics.median(alone[(t, b)])),
                 "stage_frames_per_s": round(statistics.median(w for w, _c in tp[(t, b)])),
