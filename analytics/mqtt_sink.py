@@ -1,6 +1,10 @@
 """Events to an MQTT broker (paho-mqtt, QoS 1): `<prefix>/<stream>/events`, per-zone counts on
 `<prefix>/<stream>/<zone>/count` (retained), `<prefix>/availability` online/offline (retained, the
-offline one as the last will). paho reconnects by itself; until it has, events wait in the log."""
+offline one as the last will). paho reconnects by itself; until it has, events wait in the log.
+
+A message paho has queued (sent, or kept to send after its reconnect) is never published again:
+a retry waits for that same message's PUBACK. Publishing a fresh copy at each retry piled copies
+up in paho's queue during a broker outage, and behind them every new PUBACK wait timed out."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: How long one publish may wait for the broker's PUBACK before it is retried.
+#: How long one delivery waits for the broker's PUBACK before the sink tries again later.
 PUBACK_TIMEOUT_S = 5.0
 
 
@@ -28,6 +32,8 @@ class MqttTarget:
         self.prefix = prefix.rstrip("/")
         self.availability = f"{self.prefix}/availability"
         self.connected = threading.Event()
+        #: Messages paho holds for an event (event id, topic), until their PUBACK.
+        self._queued: dict[tuple[str, str], mqtt.MQTTMessageInfo] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if u.username:
             self.client.username_pw_set(u.username, u.password)
@@ -53,14 +59,21 @@ class MqttTarget:
         if "zone" in event and "count" in event:
             messages.append((f"{self.prefix}/{stream}/{event['zone']}/count", str(event["count"]), True))
         for topic, payload, retain in messages:
-            info = self.client.publish(topic, payload, qos=1, retain=retain)
-            try:
-                info.wait_for_publish(timeout=PUBACK_TIMEOUT_S)
-            except (RuntimeError, ValueError) as exc:  # not queued (disconnected) or queue full
-                log.info("MQTT publish of %s not sent: %s", event.get("id"), exc)
-                return False
+            key = (str(event.get("id")), topic)
+            info = self._queued.get(key)
+            if info is None:
+                info = self.client.publish(topic, payload, qos=1, retain=retain)
+                if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                    # Not sent, but kept in paho's queue: it goes out once paho has reconnected.
+                    info.rc = mqtt.MQTT_ERR_SUCCESS
+                elif info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    log.info("MQTT publish of %s not queued: %s", event.get("id"), mqtt.error_string(info.rc))
+                    return False
+                self._queued[key] = info
+            info.wait_for_publish(timeout=PUBACK_TIMEOUT_S)
             if not info.is_published():
                 return False
+            del self._queued[key]
         return True
 
     def close(self) -> None:
