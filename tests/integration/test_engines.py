@@ -324,3 +324,13 @@ def test_models_export_command_reuses_the_cached_file(weights):
     assert result.stdout.strip() == f"{MODEL}: cached {weights / 'engines' / 'rtai-shapes-onnx-fp32-b8-320.onnx'}"
     result = CliRunner().invoke(cli, ["models", "export", "../x.pt", "--format", "onnx"])
     assert result.exit_code != 0 and "not a model name" in result.output
+
+
+def test_gpus_lists_the_export_a_default_worker_uses(weights):
+    """`rtai gpus` looks for the export at the batch a default worker looks for (`--engine-batch`,
+    `rtai models export --batch`: 8), not at the producers' batch size."""
+    from control.gpus import engine_rows  # noqa: PLC0415
+
+    rows = {row["engine"]: row for row in engine_rows(MODEL, "cpu", [], imgsz=IMGSZ, bench=False)}
+    assert rows["onnx"]["available"], rows["onnx"]
+    assert rows["onnx"]["path"].endswith("rtai-shapes-onnx-fp32-b8-320.onnx")
