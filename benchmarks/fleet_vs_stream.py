@@ -148,9 +148,9 @@ def run_fleet(server: PrivateRedis, url: str, streams: int, imgsz: int, seconds:
         per_stream, lat = {}, []
         for s in names:
             res = [decode_result(f[b"r"]) for _id, f in client.xrange(keys.history(s))]
-            res = [r for r in res if t0 <= r["t_done"] < t1]
+            res = [r for r in res if t0 <= r.t_done < t1]
             per_stream[s] = len(res) / (t1 - t0)
-            lat += [(r["t_done"] - r["t_capture"]) * 1000 + tap_ms for r in res]
+            lat += [(r.t_done - r.t_capture) * 1000 + tap_ms for r in res]
         threads = client.hget(keys.worker("bench-w"), "torch_threads")
         dropped = sum(ledger.read(client, s)["dropped_backpressure"] for s in names)
         stale = sum(ledger.read(client, s)["dropped_stale"] for s in names)
