@@ -34,6 +34,9 @@ from producer.enqueue import BatchSink
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The frames are queued before the workers start (a slow model load took over the default 10 s):
+#: none may go stale, or the drain would measure nothing.
+QUEUED_FRAME_AGE_MS = 3_600_000
 
 
 def load_frames(n: int) -> list[np.ndarray]:
@@ -187,6 +190,7 @@ def main(n: int, threads: int, batch_size: int, imgsz: int, model: str, device: 
             "yolo",
             workers,
             *("--threads", str(threads), "--device", device, "--preload", model, "--engine", engine),
+            *("--max-frame-age-ms", str(QUEUED_FRAME_AGE_MS)),
         )
         fleet_fps = drained_fps(client, "yolo")
     finally:
