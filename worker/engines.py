@@ -14,7 +14,7 @@ with the PyTorch module), `onnx` (ONNX Runtime, CPU), `tensorrt` (CUDA), `auto`:
 exported engine (TensorRT on CUDA, ONNX Runtime on CPU) where an intact one for this
 model/imgsz/batch/device is cached, else Ultralytics' predictor. Measured on 2 CPU cores
 (benchmarks/engines.py, imgsz 320/640, batch 1/4/8), ONNX Runtime takes the least CPU time per frame
-in every cell (1.07-2.4x less than Ultralytics' predictor), and the tensor path on PyTorch is no
+in every cell (1.02-2.4x less than Ultralytics' predictor), and the tensor path on PyTorch is no
 faster than Ultralytics' predictor, so that is what auto falls back to. With a named
 exported engine (`onnx`, `tensorrt`), an engine that is missing, stale or corrupt is logged once per
 imgsz and the call falls back to the tensor path on the PyTorch module: never a crash.
