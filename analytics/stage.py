@@ -28,11 +28,12 @@ from common.config import host_name
 from common.errors import RtaiError
 from common.redis_client import connect, wait_until_up
 from common.replies import text
-from common.wire import decode_result, packb, unpackb
+from common.wire import Result, decode_result_boxes, packb, unpackb
 
+from .bytetrack import ByteTrack
 from .reorder import Reorder
 from .sink import StreamReply
-from .tracker import IdBlocks, StreamTracker
+from .tracker import IdBlocks, StreamTracker, stream_tracker
 from .zones import Rules
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,15 @@ RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+#: Tracked frames of one stream, in order: published and appended to its history in one command.
+#: KEYS: tracks channel, tracks history; ARGV: history cap, then the frames.
+EMIT_LUA = """
+for i = 2, #ARGV do
+  redis.call('PUBLISH', KEYS[1], ARGV[i])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[i])
+end
+return #ARGV - 1
+"""
 
 
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
@@ -70,7 +80,7 @@ class StreamRun:
     version: bytes
     cursor: str
     reorder: Reorder
-    tracker: StreamTracker
+    tracker: ByteTrack | StreamTracker
     rules: Rules
     #: history id of the last result read
     read_from: str = "0-0"
@@ -79,21 +89,35 @@ class StreamRun:
     names: dict[str, list[str]] = field(default_factory=dict)
 
 
-def tracked_streams(client: redis.Redis) -> dict[str, tuple[AnalyticsSettings, bytes]]:
-    """Declared streams with tracking on -> (analytics settings, version of the desired state)."""
-    out = {}
-    for stream in desired.streams(client):
-        raw = client.get(keys.desired(stream))
+def tracked_streams(
+    client: redis.Redis, known: dict[bytes, AnalyticsSettings | None] | None = None
+) -> dict[str, tuple[AnalyticsSettings, bytes]]:
+    """Declared streams with tracking on -> (analytics settings, version of the desired state). One round
+    trip for all streams; `known` caches the settings parsed from each version seen (kept to those in use)."""
+    known = {} if known is None else known
+    names = desired.streams(client)
+    with client.pipeline(transaction=False) as pipe:
+        for stream in names:
+            pipe.get(keys.desired(stream))
+        raws = pipe.execute()
+    out, seen = {}, set()
+    for stream, raw in zip(names, raws, strict=True):
         if raw is None:
             continue
-        try:
-            analytics = (unpackb(raw).get("settings") or {}).get("analytics")
-            settings = AnalyticsSettings(**analytics) if analytics else None
-        except (RtaiError, ValueError, TypeError) as exc:
-            log.warning("stream %s: analytics settings unreadable: %s", stream, exc)
-            continue
+        raw = raw if isinstance(raw, bytes) else raw.encode()
+        seen.add(raw)
+        if raw not in known:
+            try:
+                analytics = (unpackb(raw).get("settings") or {}).get("analytics")
+                known[raw] = AnalyticsSettings(**analytics) if analytics else None
+            except (RtaiError, ValueError, TypeError) as exc:
+                log.warning("stream %s: analytics settings unreadable: %s", stream, exc)
+                known[raw] = None
+        settings = known[raw]
         if settings is not None and settings.track is not None:
-            out[stream] = (settings, raw if isinstance(raw, bytes) else raw.encode())
+            out[stream] = (settings, raw)
+    for raw in [r for r in known if r not in seen]:
+        del known[raw]
     return out
 
 
@@ -107,6 +131,7 @@ class TrackingStage:
         self._renew = self.client.register_script(RENEW_LUA)
         self._release = self.client.register_script(RELEASE_LUA)
         self._next_claim = 0.0
+        self._known: dict[bytes, AnalyticsSettings | None] = {}
 
     def stop(self) -> None:
         self.stopping = True
@@ -130,9 +155,13 @@ class TrackingStage:
             self._drop(stream)
 
     def claim_tick(self) -> None:
-        wanted = tracked_streams(self.client)
-        for stream in list(self.runs):
-            owned = self._renew(keys=[keys.track_claim(stream)], args=[self.name, self.lease_ms])
+        wanted = tracked_streams(self.client, self._known)
+        held = list(self.runs)
+        with self.client.pipeline(transaction=False) as pipe:
+            for stream in held:
+                self._renew(keys=[keys.track_claim(stream)], args=[self.name, self.lease_ms], client=pipe)
+            renewed = pipe.execute()
+        for stream, owned in zip(held, renewed, strict=True):
             if stream not in wanted or not owned or wanted[stream][1] != self.runs[stream].version:
                 self._drop(stream)
         for stream in sorted(set(wanted) - set(self.runs)):
@@ -150,7 +179,7 @@ class TrackingStage:
             cursor=text(cursor) if cursor else "0-0",
             read_from=text(cursor) if cursor else "0-0",
             reorder=Reorder(track.reorder_wait_s, int(next_seq) if next_seq else None),
-            tracker=StreamTracker(track, IdBlocks(self.client, stream)),
+            tracker=stream_tracker(track, IdBlocks(self.client, stream)),
             rules=Rules(settings),
         )
         log.info("tracker %s: tracking %s from %s", self.name, stream, self.runs[stream].cursor)
@@ -191,13 +220,13 @@ class TrackingStage:
         for entry_id, fields in entries:
             eid = entry_id.decode()
             try:
-                result = decode_result(fields[b"r"]).to_map()
+                result, boxes = decode_result_boxes(fields[b"r"])
             except (RtaiError, KeyError) as exc:
                 log.warning("tracker: %s: unreadable result %s: %s", run.stream, eid, exc)
                 prev = eid
                 continue
-            seq = int(result["seq"])
-            if run.reorder.add(seq, result):
+            seq = result.seq
+            if run.reorder.add(seq, (result, boxes)):
                 run.before[seq] = prev
             prev = eid
         run.read_from = prev
@@ -209,9 +238,16 @@ class TrackingStage:
             return 0
         stream = run.stream
         n_events = 0
-        for seq, result in ready.frames:
+        frames: list[bytes] = []
+        for seq, (result, boxes) in ready.frames:
             run.before.pop(seq, None)
-            n_events += self._track(run, pipe, seq, result)
+            data, events = self._track(run, seq, result, boxes)
+            frames.append(data)
+            if events:  # a frame's tracks go out before its events
+                self._send_frames(run, pipe, frames)
+                frames = []
+                n_events += self._send_events(run, pipe, seq, result, events)
+        self._send_frames(run, pipe, frames)
         # Resume point: before the oldest frame still buffered, else after the last one read.
         cursor = min(run.before.values(), key=_id_tuple) if run.before else run.read_from
         pipe.hset(keys.track_position(stream), mapping={"cursor": cursor, "next_seq": run.reorder.next_seq})
@@ -228,34 +264,38 @@ class TrackingStage:
                 pipe.hset(keys.zone_counts(stream), mapping=run.rules.counts)
         return len(ready.frames)
 
-    def _track(self, run: StreamRun, pipe: Any, seq: int, result: dict) -> int:
-        stream = run.stream
-        boxes = np.asarray(result["boxes"], dtype=np.float32).reshape(-1, 6)
+    def _track(self, run: StreamRun, seq: int, result: Result, boxes: np.ndarray) -> tuple[bytes, list[dict]]:
+        """Track one frame -> the tracked frame's message, and its events."""
         rows, alive = run.tracker.update(boxes)
-        w, h = int(result.get("w") or 1), int(result.get("h") or 1)
-        zones, events = run.rules.step(rows, alive, w, h, float(result["t_capture"]))
-        t_tracked = time.time()
+        w, h = result.w or 1, result.h or 1
+        zones, events = run.rules.step(rows, alive, w, h, result.t_capture)
+        xyxy = np.round(rows[:, :4], 1).tolist()
+        conf = np.round(rows[:, 5], 4).tolist()
+        ints = rows[:, [6, 4]].astype(np.int64).tolist()  # cls, track id
         message = {
             "v": 1,
-            "stream": stream,
+            "stream": run.stream,
             "seq": seq,
-            "t_capture": result["t_capture"],
-            "t_done": result["t_done"],
-            "t_tracked": t_tracked,
-            "model": result.get("model"),
+            "t_capture": result.t_capture,
+            "t_done": result.t_done,
+            "t_tracked": time.time(),
+            "model": result.model,
             "w": w,
             "h": h,
-            "boxes": [
-                [*(round(v, 1) for v in r[:4]), round(r[5], 4), int(r[6]), int(r[4]), z]
-                for r, z in zip(rows.tolist(), zones, strict=True)
-            ],
-        }  # fmt: skip
-        data = packb(message)
-        pipe.publish(keys.tracks_channel(stream), data)
-        pipe.xadd(keys.tracks_history(stream), {"t": data}, maxlen=TRACKS_MAXLEN, approximate=True)
-        if not events:
-            return 0
-        names = self._names(run, result.get("model"))
+            "boxes": [[*b, c, k, t, z] for b, c, (k, t), z in zip(xyxy, conf, ints, zones, strict=True)],
+        }
+        return packb(message), events
+
+    def _send_frames(self, run: StreamRun, pipe: Any, frames: list[bytes]) -> None:
+        if frames:
+            stream = run.stream
+            # EVAL, not a registered script: a pipeline with one asks SCRIPT EXISTS first, a round trip
+            # per step; Redis caches the compiled body anyway.
+            pipe.eval(EMIT_LUA, 2, keys.tracks_channel(stream), keys.tracks_history(stream), TRACKS_MAXLEN, *frames)
+
+    def _send_events(self, run: StreamRun, pipe: Any, seq: int, result: Result, events: list[dict]) -> int:
+        stream = run.stream
+        names = self._names(run, result.model)
         snapshot = f"{stream}/{seq}" if run.settings.snapshots else None
         if snapshot:
             pipe.expire(keys.snapshot(stream, seq), run.settings.snapshot_ttl_s)
@@ -265,7 +305,7 @@ class TrackingStage:
                 id=f"{stream}:{seq}:{i}",
                 stream=stream,
                 seq=seq,
-                t=result["t_capture"],
+                t=result.t_capture,
                 **{"class": names[cls] if 0 <= cls < len(names) else cls},
                 snapshot=snapshot,
             )

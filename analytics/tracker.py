@@ -1,4 +1,5 @@
-"""One stream's tracker: Ultralytics' BYTETracker / BOT-SORT fed boxes without images.
+"""One stream's tracker: ours (analytics/bytetrack.py), or Ultralytics' BYTETracker / BOT-SORT fed boxes
+without images.
 
 Ultralytics numbers tracks with one counter per process (BaseTrack._count), shared by every
 stream it tracks; here each stream's tracks get ids of their own, handed out in blocks from a
@@ -18,6 +19,8 @@ from ultralytics.trackers.byte_tracker import BYTETracker
 
 from common import keys
 from common.analytics_settings import TrackSettings
+
+from .bytetrack import ByteTrack
 
 #: Ids reserved per Redis round trip; a takeover wastes at most one block.
 ID_BLOCK = 64
@@ -84,6 +87,8 @@ def make_tracker(settings: TrackSettings) -> BYTETracker:
 
 
 class StreamTracker:
+    """Ultralytics' tracker with the stream's own ids; `update` as ByteTrack.update."""
+
     def __init__(self, settings: TrackSettings, allocate: Callable[[], int]) -> None:
         self.tracker = make_tracker(settings)
         self.allocate = allocate
@@ -105,3 +110,10 @@ class StreamTracker:
         for inner in [k for k in self.ids if k not in alive_inner]:
             del self.ids[inner]
         return rows, {self.ids[k] for k in alive_inner if k in self.ids}
+
+
+def stream_tracker(settings: TrackSettings, allocate: Callable[[], int]) -> ByteTrack | StreamTracker:
+    """The stream's tracker as its settings name it: ours by default, Ultralytics' on request."""
+    if settings.tracker_type == "bytetrack":
+        return ByteTrack(allocate=allocate, **settings.model_dump(exclude={"tracker_type", "reorder_wait_s"}))
+    return StreamTracker(settings, allocate)

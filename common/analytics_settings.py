@@ -52,9 +52,12 @@ class Line(_Closed):
 
 
 class TrackSettings(_Closed):
-    """Ultralytics' tracker and its parameters (names as in its bytetrack.yaml / botsort.yaml)."""
+    """The tracker and its parameters (names as in Ultralytics' bytetrack.yaml / botsort.yaml).
 
-    tracker_type: Literal["bytetrack", "botsort"] = "bytetrack"
+    `bytetrack` is ours (analytics/bytetrack.py: Ultralytics' BYTETracker on arrays, several times faster);
+    `ultralytics-bytetrack` and `botsort` are Ultralytics' own."""
+
+    tracker_type: Literal["bytetrack", "ultralytics-bytetrack", "botsort"] = "bytetrack"
     track_high_thresh: float = Field(0.25, ge=0, le=1)
     track_low_thresh: float = Field(0.1, ge=0, le=1)
     new_track_thresh: float = Field(0.25, ge=0, le=1)

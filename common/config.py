@@ -149,6 +149,9 @@ class WorkerSettings(_Settings):
     engine_batch: int = Field(8, ge=1, le=256)
     sleep_ms: float = Field(10.0, ge=0)
     max_jobs: int | None = Field(None, ge=1)
+    #: Dynamic batching: with a backlog, a worker takes more queued jobs (across its streams) along
+    #: with the one it dequeues, up to this many frames, and runs them in one detector call.
+    max_batch_frames: int = Field(8, ge=1, le=256)
     burst: bool = False
     #: A supervised child may die this often per minute before it is left down and reported.
     restart_budget: int = Field(5, ge=0)

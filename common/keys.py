@@ -234,12 +234,20 @@ def tracks_channel(stream_id: str) -> str:
     return f"{PREFIX}tracks:{stream_id}"
 
 
+def tracks_pattern() -> str:
+    return f"{PREFIX}tracks:*"
+
+
 def tracks_history(stream_id: str) -> str:
     return f"{PREFIX}trackhist:{stream_id}"
 
 
 def events_channel(stream_id: str) -> str:
     return f"{PREFIX}events:{stream_id}"
+
+
+def events_pattern() -> str:
+    return f"{PREFIX}events:*"
 
 
 def zone_counts(stream_id: str) -> str:

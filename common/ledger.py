@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import redis
@@ -50,8 +51,8 @@ def latency_bucket(ms: float) -> str:
 def record_latencies(pipe: Any, stream: str, latencies_ms: list[float]) -> None:
     """Add published frames' latencies to the stream's histogram (on a pipeline)."""
     key = keys.latency_hist(stream)
-    for ms in latencies_ms:
-        pipe.hincrby(key, latency_bucket(ms), 1)
+    for bucket, count in Counter(latency_bucket(ms) for ms in latencies_ms).items():  # one HINCRBY a bucket
+        pipe.hincrby(key, bucket, count)
     if latencies_ms:
         pipe.hincrbyfloat(key, "sum_ms", sum(latencies_ms))
         pipe.hincrby(key, "count", len(latencies_ms))

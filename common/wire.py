@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from . import keys
 from .errors import ConfigError, SchemaError
@@ -353,6 +354,27 @@ def _box(raw: object, where: str) -> list[float | int]:
 
 def decode_result(data: object) -> Result:
     """A Result from its bytes; SchemaError naming the first field that is missing or of the wrong type."""
+    obj, boxes_raw = _result_map(data)
+    return _result(obj, [_box(box, f"result box {i}") for i, box in enumerate(boxes_raw)])
+
+
+def decode_result_boxes(data: object) -> tuple[Result, np.ndarray]:
+    """decode_result for a reader that wants the boxes as one (N, 6) float array (the tracking stage): the
+    same checks, the boxes checked as a whole (six numbers each, a whole class); Result.boxes is empty."""
+    obj, boxes_raw = _result_map(data)
+    try:
+        boxes = np.array(boxes_raw)  # numbers only -> an int or float array; anything else -> another dtype
+    except ValueError as exc:  # ragged
+        raise SchemaError("result: boxes are not [x1, y1, x2, y2, conf, cls] each") from exc
+    if boxes.dtype.kind not in "if" or boxes.size and boxes.shape[1:] != (6,):
+        raise SchemaError("result: boxes are not [x1, y1, x2, y2, conf, cls] each, numbers only")
+    boxes = boxes.astype(np.float64, copy=False).reshape(-1, 6)
+    if not np.array_equal(boxes[:, 5], np.trunc(boxes[:, 5])):
+        raise SchemaError("result: a box's class is not a whole number")
+    return _result(obj, []), boxes
+
+
+def _result_map(data: object) -> tuple[dict[str, Any], list[Any]]:
     obj = unpackb(data)
     if not isinstance(obj, dict):
         raise SchemaError(f"result: expected a map, got {type(obj).__name__}")
@@ -362,6 +384,10 @@ def decode_result(data: object) -> Result:
     boxes_raw = _get(obj, "boxes", list, "result")
     if len(boxes_raw) > MAX_BOXES:
         raise SchemaError(f"result: {len(boxes_raw)} boxes, over {MAX_BOXES}")
+    return obj, boxes_raw
+
+
+def _result(obj: dict[str, Any], boxes: list[list[float | int]]) -> Result:
     return Result(
         stream=_get(obj, "stream", str, "result"),
         seq=_get(obj, "seq", int, "result"),
@@ -375,5 +401,5 @@ def decode_result(data: object) -> Result:
         model=_get(obj, "model", str, "result"),
         w=_side(obj, "w", "result"),
         h=_side(obj, "h", "result"),
-        boxes=[_box(box, f"result box {i}") for i, box in enumerate(boxes_raw)],
+        boxes=boxes,
     )

@@ -178,7 +178,12 @@ def stream() -> None:
 @click.option("--conf", type=float, default=None)
 @click.option("--loop/--no-loop", default=None)
 @click.option("--track", is_flag=True, help="Track objects (rtai tracker); zones, lines and dwell need it.")
-@click.option("--tracker", type=click.Choice(["bytetrack", "botsort"]), default=None, help="Tracker (bytetrack).")
+@click.option(
+    "--tracker",
+    type=click.Choice(["bytetrack", "ultralytics-bytetrack", "botsort"]),
+    default=None,
+    help="Tracker (bytetrack: ours; the others are Ultralytics').",
+)
 @click.option("--classes", default=None, help="Class names to keep, comma-separated (the model drops the rest).")
 @click.option("--zone", "zones", multiple=True, help="name=x,y:x,y:x,y... (normalized polygon; repeatable).")
 @click.option("--line", "lines", multiple=True, help="name=x,y:x,y (directed: a->b; repeatable).")

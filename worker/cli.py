@@ -45,6 +45,12 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Models to load before taking jobs (repeatable; '' for none).",
 )
+@click.option(
+    "--max-batch-frames",
+    type=int,
+    default=None,
+    help="With a backlog, run queued jobs together in one detector call up to this many frames (default 8).",
+)
 @click.option("--burst", is_flag=True, default=None, help="Exit when the queues are empty.")
 @click.option("--max-jobs", type=int, default=None, help="Exit after N jobs.")
 @click.option("--fault-point", default=None, hidden=True, help="Chaos tests: SIGKILL self at this point.")
@@ -83,7 +89,16 @@ def worker(all_gpus: bool, n_workers: int | None, preload: tuple[str, ...], **fl
 
 def _child_args(settings: WorkerSettings, preload: tuple[str, ...]) -> list[str]:
     args: list[str] = []
-    for field in ("threads", "max_frame_age_ms", "detector", "sleep_ms", "fault_point", "fault_batch", "max_jobs"):
+    for field in (
+        "threads",
+        "max_frame_age_ms",
+        "detector",
+        "sleep_ms",
+        "fault_point",
+        "fault_batch",
+        "max_jobs",
+        "max_batch_frames",
+    ):
         value = getattr(settings, field)
         if value is not None and value != WorkerSettings.model_fields[field].default:
             args += [f"--{field.replace('_', '-')}", str(value)]

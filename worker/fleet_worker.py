@@ -86,17 +86,39 @@ return 1
 """
 
 DEQUEUE_LUA = """
--- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV: candidate queue keys
+-- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV[1]: most jobs to take
+-- (dynamic batching), ARGV[2..]: candidate queue keys. Each job comes from the deepest queue (ties:
+-- the first in ARGV, which the worker rotates), so a backlog across streams is taken round-robin;
+-- every job taken is in the in-flight hash in the same step. All reads come before the first write;
+-- a job after the first is recorded before it is popped, and a refused record (Redis full) ends the
+-- taking there: no job is ever popped without being recorded.
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
-local best, depth = nil, 0
-for i = 1, #ARGV do
-  local n = redis.call('LLEN', ARGV[i])
-  if n > depth then best, depth = ARGV[i], n end
+local depths = {}
+for i = 2, #ARGV do depths[i] = redis.call('LLEN', ARGV[i]) end
+local out = {}
+for k = 1, tonumber(ARGV[1]) do
+  local best, depth = nil, 0
+  for i = 2, #ARGV do
+    if depths[i] > depth then best, depth = i, depths[i] end
+  end
+  if not best then break end
+  local queue = ARGV[best]
+  local id
+  if k == 1 then
+    id = redis.call('LPOP', queue)
+    redis.call('HSET', KEYS[1], id, queue)
+  else
+    id = redis.call('LINDEX', queue, 0)
+    local rec = redis.pcall('HSET', KEYS[1], id, queue)
+    if type(rec) == 'table' and rec.err then break end
+    redis.call('LPOP', queue)
+  end
+  depths[best] = depth - 1
+  out[#out + 1] = queue
+  out[#out + 1] = id
 end
-if not best then return false end
-local id = redis.call('LPOP', best)
-redis.call('HSET', KEYS[1], id, best)
-return {best, id}
+if #out == 0 then return false end
+return out
 """
 
 
@@ -117,6 +139,15 @@ class FleetWorker(SimpleWorker):
         self.resuming = False
         self._served: list[str] = []
         self._turn = 0
+        #: Dynamic batching: the jobs taken along with the one RQ runs, and the frames a job had last
+        #: (at first 1: a first dequeue takes up to the frame limit in jobs, and gives back the excess).
+        self._extras: list[tuple[Job, Queue]] = []
+        self._job_frames = 1
+        self._admitted_kills = 0
+        self._last_beat = 0.0
+        # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
+        # which bootstrap requeues: none of it may ride along with this loop's first job.
+        runtime.coalesced, runtime.outcomes = [], {}
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -150,10 +181,10 @@ class FleetWorker(SimpleWorker):
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         self.procline("idle")
-        self.set_state(WorkerStatus.IDLE)
+        if self.get_state() != WorkerStatus.IDLE:  # RQ's execute_job has just written it, as a rule
+            self.set_state(WorkerStatus.IDLE)
         self._wstate = WorkerState.IDLE
         idle_since = time.monotonic()
-        last_beat = 0.0
         pause = POLL_MIN_S
         backoff = Backoff(first=0.1, cap=5.0, jitter=DEQUEUE_JITTER)
         while True:
@@ -161,14 +192,15 @@ class FleetWorker(SimpleWorker):
                 return None
             now = time.monotonic()
             try:
-                if now - last_beat >= 1.0:
+                if now - self._last_beat >= 1.0:  # RQ's loop also beats after every job
                     self.heartbeat()
-                    last_beat = now
+                    self._last_beat = now
                 self.refresh_queues()
                 got = None
                 if self.queues:
                     got = self._dequeue_script(
-                        keys=[keys.inflight(self.name), keys.RQ_SUSPENDED], args=self._rotated_queue_keys()
+                        keys=[keys.inflight(self.name), keys.RQ_SUSPENDED],
+                        args=[self._jobs_to_take(), *self._rotated_queue_keys()],
                     )
                 backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -186,9 +218,9 @@ class FleetWorker(SimpleWorker):
             if got:
                 # From here the worker holds a job: a first SIGTERM lets it finish (see _shutdown).
                 self._wstate = WorkerState.BUSY
-                queue_key, job_id = (x.decode() for x in got)
+                taken = [(got[i].decode(), got[i + 1].decode()) for i in range(0, len(got), 2)]
                 self.runtime.fault("after_dequeue")
-                fetched = self._fetch(queue_key, job_id)
+                fetched = self._fetch_taken(taken)
                 if fetched is not None:
                     return fetched
                 self._wstate = WorkerState.IDLE
@@ -201,6 +233,158 @@ class FleetWorker(SimpleWorker):
             time.sleep(pause)
             pause = min(pause * 2, POLL_MAX_S)
 
+    def _jobs_to_take(self) -> int:
+        """How many jobs one dequeue takes: the frame limit over the frames a job had last (at least 1)."""
+        return max(1, self.runtime.settings.max_batch_frames // max(1, self._job_frames))
+
+    def _fetch_taken(self, taken: list[tuple[str, str]]) -> tuple[Job, Queue] | None:
+        """Admit the jobs one dequeue took: the first that runs is RQ's; the others (dynamic batching)
+        ride along in its detector call up to the frame limit. A job that killed a worker before runs
+        alone (it may be a poison batch: it must not take others down with it); jobs over the limit or
+        beside such a job go back to the front of their queues."""
+        first: tuple[Job, Queue] | None = None
+        first_kills = 0
+        extras: list[tuple[Job, Queue]] = []
+        back: list[tuple[Job, Queue]] = []
+        frames = 0
+        for (queue_key, job_id), read in zip(taken, self._read_jobs([job_id for _q, job_id in taken]), strict=True):
+            fetched = self._fetch(queue_key, job_id, read)
+            if fetched is None:
+                continue
+            n = int(fetched[0].kwargs["n"])  # admission checked it (JobArgs)
+            if first is None:
+                first, first_kills, frames = fetched, self._admitted_kills, n
+                self._job_frames = n
+            elif first_kills or self._admitted_kills or frames + n > self.runtime.settings.max_batch_frames:
+                back.append(fetched)
+            else:
+                extras.append(fetched)
+                frames += n
+        for job, queue in reversed(back):
+            self._give_back(job, queue)
+        self._start_extras(extras)
+        return first
+
+    def _start_extras(self, extras: list[tuple[Job, Queue]]) -> None:
+        """RQ's `started` for the jobs riding along, in one pipeline; they run in process_batch."""
+        self._extras = extras
+        self.runtime.coalesced = [(job.id, JobArgs.from_kwargs(job.kwargs)) for job, _queue in extras]
+        if not extras:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job, _queue in extras:
+                    pipe.hset(
+                        job.key,
+                        mapping={
+                            "status": JobStatus.STARTED.value,
+                            "started_at": utcformat(now()),
+                            "worker_name": self.name,
+                        },
+                    )
+                pipe.execute()
+        except redis.ResponseError as exc:  # Redis full: they run all the same (they are in flight)
+            if not write_rejected(exc):
+                raise
+            log.debug("worker %s: started state of %d job(s) not recorded: %s", self.name, len(extras), describe(exc))
+
+    def _settle_extras(self) -> None:
+        """RQ's bookkeeping for the jobs that rode along: finished, failed (bad input, model), or back
+        at the front of their queue when they did not run. After a force stop they stay in flight and
+        teardown requeues them."""
+        extras, self._extras = self._extras, []
+        outcomes, self.runtime.outcomes = self.runtime.outcomes, {}
+        self.runtime.coalesced = []
+        if self._force_stop:
+            return
+        for job, queue in extras:
+            outcome = outcomes.get(job.id)
+            try:
+                if outcome is None:
+                    self._give_back(job, queue)
+                elif isinstance(outcome, BaseException):
+                    self._extra_failed(job, queue, outcome)
+                else:
+                    self._finish_extra(job, queue, outcome)
+            except redis.ResponseError as exc:
+                if not write_rejected(exc):
+                    raise
+                self._give_back(job, queue)  # settled or not: a rerun is a duplicate if it was
+
+    def _extra_failed(self, job: Job, queue: Queue, exc: BaseException) -> None:
+        """A job that rode along and failed, handled as handle_job_failure handles the one RQ ran:
+        bad input and a model that cannot load fail it at once (the job function counted its frames
+        failed), anything else goes to the back of its queue until it has failed MAX_ATTEMPTS times."""
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ModelError):
+            self._fail_job(job, queue, message, ttl=MODEL_FAILURE_TTL_S)
+            return
+        if isinstance(exc, SchemaError):
+            self._fail_job(job, queue, message)
+            return
+        args = JobArgs.from_kwargs(job.kwargs)
+        attempts = self._count_attempt(args.stream, args.batch)
+        if attempts < MAX_ATTEMPTS:
+            log.warning(
+                "worker %s: job %s (%s#%s) failed (attempt %d of %d), retrying: %s",
+                self.name,
+                job.id,
+                args.stream,
+                args.batch,
+                attempts,
+                MAX_ATTEMPTS,
+                message,
+            )
+            with self.client.pipeline() as pipe:  # MULTI: in flight until it is back in its queue
+                pipe.hset(job.key, "status", JobStatus.QUEUED.value)
+                pipe.rpush(queue.key, job.id)  # at the back: a failing batch never blocks its stream
+                pipe.hdel(keys.inflight(self.name), job.id)
+                pipe.execute()
+            return
+        self.runtime.publisher.settle(Settlement(args.stream, args.batch, failed=args.n))
+        message = f"poison batch: failed {attempts} times; last error: {message}"
+        log.error("worker %s: job %s (%s#%s) %s", self.name, job.id, args.stream, args.batch, message)
+        self._fail_job(job, queue, message)
+
+    def _count_attempt(self, stream: str, batch: int) -> int:
+        """One more failure of a batch (other than bad input or its model); returns how many so far."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.attempts(stream), str(batch), 1)
+            pipe.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
+            attempts, _ = pipe.execute()
+        return int(attempts)
+
+    def _finish_extra(self, job: Job, queue: Queue, result: dict) -> None:
+        """RQ's records of a job that rode along and ran, as RQ writes them for the job it ran: a
+        late finish (after the lease ran out and another worker took the job) is recorded too, with
+        the `duplicate` status the settle script gave it."""
+        ttl = job.get_result_ttl(self.default_result_ttl)
+        with self.client.pipeline() as pipe:
+            job.set_status(JobStatus.FINISHED, pipeline=pipe)
+            pipe.hset(job.key, "ended_at", utcformat(now()))
+            if ttl != 0:
+                queue.finished_job_registry.add(job, ttl, pipeline=pipe)
+                Result.create(
+                    job, Result.Type.SUCCESSFUL, ttl=ttl, return_value=result, worker_name=self.name, pipeline=pipe
+                )
+            if ttl is not None and ttl >= 0:
+                pipe.expire(job.key, max(ttl, 1))
+            pipe.hdel(keys.inflight(self.name), job.id)
+            pipe.execute()
+
+    def _give_back(self, job: Job, queue: Queue) -> None:
+        """A held job back at the front of its queue (retried while Redis refuses writes)."""
+        delay = 0.05
+        while not self._force_stop:
+            try:
+                self._return_script(
+                    keys=[keys.inflight(self.name), queue.key, queue.started_job_registry.key], args=[job.id]
+                )
+                return
+            except redis.RedisError:
+                time.sleep(delay)
+                delay = min(delay * 2, HOLD_RETRY_MAX_S)
+
     def _rotated_queue_keys(self) -> list[str]:
         """The queue keys, starting one further each time: equally deep queues (with credit-based
         flow, every stream keeps about one batch waiting) are served round-robin, not by name."""
@@ -212,27 +396,36 @@ class FleetWorker(SimpleWorker):
     def check_for_suspension(self, burst: bool) -> None:
         """`rq suspend` is honoured inside the dequeue script, so a resume is seen within milliseconds."""
 
-    def _fetch(self, queue_key: str, job_id: str) -> tuple[Job, Queue] | None:
+    def _read_jobs(self, job_ids: list[str]) -> list[tuple[object, object]]:
+        """Each job's raw hash and kill count, in one round trip for every job a dequeue took (a
+        reply that is an error, e.g. a key that is not a hash, comes back as the exception)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(Job.key_for(job_id))
+                pipe.get(keys.kills(job_id))
+            replies = pipe.execute(raise_on_error=False)
+        return list(zip(replies[::2], replies[1::2], strict=True))
+
+    def _fetch(self, queue_key: str, job_id: str, read: tuple[object, object]) -> tuple[Job, Queue] | None:
         queue = Queue.from_queue_key(queue_key, connection=self.client, serializer=MsgpackSerializer)
-        job = self._admit(queue, job_id)
+        job = self._admit(queue, job_id, *read)
         if job is None:
             self.client.hdel(keys.inflight(self.name), job_id)
             return None
         return job, queue
 
-    def _admit(self, queue: Queue, job_id: str) -> Job | None:
-        """The job to run, restored from the hash that passed admission; None when there is none to
-        run: gone, refused (forged: counted, reason in the failed registry) or a poison batch."""
+    def _admit(self, queue: Queue, job_id: str, fields: object, kills: object) -> Job | None:
+        """The job to run, restored from the hash that passed admission (`fields`, with its kill
+        count, as _read_jobs read them); None when there is none to run: gone, refused (forged:
+        counted, reason in the failed registry) or a poison batch."""
         job = Job(job_id, connection=self.client, serializer=MsgpackSerializer)
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(job.key)
-                pipe.get(keys.kills(job_id))
-                fields, kills = pipe.execute()
-        except redis.ResponseError as exc:  # the key is not a hash: nothing RQ could run either
-            self._count_rejected(f"job {job_id}: unreadable ({exc})")
-            return None
-        if not fields:
+        for reply in (fields, kills):
+            if isinstance(reply, redis.ResponseError):  # not a hash (a string): nothing RQ could run either
+                self._count_rejected(f"job {job_id}: unreadable ({reply})")
+                return None
+            if isinstance(reply, BaseException):
+                raise reply
+        if not isinstance(fields, dict) or not fields:
             return None
         try:
             args = admission.check(fields, queue_key=queue.key, allowed=ALLOWED)
@@ -243,8 +436,9 @@ class FleetWorker(SimpleWorker):
         except (ValueError, TypeError, KeyError, NoSuchJobError, TimeoutFormatError) as exc:
             self._reject(job, queue, f"job hash does not restore: {exc}")
             return None
-        if kills is not None and int(kills) >= MAX_ATTEMPTS:
-            self._fail_poison(job, queue, args, int(kills))
+        self._admitted_kills = int(kills) if isinstance(kills, bytes | str | int) else 0
+        if self._admitted_kills >= MAX_ATTEMPTS:
+            self._fail_poison(job, queue, args, self._admitted_kills)
             return None
         return job
 
@@ -271,6 +465,7 @@ class FleetWorker(SimpleWorker):
         finally:
             if not self._force_stop:
                 self.client.hdel(keys.inflight(self.name), job.id)
+            self._settle_extras()
             self._wstate = WorkerState.IDLE
 
     def _execute_holding(self, job: Job, queue: Queue) -> None:
@@ -374,8 +569,7 @@ class FleetWorker(SimpleWorker):
             return
         kw = job.kwargs
         stream, batch, n = kw["stream"], kw["batch"], kw["n"]  # admission checked them (JobArgs)
-        attempts = self.client.hincrby(keys.attempts(stream), str(batch), 1)
-        self.client.expire(keys.attempts(stream), ATTEMPTS_TTL_S)
+        attempts = self._count_attempt(stream, batch)
         if attempts < MAX_ATTEMPTS:
             log.warning(
                 "worker %s: job %s (%s#%s) failed (attempt %d of %d), retrying: %s",
@@ -417,9 +611,10 @@ class FleetWorker(SimpleWorker):
         self._count_rejected(f"job {job.id}: {reason}")
         self._fail_job(job, queue, f"refused by {self.name}: {reason}")
 
-    def _fail_job(self, job: Job, queue: Queue, message: str) -> None:
-        """Mark a job failed with `message` in its queue's failed registry, writing only the status
-        fields: a forged hash is never saved back through RQ, nor needs to restore."""
+    def _fail_job(self, job: Job, queue: Queue, message: str, *, ttl: int = REJECT_TTL_S) -> None:
+        """Mark a job failed with `message` in its queue's failed registry (kept `ttl` seconds) and
+        out of this worker's in-flight hash, writing only the status fields: a forged hash is never
+        saved back through RQ, nor needs to restore."""
         registry = FailedJobRegistry(queue=queue, serializer=MsgpackSerializer)
         with self.client.pipeline() as pipe:
             pipe.hset(
@@ -430,9 +625,10 @@ class FleetWorker(SimpleWorker):
                     "exc_info": zlib.compress(message.encode()),
                 },
             )
-            pipe.expire(job.key, REJECT_TTL_S)
-            pipe.zadd(registry.key, {job.id: int(time.time()) + REJECT_TTL_S})
-            Result.create_failure(job, REJECT_TTL_S, message, worker_name=self.name, pipeline=pipe)
+            pipe.expire(job.key, ttl)
+            pipe.zadd(registry.key, {job.id: int(time.time()) + ttl})
+            Result.create_failure(job, ttl, message, worker_name=self.name, pipeline=pipe)
+            pipe.hdel(keys.inflight(self.name), job.id)
             pipe.execute()
 
     def _count_rejected(self, message: str) -> None:
@@ -481,7 +677,10 @@ class FleetWorker(SimpleWorker):
             self.router.release()
             with self.client.pipeline() as pipe:
                 pipe.delete(keys.worker_alive(self.name))
-                pipe.hset(keys.worker(self.name), "state", WorkerState.STOPPED.value)
+                pipe.hset(
+                    keys.worker(self.name),
+                    mapping={"state": WorkerState.STOPPED.value, **self.runtime.inference_counts()},
+                )
                 for stream in self._served:  # its producers' credits drop now, not when they lapse
                     pipe.zrem(keys.servers(stream), self.name)
                 pipe.execute()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from common import keys, ledger
 from common.errors import FrameDecodeError, ModelError, SchemaError
 from common.redis_client import describe, write_rejected
 from common.states import StreamState
-from common.wire import Batch, Result, decode_batch, encode_result
+from common.wire import Batch, Frame, JobArgs, Result, decode_batch, encode_result
 
 from . import runtime
 from .decode import decode_frames
@@ -22,17 +23,86 @@ from .snapshots import keep_snapshots
 
 log = logging.getLogger(__name__)
 
+#: What running one job came to: its result, or the error that ended it.
+Outcome = dict[str, Any] | BaseException
+#: What a detector call raises over a bad batch or a device fault (torch: RuntimeError, CUDA out of
+#: memory included). In a call over several jobs' batches, the batches run again one by one.
+DETECT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+
 
 def process_batch(*, stream: str, batch: int, blob: str, n: int) -> dict[str, Any]:
-    """Detect objects in one stored batch, publish one result per frame, account for every frame."""
+    """Detect objects in one stored batch, publish one result per frame, account for every frame.
+
+    Dynamic batching: the jobs the worker took with this one (runtime.coalesced) run in the same
+    detector call when their settings match; each is settled on its own and its outcome left in
+    runtime.outcomes for the worker's bookkeeping."""
     rt = runtime.current()
+    extras, rt.coalesced = rt.coalesced, []
+    own = JobArgs(stream, batch, blob, n)
+    outcomes = run_jobs(rt, [("", own), *extras])
+    rt.outcomes = {job_id: outcome for job_id, outcome in outcomes.items() if job_id}
+    result = outcomes[""]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@dataclass
+class _Held:
+    """One job's batch on its way through decode, detection and settle."""
+
+    job_id: str
+    b: Batch
+    settlement: Settlement
+    live: list[Frame] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+
+
+def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, Outcome]:
+    """Decode every job's batch, run one detector call per group of batches with the same settings,
+    settle each batch; returns each job's result dict or the error that ends it."""
     t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
-    data = rt.client.get(blob)
+    outcomes: dict[str, Outcome] = {}
+    held: list[_Held] = []
+    # One round trip for the blobs of every job taken together.
+    blobs: list[bytes | None] = rt.client.mget([args.blob for _job_id, args in jobs])  # type: ignore[assignment]
+    for (job_id, args), data in zip(jobs, blobs, strict=True):
+        try:
+            loaded = _load(rt, args, data)
+        except SchemaError as exc:
+            outcomes[job_id] = exc
+            continue
+        if isinstance(loaded, dict):
+            outcomes[job_id] = loaded
+            continue
+        held.append(_fresh(rt, job_id, loaded, t_start))
+    _decode(held)
+    groups: dict[tuple, list[_Held]] = {}
+    for h in held:
+        if h.images:
+            key = (h.b.model, h.b.half, h.b.imgsz, h.b.conf, tuple(h.b.classes) if h.b.classes is not None else None)
+            groups.setdefault(key, []).append(h)
+    for group in groups.values():
+        _detect_group(rt, group, outcomes)
+    t_done = rt.now()
+    for h in held:
+        if h.job_id not in outcomes:
+            try:
+                outcomes[h.job_id] = _settle(rt, h, t_start, t_done)
+            except FrameDecodeError as exc:
+                outcomes[h.job_id] = exc
+    return outcomes
+
+
+def _load(rt: runtime.Runtime, args: JobArgs, data: bytes | None) -> Batch | dict[str, Any]:
+    stream, batch, n = args.stream, args.batch, args.n
     if data is None:
         if rt.publisher.is_settled(stream, batch):
             return {"status": "duplicate"}
         rt.publisher.settle(Settlement(stream, batch, failed=n))
-        raise SchemaError(f"batch {stream}#{batch}: data {blob} is gone (expired?); {n} frames counted failed")
+        raise SchemaError(f"batch {stream}#{batch}: data {args.blob} is gone (expired?); {n} frames counted failed")
     try:
         b = decode_batch(data)
         if b.stream != stream or b.batch != batch or len(b.frames) != n:
@@ -42,39 +112,72 @@ def process_batch(*, stream: str, batch: int, blob: str, n: int) -> dict[str, An
     except SchemaError:
         rt.publisher.settle(Settlement(stream, batch, failed=n))
         raise
-    return _detect_and_settle(rt, b, t_start)
+    return b
 
 
-def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[str, Any]:
+def _fresh(rt: runtime.Runtime, job_id: str, b: Batch, t_start: float) -> _Held:
+    """A batch's frames young enough to run (the others counted stale)."""
     max_age = rt.settings.max_frame_age_ms / 1000.0
-    settlement = Settlement(b.stream, b.batch)
-    errors: list[str] = []
-    live = []
-    images: list[np.ndarray] = []
-    fresh = [f for f in b.frames if t_start - f.t_capture <= max_age]
-    settlement.stale += len(b.frames) - len(fresh)
-    for frame, image in zip(fresh, decode_frames(fresh), strict=True):
-        if isinstance(image, FrameDecodeError):
-            settlement.failed += 1
-            errors.append(str(image))
-            continue
-        images.append(image)
-        live.append(frame)
-    boxes_per_frame = []
-    if images:
-        rt.fault("during_inference")
-        rt.fault_on_batch(b.stream, b.batch)
-        try:
-            detector = rt.detector(b.model, b.half)
-        except ModelError as exc:
-            _model_failed(rt, b, settlement, live, exc)
-            raise
-        classes = None if b.classes is None else [i for i, n in enumerate(detector.names) if n in b.classes]
-        boxes_per_frame = detector.predict(images, conf=b.conf, imgsz=b.imgsz, classes=classes)
-        if b.stream not in rt.model_ok_streams:
-            _model_recovered(rt, b.stream)
-    t_done = rt.now()
-    for frame, boxes in zip(live, boxes_per_frame, strict=True):
+    h = _Held(job_id, b, Settlement(b.stream, b.batch))
+    h.live = [f for f in b.frames if t_start - f.t_capture <= max_age]
+    h.settlement.stale += len(b.frames) - len(h.live)
+    return h
+
+
+def _decode(held: list[_Held]) -> None:
+    """JPEG decode of every held batch's live frames in one pass of the decode pool."""
+    images = iter(decode_frames([f for h in held for f in h.live]))
+    for h in held:
+        live, h.live = h.live, []
+        for frame, image in zip(live, images, strict=False):
+            if isinstance(image, FrameDecodeError):
+                h.settlement.failed += 1
+                h.errors.append(str(image))
+                continue
+            h.images.append(image)
+            h.live.append(frame)
+
+
+def _detect_group(rt: runtime.Runtime, group: list[_Held], outcomes: dict[str, Outcome]) -> None:
+    """One detector call for a group; a failure is each job's own: a model that cannot load fails
+    them all (it is theirs), any other error runs them again one by one, so only the culprit fails."""
+    try:
+        _detect(rt, group)
+    except ModelError as exc:
+        for h in group:
+            _model_failed(rt, h.b, h.settlement, h.live, exc)
+            outcomes[h.job_id] = exc
+    except DETECT_ERRORS as exc:
+        if len(group) == 1:
+            outcomes[group[0].job_id] = exc
+            return
+        log.warning("%s: detector call over %d batches failed (%s); running them one by one", rt.name, len(group), exc)
+        for h in group:
+            _detect_group(rt, [h], outcomes)
+
+
+def _detect(rt: runtime.Runtime, group: list[_Held]) -> None:
+    """One detector call over the frames of batches that share their settings."""
+    rt.fault("during_inference")
+    for h in group:
+        rt.fault_on_batch(h.b.stream, h.b.batch)
+    b = group[0].b
+    detector = rt.detector(b.model, b.half)
+    classes = None if b.classes is None else [i for i, n in enumerate(detector.names) if n in b.classes]
+    images = [image for h in group for image in h.images]
+    boxes = detector.predict(images, conf=b.conf, imgsz=b.imgsz, classes=classes)
+    rt.count_inference(len(images))
+    i = 0
+    for h in group:
+        h.boxes = list(boxes[i : i + len(h.images)])
+        i += len(h.images)
+        if h.b.stream not in rt.model_ok_streams:
+            _model_recovered(rt, h.b.stream)
+
+
+def _settle(rt: runtime.Runtime, h: _Held, t_start: float, t_done: float) -> dict[str, Any]:
+    b, settlement, live = h.b, h.settlement, h.live
+    for frame, boxes in zip(live, h.boxes, strict=True):
         sx, sy = frame.w / frame.dw, frame.h / frame.dh
         scaled = [
             [
@@ -112,8 +215,8 @@ def _detect_and_settle(rt: runtime.Runtime, b: Batch, t_start: float) -> dict[st
     if settled and live:
         _record_latencies(rt, b.stream, [(t_done - f.t_capture) * 1000 for f in live])
     rt.fault("after_publish")
-    if errors:
-        raise FrameDecodeError(f"batch {b.stream}#{b.batch}: {len(errors)} frame(s) failed: " + "; ".join(errors))
+    if h.errors:
+        raise FrameDecodeError(f"batch {b.stream}#{b.batch}: {len(h.errors)} frame(s) failed: " + "; ".join(h.errors))
     return {
         "status": "settled" if settled else "duplicate",
         "published": len(settlement.messages),

@@ -139,6 +139,7 @@ class Lease:
                     "t_seen": self.runtime.now(),
                     "fps": round(fps, 2),
                     "clock_offset_s": round(self.runtime.clock.offset, 3),
+                    **self.runtime.inference_counts(),
                 }
                 seen = threads.seen()
                 if seen is not None:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from common import keys
 from common.clock import RedisClock
@@ -17,7 +18,7 @@ from common.config import WorkerSettings
 from common.errors import ModelError, RtaiError
 from common.models import check_name
 from common.redis_client import describe
-from common.wire import packb
+from common.wire import JobArgs, packb
 
 from . import engines
 from .detector import Detector, NoopDetector, SleepDetector
@@ -62,6 +63,12 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: This process's clock against Redis': t_start / t_done / the stale check are in Redis time.
     clock: RedisClock = field(init=False)
+    #: Dynamic batching: the jobs the worker took along with the one RQ runs, (job id, args) each
+    #: (jobs.process_batch runs them in the same detector call), and what each came to.
+    coalesced: list[tuple[str, JobArgs]] = field(default_factory=list)
+    outcomes: dict[str, dict | BaseException] = field(default_factory=dict)
+    infer_calls: int = 0
+    infer_frames: int = 0
 
     def __post_init__(self) -> None:
         self.clock = RedisClock(self.client, what=f"worker {self.name}")
@@ -109,6 +116,16 @@ class Runtime:
         if s.detector == "sleep":
             return SleepDetector(variant, sleep_ms=s.sleep_ms)
         return engines.build(variant, device=s.device, half=half, engine=s.engine, engine_batch=s.engine_batch)
+
+    def count_inference(self, frames: int) -> None:
+        """One detector call over `frames` frames: counted here, written to the worker's stats hash
+        (`infer_calls`, `infer_frames`) by the heartbeat and at teardown, not once a call."""
+        self.infer_calls += 1
+        self.infer_frames += frames
+
+    def inference_counts(self) -> dict[FieldT, EncodableT]:
+        """This process's detector calls and the frames they ran, for the worker's stats hash."""
+        return {"infer_calls": self.infer_calls, "infer_frames": self.infer_frames}
 
     def fault(self, point: str) -> None:
         """Fault injection for chaos tests: the first worker of the fleet to reach `point` SIGKILLs

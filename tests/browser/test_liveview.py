@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import httpx
 import pytest
@@ -18,6 +17,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.rtsp, pytest.mark.slow]
 P = "/api/v1/realtime-ai"
 #: RTAI_SCREENSHOT=docs/overview.png refreshes the README's picture from this test.
 SCREENSHOT_TO = os.environ.get("RTAI_SCREENSHOT")
+#: The span (ms) of the first 15 pictures drawn within 3 s after `since` (null until there are).
+FIFTEEN_IN_3_S = """(since) => {
+  const t = window.__rtai.drawnAt.filter((x) => x >= since);
+  for (let i = 15; i < t.length; i++) if (t[i] - t[i - 15] <= 3000) return t[i] - t[i - 15];
+  return null;
+}"""
 
 
 def _api(procs, *extra: str, env: dict[str, str] | None = None) -> str:
@@ -112,13 +117,14 @@ def test_overview_draws_published_boxes_and_controls_streams(r, procs, rtsp_clip
     assert page.locator('.tile[data-stream="demo"]').count() == 1
 
     # The stream page: a larger view updated at least 5 times a second (previews speed up while watched).
-    # The 2-core test machine's one CPU worker then serves the demo alone, so its results keep up.
+    # The 2-core test machine's one CPU worker then serves the demo alone, so its results keep up once
+    # it is through what the stopped streams left queued (a second or two on a loaded machine, during
+    # which the view waits for results): 15 pictures drawn within 3 s, from the page's own clock.
     rtsp.terminate()
-    count = "window.__rtai.framesDrawn"
     assert r.exists(keys.preview_watch("demo"))
-    n0, t0 = stream_page.evaluate(count), time.monotonic()
-    stream_page.wait_for_function(f"{count} >= {n0 + 15}", timeout=6_000)
-    assert 15 / (time.monotonic() - t0) >= 5
+    since = stream_page.evaluate("performance.now()")
+    span = stream_page.wait_for_function(FIFTEEN_IN_3_S, arg=since, timeout=20_000).json_value()
+    assert 15 / (span / 1000) >= 5
     assert stream_page.evaluate("window.__rtai.lastDrawn.demo.canvas[0]") == 960
     stream_page.screenshot(path=str(tmp_path / "stream.png"))
 

@@ -72,7 +72,10 @@ def test_deepest_queue_is_served_first(r, procs):
     for _ in range(8):
         deep.push(frames(2))
     quiet.push(frames(2))
-    proc = procs.rtai("worker", "--burst", "--detector", "sleep", "--sleep-ms", "5", "--preload", "")
+    # One job per call (2 frames each): the order of service is the order of the results.
+    proc = procs.rtai(
+        "worker", "--burst", "--detector", "sleep", "--sleep-ms", "5", "--preload", "", "--max-batch-frames", "2"
+    )
     assert procs.finish(proc) == 0, procs.output(proc)
     done = []
     for stream in ("z-deep", "a-quiet"):

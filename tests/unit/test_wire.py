@@ -14,6 +14,7 @@ from common.wire import (
     Result,
     decode_batch,
     decode_result,
+    decode_result_boxes,
     encode_batch,
     encode_result,
     packb,
@@ -92,6 +93,18 @@ def test_result_round_trip_keeps_every_field():
 def test_result_decode_names_the_bad_field(change, message):
     with pytest.raises(SchemaError, match=re.escape(message)):
         decode_result(packb({**LEGACY_RESULT, **change}))
+
+
+def test_result_decoded_with_boxes_as_one_array_keeps_the_fields_and_refuses_bad_boxes():
+    result = _result(boxes=[[1.5, 2, 3.0, 4.0, 0.5, 0], [0, 0, 10, 10, 1, 7]])
+    got, boxes = decode_result_boxes(encode_result(result))
+    assert got == _result(boxes=[]) and boxes.tolist() == result.boxes
+    assert decode_result_boxes(encode_result(_result(boxes=[])))[1].shape == (0, 6)
+    for bad in ([[1, 2, 3, 4, 0.5]], [[1, 2, "3", 4, 0.5, 1]], [[1, 2, 3, 4, 0.5, 1.5]], [[1, 2], [1, 2, 3, 4, 5, 6]]):
+        with pytest.raises(SchemaError, match="box"):
+            decode_result_boxes(packb({**LEGACY_RESULT, "boxes": bad}))
+    with pytest.raises(SchemaError, match="unsupported version 2"):
+        decode_result_boxes(packb({**LEGACY_RESULT, "v": 2}))
 
 
 @pytest.mark.parametrize("name", [n for n in LEGACY_RESULT if n != "v"])

@@ -10,6 +10,7 @@ in browser history and proxy logs; the cookie does not.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -53,13 +54,16 @@ def make_router(feed: LiveFeed, *, token: str | None, auth: Callable[..., None])
 
     @router.get("/live", dependencies=[Depends(cookie_auth)], response_class=StreamingResponse)
     async def live(request: Request, stream: str | None = Query(default=None, pattern=keys.STREAM_ID_PATTERN)):
-        """text/event-stream: `fleet` about once a second; `frame` (preview + its result's boxes) per preview.
-        With ?stream=ID only that stream's frames, at the stream page's faster preview rate."""
+        """text/event-stream: `fleet` about once a second; `frame` (preview + its result's boxes, or its
+        tracked frame's on a tracked stream) per preview. With ?stream=ID only that stream's frames, at
+        the stream page's faster preview rate, its recent `events` first and each new `event`."""
         page = feed.open(stream)
 
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield b"retry: 1000\n\n"
+                if stream is not None:
+                    yield await asyncio.to_thread(feed.recent_events, stream)
                 while True:
                     yield await page.queue.get()
             finally:

@@ -7,8 +7,11 @@ const SPARK_SECONDS = 300;
 const PALETTE = ["#ff5a5f", "#3ec1d3", "#ffd166", "#06d6a0", "#a78bfa", "#f78c6b", "#4cc9f0", "#f15bb5"];
 
 const rtai = (window.__rtai = {
-  lastDrawn: {},   // stream -> {seq, w, h, boxes, drawn: [[x1,y1,x2,y2] in canvas pixels], canvas: [w,h]}
+  lastDrawn: {},   // stream -> {seq, w, h, boxes, drawn: [[x1,y1,x2,y2] in canvas pixels], canvas: [w,h],
+                   //            tracks: [id per box] | null, labels: [text per box], zones: [[name, [[x,y] canvas px]]]}
+  feed: [],         // the last feed messages ({type, t, stream, seq}), printed by the browser tests on failure
   framesDrawn: 0,
+  drawnAt: [],      // performance.now() of the last 64 pictures drawn (the stream page's update rate)
   firstBoxAt: null, // performance.now() when the first box was drawn (page load to first box)
   fleet: null,
   phase: "init",    // init | login | live
@@ -19,7 +22,7 @@ const streamPage = location.pathname.startsWith("/stream/")
   ? decodeURIComponent(location.pathname.slice("/stream/".length)) : null;
 const samples = [];  // stream page: [{t, fps_in, fps_out, p50, p99}]
 let source = null;
-let eventsEnabled = true;
+let events = [];  // stream page: the newest events first (pushed on the page's one channel)
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const authHeaders = () => (token ? { Authorization: "Bearer " + token } : {});
@@ -73,7 +76,11 @@ function goLive() {
   $(streamPage ? "#streampage" : "#overview").hidden = false;
   if (streamPage) $("#sp-title").textContent = streamPage;
   connect();
-  if (streamPage) pollEvents();
+}
+
+function logFeed(type, d) {
+  rtai.feed.push({ type, t: Date.now(), stream: d.stream, seq: d.seq, boxes: d.boxes ? d.boxes.length : d.boxes, tracks: d.tracks });
+  if (rtai.feed.length > 40) rtai.feed.shift();
 }
 
 function connect() {
@@ -89,8 +96,10 @@ function connect() {
       else showLogin("The token is no longer accepted.");
     }
   });
-  source.addEventListener("fleet", (e) => onFleet(JSON.parse(e.data)));
-  source.addEventListener("frame", (e) => onFrame(JSON.parse(e.data)));
+  source.addEventListener("fleet", (e) => { const d = JSON.parse(e.data); logFeed("fleet", {}); onFleet(d); });
+  source.addEventListener("frame", (e) => { const d = JSON.parse(e.data); logFeed("frame", d); onFrame(d); });
+  source.addEventListener("events", (e) => onEvents(JSON.parse(e.data)));
+  source.addEventListener("event", (e) => onEvents([JSON.parse(e.data)]));
 }
 
 // ---- drawing -------------------------------------------------------------------------------
@@ -98,11 +107,6 @@ function canvasFor(stream) {
   if (streamPage) return stream === streamPage ? $("#sp-canvas") : null;
   const tile = document.querySelector(`.tile[data-stream="${CSS.escape(stream)}"]`);
   return tile ? $("canvas", tile) : null;
-}
-
-function parseJson(text) {
-  if (!text) return null;
-  try { return JSON.parse(text); } catch { return null; }
 }
 
 // Frames of one batch arrive together: play them out spaced by their capture times.
@@ -140,22 +144,23 @@ function draw(f, img) {
   ctx.drawImage(img, 0, 0, cw, ch);
   const sx = cw / w, sy = ch / h;
   const info = (rtai.fleet && rtai.fleet.streams[f.stream]) || {};
-  drawScene(ctx, info, sx, sy);
+  const zones = drawScene(ctx, info, cw, ch);
   const names = (rtai.fleet && rtai.fleet.names[f.model || info.model]) || [];
-  const drawn = [];
+  const drawn = [], labels = [];
   const font = Math.max(11, Math.round(cw / 56));
   ctx.font = `600 ${font}px system-ui, sans-serif`;
   ctx.lineWidth = Math.max(1.5, cw / 320);
   (f.boxes || []).forEach((b, i) => {
     const [x1, y1, x2, y2, conf, cls] = b;
-    const track = f.tracks ? f.tracks[i] : b[6];
+    const track = f.tracks ? f.tracks[i] : null;
     const color = PALETTE[(track ?? cls) % PALETTE.length];
     const r = [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
     drawn.push(r.map((v) => Math.round(v * 10) / 10));
     ctx.strokeStyle = color;
     ctx.strokeRect(r[0], r[1], r[2] - r[0], r[3] - r[1]);
     let label = `${names[cls] ?? "class " + cls} ${Math.round(conf * 100)}%`;
-    if (track !== undefined && track !== null) label += ` #${track}`;
+    if (track !== null) label += ` #${track}`;
+    labels.push(label);
     const tw = ctx.measureText(label).width + 6;
     const ty = r[1] > font + 4 ? r[1] - font - 4 : r[1];
     const lx = Math.max(0, Math.min(r[0], cw - tw));  // labels stay inside the picture
@@ -170,34 +175,43 @@ function draw(f, img) {
     ctx.fillStyle = "#ddd";
     ctx.fillText("no result for this frame yet", 6, ch - 6);
   }
-  rtai.lastDrawn[f.stream] = { seq: f.seq, w, h, boxes: f.boxes, drawn, canvas: [cw, ch] };
+  rtai.lastDrawn[f.stream] = { seq: f.seq, w, h, boxes: f.boxes, drawn, canvas: [cw, ch], tracks: f.tracks || null, labels, zones };
   rtai.framesDrawn += 1;
+  rtai.drawnAt.push(performance.now());
+  if (rtai.drawnAt.length > 64) rtai.drawnAt.shift();
   if (rtai.firstBoxAt === null && drawn.length) rtai.firstBoxAt = performance.now();
   canvas.dataset.seq = f.seq;
   canvas.dataset.boxes = drawn.length;
+  canvas.dataset.zones = zones.map(([name]) => name).join(",");
 }
 
-function drawScene(ctx, info, sx, sy) {
-  // Zones (polygons) and lines from the stream's hash, when a tracking stage declares them.
+function drawScene(ctx, info, cw, ch) {
+  // The stream's zones (polygons, with the tracks in each now) and lines (a -> b), from its analytics
+  // settings (normalized 0..1); returns the zones outlined, in canvas pixels.
+  const outlined = [];
   const shapes = [["zones", "rgba(255,209,102,.9)", true], ["lines", "rgba(76,201,240,.9)", false]];
   for (const [field, color, closed] of shapes) {
-    const items = parseJson(info[field]);
+    const items = info[field];
     if (!Array.isArray(items)) continue;
     ctx.save();
     ctx.strokeStyle = color;
     ctx.setLineDash([6, 4]);
     ctx.lineWidth = 2;
     for (const item of items) {
-      const pts = Array.isArray(item) ? item : item.points || item.polygon || [];
+      const pts = (item.points || []).map(([x, y]) => [Math.round(x * cw * 10) / 10, Math.round(y * ch * 10) / 10]);
       if (pts.length < 2) continue;
       ctx.beginPath();
-      pts.forEach(([x, y], i) => (i ? ctx.lineTo(x * sx, y * sy) : ctx.moveTo(x * sx, y * sy)));
+      pts.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
       if (closed) ctx.closePath();
       ctx.stroke();
-      if (item.name) { ctx.fillStyle = color; ctx.fillText(item.name, pts[0][0] * sx + 4, pts[0][1] * sy + 14); }
+      const n = closed && info.zone_counts ? info.zone_counts[item.name] : undefined;
+      ctx.fillStyle = color;
+      ctx.fillText(item.name + (n !== undefined ? ` (${n})` : ""), pts[0][0] + 4, pts[0][1] + 14);
+      if (closed) outlined.push([item.name, pts]);
     }
     ctx.restore();
   }
+  return outlined;
 }
 
 // ---- fleet state -----------------------------------------------------------------------------
@@ -251,6 +265,10 @@ function updateOverview(snapshot) {
     tile.dataset.state = s.state;
     setState($(".state", tile), s);
     $(".reason", tile).textContent = s.reason || "";
+    const ev = $(".evcount", tile);
+    ev.hidden = !s.tracking;
+    ev.textContent = `${s.events ?? 0} events`;
+    ev.dataset.count = s.events ?? 0;
     stats($(".stats", tile), s);
   }
   $("#stream-count").textContent = ids.length ? `(${ids.length})` : "";
@@ -317,28 +335,48 @@ function spark(canvas, series) {
   ctx.fillText(`max ${fmt(max, 1)}`, 2, 10);
 }
 
-async function pollEvents() {
-  // Events come from the tracking stage (issue 10) when it is installed; without it the list stays empty.
-  if (!eventsEnabled) return;
-  try {
-    const r = await fetch(`${P}/events?stream=${encodeURIComponent(streamPage)}&limit=20`, { headers: authHeaders() });
-    if (r.status === 404 || r.status === 405) { eventsEnabled = false; return; }
-    if (r.ok) renderEvents(await r.json());
-  } catch { /* next round */ }
-  setTimeout(pollEvents, 3000);
+function onEvents(list) {
+  // Events of the stream page's stream: the recent ones when the channel opens, then each new one.
+  const seen = new Set(events.map((e) => e.id));
+  events = [...list.filter((e) => !seen.has(e.id)), ...events].sort((a, b) => (b.t ?? 0) - (a.t ?? 0)).slice(0, 20);
+  renderEvents();
 }
 
-function renderEvents(body) {
-  const list = Array.isArray(body) ? body : body.events || [];
+const thumbs = new Map();  // "<stream>/<seq>" -> promise of an object URL (fetched once, with the token's header)
+function snapshotThumb(ref, li) {
+  const a = document.createElement("a");
+  a.className = "snap";
+  a.dataset.snapshot = ref;
+  a.target = "_blank";
+  a.textContent = "snapshot";
+  li.prepend(a);
+  const show = (url) => {
+    a.href = url;
+    const im = document.createElement("img");
+    im.src = url;
+    im.alt = "snapshot " + ref;
+    a.replaceChildren(im);
+  };
+  if (!thumbs.has(ref)) {
+    const url = `${P}/snapshot/${ref.split("/").map(encodeURIComponent).join("/")}?boxes=1`;
+    thumbs.set(ref, fetch(url, { headers: authHeaders() })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error("HTTP " + r.status))))
+      .then((blob) => URL.createObjectURL(blob)));
+  }
+  thumbs.get(ref).then(show, () => { a.textContent = "snapshot expired"; });
+}
+
+function renderEvents() {
   const ul = $("#sp-events");
-  if (!list.length) return;
-  ul.replaceChildren(...list.slice(0, 20).map((e) => {
+  if (!events.length) return;
+  ul.replaceChildren(...events.map((e) => {
     const li = document.createElement("li");
+    li.dataset.event = e.type;
     const when = e.t ? new Date(e.t * 1000).toLocaleTimeString() : "";
-    const what = [e.type || e.kind || "event", e.zone || e.line || "", e.track !== undefined ? "#" + e.track : ""].join(" ");
-    li.textContent = `${when} ${what}`;
-    const snap = e.snapshot_url || (e.snapshot ? "data:image/jpeg;base64," + e.snapshot : null);
-    if (snap) { const im = document.createElement("img"); im.src = snap; im.alt = "snapshot"; li.prepend(im); }
+    const where = e.zone || e.line || "";
+    const what = [e.type, e.class ?? "", where, e.direction ?? "", e.track !== undefined ? "#" + e.track : ""];
+    li.textContent = `${when} ${what.filter((x) => x !== "").join(" ")}`;
+    if (e.snapshot) snapshotThumb(e.snapshot, li);
     return li;
   }));
 }
