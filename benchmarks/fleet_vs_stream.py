@@ -186,9 +186,7 @@ def pct(xs: list[float], q: float) -> float:
 @click.option("--reps", default=1, show_default=True, help="Round-robin repetitions.")
 @click.option("--streams", "stream_counts", default="1,4", show_default=True)
 @click.option("--imgsz", "sizes", default="320,640", show_default=True)
-@click.option(
-    "--export", is_flag=True, help="Export the model to ONNX first, as `rtai up` does on a CPU host (worker auto runs it)."
-)
+@click.option("--export", is_flag=True, help="Export the model to ONNX first, as `rtai up` does on a CPU host.")
 def main(seconds: float, reps: int, stream_counts: str, sizes: str, export: bool) -> None:
     if export:
         weights = tempfile.mkdtemp(prefix="rtai-bench-weights-")
@@ -221,7 +219,7 @@ def main(seconds: float, reps: int, stream_counts: str, sizes: str, export: bool
         rtsp.terminate()
     load = os.getloadavg()
     engine = "ONNX export (as rtai up)" if export else "the worker's default"
-    click.echo(f"stamp-to-read delay (producer tap): {tap:.0f} ms; cores {cores}; load {load[0]:.2f}; fleet engine: {engine}")
+    click.echo(f"stamp-to-read delay (producer tap): {tap:.0f} ms; cores {cores}; load {load[0]:.2f}; fleet: {engine}")
     hdr = "| rep | streams | imgsz | ultra res/s | ultra p50/p95 ms (thr) | fleet res/s | fleet p50/p95 ms (thr) "
     click.echo(hdr + "| res/s ratio | p50 ratio | fleet skipped/stale | fairness min..max |")
     click.echo("|" + "---|" * 11)
