@@ -57,7 +57,7 @@ def collect(client, stop: threading.Event, sink: list[tuple[float, float]]) -> N
         msg = pubsub.get_message(timeout=0.2)
         if msg and msg["type"] == "pmessage":
             r = decode_result(msg["data"])
-            sink.append((r["t_capture"], r["t_done"]))
+            sink.append((r.t_capture, r.t_done))
     pubsub.close()
 
 

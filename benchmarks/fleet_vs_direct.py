@@ -6,7 +6,7 @@ Measures, in one run on one machine:
   noop     frames/s of one worker with a no-op detector: the transport ceiling
   per-frame cost of each step outside inference (JPEG encode, enqueue, worker path)
 
-  .venv/bin/python -m benchmarks.fleet_vs_direct --frames 400 --threads 2 --batch-size 4
+  .venv/bin/python -m benchmarks.fleet_vs_direct --frames 400 --threads 2 --batch-size 4 [--engine onnx]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import platform
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from producer.enqueue import BatchSink
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The frames are queued before the workers start (a slow model load took over the default 10 s):
+#: none may go stale, or the drain would measure nothing.
+QUEUED_FRAME_AGE_MS = 3_600_000
 
 
 def load_frames(n: int) -> list[np.ndarray]:
@@ -154,7 +158,19 @@ def drained_fps(client, stream: str) -> float:
 @click.option("--model", default="rtai-shapes", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda:0 (FP16 on CUDA).")
 @click.option("--workers", default=1, show_default=True, help="Fleet workers (on the same device).")
-def main(n: int, threads: int, batch_size: int, imgsz: int, model: str, device: str, workers: int) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "ultralytics", "torch", "onnx"]),
+    default="auto",
+    show_default=True,
+    help="The fleet workers' --engine; onnx exports the model first (imgsz, batch 8) into RTAI_WEIGHTS_DIR.",
+)
+def main(n: int, threads: int, batch_size: int, imgsz: int, model: str, device: str, workers: int, engine: str) -> None:
+    if engine == "onnx":
+        from worker import engine_cache  # noqa: PLC0415
+
+        os.environ.setdefault("RTAI_WEIGHTS_DIR", tempfile.mkdtemp(prefix="rtai-bench-weights-"))
+        engine_cache.export(model, "onnx", half=False, batch=8, imgsz=imgsz)
     frames = load_frames(n)
     worker_side = decode_costs(frames, batch_size, imgsz)
     jpeg_frames = [decode_frame(encode_frame(f, seq=0, t_capture=0, imgsz=imgsz)) for f in frames]
@@ -169,7 +185,12 @@ def main(n: int, threads: int, batch_size: int, imgsz: int, model: str, device: 
 
         enqueue_all(client, frames, "yolo", batch_size, imgsz, model)
         run_workers(
-            client, server.url, "yolo", workers, "--threads", str(threads), "--device", device, "--preload", model
+            client,
+            server.url,
+            "yolo",
+            workers,
+            *("--threads", str(threads), "--device", device, "--preload", model, "--engine", engine),
+            *("--max-frame-age-ms", str(QUEUED_FRAME_AGE_MS)),
         )
         fleet_fps = drained_fps(client, "yolo")
     finally:
@@ -183,6 +204,7 @@ def main(n: int, threads: int, batch_size: int, imgsz: int, model: str, device: 
         "model": model,
         "device": device,
         "fleet_workers": workers,
+        "fleet_engine": engine,
         "direct_fps": round(direct_fps, 1),
         "fleet_fps": round(fleet_fps, 1),
         "efficiency": round(fleet_fps / direct_fps, 3),

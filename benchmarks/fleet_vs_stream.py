@@ -186,7 +186,14 @@ def pct(xs: list[float], q: float) -> float:
 @click.option("--reps", default=1, show_default=True, help="Round-robin repetitions.")
 @click.option("--streams", "stream_counts", default="1,4", show_default=True)
 @click.option("--imgsz", "sizes", default="320,640", show_default=True)
-def main(seconds: float, reps: int, stream_counts: str, sizes: str) -> None:
+@click.option("--export", is_flag=True, help="Export the model to ONNX first, as `rtai up` does on a CPU host.")
+def main(seconds: float, reps: int, stream_counts: str, sizes: str, export: bool) -> None:
+    if export:
+        weights = tempfile.mkdtemp(prefix="rtai-bench-weights-")
+        os.environ["RTAI_WEIGHTS_DIR"] = weights  # the workers _spawn starts inherit it
+        for imgsz in sizes.split(","):
+            cmd = role_command("control", "models", "export", "rtai-shapes", "--format", "onnx", "--imgsz", imgsz)
+            subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     rtsp, url = start_stamp_server()
     server = PrivateRedis()
     rows = []
@@ -211,7 +218,8 @@ def main(seconds: float, reps: int, stream_counts: str, sizes: str) -> None:
         server.stop()
         rtsp.terminate()
     load = os.getloadavg()
-    click.echo(f"stamp-to-read delay (producer tap): {tap:.0f} ms; cores {cores}; load {load[0]:.2f}")
+    engine = "ONNX export (as rtai up)" if export else "the worker's default"
+    click.echo(f"stamp-to-read delay (producer tap): {tap:.0f} ms; cores {cores}; load {load[0]:.2f}; fleet: {engine}")
     hdr = "| rep | streams | imgsz | ultra res/s | ultra p50/p95 ms (thr) | fleet res/s | fleet p50/p95 ms (thr) "
     click.echo(hdr + "| res/s ratio | p50 ratio | fleet skipped/stale | fairness min..max |")
     click.echo("|" + "---|" * 11)

@@ -155,6 +155,12 @@ def _subscribe_tracks(
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--show", is_flag=True, help="Also print every detection.")
 @click.option("--api-port", type=int, default=None, help="Also serve the REST API on 127.0.0.1:PORT (e.g. 2000).")
+@click.option(
+    "--export/--no-export",
+    default=True,
+    show_default=True,
+    help="On a CPU host, export the model to ONNX first (once, cached) so workers run ONNX Runtime.",
+)
 def up(sources: tuple[str, ...], **options: object) -> None:
     """Run the whole fleet here: Redis, workers, producers (the demo clip by default)."""
     from .up import UpOptions, run  # noqa: PLC0415

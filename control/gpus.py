@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from common import gpu
-from common.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEMO_CLIP
+from common.config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEMO_CLIP, WorkerSettings, apply_worker_thread_env
 from common.errors import ModelError
 from worker import models
 
@@ -27,6 +27,8 @@ CUDA_CONTEXT_MB = 500
 #: Lockstep data-parallel batches stay efficient up to about four cards; past that, independent
 #: workers pulling the deepest queue scale better.
 MAX_DATA_PARALLEL = 4
+#: The exported batch a worker with default settings looks for (`--engine-batch`; `rtai models export`'s default).
+ENGINE_BATCH = WorkerSettings.model_fields["engine_batch"].default
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def engine_rows(
     rows: list[dict[str, Any]] = [{"engine": "ultralytics", "available": True}, {"engine": "torch", "available": True}]
     try:
         key = engine_cache.device_key(
-            variant, "engine" if cuda else "onnx", half=cuda, batch=DEFAULT_BATCH_SIZE, imgsz=imgsz, device=device
+            variant, "engine" if cuda else "onnx", half=cuda, batch=ENGINE_BATCH, imgsz=imgsz, device=device
         )
         path, why = engine_cache.lookup(key)
     except ModelError as exc:
@@ -170,7 +172,7 @@ def engine_rows(
         if not (bench and row["available"]):
             continue
         try:
-            det = build(variant, device=device, half=cuda, engine=row["engine"], engine_batch=DEFAULT_BATCH_SIZE)
+            det = build(variant, device=device, half=cuda, engine=row["engine"], engine_batch=ENGINE_BATCH)
             det.predict(frames[:DEFAULT_BATCH_SIZE], conf=0.25, imgsz=imgsz)
             t0 = time.perf_counter()
             for i in range(0, len(frames), DEFAULT_BATCH_SIZE):
@@ -182,8 +184,12 @@ def engine_rows(
 
 
 def collect(*, variant: str, imgsz: int, frames: int, bench: bool) -> dict[str, Any]:
+    apply_worker_thread_env()  # OpenMP threads that sleep when idle, as in a worker (before torch loads)
     import torch  # noqa: PLC0415  (slow import: only this command pays it)
 
+    from worker import threads  # noqa: PLC0415
+
+    threads.hold(torch.get_num_threads())  # Ultralytics' predictor setup would reset them to cores - 1
     specs, links = gpu_specs()
     cuda = torch.cuda.is_available()
     devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if cuda else ["cpu"]

@@ -18,7 +18,7 @@ import click
 import redis
 
 from common import gpu, ledger
-from common.config import DEMO_SOURCE, child_env, explicit_redis_url, role_command
+from common.config import DEFAULT_IMGSZ, DEFAULT_MODEL, DEMO_SOURCE, child_env, explicit_redis_url, role_command
 from common.redis_client import connect
 from common.sources import redact
 
@@ -28,6 +28,8 @@ from .subscriber import Subscriber
 
 #: After the producers stop, workers get this long to drain the queues before they are stopped.
 DRAIN_TIMEOUT_S = 30.0
+#: Exporting the model to ONNX on a CPU host (once; cached) takes ~10 s on 2 cores.
+EXPORT_TIMEOUT_S = 300.0
 STATUS_EVERY_S = 2.0
 
 
@@ -44,6 +46,7 @@ class UpOptions:
     duration: float | None = None
     show: bool = False
     api_port: int | None = None
+    export: bool = True
 
 
 class Fleet:
@@ -75,6 +78,8 @@ class Fleet:
         device = o.device
         if device == "auto":
             device = "cuda" if gpu.count() > 0 else "cpu"
+        if device == "cpu" and o.export:
+            self.export_onnx()
         if device == "cuda":
             wargs.append("--all-gpus")
         elif device.startswith("cuda:"):
@@ -107,6 +112,26 @@ class Fleet:
             streams.append(stream)
         self.streams = streams
         return streams
+
+    def export_onnx(self) -> bool:
+        """On a CPU host, export the model to ONNX once (cached in the engine cache): the workers'
+        `--engine auto` then runs it with ONNX Runtime, 1.3-2x Ultralytics' predictor per frame
+        here (BENCHMARKS.md). A failed export is said and the workers use Ultralytics' predictor."""
+        o = self.opts
+        model, imgsz = o.model or DEFAULT_MODEL, o.imgsz or DEFAULT_IMGSZ
+        cmd = role_command("control", "models", "export", model, "--format", "onnx", "--imgsz", str(imgsz))
+        click.echo(f"rtai up: ONNX export of {model} at {imgsz} for the CPU workers (once; --no-export skips)")
+        try:
+            done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            click.echo(f"rtai up: the export took over {EXPORT_TIMEOUT_S:.0f} s; workers use Ultralytics' predictor")
+            return False
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            click.echo(f"rtai up: export failed ({why}); workers use Ultralytics' predictor", err=True)
+            return False
+        click.echo(f"rtai up: {done.stdout.strip()}")
+        return True
 
     def stop(self) -> None:
         for p in self.producers:

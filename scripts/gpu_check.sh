@@ -71,7 +71,7 @@ tail -2 "$OUT/export.txt" >&2
 log "model alone: $ENGINES, batch $BATCHES"
 # shellcheck disable=SC2086
 $PY -m benchmarks.engines --device "$DEVICE" --model "$MODEL" --imgsz "$IMGSZ" --batch $BATCHES --engines $ENGINES \
-  --frames "$FRAMES" --reps 3 --decoded > "$OUT/model_alone.json" 2> "$OUT/model_alone.err" || log "model alone failed"
+  --frames "$FRAMES" --reps 3 --decoded --json > "$OUT/model_alone.json" 2> "$OUT/model_alone.err" || log "model alone failed"
 
 # -- 5. end to end ----------------------------------------------------------------------------------
 for n in $STREAMS; do

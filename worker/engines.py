@@ -10,10 +10,14 @@ for a batch of equal shapes on a dynamic-shape backend), so the boxes match its 
 stays the reference and the fallback (`--engine ultralytics`).
 
 Engine choice (`--engine`, RTAI_ENGINE): `ultralytics` (its predictor), `torch`/`tensor` (this path
-with the PyTorch module), `onnx` (ONNX Runtime, CPU), `tensorrt` (CUDA), `auto` (TensorRT on CUDA,
-ONNX Runtime on CPU, when an intact engine for this model/imgsz/batch/device is cached; else torch).
-An engine that is missing, stale or corrupt is logged once per imgsz and the call falls back to the
-PyTorch module: never a crash.
+with the PyTorch module), `onnx` (ONNX Runtime, CPU), `tensorrt` (CUDA), `auto`: per imgsz, the
+exported engine (TensorRT on CUDA, ONNX Runtime on CPU) where an intact one for this
+model/imgsz/batch/device is cached, else Ultralytics' predictor. Measured on 2 CPU cores
+(benchmarks/engines.py, imgsz 320/640, batch 1/4/8), ONNX Runtime takes the least CPU time per frame
+in every cell (1.02-2.4x less than Ultralytics' predictor), and the tensor path on PyTorch is no
+faster than Ultralytics' predictor, so that is what auto falls back to. With a named
+exported engine (`onnx`, `tensorrt`), an engine that is missing, stale or corrupt is logged once per
+imgsz and the call falls back to the tensor path on the PyTorch module: never a crash.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from common.errors import FrameDecodeError, ModelError
 from common.images import jpeg_size
 from common.wire import MAX_FRAME_PIXELS, Frame
 
-from . import engine_cache, models
+from . import engine_cache, models, threads
 from .detector import Boxes, Detector, YoloDetector, _empty
 
 log = logging.getLogger(__name__)
@@ -67,7 +71,10 @@ class TensorDetector:
         backend: str = "torch",
         engine_batch: int = 8,
         warmup_imgsz: int = 320,
+        fallback: str = "torch",
     ):
+        """`fallback`: what runs an imgsz that no exported engine fits: `torch` (this path on the
+        PyTorch module) or `ultralytics` (its predictor; `auto`)."""
         import torch  # noqa: PLC0415
 
         self.variant = variant
@@ -77,15 +84,23 @@ class TensorDetector:
         self.half = cuda if half is None else (half and cuda)
         self.backend = backend
         self.engine_batch = engine_batch
+        self.fallback = fallback
+        self._reference: YoloDetector | None = None
         yolo = models.load(variant)
         names = yolo.names
         self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
         module = yolo.model
         module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
         module = module.to(self.torch_device).eval()
-        if not cuda and platform.machine() in ("x86_64", "AMD64") and torch.backends.mkldnn.is_available():
-            module = module.to(memory_format=torch.channels_last)  # oneDNN's fast layout, as Ultralytics does
+        #: oneDNN's fast layout on x86 CPUs, as Ultralytics does; inputs are given in it too (a
+        #: channels-first input is converted by the first conv, slower at batch 1).
+        self.channels_last = (
+            not cuda and platform.machine() in ("x86_64", "AMD64") and torch.backends.mkldnn.is_available()
+        )
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
         self.module = module.half() if self.half else module.float()
+        self.module.register_forward_pre_hook(lambda *_: threads.record_seen())
         self.stride = max(int(module.stride.max()), 32)
         #: imgsz -> the exported engine's runner, or None where none fits (the reason logged once).
         self._engines: dict[int, Any] = {}
@@ -105,7 +120,17 @@ class TensorDetector:
 
     def engine_name(self, imgsz: int) -> str:
         runner = self._runner(imgsz)
-        return "torch" if runner is None else runner.name
+        if runner is not None:
+            return runner.name
+        return "torch" if self.backend == "torch" else self.fallback
+
+    def _fallback(self, imgsz: int) -> YoloDetector | None:
+        """Ultralytics' predictor where it runs `imgsz` (no engine fits, and the fallback is it)."""
+        if self.fallback != "ultralytics" or self.backend == "torch" or self._runner(imgsz) is not None:
+            return None
+        if self._reference is None:
+            self._reference = YoloDetector(self.variant, device=self.device, half=self.half, warmup_imgsz=imgsz)
+        return self._reference
 
     def _runner(self, imgsz: int) -> Any:
         if self.backend == "torch":
@@ -126,10 +151,11 @@ class TensorDetector:
             runner = OnnxRunner(path) if fmt == "onnx" else TensorRTRunner(path, self.torch_device, self.half)
         except ModelError as exc:
             log.warning(
-                "model %s imgsz %d: no usable %s engine, using the PyTorch weights instead: %s",
+                "model %s imgsz %d: no usable %s engine, using %s instead: %s",
                 self.variant,
                 imgsz,
                 fmt,
+                "Ultralytics' predictor" if self.fallback == "ultralytics" else "the PyTorch weights",
                 exc,
             )
             return None
@@ -148,6 +174,9 @@ class TensorDetector:
             return []
         if classes is not None and not classes:
             return [_empty() for _ in images]
+        reference = self._fallback(imgsz)
+        if reference is not None:
+            return reference.predict(images, conf=conf, imgsz=imgsz, classes=classes)
         if len({im.shape for im in images}) == 1:
             host = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).flip(1)  # B,3,H,W RGB
             frames = list(self._to_device(host).unbind(0))
@@ -176,6 +205,10 @@ class TensorDetector:
             for f, (w, h) in zip(frames, sizes, strict=True):
                 if (f.shape[2], f.shape[1]) != (w, h):
                     raise FrameDecodeError(f"JPEG decoded to {f.shape[2]}x{f.shape[1]}, header said {w}x{h}")
+        reference = self._fallback(imgsz)
+        if reference is not None:  # it takes BGR arrays on the host
+            images = [f.flip(0).permute(1, 2, 0).cpu().numpy() for f in frames]
+            return reference.predict(images, conf=conf, imgsz=imgsz)
         return self._detect(list(frames), conf=conf, imgsz=imgsz)
 
     def _to_device(self, host: Any) -> Any:
@@ -245,13 +278,27 @@ class TensorDetector:
 
     def _forward(self, x: Any, runner: Any) -> Any:
         if runner is None:
+            if self.channels_last:
+                import torch  # noqa: PLC0415
+
+                x = x.contiguous(memory_format=torch.channels_last)
             y = self.module(x)
             return y[0] if isinstance(y, (list, tuple)) else y
         return runner(x)
 
 
+#: ONNX Runtime's pool threads sleep between runs instead of spinning (the worker sets OpenMP's
+#: OMP_WAIT_POLICY=PASSIVE for the same reason). Measured on 2 busy cores (load 5-6), rtai-shapes
+#: 320x256, 2 threads: 57 ms/frame spinning, 21 ms not; a spinning pool also takes the cores from the
+#: torch ops (letterbox, NMS) that run right after each run.
+ORT_NO_SPIN = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
 class OnnxRunner:
-    """An exported ONNX model in ONNX Runtime (CPU), with torch's intra-op thread count."""
+    """An exported ONNX model in ONNX Runtime (CPU), with torch's intra-op thread count.
+
+    One session serves every batch size and input shape: the export has dynamic axes, and fixing
+    them (per-shape sessions with free-dimension overrides) measured no faster on these cores."""
 
     name = "onnx"
     dynamic = True
@@ -264,6 +311,10 @@ class OnnxRunner:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for entry in ORT_NO_SPIN:
+            opts.add_session_config_entry(entry, "0")
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -301,9 +352,9 @@ class TensorRTRunner:
 def build(variant: str, *, device: str, half: bool | None, engine: str = "auto", engine_batch: int = 8) -> Detector:
     """The detector `engine` names for this device (see the module docstring).
 
-    `auto` runs an exported engine where one was exported for this model and device (TensorRT on
-    CUDA, ONNX Runtime on the CPU; `rtai models export`), else Ultralytics' own predictor, the
-    reference; the tensor path is chosen by name (`--engine tensor`)."""
+    `auto` runs, per imgsz, an exported engine where one was exported for this model and device
+    (TensorRT on CUDA, ONNX Runtime on the CPU; `rtai models export`), else Ultralytics' own
+    predictor, the reference; the tensor path is chosen by name (`--engine tensor`)."""
     if engine == "ultralytics":
         return YoloDetector(variant, device=device, half=half)
     if engine in ("torch", "tensor"):
@@ -311,8 +362,21 @@ def build(variant: str, *, device: str, half: bool | None, engine: str = "auto",
     elif engine == "auto":
         backend = "tensorrt" if device.startswith("cuda") else "onnx"
         if not _exported(variant, backend):
-            log.info("model %s: no %s engine exported; using Ultralytics' predictor", variant, backend)
+            fmt = "engine" if backend == "tensorrt" else "onnx"
+            log.info(
+                "model %s on %s: no %s engine exported in %s (rtai models export %s --format %s); "
+                "using Ultralytics' predictor",
+                variant,
+                device,
+                backend,
+                engine_cache.cache_dir(),
+                variant,
+                fmt,
+            )
             return YoloDetector(variant, device=device, half=half)
+        return TensorDetector(
+            variant, device=device, half=half, backend=backend, engine_batch=engine_batch, fallback="ultralytics"
+        )
     else:
         backend = engine
     if backend == "tensorrt" and not device.startswith("cuda"):

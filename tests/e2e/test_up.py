@@ -32,7 +32,7 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
         proc = subprocess.Popen(
             role_command("control", "up", "--threads", "2", "--show", "--api-port", str(api_port)),
             cwd=ROOT,
-            env=_env(),
+            env=_env(RTAI_WEIGHTS_DIR=str(tmp_path / "weights")),  # an empty engine cache: up exports
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -56,6 +56,8 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
             proc.kill()
     text = log.read_text()
     assert "Traceback" not in text
+    assert "rtai up: rtai-shapes: built" in text, "up exported the model to ONNX for the CPU worker"
+    assert "using onnx engine" in text, "the CPU worker runs the ONNX export (ONNX Runtime)"
     final = text[text.rindex("STREAM ") :]
     row = next(line for line in final.splitlines() if line.startswith("demo "))
     prod, pub, drop, fail, flight = (int(v) for v in row.split()[2:7])

@@ -184,11 +184,46 @@ def test_corrupt_engine_falls_back_and_says_so(damage, weights, reference, caplo
         expect = "ONNX Runtime cannot load"
     frames = clip_frames(4)
     with caplog.at_level(logging.WARNING, logger="worker.engines"):
-        det = build(MODEL, device="cpu", half=None, engine="auto", engine_batch=BATCH)
+        det = build(MODEL, device="cpu", half=None, engine="onnx", engine_batch=BATCH)
         boxes = det.predict(frames, conf=CONF, imgsz=IMGSZ)
     assert det.engine_name(IMGSZ) == "torch"
     assert "using the PyTorch weights instead" in caplog.text and expect in caplog.text
     assert_same_boxes(reference.predict(frames, conf=CONF, imgsz=IMGSZ), boxes)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="worker.engines"):  # auto: Ultralytics' predictor instead
+        det = build(MODEL, device="cpu", half=None, engine="auto", engine_batch=BATCH)
+        boxes = det.predict(frames, conf=CONF, imgsz=IMGSZ)
+    assert det.engine_name(IMGSZ) == "ultralytics"
+    assert "using Ultralytics' predictor instead" in caplog.text and expect in caplog.text
+    assert_same_boxes(reference.predict(frames, conf=CONF, imgsz=IMGSZ), boxes)
+
+
+def test_auto_runs_onnx_where_exported_and_ultralytics_elsewhere(weights, reference, caplog):
+    """auto on the CPU: the cached ONNX export at its imgsz (logged with its file), Ultralytics'
+    predictor at an imgsz with no export (the tensor path on PyTorch measured no faster than it);
+    the same boxes either way, from arrays and from JPEG bytes."""
+    frames = scene_frames(4)
+    jpegs, decoded = as_jpeg(frames)
+    with caplog.at_level(logging.WARNING, logger="worker.engines"):
+        det = build(MODEL, device="cpu", half=None, engine="auto", engine_batch=BATCH)
+        assert det.engine_name(IMGSZ) == "onnx" and det.engine_name(640) == "ultralytics"
+    assert "using onnx engine" in caplog.text and "rtai-shapes-onnx-fp32-b8-320.onnx" in caplog.text
+    assert "imgsz 640: no usable onnx engine, using Ultralytics' predictor instead" in caplog.text
+    for imgsz in (IMGSZ, 640):
+        ref = reference.predict(decoded, conf=CONF, imgsz=imgsz)
+        assert_same_boxes(ref, det.predict(decoded, conf=CONF, imgsz=imgsz))
+        assert_same_boxes(ref, det.predict_jpeg(jpegs, conf=CONF, imgsz=imgsz))
+
+
+def test_auto_without_export_is_ultralytics_and_says_so(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("RTAI_WEIGHTS_DIR", str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="worker.engines"):
+        det = build(MODEL, device="cpu", half=None, engine="auto", engine_batch=BATCH)
+    assert isinstance(det, YoloDetector)
+    assert f"no onnx engine exported in {tmp_path / 'engines'}" in caplog.text
+    assert (
+        "rtai models export rtai-shapes --format onnx" in caplog.text and "using Ultralytics' predictor" in caplog.text
+    )
 
 
 def test_engine_names_a_model_not_a_path(weights):
@@ -289,3 +324,13 @@ def test_models_export_command_reuses_the_cached_file(weights):
     assert result.stdout.strip() == f"{MODEL}: cached {weights / 'engines' / 'rtai-shapes-onnx-fp32-b8-320.onnx'}"
     result = CliRunner().invoke(cli, ["models", "export", "../x.pt", "--format", "onnx"])
     assert result.exit_code != 0 and "not a model name" in result.output
+
+
+def test_gpus_lists_the_export_a_default_worker_uses(weights):
+    """`rtai gpus` looks for the export at the batch a default worker looks for (`--engine-batch`,
+    `rtai models export --batch`: 8), not at the producers' batch size."""
+    from control.gpus import engine_rows  # noqa: PLC0415
+
+    rows = {row["engine"]: row for row in engine_rows(MODEL, "cpu", [], imgsz=IMGSZ, bench=False)}
+    assert rows["onnx"]["available"], rows["onnx"]
+    assert rows["onnx"]["path"].endswith("rtai-shapes-onnx-fp32-b8-320.onnx")
