@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,8 +166,9 @@ def _detect(rt: runtime.Runtime, group: list[_Held]) -> None:
     detector = rt.detector(b.model, b.half)
     classes = None if b.classes is None else [i for i, n in enumerate(detector.names) if n in b.classes]
     images = [image for h in group for image in h.images]
+    t0 = time.perf_counter()
     boxes = detector.predict(images, conf=b.conf, imgsz=b.imgsz, classes=classes)
-    rt.count_inference(len(images))
+    rt.count_inference(len(images), time.perf_counter() - t0)
     i = 0
     for h in group:
         h.boxes = list(boxes[i : i + len(h.images)])

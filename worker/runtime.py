@@ -69,6 +69,7 @@ class Runtime:
     outcomes: dict[str, dict | BaseException] = field(default_factory=dict)
     infer_calls: int = 0
     infer_frames: int = 0
+    infer_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.clock = RedisClock(self.client, what=f"worker {self.name}")
@@ -117,15 +118,21 @@ class Runtime:
             return SleepDetector(variant, sleep_ms=s.sleep_ms)
         return engines.build(variant, device=s.device, half=half, engine=s.engine, engine_batch=s.engine_batch)
 
-    def count_inference(self, frames: int) -> None:
-        """One detector call over `frames` frames: counted here, written to the worker's stats hash
-        (`infer_calls`, `infer_frames`) by the heartbeat and at teardown, not once a call."""
+    def count_inference(self, frames: int, seconds: float = 0.0) -> None:
+        """One detector call over `frames` frames that took `seconds`: counted here, written to the
+        worker's stats hash (`infer_calls`, `infer_frames`, `infer_ms`) by the heartbeat and at
+        teardown, not once a call."""
         self.infer_calls += 1
         self.infer_frames += frames
+        self.infer_s += seconds
 
     def inference_counts(self) -> dict[FieldT, EncodableT]:
-        """This process's detector calls and the frames they ran, for the worker's stats hash."""
-        return {"infer_calls": self.infer_calls, "infer_frames": self.infer_frames}
+        """This process's detector calls, the frames they ran and their time (ms, summed)."""
+        return {
+            "infer_calls": self.infer_calls,
+            "infer_frames": self.infer_frames,
+            "infer_ms": round(self.infer_s * 1000),
+        }
 
     def fault(self, point: str) -> None:
         """Fault injection for chaos tests: the first worker of the fleet to reach `point` SIGKILLs

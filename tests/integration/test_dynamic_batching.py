@@ -51,6 +51,7 @@ def test_backlog_across_streams_runs_in_fewer_detector_calls(r, procs):
     stats = r.hgetall(keys.worker("w1"))
     calls, infer_frames = int(stats[b"infer_calls"]), int(stats[b"infer_frames"])
     assert infer_frames == 24
+    assert int(stats[b"infer_ms"]) >= 24 * 5, "the detector's time (5 ms a frame) is summed in infer_ms"
     assert calls <= 4, f"{calls} detector calls for 12 jobs"  # 1 (learning the job size) + 3 of 4 jobs
     # A call mixes the streams (the deepest queue first, ties in turn).
     done = {}
