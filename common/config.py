@@ -93,6 +93,9 @@ class ProducerSettings(_Settings):
     #: Credit-based flow: sample a new batch only while the stream's queue holds fewer batches than
     #: workers take it (see producer/flow.py); off: batches queue up to queue_bound.
     credit_flow: bool = True
+    #: While the stream has no room, the batch that waits takes each tick's newest frame in place of
+    #: its own (producer/enqueue.py: the batch a worker takes next is at most one tick old).
+    fresh_batches: bool = True
     loop: bool = False
     max_frames: int | None = Field(None, ge=1)
     open_timeout_s: float = Field(5.0, gt=0)

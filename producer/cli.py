@@ -34,6 +34,11 @@ from common.states import StreamState
     default=None,
     help="Sample only while the stream has room: about one queued batch per worker (default on).",
 )
+@click.option(
+    "--fresh-batches/--no-fresh-batches",
+    default=None,
+    help="While the stream has no room, the waiting batch takes each new frame in place of its own (default on).",
+)
 @click.option("--loop/--no-loop", default=None, help="Loop a video file.")
 @click.option("--half/--no-half", default=None, help="FP16 for this stream on CUDA workers (default: the worker's).")
 @click.option(

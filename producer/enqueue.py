@@ -2,6 +2,10 @@
 
 Blob, job and the `produced` counter go in one MULTI/EXEC, so a frame is either counted and
 queued, or neither. A stream whose queue is deeper than its bound drops new batches (counted).
+
+The waiting batch stays fresh: while the stream has no room, `refresh` puts the newest frame in
+place of the frame of the newest batch still in the queue (REFRESH_LUA). A batch's `seq` then names
+the newest frame it was refreshed to (its first), its `t_capture` and `t_enqueue` are that frame's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,20 @@ RESULT_TTL_S = 10
 #: Failed jobs stay a day for `rq info` and post-mortems.
 FAILURE_TTL_S = 86_400
 
+REFRESH_LUA = """
+-- KEYS[1]: the stream's RQ queue, KEYS[2]: the batch's blob, KEYS[3]: the stream's ledger;
+-- ARGV[1]: the batch's job id, ARGV[2]: the new blob, ARGV[3]: blob TTL (s), ARGV[4]: the produced
+-- counter, ARGV[5]: the dropped_backpressure counter. Only a job still in its queue is touched: a
+-- worker's dequeue script moves the job to its in-flight hash before the worker reads the blob, so
+-- a job taken keeps the frame it was taken with. The superseded frame is counted produced (the new
+-- one takes its place) and dropped for backpressure, with the new blob, in the same step.
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+return 1
+"""
+
 
 class BatchSink:
     def __init__(self, client: redis.Redis, settings: ProducerSettings, *, clock: RedisClock | None = None) -> None:
@@ -47,6 +65,9 @@ class BatchSink:
         self.queue = Queue(keys.queue_name(self.stream), connection=client, serializer=MsgpackSerializer)
         #: seq of the first frame of the last batch enqueued (the live view's preview names its frame).
         self.last_seq0: int | None = None
+        #: The last batch enqueued and its job id: while it waits, `refresh` may put a newer frame in it.
+        self._last: tuple[str, Batch] | None = None
+        self._refresh = client.register_script(REFRESH_LUA)
 
     def register(self) -> None:
         s = self.settings
@@ -132,7 +153,7 @@ class BatchSink:
         args = JobArgs.for_batch(self.stream, batch_no, n)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.
         with self.client.pipeline(transaction=True) as pipe:
-            self.queue.enqueue_call(
+            job = self.queue.enqueue_call(
                 JOB_FUNC,
                 kwargs=args.to_kwargs(),
                 timeout=JOB_TIMEOUT_S,
@@ -146,4 +167,30 @@ class BatchSink:
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             pipe.execute()
         self.last_seq0 = seq0
+        self._last = (job.id, batch)
         return True
+
+    def refreshable(self) -> bool:
+        """A batch of one frame was enqueued (it may still wait): `refresh` can try it."""
+        return self._last is not None and len(self._last[1].frames) == 1
+
+    def refresh(self, frame: Frame) -> int | None:
+        """Put `frame` in place of the frame of the last batch enqueued, if that batch still waits in
+        the queue; the seq it got (the batch's), or None when a worker has taken it already (or
+        there is no batch of one frame to refresh). The superseded frame is counted produced and
+        dropped_backpressure, in the same step as the blob is written."""
+        last = self._last
+        if last is None or len(last[1].frames) != 1:
+            return None
+        job_id, old = last
+        frame = replace(frame, seq=old.frames[0].seq)
+        batch = replace(old, t_enqueue=self.clock.now(), frames=[frame])
+        done = self._refresh(
+            keys=[self.queue.key, keys.batch_blob(self.stream, old.batch), keys.ledger(self.stream)],
+            args=[job_id, encode_batch(batch), BLOB_TTL_S, ledger.PRODUCED, Outcome.DROPPED_BACKPRESSURE.value],
+        )
+        if not done:
+            self._last = None  # taken: it is not refreshed again
+            return None
+        self._last = (job_id, batch)
+        return frame.seq

@@ -1,5 +1,6 @@
 """One stream's producer loop: sample the source at max_fps while the stream has room, encode,
-batch (a batch leaves when full or after max_batch_wait_ms), enqueue."""
+batch (a batch leaves when full or after max_batch_wait_ms), enqueue. While the stream has no room,
+each tick's frame replaces the frame of the batch that waits (fresh_batches; producer/enqueue.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from common.wire import Frame
 from .enqueue import BatchSink
 from .flow import Flow
 from .preview import PreviewWriter
-from .source import VideoSource
+from .source import CapturedFrame, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,17 @@ class StreamProducer:
                 if wait > 0:
                     self.stop_event.wait(wait)
                     continue
+                if not pending and s.fresh_batches and self.sink.refreshable() and not self._has_room(flow):
+                    # No room: the batch that waits takes this tick's frame in place of its own.
+                    next_t = max(next_t + interval, now - interval)
+                    captured = self.source.newest(last_index, timeout=interval)
+                    if captured is None:
+                        if self.source.finished:
+                            break
+                        continue
+                    last_index = captured.index
+                    self._refresh(self._encode(captured))
+                    continue
                 # A sampling tick. A new batch starts only when the stream has room for it.
                 waited = 0.0 if pending else self._wait_for_room(flow)
                 now = time.monotonic()
@@ -119,16 +131,7 @@ class StreamProducer:
                 last_index = captured.index
                 if not pending:
                     first_at = time.monotonic()
-                pending.append(
-                    encode_frame(
-                        captured.image,
-                        seq=0,
-                        t_capture=self.clock.to_redis(captured.t_capture),
-                        imgsz=s.imgsz,
-                        enc=s.encoding,
-                        quality=s.jpeg_quality,
-                    )
-                )
+                pending.append(self._encode(captured))
                 self.stats.frames += 1
                 if len(pending) >= s.batch_size or time.monotonic() - first_at >= batch_wait:
                     self._flush(pending)
@@ -141,6 +144,43 @@ class StreamProducer:
             final = self.source.state if self.source.state == StreamState.ERROR else StreamState.STOPPED
             self._on_state(final, self.source.reason if final == StreamState.ERROR else "producer stopped")
         return self.stats
+
+    def _encode(self, captured: CapturedFrame) -> Frame:
+        s = self.settings
+        return encode_frame(
+            captured.image,
+            seq=0,
+            t_capture=self.clock.to_redis(captured.t_capture),
+            imgsz=s.imgsz,
+            enc=s.encoding,
+            quality=s.jpeg_quality,
+        )
+
+    def _has_room(self, flow: Flow) -> bool:
+        """Room for a new batch; a Redis error says yes (the push then counts the frame as usual)."""
+        try:
+            return flow.has_room()
+        except redis.RedisError as exc:
+            log.debug("stream %s: queue depth unknown: %s", self.settings.stream, describe(exc))
+            return True
+
+    def _refresh(self, frame: Frame) -> None:
+        """The waiting batch stays fresh: `frame` replaces the frame of the batch that still waits
+        (that one is counted produced and dropped_backpressure). When a worker took the batch
+        meanwhile, the frame starts a new batch instead."""
+        self.stats.frames += 1
+        try:
+            self._settle_owed()
+            seq = self.sink.refresh(frame)
+        except redis.RedisError as exc:
+            self.stats.redis_errors += 1
+            self._owe(1, exc)
+            return
+        if seq is None:
+            self._flush([frame])
+            return
+        self.stats.skipped += 1
+        self.preview.offer([frame], seq)
 
     def _wait_for_room(self, flow: Flow) -> float:
         """Wait until the stream has room for a batch (credit-based flow); seconds waited. A Redis
