@@ -13,6 +13,8 @@ sides read the same stream N times (N = 1 or 4 "cameras"), with the same model a
                delay, measured by a tap (a producer VideoSource reading the same stream first).
 
 Cases run round-robin (side by side for each case), `--reps` times, and one table is printed.
+`--fleet FLAGS` (repeatable) runs the fleet once per set of producer flags in each case, e.g.
+`--fleet "--max-fps 10" --fleet "--max-fps 30"` (default: one run with the producer's defaults).
 
   .venv/bin/python -m benchmarks.fleet_vs_stream --seconds 20 --reps 1
 """
@@ -20,6 +22,7 @@ Cases run round-robin (side by side for each case), `--reps` times, and one tabl
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -130,7 +133,9 @@ def _spawn(url: str, *args: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-def run_fleet(server: PrivateRedis, url: str, streams: int, imgsz: int, seconds: float, tap_ms: float) -> dict:
+def run_fleet(
+    server: PrivateRedis, url: str, streams: int, imgsz: int, seconds: float, tap_ms: float, flags: str = ""
+) -> dict:
     client = connect(server.url)
     client.flushall()
     worker = _spawn(server.url, "worker", "--name", "bench-w")
@@ -138,7 +143,10 @@ def run_fleet(server: PrivateRedis, url: str, streams: int, imgsz: int, seconds:
     procs = []
     try:
         wait_for(lambda: client.exists(keys.worker_alive("bench-w")), timeout=120, what="the worker")
-        procs = [_spawn(server.url, "producer", "--source", url, "--stream", s, "--imgsz", str(imgsz)) for s in names]
+        extra = shlex.split(flags)
+        procs = [
+            _spawn(server.url, "producer", "--source", url, "--stream", s, "--imgsz", str(imgsz), *extra) for s in names
+        ]
         wait_for(lambda: all(ledger.read(client, s)["published"] >= 3 for s in names), timeout=60, what="results")
         t0 = client.time()
         t0 = t0[0] + t0[1] / 1e6
@@ -187,7 +195,8 @@ def pct(xs: list[float], q: float) -> float:
 @click.option("--streams", "stream_counts", default="1,4", show_default=True)
 @click.option("--imgsz", "sizes", default="320,640", show_default=True)
 @click.option("--export", is_flag=True, help="Export the model to ONNX first, as `rtai up` does on a CPU host.")
-def main(seconds: float, reps: int, stream_counts: str, sizes: str, export: bool) -> None:
+@click.option("--fleet", "fleets", multiple=True, help="Producer flags of a fleet variant (repeatable).")
+def main(seconds: float, reps: int, stream_counts: str, sizes: str, export: bool, fleets: tuple[str, ...]) -> None:
     if export:
         weights = tempfile.mkdtemp(prefix="rtai-bench-weights-")
         os.environ["RTAI_WEIGHTS_DIR"] = weights  # the workers _spawn starts inherit it
@@ -207,25 +216,28 @@ def main(seconds: float, reps: int, stream_counts: str, sizes: str, export: bool
                         (run_ultralytics(url, n, imgsz, seconds, hold) for hold in (0, cores)),
                         key=lambda d: d["fps"],
                     )
-                    f = run_fleet(server, url, n, imgsz, seconds, tap)
-                    rows.append((rep, n, imgsz, u, f))
-                    click.echo(
-                        f"rep {rep} streams {n} imgsz {imgsz}: ultralytics {u['fps']:.1f}/s p50 "
-                        f"{pct(u['lat'], 0.5):.0f} ms; fleet {f['fps']:.1f}/s p50 {pct(f['lat'], 0.5):.0f} ms",
-                        err=True,
-                    )
+                    for flags in fleets or ("",):
+                        f = run_fleet(server, url, n, imgsz, seconds, tap, flags)
+                        rows.append((rep, n, imgsz, flags, u, f))
+                        click.echo(
+                            f"rep {rep} streams {n} imgsz {imgsz}: ultralytics {u['fps']:.1f}/s p50 "
+                            f"{pct(u['lat'], 0.5):.0f} ms; fleet [{flags}] {f['fps']:.1f}/s p50 "
+                            f"{pct(f['lat'], 0.5):.0f} ms",
+                            err=True,
+                        )
     finally:
         server.stop()
         rtsp.terminate()
     load = os.getloadavg()
     engine = "ONNX export (as rtai up)" if export else "the worker's default"
     click.echo(f"stamp-to-read delay (producer tap): {tap:.0f} ms; cores {cores}; load {load[0]:.2f}; fleet: {engine}")
-    hdr = "| rep | streams | imgsz | ultra res/s | ultra p50/p95 ms (thr) | fleet res/s | fleet p50/p95 ms (thr) "
-    click.echo(hdr + "| res/s ratio | p50 ratio | fleet skipped/stale | fairness min..max |")
-    click.echo("|" + "---|" * 11)
-    for rep, n, imgsz, u, f in rows:
+    hdr = "| rep | streams | imgsz | fleet flags | ultra res/s | ultra p50/p95 ms (thr) | fleet res/s "
+    click.echo(hdr + "| fleet p50/p95 ms (thr) | res/s ratio | p50 ratio | fleet skipped/stale | fairness min..max |")
+    click.echo("|" + "---|" * 12)
+    for rep, n, imgsz, flags, u, f in rows:
         click.echo(
-            f"| {rep} | {n} | {imgsz} | {u['fps']:.1f} | {pct(u['lat'], 0.5):.0f}/{pct(u['lat'], 0.95):.0f} "
+            f"| {rep} | {n} | {imgsz} | {flags or 'defaults'} | {u['fps']:.1f} | "
+            f"{pct(u['lat'], 0.5):.0f}/{pct(u['lat'], 0.95):.0f} "
             f"({u['threads']}) | {f['fps']:.1f} | {pct(f['lat'], 0.5):.0f}/{pct(f['lat'], 0.95):.0f} "
             f"({f['threads']}) | {f['fps'] / u['fps']:.2f} | {pct(f['lat'], 0.5) / pct(u['lat'], 0.5):.2f} "
             f"| {f['skipped']}/{f['stale']} | {f['fair'][0]:.2f}..{f['fair'][1]:.2f} |"
