@@ -147,7 +147,7 @@ def _subscribe_tracks(
 @click.option("--source", "sources", multiple=True, help="Camera URL or video file (repeatable); default: the demo.")
 @click.option("--model", default=None, help="Model for every stream (default rtai-shapes).")
 @click.option("--imgsz", type=int, default=None, help="Inference size (default 320).")
-@click.option("--max-fps", type=float, default=None, help="Frames per second sampled per stream (default 10).")
+@click.option("--max-fps", type=float, default=None, help="Frames per second sampled per stream (default 30).")
 @click.option("--batch-size", type=int, default=None, help="Frames per job (default 4).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda (all GPUs) or cuda:N.")
 @click.option("--workers", type=int, default=1, show_default=True, help="CPU worker processes (without GPUs).")

@@ -18,7 +18,7 @@ from common.states import StreamState
 @click.option("--source", default=None, help="rtsp://, http:// URL or video file [env RTAI_SOURCE].")
 @click.option("--stream", default=None, help="Stream id, e.g. cam1 [env RTAI_STREAM].")
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
-@click.option("--max-fps", type=float, default=None, help="Frames per second to sample (default 10).")
+@click.option("--max-fps", type=float, default=None, help="Frames per second to sample (default 30).")
 @click.option("--batch-size", type=int, default=None, help="Frames per job (default 4).")
 @click.option("--imgsz", type=int, default=None, help="Long side frames are resized to (default 320).")
 @click.option("--model", default=None, help="Model workers use for this stream (default rtai-shapes).")
