@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from common.config import DEMO_CLIP, role_command
 from common.redis_client import connect
 from common.wire import decode_result
 from control.redis_server import PrivateRedis
+from devkit.procs import stop_all
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,13 +123,7 @@ def main(
         t_close = time.time()
     finally:
         stop.set()
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, timeout=60)
         server.stop()
     window = [(c, d) for c, d in got if t_open <= d <= t_close]
     lat = np.array([d - c for c, d in window]) * 1000 if window else np.array([np.nan])

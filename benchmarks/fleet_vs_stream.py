@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from common.config import role_command
 from common.redis_client import connect
 from common.wire import decode_result
 from control.redis_server import PrivateRedis
+from devkit.procs import stop_all
 from devkit.stamp import read_stamp
 from tests.helpers import free_port, wait_for
 from worker.threads import available_cores
@@ -163,13 +163,7 @@ def run_fleet(
         dropped = sum(ledger.read(client, s)["dropped_backpressure"] for s in names)
         stale = sum(ledger.read(client, s)["dropped_stale"] for s in names)
     finally:
-        for p in [*procs, worker]:
-            p.send_signal(signal.SIGTERM)
-        for p in [*procs, worker]:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all([*procs, worker])
     fps = sum(per_stream.values())
     share = [v / (fps / streams) for v in per_stream.values()] if fps else [0]
     return {

@@ -14,7 +14,6 @@ window's p50 with the first one's and with the mean call time.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 
@@ -24,6 +23,7 @@ from common import keys, ledger
 from common.redis_client import connect
 from common.wire import decode_result
 from control.redis_server import PrivateRedis
+from devkit.procs import stop_all
 from tests.helpers import wait_for
 
 from .fleet_vs_stream import _spawn, pct, start_stamp_server, tap_delay_ms
@@ -79,13 +79,7 @@ def main(streams: int, imgsz: int, seconds: float, window: float) -> None:
             t0, inf0 = t1, inf1
         led = [ledger.read(client, s) for s in names]
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         server.stop()
         rtsp.terminate()
     load = os.getloadavg()

@@ -30,8 +30,9 @@ from common import desired, keys
 from common.analytics_settings import TrackSettings
 from common.config import ProducerSettings, role_command
 from common.redis_client import connect
-from common.wire import Result, encode_result, unpackb
+from common.wire import unpackb
 from control.redis_server import PrivateRedis
+from devkit.results import encoded_result
 from tests.helpers import wait_for
 
 W, H = 1280, 720
@@ -47,12 +48,7 @@ def boxes_at(n_boxes: int, f: int, rng: np.random.Generator, starts: np.ndarray)
 
 
 def result(stream: str, seq: int, boxes: list) -> bytes:
-    t = time.time()
-    boxes = [[*b[:5], int(b[5])] for b in boxes]
-    return encode_result(
-        Result(stream=stream, seq=seq, batch=seq // 2, t_capture=t, t_enqueue=t, t_start=t, t_done=t, worker="w",
-               gpu="cpu", model="m", w=W, h=H, boxes=boxes)
-    )  # fmt: skip
+    return encoded_result(stream, seq, boxes, w=W, h=H, model="m")
 
 
 def declare(client, stream: str, tracker: str = "bytetrack") -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from common import desired, keys
 from common.config import ProducerSettings
-from common.wire import Result, encode_result, unpackb
+from common.wire import unpackb
+from devkit.results import encoded_result
 
 from ..helpers import wait_for
 
@@ -45,12 +46,7 @@ def trajectories(n: int) -> list[list[list[float]]]:
 
 
 def result(stream: str, seq: int, boxes: list) -> bytes:
-    t = time.time()
-    boxes = [[*b[:5], int(b[5])] for b in boxes]
-    return encode_result(
-        Result(stream=stream, seq=seq, batch=seq // 2, t_capture=t, t_enqueue=t, t_start=t, t_done=t, worker="w",
-               gpu="cpu", model="rtai-shapes", w=W, h=H, boxes=boxes)
-    )  # fmt: skip
+    return encoded_result(stream, seq, boxes, w=W, h=H, model="rtai-shapes")
 
 
 def publish(r, stream: str, frames: list, seqs: list[int]) -> None:
