@@ -2,6 +2,11 @@
 
 Workers finish frames out of order; the tracker needs them in order. A frame that is still missing
 `wait_s` after a later one arrived is skipped (counted) and tracking goes on without it.
+
+Where tracking starts: a stream's first frame is seq 0, so a buffer holding 0 starts there at once.
+A tracker that joins a running stream (no stored position) waits `wait_s` after the first frame it
+sees and starts at the lowest seq it then holds: the worker that took the earlier frames may finish
+after the one that took later ones, and starting at the first arrival would drop those as late.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Reorder:
         self.next_seq = next_seq
         self.buffer: dict[int, Any] = {}
         self.gap_since: float | None = None
+        self.first_seen: float | None = None
         self.late = 0
 
     def add(self, seq: int, item: Any) -> bool:
@@ -37,7 +43,11 @@ class Reorder:
     def pop(self, now: float) -> Ready:
         ready = Ready()
         if self.next_seq is None and self.buffer:
-            self.next_seq = min(self.buffer)  # tracking starts at the first frame it sees
+            if self.first_seen is None:
+                self.first_seen = now
+            if 0 not in self.buffer and now - self.first_seen < self.wait_s:
+                return ready
+            self.next_seq = min(self.buffer)
         while self.buffer:
             item = self.buffer.pop(self.next_seq, None)  # type: ignore[arg-type]
             if item is not None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from common import desired, keys
+from common import desired, keys, ledger
 from common.config import DEMO_CLIP, ProducerSettings
 from common.images import encode_frame
 from common.models import OWN_WEIGHTS
@@ -91,8 +91,11 @@ def test_fleet_tracking_on_the_demo_clip_matches_the_identities_and_filters_clas
     push(r, "only", frames[:10], {"track": {}, "classes": ["circle"]})
     procs.rtai("tracker")
     workers = [procs.rtai(*WORKER, env=SLOW_OK) for _ in range(2)]
-    wait_for(lambda: int(r.hget(keys.track_stats("demo"), "tracked") or 0) == N_FRAMES, timeout=150, what="tracked")
-    wait_for(lambda: int(r.hget(keys.track_stats("only"), "tracked") or 0) == 10, timeout=30, what="tracked")
+    for stream, n, timeout in (("demo", N_FRAMES, 150), ("only", 10, 30)):
+        try:
+            wait_for(lambda s=stream, n=n: int(r.hget(keys.track_stats(s), "tracked") or 0) == n, timeout=timeout)
+        except AssertionError as exc:  # say where the frames went (skipped, late) and what the fleet did
+            raise AssertionError(f"{stream}: {r.hgetall(keys.track_stats(stream))}, {ledger.read(r, stream)}") from exc
     for w in workers:
         assert procs.finish(w, timeout=30) == 0, procs.output(w)
     # a filtered class: circles only, although every frame shows squares and triangles too

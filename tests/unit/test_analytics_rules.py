@@ -21,6 +21,20 @@ def test_reorder_waits_for_a_missing_frame_then_skips_it_and_counts_late_arrival
     assert not ro.add(2, 2) and ro.late == 1  # too late: already skipped
 
 
+def test_tracking_starts_at_seq_0_at_once_and_waits_for_earlier_frames_when_joining_mid_stream():
+    fresh = Reorder(wait_s=1.0)
+    fresh.add(0, 0)
+    assert [s for s, _ in fresh.pop(now=10.0).frames] == [0]
+    joined = Reorder(wait_s=1.0)
+    joined.add(8, 8)  # a fast worker's later frames arrive first
+    assert joined.pop(now=10.0).frames == []
+    for seq in (6, 7):  # the slower worker's earlier frames, within the wait
+        joined.add(seq, seq)
+    assert joined.pop(now=10.5).frames == []
+    got = joined.pop(now=11.0)
+    assert [s for s, _ in got.frames] == [6, 7, 8] and got.skipped == 0 and joined.late == 0
+
+
 def test_each_crossing_and_zone_entry_is_reported_once_with_its_direction():
     settings = AnalyticsSettings(
         track={},
