@@ -14,7 +14,8 @@ sides read the same stream N times (N = 1 or 4 "cameras"), with the same model a
 
 Cases run round-robin (side by side for each case), `--reps` times, and one table is printed.
 `--fleet FLAGS` (repeatable) runs the fleet once per set of producer flags in each case, e.g.
-`--fleet "--max-fps 10" --fleet "--max-fps 30"` (default: one run with the producer's defaults).
+`--fleet "--max-fps 10" --fleet "--max-fps 30"` (default: one run with the producer's defaults);
+worker flags go after a `|`: `--fleet "| --prefetch off" --fleet "| --prefetch detect"`.
 
   .venv/bin/python -m benchmarks.fleet_vs_stream --seconds 20 --reps 1
 """
@@ -138,12 +139,13 @@ def run_fleet(
 ) -> dict:
     client = connect(server.url)
     client.flushall()
-    worker = _spawn(server.url, "worker", "--name", "bench-w")
+    producer_flags, _, worker_flags = flags.partition("|")
+    worker = _spawn(server.url, "worker", "--name", "bench-w", *shlex.split(worker_flags))
     names = [f"cam{i}" for i in range(streams)]
     procs = []
     try:
         wait_for(lambda: client.exists(keys.worker_alive("bench-w")), timeout=120, what="the worker")
-        extra = shlex.split(flags)
+        extra = shlex.split(producer_flags)
         procs = [
             _spawn(server.url, "producer", "--source", url, "--stream", s, "--imgsz", str(imgsz), *extra) for s in names
         ]
@@ -189,7 +191,12 @@ def pct(xs: list[float], q: float) -> float:
 @click.option("--streams", "stream_counts", default="1,4", show_default=True)
 @click.option("--imgsz", "sizes", default="320,640", show_default=True)
 @click.option("--export", is_flag=True, help="Export the model to ONNX first, as `rtai up` does on a CPU host.")
-@click.option("--fleet", "fleets", multiple=True, help="Producer flags of a fleet variant (repeatable).")
+@click.option(
+    "--fleet",
+    "fleets",
+    multiple=True,
+    help="A fleet variant (repeatable): 'PRODUCER FLAGS' or 'PRODUCER FLAGS | WORKER FLAGS'.",
+)
 def main(seconds: float, reps: int, stream_counts: str, sizes: str, export: bool, fleets: tuple[str, ...]) -> None:
     if export:
         weights = tempfile.mkdtemp(prefix="rtai-bench-weights-")

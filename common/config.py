@@ -158,6 +158,11 @@ class WorkerSettings(_Settings):
     #: Dynamic batching: with a backlog, a worker takes more queued jobs (across its streams) along
     #: with the one it dequeues, up to this many frames, and runs them in one detector call.
     max_batch_frames: int = Field(8, ge=1, le=256)
+    #: Prefetch (worker/prefetch.py): a thread takes and decodes the next group of jobs while this
+    #: one is in hand. `settle`: from the end of the detector call (overlaps the settle and RQ's
+    #: records); `detect`: from its start (overlaps the model too; the next group's frames are then
+    #: a detector call older when they run); `off`.
+    prefetch: Literal["off", "settle", "detect"] = "settle"
     burst: bool = False
     #: A supervised child may die this often per minute before it is left down and reported.
     restart_budget: int = Field(5, ge=0)

@@ -43,6 +43,7 @@ rtai:sink:<name>                     HASH     none             a sink's delivere
 rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
 rq:wip:rtai:<stream>                 ZSET     RQ's             RQ's started-job registry (job_id:execution_id)
 rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
+rq:worker:<name>                     HASH     RQ's             RQ's record of a worker (its `state`: idle / busy)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import re
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.suspension import WORKERS_SUSPENDED
+from rq.worker import Worker
 
 from .errors import ConfigError
 
@@ -76,6 +78,8 @@ RQ_QUEUE_PREFIX = Queue.redis_queue_namespace_prefix
 RQ_STARTED_PREFIX = StartedJobRegistry.key_template.format("")
 #: RQ's own flag (`rq suspend` / `rq resume`); our dequeue script honours it.
 RQ_SUSPENDED = WORKERS_SUSPENDED
+#: RQ's key prefix of a worker's hash.
+RQ_WORKER_PREFIX = Worker.redis_worker_namespace_prefix
 
 
 def check_stream_id(stream: str) -> str:
@@ -181,6 +185,11 @@ def model_names(variant: str) -> str:
 
 def worker(name: str) -> str:
     return f"{PREFIX}worker:{name}"
+
+
+def rq_worker(name: str) -> str:
+    """RQ's hash of a worker (RQ builds the key); its `state` says idle or busy."""
+    return f"{RQ_WORKER_PREFIX}{name}"
 
 
 def worker_alive(name: str) -> str:

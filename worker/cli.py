@@ -51,6 +51,13 @@ log = logging.getLogger(__name__)
     default=None,
     help="With a backlog, run queued jobs together in one detector call up to this many frames (default 8).",
 )
+@click.option(
+    "--prefetch",
+    type=click.Choice(["off", "settle", "detect"]),
+    default=None,
+    help="Take and decode the next jobs while this group settles (settle, the default) or from the start "
+    "of its detector call (detect), or not at all (off).",
+)
 @click.option("--burst", is_flag=True, default=None, help="Exit when the queues are empty.")
 @click.option("--max-jobs", type=int, default=None, help="Exit after N jobs.")
 @click.option("--fault-point", default=None, hidden=True, help="Chaos tests: SIGKILL self at this point.")
@@ -98,6 +105,7 @@ def _child_args(settings: WorkerSettings, preload: tuple[str, ...]) -> list[str]
         "fault_batch",
         "max_jobs",
         "max_batch_frames",
+        "prefetch",
     ):
         value = getattr(settings, field)
         if value is not None and value != WorkerSettings.model_fields[field].default:

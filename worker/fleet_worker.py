@@ -36,13 +36,14 @@ from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
 from common.proctitle import set_title
 from common.redis_client import describe, write_rejected
-from common.replies import texts
+from common.replies import text, texts
 from common.states import WorkerState
 from common.wire import JobArgs, MsgpackSerializer
 
 from . import admission
 from .jobs import ALLOWED
 from .lease import WORKER_TTL_S, Lease, requeue_inflight
+from .prefetch import Prefetcher
 from .publisher import Settlement
 from .routing import Router
 from .runtime import Runtime
@@ -87,18 +88,26 @@ return 1
 
 DEQUEUE_LUA = """
 -- KEYS[1]: this worker's in-flight hash, KEYS[2]: RQ's suspension flag; ARGV[1]: most jobs to take
--- (dynamic batching), ARGV[2..]: candidate queue keys. Each job comes from the deepest queue (ties:
--- the first in ARGV, which the worker rotates), so a backlog across streams is taken round-robin;
--- every job taken is in the in-flight hash in the same step. All reads come before the first write;
--- a job after the first is recorded before it is popped, and a refused record (Redis full) ends the
--- taking there: no job is ever popped without being recorded.
+-- (dynamic batching), ARGV[2]: P, the number of peers to check (a prefetch, worker/prefetch.py; 0
+-- for a dequeue), ARGV[3..2+2P]: each peer's alive key and RQ worker hash, ARGV[3+2P..]: candidate
+-- queue keys. A prefetch takes nothing while a live peer is idle. Each job comes from the deepest
+-- queue (ties: the first in ARGV, which the worker rotates), so a backlog across streams is taken
+-- round-robin; every job taken is in the in-flight hash in the same step. All reads come before the
+-- first write; a job after the first is recorded before it is popped, and a refused record (Redis
+-- full) ends the taking there: no job is ever popped without being recorded.
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local peers = tonumber(ARGV[2])
+for p = 1, peers do
+  local alive, rq = ARGV[1 + 2 * p], ARGV[2 + 2 * p]
+  if redis.call('EXISTS', alive) == 1 and redis.call('HGET', rq, 'state') == 'idle' then return false end
+end
+local first = 3 + 2 * peers
 local depths = {}
-for i = 2, #ARGV do depths[i] = redis.call('LLEN', ARGV[i]) end
+for i = first, #ARGV do depths[i] = redis.call('LLEN', ARGV[i]) end
 local out = {}
 for k = 1, tonumber(ARGV[1]) do
   local best, depth = nil, 0
-  for i = 2, #ARGV do
+  for i = first, #ARGV do
     if depths[i] > depth then best, depth = i, depths[i] end
   end
   if not best then break end
@@ -144,7 +153,14 @@ class FleetWorker(SimpleWorker):
         self._extras: list[tuple[Job, Queue]] = []
         self._job_frames = 1
         self._admitted_kills = 0
+        self._group_kills = 0
         self._last_beat = 0.0
+        #: Prefetch (worker/prefetch.py): the workers that serve this worker's streams (a prefetch
+        #: takes nothing while one of them is idle), re-read with the queues.
+        self._peers: list[str] = []
+        self.prefetcher = Prefetcher(self.client, name=self.name, read_jobs=self._read_jobs, allowed=ALLOWED)
+        runtime.ready = {}
+        runtime.on_stage = self._on_stage if runtime.settings.prefetch != "off" else None
         # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
         # which bootstrap requeues: none of it may ride along with this loop's first job.
         runtime.coalesced, runtime.outcomes = [], {}
@@ -168,18 +184,23 @@ class FleetWorker(SimpleWorker):
         if not streams:
             return
         self._served = streams
-        until = int(self.runtime.now() * 1000) + SERVER_LAPSE_MS
+        now_ms = int(self.runtime.now() * 1000)
         with self.client.pipeline(transaction=False) as pipe:
             for stream in streams:
-                pipe.zadd(keys.servers(stream), {self.name: until})
+                pipe.zadd(keys.servers(stream), {self.name: now_ms + SERVER_LAPSE_MS})
                 pipe.expire(keys.servers(stream), keys.SERVERS_TTL_S)
-            pipe.execute()
+                pipe.zrangebyscore(keys.servers(stream), now_ms, "+inf")
+            replies = pipe.execute()
+        self._peers = sorted({text(w) for members in replies[2::3] for w in members} - {self.name})
 
     def procline(self, message: str) -> None:
         label = "cpu" if self.runtime.gpu == "cpu" else f"gpu{self.runtime.gpu}"
         set_title(f"rtai-worker:{label} {message}")
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        prefetched = self._take_prefetched()
+        if prefetched is not None:
+            return prefetched
         self.procline("idle")
         if self.get_state() != WorkerStatus.IDLE:  # RQ's execute_job has just written it, as a rule
             self.set_state(WorkerStatus.IDLE)
@@ -200,7 +221,7 @@ class FleetWorker(SimpleWorker):
                 if self.queues:
                     got = self._dequeue_script(
                         keys=[keys.inflight(self.name), keys.RQ_SUSPENDED],
-                        args=[self._jobs_to_take(), *self._rotated_queue_keys()],
+                        args=[self._jobs_to_take(), 0, *self._rotated_queue_keys()],
                     )
                 backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -233,11 +254,50 @@ class FleetWorker(SimpleWorker):
             time.sleep(pause)
             pause = min(pause * 2, POLL_MAX_S)
 
+    # -- prefetch (worker/prefetch.py) --------------------------------------------------------
+    def _on_stage(self, stage: str) -> None:
+        """jobs.run_jobs is at `stage`: start the prefetch there if the settings say so, unless the
+        worker is stopping or runs a job that killed a worker before (that one runs alone)."""
+        if stage != self.runtime.settings.prefetch or self._group_kills or not self.queues:
+            return
+        if self._stop_requested or self._force_stop or self.prefetcher.pending:
+            return
+        take, queues = self._jobs_to_take(), self._rotated_queue_keys()
+        peers = [k for w in self._peers for k in (keys.worker_alive(w), keys.rq_worker(w))]
+        script, inflight = self._dequeue_script, keys.inflight(self.name)
+
+        def dequeue() -> list[tuple[str, str]]:
+            got = script(keys=[inflight, keys.RQ_SUSPENDED], args=[take, len(peers) // 2, *peers, *queues])
+            return [(got[i].decode(), got[i + 1].decode()) for i in range(0, len(got), 2)] if got else []
+
+        self.prefetcher.start(dequeue)
+
+    def _take_prefetched(self) -> tuple[Job, Queue] | None:
+        """The group the prefetch took, admitted as a dequeue's would be, with its batches ready."""
+        got = self.prefetcher.take()
+        if got is None:
+            return None
+        self._wstate = WorkerState.BUSY
+        now = time.monotonic()  # what the dequeue loop does, which a worker fed by prefetches skips
+        if now - self._last_beat >= 1.0:
+            self.heartbeat()
+            self._last_beat = now
+        self.refresh_queues()
+        self.runtime.fault("after_dequeue")
+        self.runtime.ready = got.ready
+        fetched = self._fetch_taken(got.taken, got.reads)
+        if fetched is None:
+            self.runtime.ready = {}
+            self._wstate = WorkerState.IDLE
+        return fetched
+
     def _jobs_to_take(self) -> int:
         """How many jobs one dequeue takes: the frame limit over the frames a job had last (at least 1)."""
         return max(1, self.runtime.settings.max_batch_frames // max(1, self._job_frames))
 
-    def _fetch_taken(self, taken: list[tuple[str, str]]) -> tuple[Job, Queue] | None:
+    def _fetch_taken(
+        self, taken: list[tuple[str, str]], reads: list[tuple[object, object]] | None = None
+    ) -> tuple[Job, Queue] | None:
         """Admit the jobs one dequeue took: the first that runs is RQ's; the others (dynamic batching)
         ride along in its detector call up to the frame limit. A job that killed a worker before runs
         alone (it may be a poison batch: it must not take others down with it); jobs over the limit or
@@ -247,13 +307,16 @@ class FleetWorker(SimpleWorker):
         extras: list[tuple[Job, Queue]] = []
         back: list[tuple[Job, Queue]] = []
         frames = 0
-        for (queue_key, job_id), read in zip(taken, self._read_jobs([job_id for _q, job_id in taken]), strict=True):
+        if reads is None:
+            reads = self._read_jobs([job_id for _q, job_id in taken])
+        for (queue_key, job_id), read in zip(taken, reads, strict=True):
             fetched = self._fetch(queue_key, job_id, read)
             if fetched is None:
                 continue
             n = int(fetched[0].kwargs["n"])  # admission checked it (JobArgs)
             if first is None:
                 first, first_kills, frames = fetched, self._admitted_kills, n
+                self._group_kills = first_kills
                 self._job_frames = n
             elif first_kills or self._admitted_kills or frames + n > self.runtime.settings.max_batch_frames:
                 back.append(fetched)
@@ -466,6 +529,7 @@ class FleetWorker(SimpleWorker):
             if not self._force_stop:
                 self.client.hdel(keys.inflight(self.name), job.id)
             self._settle_extras()
+            self.runtime.ready = {}
             self._wstate = WorkerState.IDLE
 
     def _execute_holding(self, job: Job, queue: Queue) -> None:
@@ -669,6 +733,12 @@ class FleetWorker(SimpleWorker):
         self.lease.start()
 
     def teardown(self) -> None:
+        # A prefetch still running must end before the in-flight jobs are put back (what it took is
+        # in the in-flight hash, and goes back with the rest).
+        try:
+            self.prefetcher.close()
+        except redis.RedisError as exc:
+            log.warning("worker %s: prefetch ended with %s", self.name, describe(exc))
         self.lease.stop()
         try:
             leftover = requeue_inflight(self.client, self.name, force=True)

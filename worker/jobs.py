@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -58,6 +58,8 @@ class _Held:
     live: list[Frame] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: Images a prefetch decoded, by frame seq (the others are decoded here).
+    decoded: dict[int, np.ndarray | FrameDecodeError] = field(default_factory=dict)
     boxes: list[np.ndarray] = field(default_factory=list)
 
 
@@ -67,19 +69,28 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
     t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
     outcomes: dict[str, Outcome] = {}
     held: list[_Held] = []
-    # One round trip for the blobs of every job taken together.
-    blobs: list[bytes | None] = rt.client.mget([args.blob for _job_id, args in jobs])  # type: ignore[assignment]
-    for (job_id, args), data in zip(jobs, blobs, strict=True):
+    # A prefetched batch is ready (worker/prefetch.py); the others come in one round trip.
+    ready = {args.blob: p for _job_id, args in jobs if (p := rt.ready.pop(args.blob, None)) is not None}
+    rt.prefetched_jobs += len(ready)
+    missing = [args.blob for _job_id, args in jobs if args.blob not in ready]
+    blobs = cast(list[bytes | None], rt.client.mget(missing) if missing else [])
+    fetched = dict(zip(missing, blobs, strict=True))
+    for job_id, args in jobs:
+        prepared = ready.get(args.blob)
         try:
-            loaded = _load(rt, args, data)
+            loaded = _load(rt, args, prepared.batch if prepared is not None else fetched[args.blob])
         except SchemaError as exc:
             outcomes[job_id] = exc
             continue
         if isinstance(loaded, dict):
             outcomes[job_id] = loaded
             continue
-        held.append(_fresh(rt, job_id, loaded, t_start))
+        h = _fresh(rt, job_id, loaded, t_start)
+        if prepared is not None:
+            h.decoded = prepared.images
+        held.append(h)
     _decode(held)
+    _stage(rt, "detect")
     groups: dict[tuple, list[_Held]] = {}
     for h in held:
         if h.images:
@@ -87,6 +98,7 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
             groups.setdefault(key, []).append(h)
     for group in groups.values():
         _detect_group(rt, group, outcomes)
+    _stage(rt, "settle")
     t_done = rt.now()
     for h in held:
         if h.job_id not in outcomes:
@@ -97,7 +109,14 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
     return outcomes
 
 
-def _load(rt: runtime.Runtime, args: JobArgs, data: bytes | None) -> Batch | dict[str, Any]:
+def _stage(rt: runtime.Runtime, stage: str) -> None:
+    """Tell the worker where this call is (it starts its prefetch there, worker/prefetch.py)."""
+    if rt.on_stage is not None:
+        rt.on_stage(stage)
+
+
+def _load(rt: runtime.Runtime, args: JobArgs, data: bytes | Batch | None) -> Batch | dict[str, Any]:
+    """The job's batch, checked against its job (`data`: as stored, or as a prefetch unpacked it)."""
     stream, batch, n = args.stream, args.batch, args.n
     if data is None:
         if rt.publisher.is_settled(stream, batch):
@@ -105,7 +124,7 @@ def _load(rt: runtime.Runtime, args: JobArgs, data: bytes | None) -> Batch | dic
         rt.publisher.settle(Settlement(stream, batch, failed=n))
         raise SchemaError(f"batch {stream}#{batch}: data {args.blob} is gone (expired?); {n} frames counted failed")
     try:
-        b = decode_batch(data)
+        b = data if isinstance(data, Batch) else decode_batch(data)
         if b.stream != stream or b.batch != batch or len(b.frames) != n:
             raise SchemaError(
                 f"batch {stream}#{batch}: payload says {b.stream}#{b.batch} with {len(b.frames)} frames, job says {n}"
@@ -126,11 +145,14 @@ def _fresh(rt: runtime.Runtime, job_id: str, b: Batch, t_start: float) -> _Held:
 
 
 def _decode(held: list[_Held]) -> None:
-    """JPEG decode of every held batch's live frames in one pass of the decode pool."""
-    images = iter(decode_frames([f for h in held for f in h.live]))
+    """JPEG decode of every held batch's live frames in one pass of the decode pool (frames a
+    prefetch decoded are taken as they are)."""
+    todo = [f for h in held for f in h.live if f.seq not in h.decoded]
+    fresh = dict(zip(map(id, todo), decode_frames(todo), strict=True))
     for h in held:
         live, h.live = h.live, []
-        for frame, image in zip(live, images, strict=False):
+        for frame in live:
+            image = h.decoded[frame.seq] if frame.seq in h.decoded else fresh[id(frame)]
             if isinstance(image, FrameDecodeError):
                 h.settlement.failed += 1
                 h.errors.append(str(image))

@@ -7,7 +7,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -23,6 +25,9 @@ from common.wire import JobArgs, packb
 from . import engines
 from .detector import Detector, NoopDetector, SleepDetector
 from .publisher import Publisher
+
+if TYPE_CHECKING:
+    from .prefetch import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +72,14 @@ class Runtime:
     #: (jobs.process_batch runs them in the same detector call), and what each came to.
     coalesced: list[tuple[str, JobArgs]] = field(default_factory=list)
     outcomes: dict[str, dict | BaseException] = field(default_factory=dict)
+    #: Prefetch (worker/prefetch.py): batches fetched and decoded ahead, by batch key; and the
+    #: worker's hook that jobs.run_jobs calls when a detector call starts ("detect") and ends ("settle").
+    ready: dict[str, Prepared] = field(default_factory=dict)
+    on_stage: Callable[[str], None] | None = None
     infer_calls: int = 0
     infer_frames: int = 0
     infer_s: float = 0.0
+    prefetched_jobs: int = 0
 
     def __post_init__(self) -> None:
         self.clock = RedisClock(self.client, what=f"worker {self.name}")
@@ -127,11 +137,13 @@ class Runtime:
         self.infer_s += seconds
 
     def inference_counts(self) -> dict[FieldT, EncodableT]:
-        """This process's detector calls, the frames they ran and their time (ms, summed)."""
+        """This process's detector calls, the frames they ran and their time (ms, summed), and the
+        jobs whose batch a prefetch had ready."""
         return {
             "infer_calls": self.infer_calls,
             "infer_frames": self.infer_frames,
             "infer_ms": round(self.infer_s * 1000),
+            "prefetched_jobs": self.prefetched_jobs,
         }
 
     def fault(self, point: str) -> None:

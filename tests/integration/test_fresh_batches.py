@@ -43,7 +43,7 @@ def test_a_batch_a_worker_has_taken_is_never_overwritten(r):
     before = r.get(keys.batch_blob("cam1", 1))
     # The worker's own dequeue script: the job leaves the queue for the worker's in-flight hash.
     taken = r.register_script(DEQUEUE_LUA)(
-        keys=[keys.inflight("w1"), keys.RQ_SUSPENDED], args=[1, keys.queue_key("cam1")]
+        keys=[keys.inflight("w1"), keys.RQ_SUSPENDED], args=[1, 0, keys.queue_key("cam1")]
     )
     assert taken and r.hexists(keys.inflight("w1"), taken[1])
     assert s.refresh(frames(1, t_capture=200.0)[0]) is None
