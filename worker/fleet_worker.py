@@ -24,6 +24,7 @@ from types import FrameType
 import redis
 from rq import Queue
 from rq.exceptions import DeserializationError, NoSuchJobError, TimeoutFormatError
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
@@ -40,7 +41,7 @@ from common.replies import texts
 from common.states import WorkerState
 from common.wire import JobArgs, MsgpackSerializer
 
-from . import admission
+from . import admission, rq_records
 from .jobs import ALLOWED
 from .lease import WORKER_TTL_S, Lease, requeue_inflight
 from .publisher import Settlement
@@ -123,6 +124,9 @@ return out
 
 
 class FleetWorker(SimpleWorker):
+    _beaten = False
+    _released: str | None = None
+
     def __init__(self, runtime: Runtime) -> None:
         super().__init__([], connection=runtime.client, name=runtime.name, serializer=MsgpackSerializer)
         self.runtime = runtime
@@ -145,6 +149,10 @@ class FleetWorker(SimpleWorker):
         self._job_frames = 1
         self._admitted_kills = 0
         self._last_beat = 0.0
+        #: The job whose records and in-flight entry the success pipeline wrote and removed (lean path).
+        self._released: str | None = None
+        #: The success pipeline carried RQ's after-job worker heartbeat: the work loop's next one is skipped.
+        self._beaten = False
         # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
         # which bootstrap requeues: none of it may ride along with this loop's first job.
         runtime.coalesced, runtime.outcomes = [], {}
@@ -297,6 +305,7 @@ class FleetWorker(SimpleWorker):
         self.runtime.coalesced = []
         if self._force_stop:
             return
+        finished: list[tuple[Job, Queue, dict]] = []
         for job, queue in extras:
             outcome = outcomes.get(job.id)
             try:
@@ -305,11 +314,20 @@ class FleetWorker(SimpleWorker):
                 elif isinstance(outcome, BaseException):
                     self._extra_failed(job, queue, outcome)
                 else:
-                    self._finish_extra(job, queue, outcome)
+                    finished.append((job, queue, outcome))
             except redis.ResponseError as exc:
                 if not write_rejected(exc):
                     raise
                 self._give_back(job, queue)  # settled or not: a rerun is a duplicate if it was
+        if not finished:
+            return
+        try:
+            self._finish_extras(finished)
+        except redis.ResponseError as exc:
+            if not write_rejected(exc):
+                raise
+            for job, queue, _result in finished:
+                self._give_back(job, queue)
 
     def _extra_failed(self, job: Job, queue: Queue, exc: BaseException) -> None:
         """A job that rode along and failed, handled as handle_job_failure handles the one RQ ran:
@@ -354,22 +372,22 @@ class FleetWorker(SimpleWorker):
             attempts, _ = pipe.execute()
         return int(attempts)
 
-    def _finish_extra(self, job: Job, queue: Queue, result: dict) -> None:
-        """RQ's records of a job that rode along and ran, as RQ writes them for the job it ran: a
-        late finish (after the lease ran out and another worker took the job) is recorded too, with
-        the `duplicate` status the settle script gave it."""
-        ttl = job.get_result_ttl(self.default_result_ttl)
+    def _finish_extras(self, finished: list[tuple[Job, Queue, dict]]) -> None:
+        """RQ's records of the jobs that rode along and ran, as RQ writes them for the job it ran
+        (rq_records.record_success; they count in the worker's successful jobs, while their time is
+        the job RQ ran's), in one MULTI/EXEC with their removal from the in-flight hash. A late
+        finish (after the lease ran out and another worker took the job) is recorded too, with the
+        `duplicate` status the settle script gave it."""
         with self.client.pipeline() as pipe:
-            job.set_status(JobStatus.FINISHED, pipeline=pipe)
-            pipe.hset(job.key, "ended_at", utcformat(now()))
-            if ttl != 0:
-                queue.finished_job_registry.add(job, ttl, pipeline=pipe)
-                Result.create(
-                    job, Result.Type.SUCCESSFUL, ttl=ttl, return_value=result, worker_name=self.name, pipeline=pipe
-                )
-            if ttl is not None and ttl >= 0:
-                pipe.expire(job.key, max(ttl, 1))
-            pipe.hdel(keys.inflight(self.name), job.id)
+            for job, queue, result in finished:
+                ttl = job.get_result_ttl(self.default_result_ttl)
+                if ttl == 0:  # no result kept: finished, and gone in a second
+                    pipe.hset(job.key, mapping={"status": JobStatus.FINISHED.value, "ended_at": utcformat(now())})
+                    pipe.expire(job.key, 1)
+                else:
+                    rq_records.record_success(pipe, job, queue, result, worker_name=self.name, result_ttl=ttl)
+                pipe.hdel(keys.inflight(self.name), job.id)
+            pipe.hincrby(self.key, "successful_job_count", len(finished))
             pipe.execute()
 
     def _give_back(self, job: Job, queue: Queue) -> None:
@@ -456,6 +474,7 @@ class FleetWorker(SimpleWorker):
     # -- running jobs ---------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._wstate = WorkerState.BUSY
+        self._released, self._beaten = None, False
         try:
             reason = self._refusal(job)
             if reason is None:
@@ -463,7 +482,7 @@ class FleetWorker(SimpleWorker):
             else:
                 self._reject(job, queue, reason)
         finally:
-            if not self._force_stop:
+            if not self._force_stop and self._released != job.id:
                 self.client.hdel(keys.inflight(self.name), job.id)
             self._settle_extras()
             self._wstate = WorkerState.IDLE
@@ -474,11 +493,57 @@ class FleetWorker(SimpleWorker):
         at the front of its queue; the worker lives on. A batch that did settle is a duplicate
         when it runs again (its settled marker)."""
         try:
-            super().execute_job(job, queue)
+            # SimpleWorker.execute_job, except that the success pipeline also sets the worker idle.
+            execution = self.prepare_execution(job)
+            self.perform_job(job, queue, execution)
+            if self.get_state() != WorkerStatus.IDLE:
+                self.set_state(WorkerStatus.IDLE)
         except redis.ResponseError as exc:
             if not write_rejected(exc):
                 raise
             self._hold(job, queue, exc)
+
+    # -- the lean job path: RQ's records in one pipeline at the start, one at the end (rq_records.py)
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's prepare_execution and prepare_job_execution in one round trip."""
+        with self.client.pipeline() as pipe:
+            execution = rq_records.record_start(pipe, self, job)
+            pipe.execute()
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """Written by prepare_execution already; only the process title is left."""
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """A failed job's end is RQ's; a job that returned has its end written by handle_job_success."""
+        if job.get_status(refresh=False) == JobStatus.FAILED:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = now()
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution: Execution) -> None:
+        """RQ's records of a job that returned, in one MULTI/EXEC with what follows them in RQ's loop
+        (the worker idle, its heartbeat) and the job's removal from the in-flight hash: a kill before
+        it leaves the job in flight (requeued; a settled batch reruns as a duplicate), after it the
+        job is finished. A job whose result is not kept (result_ttl 0) or that repeats is RQ's."""
+        ttl = job.get_result_ttl(self.default_result_ttl)
+        if ttl == 0 or job.repeats_left:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        with self.client.pipeline() as pipe:
+            rq_records.record_success(
+                pipe, job, queue, job._result, worker_name=self.name, result_ttl=ttl, execution=execution
+            )
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipe)  # type: ignore[operator]
+            self.executions.pop(execution.id, None)
+            pipe.hdel(keys.inflight(self.name), job.id)
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            self.heartbeat(pipeline=pipe)
+            pipe.execute()
+        self._released, self._beaten = job.id, True
+        self._last_beat = time.monotonic()
 
     def _hold(self, job: Job, queue: Queue, exc: redis.ResponseError) -> None:
         t0 = time.monotonic()
@@ -499,7 +564,11 @@ class FleetWorker(SimpleWorker):
             return
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
-        """RQ's heartbeat; a Redis that refuses writes (full) does not end the work loop."""
+        """RQ's heartbeat; a Redis that refuses writes (full) does not end the work loop. The one
+        RQ's loop sends after a job is skipped when the job's success pipeline carried it."""
+        if self._beaten and timeout is None and pipeline is None:
+            self._beaten = False
+            return
         try:
             super().heartbeat(timeout, pipeline)
         except redis.ResponseError as exc:
