@@ -22,7 +22,7 @@ import zlib
 from types import FrameType
 
 import redis
-from rq import Queue
+from rq import Queue, worker_registration
 from rq.exceptions import DeserializationError, NoSuchJobError, TimeoutFormatError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -166,10 +166,19 @@ class FleetWorker(SimpleWorker):
         streams = self.router.eligible(texts(self.client.smembers(keys.STREAMS)))
         self._renew_servers(streams)
         names = [keys.queue_name(s) for s in streams]
-        if names != self.queue_names():
+        old = self.queue_names()
+        if names != old:
             self.queues = [Queue(n, connection=self.client, serializer=MsgpackSerializer) for n in names]
             self._ordered_queues = self.queues[:]
-            self.client.hset(self.key, "queues", ",".join(names))
+            with self.client.pipeline() as pipe:
+                pipe.hset(self.key, "queues", ",".join(names))
+                # RQ's per-queue worker sets, which `rq info` lists workers by (RQ fills them at birth
+                # only, when this worker has no queues yet; its death empties the last ones).
+                for name in set(old) - set(names):
+                    pipe.srem(worker_registration.WORKERS_BY_QUEUE_KEY % name, self.key)
+                for name in names:
+                    pipe.sadd(worker_registration.WORKERS_BY_QUEUE_KEY % name, self.key)
+                pipe.execute()
 
     def _renew_servers(self, streams: list[str]) -> None:
         """Tell each stream's producer this worker takes its jobs (its credits, producer/flow.py)."""
