@@ -31,7 +31,7 @@ from rq.results import Result
 from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from common import keys
+from common import keys, ledger
 from common.backoff import Backoff
 from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
@@ -42,7 +42,7 @@ from common.states import WorkerState
 from common.wire import JobArgs, MsgpackSerializer
 
 from . import admission, rq_records
-from .jobs import ALLOWED
+from .jobs import ALLOWED, write_latencies
 from .lease import WORKER_TTL_S, Lease, requeue_inflight
 from .publisher import Settlement
 from .routing import Router
@@ -156,6 +156,7 @@ class FleetWorker(SimpleWorker):
         # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
         # which bootstrap requeues: none of it may ride along with this loop's first job.
         runtime.coalesced, runtime.outcomes = [], {}
+        runtime.deferred_latencies = []  # written with the job's records (handle_job_success)
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -494,6 +495,9 @@ class FleetWorker(SimpleWorker):
             if not self._force_stop and self._released != job.id:
                 self.client.hdel(keys.inflight(self.name), job.id)
             self._settle_extras()
+            latencies, self.runtime.deferred_latencies = self.runtime.deferred_latencies, []
+            if latencies:  # a job that failed, or whose records RQ wrote (result_ttl 0)
+                write_latencies(self.runtime, latencies)
             self._wstate = WorkerState.IDLE
 
     def _execute_holding(self, job: Job, queue: Queue) -> None:
@@ -540,7 +544,10 @@ class FleetWorker(SimpleWorker):
         if ttl == 0 or job.repeats_left:
             super().handle_job_success(job, queue, started_job_registry, execution)
             return
+        latencies, self.runtime.deferred_latencies = self.runtime.deferred_latencies, []
         with self.client.pipeline() as pipe:
+            for stream, latencies_ms in latencies or ():  # a statistic: lost if Redis refuses the whole
+                ledger.record_latencies(pipe, stream, latencies_ms)
             rq_records.record_success(
                 pipe, job, queue, job._result, worker_name=self.name, result_ttl=ttl, execution=execution
             )

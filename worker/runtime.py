@@ -67,6 +67,9 @@ class Runtime:
     #: (jobs.process_batch runs them in the same detector call), and what each came to.
     coalesced: list[tuple[str, JobArgs]] = field(default_factory=list)
     outcomes: dict[str, dict | BaseException] = field(default_factory=dict)
+    #: Latencies of settled batches, (stream, ms each frame), held for the worker to write with its
+    #: job's records (one round trip fewer a job); None: jobs.py writes them at once.
+    deferred_latencies: list[tuple[str, list[float]]] | None = None
     infer_calls: int = 0
     infer_frames: int = 0
     infer_s: float = 0.0

@@ -12,7 +12,7 @@ from rq.executions import ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
-from common import keys
+from common import keys, ledger
 from common.wire import MsgpackSerializer
 from producer.enqueue import RESULT_TTL_S
 
@@ -35,6 +35,8 @@ def test_rq_records_of_jobs_run_through_the_lean_path(r, redis_server, procs):
     wait_for(lambda: counts(r, "cam-a")["published"] == 2 * JOBS, timeout=20, what="every frame published")
     wait_for(lambda: r.hlen(keys.inflight("w1")) == 0, timeout=5, what="the in-flight hash to empty")
 
+    # Each frame's latency went into the histogram with its job's records.
+    assert ledger.read_latency_hist(r, "cam-a")["count"] == 2 * JOBS
     finished = set(FinishedJobRegistry(queue=q).get_job_ids())
     assert finished == set(ids)
     assert StartedJobRegistry(queue=q).get_job_ids() == []
