@@ -64,16 +64,10 @@ def record_success(
     the finished registry, its key's TTL, and its execution's cleanup. `result_ttl` is not 0 (RQ
     deletes such a job at once: the caller leaves that to RQ)."""
     job.ended_at = job.ended_at or now()
-    job.last_heartbeat = now()
+    job.last_heartbeat = job.ended_at  # RQ's handle_execution_ended: both at the job's end
     job._status = JobStatus.FINISHED
-    pipe.hset(
-        job.key,
-        mapping={
-            "status": JobStatus.FINISHED.value,
-            "ended_at": utcformat(job.ended_at),
-            "last_heartbeat": utcformat(job.last_heartbeat),
-        },
-    )
+    ended_at = utcformat(job.ended_at)
+    pipe.hset(job.key, mapping={"status": JobStatus.FINISHED.value, "ended_at": ended_at, "last_heartbeat": ended_at})
     Result.create(
         job,
         Result.Type.SUCCESSFUL,
