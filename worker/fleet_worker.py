@@ -124,8 +124,10 @@ return out
 
 
 class FleetWorker(SimpleWorker):
-    _beaten = False
+    #: The job whose records and in-flight entry its success pipeline wrote and removed (lean path).
     _released: str | None = None
+    #: That pipeline carried RQ's after-job worker heartbeat: the work loop's next one is skipped.
+    _beaten = False
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__([], connection=runtime.client, name=runtime.name, serializer=MsgpackSerializer)
@@ -149,10 +151,6 @@ class FleetWorker(SimpleWorker):
         self._job_frames = 1
         self._admitted_kills = 0
         self._last_beat = 0.0
-        #: The job whose records and in-flight entry the success pipeline wrote and removed (lean path).
-        self._released: str | None = None
-        #: The success pipeline carried RQ's after-job worker heartbeat: the work loop's next one is skipped.
-        self._beaten = False
         # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
         # which bootstrap requeues: none of it may ride along with this loop's first job.
         runtime.coalesced, runtime.outcomes = [], {}
