@@ -22,15 +22,16 @@ import zlib
 from types import FrameType
 
 import redis
-from rq import Queue
+from rq import Queue, worker_registration
 from rq.exceptions import DeserializationError, NoSuchJobError, TimeoutFormatError
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
 from rq.utils import now, utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
-from common import keys
+from common import keys, ledger
 from common.backoff import Backoff
 from common.config import host_name
 from common.errors import JobRejectedError, ModelError, SchemaError
@@ -40,8 +41,8 @@ from common.replies import text, texts
 from common.states import WorkerState
 from common.wire import JobArgs, MsgpackSerializer
 
-from . import admission
-from .jobs import ALLOWED
+from . import admission, rq_records
+from .jobs import ALLOWED, write_latencies
 from .lease import WORKER_TTL_S, Lease, requeue_inflight
 from .prefetch import Prefetcher
 from .publisher import Settlement
@@ -132,6 +133,11 @@ return out
 
 
 class FleetWorker(SimpleWorker):
+    #: The job whose records and in-flight entry its success pipeline wrote and removed (lean path).
+    _released: str | None = None
+    #: That pipeline carried RQ's after-job worker heartbeat: the work loop's next one is skipped.
+    _beaten = False
+
     def __init__(self, runtime: Runtime) -> None:
         super().__init__([], connection=runtime.client, name=runtime.name, serializer=MsgpackSerializer)
         self.runtime = runtime
@@ -164,6 +170,7 @@ class FleetWorker(SimpleWorker):
         # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
         # which bootstrap requeues: none of it may ride along with this loop's first job.
         runtime.coalesced, runtime.outcomes = [], {}
+        runtime.deferred_latencies = []  # written with the job's records (handle_job_success)
 
     # -- queues ---------------------------------------------------------------------------
     def refresh_queues(self, force: bool = False) -> None:
@@ -174,10 +181,19 @@ class FleetWorker(SimpleWorker):
         streams = self.router.eligible(texts(self.client.smembers(keys.STREAMS)))
         self._renew_servers(streams)
         names = [keys.queue_name(s) for s in streams]
-        if names != self.queue_names():
+        old = self.queue_names()
+        if names != old:
             self.queues = [Queue(n, connection=self.client, serializer=MsgpackSerializer) for n in names]
             self._ordered_queues = self.queues[:]
-            self.client.hset(self.key, "queues", ",".join(names))
+            with self.client.pipeline() as pipe:
+                pipe.hset(self.key, "queues", ",".join(names))
+                # RQ's per-queue worker sets, which `rq info` lists workers by (RQ fills them at birth
+                # only, when this worker has no queues yet; its death empties the last ones).
+                for name in set(old) - set(names):
+                    pipe.srem(worker_registration.WORKERS_BY_QUEUE_KEY % name, self.key)
+                for name in names:
+                    pipe.sadd(worker_registration.WORKERS_BY_QUEUE_KEY % name, self.key)
+                pipe.execute()
 
     def _renew_servers(self, streams: list[str]) -> None:
         """Tell each stream's producer this worker takes its jobs (its credits, producer/flow.py)."""
@@ -360,6 +376,7 @@ class FleetWorker(SimpleWorker):
         self.runtime.coalesced = []
         if self._force_stop:
             return
+        finished: list[tuple[Job, Queue, dict]] = []
         for job, queue in extras:
             outcome = outcomes.get(job.id)
             try:
@@ -368,11 +385,20 @@ class FleetWorker(SimpleWorker):
                 elif isinstance(outcome, BaseException):
                     self._extra_failed(job, queue, outcome)
                 else:
-                    self._finish_extra(job, queue, outcome)
+                    finished.append((job, queue, outcome))
             except redis.ResponseError as exc:
                 if not write_rejected(exc):
                     raise
                 self._give_back(job, queue)  # settled or not: a rerun is a duplicate if it was
+        if not finished:
+            return
+        try:
+            self._finish_extras(finished)
+        except redis.ResponseError as exc:
+            if not write_rejected(exc):
+                raise
+            for job, queue, _result in finished:
+                self._give_back(job, queue)
 
     def _extra_failed(self, job: Job, queue: Queue, exc: BaseException) -> None:
         """A job that rode along and failed, handled as handle_job_failure handles the one RQ ran:
@@ -417,22 +443,22 @@ class FleetWorker(SimpleWorker):
             attempts, _ = pipe.execute()
         return int(attempts)
 
-    def _finish_extra(self, job: Job, queue: Queue, result: dict) -> None:
-        """RQ's records of a job that rode along and ran, as RQ writes them for the job it ran: a
-        late finish (after the lease ran out and another worker took the job) is recorded too, with
-        the `duplicate` status the settle script gave it."""
-        ttl = job.get_result_ttl(self.default_result_ttl)
+    def _finish_extras(self, finished: list[tuple[Job, Queue, dict]]) -> None:
+        """RQ's records of the jobs that rode along and ran, as RQ writes them for the job it ran
+        (rq_records.record_success; they count in the worker's successful jobs, while their time is
+        the job RQ ran's), in one MULTI/EXEC with their removal from the in-flight hash. A late
+        finish (after the lease ran out and another worker took the job) is recorded too, with the
+        `duplicate` status the settle script gave it."""
         with self.client.pipeline() as pipe:
-            job.set_status(JobStatus.FINISHED, pipeline=pipe)
-            pipe.hset(job.key, "ended_at", utcformat(now()))
-            if ttl != 0:
-                queue.finished_job_registry.add(job, ttl, pipeline=pipe)
-                Result.create(
-                    job, Result.Type.SUCCESSFUL, ttl=ttl, return_value=result, worker_name=self.name, pipeline=pipe
-                )
-            if ttl is not None and ttl >= 0:
-                pipe.expire(job.key, max(ttl, 1))
-            pipe.hdel(keys.inflight(self.name), job.id)
+            for job, queue, result in finished:
+                ttl = job.get_result_ttl(self.default_result_ttl)
+                if ttl == 0:  # no result kept: finished, and gone in a second
+                    pipe.hset(job.key, mapping={"status": JobStatus.FINISHED.value, "ended_at": utcformat(now())})
+                    pipe.expire(job.key, 1)
+                else:
+                    rq_records.record_success(pipe, job, queue, result, worker_name=self.name, result_ttl=ttl)
+                pipe.hdel(keys.inflight(self.name), job.id)
+            pipe.hincrby(self.key, "successful_job_count", len(finished))
             pipe.execute()
 
     def _give_back(self, job: Job, queue: Queue) -> None:
@@ -519,6 +545,7 @@ class FleetWorker(SimpleWorker):
     # -- running jobs ---------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._wstate = WorkerState.BUSY
+        self._released, self._beaten = None, False
         try:
             reason = self._refusal(job)
             if reason is None:
@@ -526,10 +553,13 @@ class FleetWorker(SimpleWorker):
             else:
                 self._reject(job, queue, reason)
         finally:
-            if not self._force_stop:
+            if not self._force_stop and self._released != job.id:
                 self.client.hdel(keys.inflight(self.name), job.id)
             self._settle_extras()
             self.runtime.ready = {}
+            latencies, self.runtime.deferred_latencies = self.runtime.deferred_latencies, []
+            if latencies:  # a job that failed, or whose records RQ wrote (result_ttl 0)
+                write_latencies(self.runtime, latencies)
             self._wstate = WorkerState.IDLE
 
     def _execute_holding(self, job: Job, queue: Queue) -> None:
@@ -538,11 +568,60 @@ class FleetWorker(SimpleWorker):
         at the front of its queue; the worker lives on. A batch that did settle is a duplicate
         when it runs again (its settled marker)."""
         try:
-            super().execute_job(job, queue)
+            # SimpleWorker.execute_job, except that the success pipeline also sets the worker idle.
+            execution = self.prepare_execution(job)
+            self.perform_job(job, queue, execution)
+            if self.get_state() != WorkerStatus.IDLE:
+                self.set_state(WorkerStatus.IDLE)
         except redis.ResponseError as exc:
             if not write_rejected(exc):
                 raise
             self._hold(job, queue, exc)
+
+    # -- the lean job path: RQ's records in one pipeline at the start, one at the end (rq_records.py)
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's prepare_execution and prepare_job_execution in one round trip."""
+        with self.client.pipeline() as pipe:
+            execution = rq_records.record_start(pipe, self, job)
+            pipe.execute()
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """Written by prepare_execution already; only the process title is left."""
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """A failed job's end is RQ's; a job that returned has its end written by handle_job_success."""
+        if job.get_status(refresh=False) == JobStatus.FAILED:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = now()
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry, execution: Execution) -> None:
+        """RQ's records of a job that returned, in one MULTI/EXEC with what follows them in RQ's loop
+        (the worker idle, its heartbeat) and the job's removal from the in-flight hash: a kill before
+        it leaves the job in flight (requeued; a settled batch reruns as a duplicate), after it the
+        job is finished. A job whose result is not kept (result_ttl 0) or that repeats is RQ's."""
+        ttl = job.get_result_ttl(self.default_result_ttl)
+        if ttl == 0 or job.repeats_left:
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        latencies, self.runtime.deferred_latencies = self.runtime.deferred_latencies, []
+        with self.client.pipeline() as pipe:
+            for stream, latencies_ms in latencies or ():  # a statistic: lost if Redis refuses the whole
+                ledger.record_latencies(pipe, stream, latencies_ms)
+            rq_records.record_success(
+                pipe, job, queue, job._result, worker_name=self.name, result_ttl=ttl, execution=execution
+            )
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipe)  # type: ignore[operator]
+            self.executions.pop(execution.id, None)
+            pipe.hdel(keys.inflight(self.name), job.id)
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            self.heartbeat(pipeline=pipe)
+            pipe.execute()
+        self._released, self._beaten = job.id, True
+        self._last_beat = time.monotonic()
 
     def _hold(self, job: Job, queue: Queue, exc: redis.ResponseError) -> None:
         t0 = time.monotonic()
@@ -563,7 +642,11 @@ class FleetWorker(SimpleWorker):
             return
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
-        """RQ's heartbeat; a Redis that refuses writes (full) does not end the work loop."""
+        """RQ's heartbeat; a Redis that refuses writes (full) does not end the work loop. The one
+        RQ's loop sends after a job is skipped when the job's success pipeline carried it."""
+        if self._beaten and timeout is None and pipeline is None:
+            self._beaten = False
+            return
         try:
             super().heartbeat(timeout, pipeline)
         except redis.ResponseError as exc:

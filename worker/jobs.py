@@ -278,15 +278,25 @@ def _model_recovered(rt: runtime.Runtime, stream: str) -> None:
 
 
 def _record_latencies(rt: runtime.Runtime, stream: str, latencies_ms: list[float]) -> None:
+    """Into the stream's latency histogram now, or with the job's records when the worker defers them."""
+    if rt.deferred_latencies is not None:
+        rt.deferred_latencies.append((stream, latencies_ms))
+        return
+    write_latencies(rt, [(stream, latencies_ms)])
+
+
+def write_latencies(rt: runtime.Runtime, latencies: list[tuple[str, list[float]]]) -> None:
     """The latency histogram is a statistic: when Redis refuses the write (full), skip it."""
     try:
         with rt.client.pipeline(transaction=False) as pipe:
-            ledger.record_latencies(pipe, stream, latencies_ms)
+            for stream, latencies_ms in latencies:
+                ledger.record_latencies(pipe, stream, latencies_ms)
             pipe.execute()
     except redis.ResponseError as exc:
         if not write_rejected(exc):
             raise
-        log.warning("%s: latency of %d frames not recorded: %s", rt.name, len(latencies_ms), describe(exc))
+        frames = sum(len(ms) for _stream, ms in latencies)
+        log.warning("%s: latency of %d frames not recorded: %s", rt.name, frames, describe(exc))
 
 
 #: The only job functions a worker runs, by the dotted name RQ stores.

@@ -76,6 +76,9 @@ class Runtime:
     #: worker's hook that jobs.run_jobs calls when a detector call starts ("detect") and ends ("settle").
     ready: dict[str, Prepared] = field(default_factory=dict)
     on_stage: Callable[[str], None] | None = None
+    #: Latencies of settled batches, (stream, ms each frame), held for the worker to write with its
+    #: job's records (one round trip fewer a job); None: jobs.py writes them at once.
+    deferred_latencies: list[tuple[str, list[float]]] | None = None
     infer_calls: int = 0
     infer_frames: int = 0
     infer_s: float = 0.0

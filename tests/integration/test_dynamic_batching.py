@@ -72,6 +72,8 @@ def test_backlog_across_streams_runs_in_fewer_detector_calls(r, procs):
                 (res.worker_name, res.return_value["status"]) for res in Result.all(job, serializer=MsgpackSerializer)
             ] == [("w1", "settled")]
     assert r.hlen(keys.inflight("w1")) == 0
+    # The worker's count (`rq info`) has every job it finished, the ones that rode along included.
+    assert int(r.hget("rq:worker:w1", "successful_job_count")) == 12
 
 
 @pytest.mark.slow

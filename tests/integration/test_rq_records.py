@@ -1,0 +1,75 @@
+"""The lean job path (worker/rq_records.py) writes RQ's records in two pipelines a job: what a user
+of `rq info` and RQ's API reads afterwards is what RQ's own bookkeeping would have left."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from rq import Queue, Worker
+from rq.executions import ExecutionRegistry
+from rq.job import Job, JobStatus
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
+
+from common import keys, ledger
+from common.wire import MsgpackSerializer
+from producer.enqueue import RESULT_TTL_S
+
+from ..helpers import wait_for
+from .fleet import counts, frames, sink
+
+JOBS = 6
+
+
+@pytest.mark.timeout(30)
+def test_rq_records_of_jobs_run_through_the_lean_path(r, redis_server, procs):
+    s = sink(r, "cam-a")
+    for _ in range(JOBS):
+        assert s.push(frames(2))
+    q = Queue(keys.queue_name("cam-a"), connection=r, serializer=MsgpackSerializer)
+    ids = q.get_job_ids()
+    assert len(ids) == JOBS
+    # One job a detector call (no dynamic batching): every job goes through RQ's own execution.
+    proc = procs.rtai("worker", "--detector", "noop", "--preload", "", "--name", "w1", "--max-batch-frames", "2")
+    wait_for(lambda: counts(r, "cam-a")["published"] == 2 * JOBS, timeout=20, what="every frame published")
+    wait_for(lambda: r.hlen(keys.inflight("w1")) == 0, timeout=5, what="the in-flight hash to empty")
+
+    # Each frame's latency went into the histogram with its job's records.
+    assert ledger.read_latency_hist(r, "cam-a")["count"] == 2 * JOBS
+    finished = set(FinishedJobRegistry(queue=q).get_job_ids())
+    assert finished == set(ids)
+    assert StartedJobRegistry(queue=q).get_job_ids() == []
+    for job_id in ids:
+        job = Job.fetch(job_id, connection=r, serializer=MsgpackSerializer)
+        assert job.get_status() == JobStatus.FINISHED
+        assert job.worker_name == "w1" and job.started_at and job.ended_at and job.ended_at >= job.started_at
+        assert 0 < r.ttl(job.key) <= RESULT_TTL_S
+        result = job.latest_result()
+        assert result is not None and result.type == result.Type.SUCCESSFUL
+        assert result.worker_name == "w1"
+        assert result.return_value == {"status": "settled", "published": 2, "stale": 0}
+        assert result.execution_id, "the result names the execution that ran the job"
+        assert not r.exists(f"rq:execution:{job_id}:{result.execution_id}"), "the execution is cleaned up"
+        assert ExecutionRegistry(job_id, connection=r).get_execution_ids() == []
+
+    worker = Worker.find_by_key("rq:worker:w1", connection=r)
+    assert worker is not None
+    assert worker.get_state() == "idle"
+    assert (worker.successful_job_count, worker.failed_job_count) == (JOBS, 0)
+    assert worker.total_working_time > 0
+    assert worker.get_current_job_id() is None
+    assert not r.smembers("rq:worker:w1:executions")
+    # `rq info` lists the queue's jobs finished and the worker on its queue with its count.
+    out = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "info", "--url", redis_server],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=True,
+    ).stdout
+    assert "rtai:cam-a   | 0, 0 executing, 6 finished, 0 failed" in out, out
+    assert f"): idle rtai:cam-a. jobs: {JOBS} finished, 0 failed" in out and "w1 (" in out, out
+    assert "1 workers, 1 queues" in out, out
+    proc.terminate()
+    assert procs.finish(proc) == 0, procs.output(proc)
