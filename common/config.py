@@ -161,8 +161,17 @@ class WorkerSettings(_Settings):
     #: Prefetch (worker/prefetch.py): a thread takes and decodes the next group of jobs while this
     #: one is in hand. `settle`: from the end of the detector call (overlaps the settle and RQ's
     #: records); `detect`: from its start (overlaps the model too; the next group's frames are then
-    #: a detector call older when they run); `off`.
-    prefetch: Literal["off", "settle", "detect"] = "settle"
+    #: a detector call older when they run); `off`; `auto`: `settle` on a CUDA device, `off` on the
+    #: CPU, where the model already keeps every core busy (measured: no gain, BENCHMARKS.md).
+    prefetch: Literal["auto", "off", "settle", "detect"] = "auto"
+
+    @property
+    def prefetch_stage(self) -> str:
+        """Where the prefetch starts ("settle", "detect"), or "off"."""
+        if self.prefetch != "auto":
+            return self.prefetch
+        return "settle" if self.device.startswith("cuda") else "off"
+
     burst: bool = False
     #: A supervised child may die this often per minute before it is left down and reported.
     restart_budget: int = Field(5, ge=0)

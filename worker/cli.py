@@ -53,10 +53,10 @@ log = logging.getLogger(__name__)
 )
 @click.option(
     "--prefetch",
-    type=click.Choice(["off", "settle", "detect"]),
+    type=click.Choice(["auto", "off", "settle", "detect"]),
     default=None,
-    help="Take and decode the next jobs while this group settles (settle, the default) or from the start "
-    "of its detector call (detect), or not at all (off).",
+    help="Take and decode the next jobs while this group settles (settle) or from the start of its detector "
+    "call (detect), or not at all (off); auto (default): settle on CUDA, off on the CPU.",
 )
 @click.option("--burst", is_flag=True, default=None, help="Exit when the queues are empty.")
 @click.option("--max-jobs", type=int, default=None, help="Exit after N jobs.")

@@ -166,7 +166,7 @@ class FleetWorker(SimpleWorker):
         self._peers: list[str] = []
         self.prefetcher = Prefetcher(self.client, name=self.name, read_jobs=self._read_jobs, allowed=ALLOWED)
         runtime.ready = {}
-        runtime.on_stage = self._on_stage if runtime.settings.prefetch != "off" else None
+        runtime.on_stage = self._on_stage if runtime.settings.prefetch_stage != "off" else None
         # A loop that ended on an error (Redis lost mid-group) left its group in its in-flight hash,
         # which bootstrap requeues: none of it may ride along with this loop's first job.
         runtime.coalesced, runtime.outcomes = [], {}
@@ -274,7 +274,7 @@ class FleetWorker(SimpleWorker):
     def _on_stage(self, stage: str) -> None:
         """jobs.run_jobs is at `stage`: start the prefetch there if the settings say so, unless the
         worker is stopping or runs a job that killed a worker before (that one runs alone)."""
-        if stage != self.runtime.settings.prefetch or self._group_kills or not self.queues:
+        if stage != self.runtime.settings.prefetch_stage or self._group_kills or not self.queues:
             return
         if self._stop_requested or self._force_stop or self.prefetcher.pending:
             return

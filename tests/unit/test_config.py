@@ -78,3 +78,9 @@ def test_every_bad_value_is_named_with_where_it_came_from(monkeypatch):
     monkeypatch.delenv("RTAI_MAX_FPS")
     with pytest.raises(ConfigError, match="stream: Field required"):
         build(ProducerSettings, source="x.mp4")
+
+
+def test_prefetch_auto_overlaps_on_a_gpu_and_stays_off_on_the_cpu():
+    assert WorkerSettings(device="cpu").prefetch_stage == "off"
+    assert WorkerSettings(device="cuda:1").prefetch_stage == "settle"
+    assert WorkerSettings(device="cpu", prefetch="detect").prefetch_stage == "detect"
