@@ -2,7 +2,8 @@
 
 In one run, round-robin repetitions (the median is reported):
   noop     frames/s of one worker with a no-op detector over 640x480 JPEG batches (of 8, and of 1),
-           with dynamic batching (--max-batch-frames 8) and without (1); Redis commands per job
+           with dynamic batching (--max-batch-frames 8) and without (1), and batches of 8 with the
+           prefetch on (--prefetch settle; a CPU worker's default is off); Redis commands per job
            (INFO commandstats over the drain, commands inside scripts included, idle polls too)
   sleep    frames/s with a fixed-cost detector (20 ms/frame) at 1 and N workers: efficiency N-vs-1
 
@@ -55,6 +56,9 @@ def main(n: int, reps: int, imgsz: int, workers: int, sleep_frames: int) -> None
     frames = load_frames(n)
     cases = {
         "noop b8 dyn8": (frames, 8, 1, "--detector", "noop", "--max-batch-frames", "8"),
+        "noop b8 dyn8 prefetch": (
+            frames, 8, 1, "--detector", "noop", "--max-batch-frames", "8", "--prefetch", "settle",
+        ),
         "noop b8 dyn1": (frames, 8, 1, "--detector", "noop", "--max-batch-frames", "1"),
         "noop b1 dyn8": (frames, 1, 1, "--detector", "noop", "--max-batch-frames", "8"),
         "noop b1 dyn1": (frames, 1, 1, "--detector", "noop", "--max-batch-frames", "1"),
