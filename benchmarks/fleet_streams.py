@@ -75,6 +75,7 @@ def collect(client, stop: threading.Event, sink: list[tuple[float, float]]) -> N
 @click.option("--threads", default=2, show_default=True)
 @click.option("--warmup", default=5.0, show_default=True, help="Seconds before the window opens.")
 @click.option("--seconds", default=20.0, show_default=True, help="Measurement window.")
+@click.option("--prefetch", default="auto", show_default=True, help="The workers' --prefetch.")
 def main(
     device: str,
     workers: int,
@@ -89,6 +90,7 @@ def main(
     threads: int,
     warmup: float,
     seconds: float,
+    prefetch: str,
 ) -> None:
     w, h = (int(x) for x in size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="rtai-fleet-streams-"))
@@ -102,7 +104,7 @@ def main(
         env = dict(os.environ, RTAI_REDIS_URL=server.url)
         for _ in range(workers):
             args = ["--device", device, "--engine", engine, "--threads", str(threads), "--preload", model]
-            args += ["--engine-batch", str(engine_batch)]
+            args += ["--engine-batch", str(engine_batch), "--prefetch", prefetch]
             procs.append(subprocess.Popen(role_command("control", "worker", *args), env=env, cwd=ROOT))
         wait_for(
             lambda: (

@@ -80,6 +80,14 @@ for n in $STREAMS; do
     --imgsz "$IMGSZ" --batch-size 8 --engine-batch 8 --model "$MODEL" --seconds "$SECONDS_" --warmup 10 \
     > "$OUT/fleet_${n}.json" 2> "$OUT/fleet_${n}.err" || log "fleet with $n streams failed"
 done
+# The worker's prefetch on a GPU (auto = settle there): the first stream count again with off and detect.
+n=${STREAMS%% *}
+for p in off detect; do
+  log "fleet: $n streams, prefetch $p"
+  $PY -m benchmarks.fleet_streams --device "$DEVICE" --workers 2 --streams "$n" --fps 30 --size "$SIZE" \
+    --imgsz "$IMGSZ" --batch-size 8 --engine-batch 8 --model "$MODEL" --seconds "$SECONDS_" --warmup 10 \
+    --prefetch "$p" > "$OUT/prefetch_${p}_${n}.json" 2> "$OUT/prefetch_${p}_${n}.err" || log "prefetch $p failed"
+done
 
 # -- 6. rtai gpus -----------------------------------------------------------------------------------
 $PY -m control gpus --json --variant "$MODEL" --imgsz "$IMGSZ" --frames "$FRAMES" > "$OUT/gpus.json" 2> "$OUT/gpus.err" \
@@ -103,6 +111,7 @@ print(json.dumps({
     "export": {"rc": export_rc, "tail": (out / "export.txt").read_text().strip().splitlines()[-1:]},
     "model_alone": load("model_alone.json"),
     "fleet": [load(p.name) for p in sorted(out.glob("fleet_*.json"))],
+    "prefetch": {p.stem: load(p.name) for p in sorted(out.glob("prefetch_*.json"))},
     "engines": (load("gpus.json") or {}).get("engines"),
 }, indent=1))
 PY
