@@ -132,6 +132,11 @@ return out
 """
 
 
+def _taken(got: list[bytes]) -> list[tuple[str, str]]:
+    """The dequeue script's reply as (queue key, job id) pairs."""
+    return [(got[i].decode(), got[i + 1].decode()) for i in range(0, len(got), 2)]
+
+
 class FleetWorker(SimpleWorker):
     #: The job whose records and in-flight entry its success pipeline wrote and removed (lean path).
     _released: str | None = None
@@ -229,9 +234,7 @@ class FleetWorker(SimpleWorker):
                 return None
             now = time.monotonic()
             try:
-                if now - self._last_beat >= 1.0:  # RQ's loop also beats after every job
-                    self.heartbeat()
-                    self._last_beat = now
+                self._beat_if_due(now)
                 self.refresh_queues()
                 got = None
                 if self.queues:
@@ -255,9 +258,8 @@ class FleetWorker(SimpleWorker):
             if got:
                 # From here the worker holds a job: a first SIGTERM lets it finish (see _shutdown).
                 self._wstate = WorkerState.BUSY
-                taken = [(got[i].decode(), got[i + 1].decode()) for i in range(0, len(got), 2)]
                 self.runtime.fault("after_dequeue")
-                fetched = self._fetch_taken(taken)
+                fetched = self._fetch_taken(_taken(got))
                 if fetched is not None:
                     return fetched
                 self._wstate = WorkerState.IDLE
@@ -284,7 +286,7 @@ class FleetWorker(SimpleWorker):
 
         def dequeue() -> list[tuple[str, str]]:
             got = script(keys=[inflight, keys.RQ_SUSPENDED], args=[take, len(peers) // 2, *peers, *queues])
-            return [(got[i].decode(), got[i + 1].decode()) for i in range(0, len(got), 2)] if got else []
+            return _taken(got) if got else []
 
         self.prefetcher.start(dequeue)
 
@@ -294,10 +296,7 @@ class FleetWorker(SimpleWorker):
         if got is None:
             return None
         self._wstate = WorkerState.BUSY
-        now = time.monotonic()  # what the dequeue loop does, which a worker fed by prefetches skips
-        if now - self._last_beat >= 1.0:
-            self.heartbeat()
-            self._last_beat = now
+        self._beat_if_due(time.monotonic())  # what the dequeue loop does, which a worker fed by prefetches skips
         self.refresh_queues()
         self.runtime.fault("after_dequeue")
         self.runtime.ready = got.ready
@@ -306,6 +305,12 @@ class FleetWorker(SimpleWorker):
             self.runtime.ready = {}
             self._wstate = WorkerState.IDLE
         return fetched
+
+    def _beat_if_due(self, now: float) -> None:
+        """RQ's worker heartbeat, at most once a second (RQ's loop also beats after every job)."""
+        if now - self._last_beat >= 1.0:
+            self.heartbeat()
+            self._last_beat = now
 
     def _jobs_to_take(self) -> int:
         """How many jobs one dequeue takes: the frame limit over the frames a job had last (at least 1)."""
