@@ -87,6 +87,8 @@ class StreamRun:
     #: history id read just before each buffered seq: the resume point while it is unemitted
     before: dict[int, str] = field(default_factory=dict)
     names: dict[str, list[str]] = field(default_factory=dict)
+    #: results unreadable or untrackable since the last write (counted as `bad`, skipped)
+    bad: int = 0
 
 
 def tracked_streams(
@@ -222,7 +224,8 @@ class TrackingStage:
             try:
                 result, boxes = decode_result_boxes(fields[b"r"])
             except (RtaiError, KeyError) as exc:
-                log.warning("tracker: %s: unreadable result %s: %s", run.stream, eid, exc)
+                log.warning("tracker: %s: unreadable result %s skipped: %s", run.stream, eid, exc)
+                run.bad += 1
                 prev = eid
                 continue
             seq = result.seq
@@ -234,14 +237,22 @@ class TrackingStage:
     def _emit(self, run: StreamRun, pipe: Any, now: float) -> int:
         late_before = run.reorder.late
         ready = run.reorder.pop(now)
-        if not ready.frames and not ready.skipped and run.reorder.late == late_before:
+        if not ready.frames and not ready.skipped and run.reorder.late == late_before and not run.bad:
             return 0
         stream = run.stream
         n_events = 0
         frames: list[bytes] = []
+        n_tracked = 0
         for seq, (result, boxes) in ready.frames:
             run.before.pop(seq, None)
-            data, events = self._track(run, seq, result, boxes)
+            try:
+                data, events = self._track(run, seq, result, boxes)
+            except (ArithmeticError, ValueError, IndexError, RtaiError) as exc:
+                # One bad frame (values decode let through) costs that frame, never the stream or the stage.
+                log.warning("tracker: %s: frame %d skipped, it does not track: %r", stream, seq, exc)
+                run.bad += 1
+                continue
+            n_tracked += 1
             frames.append(data)
             if events:  # a frame's tracks go out before its events
                 self._send_frames(run, pipe, frames)
@@ -250,14 +261,18 @@ class TrackingStage:
         self._send_frames(run, pipe, frames)
         # Resume point: before the oldest frame still buffered, else after the last one read.
         cursor = min(run.before.values(), key=_id_tuple) if run.before else run.read_from
-        pipe.hset(keys.track_position(stream), mapping={"cursor": cursor, "next_seq": run.reorder.next_seq})
+        position = {"cursor": cursor, "next_seq": run.reorder.next_seq}
+        pipe.hset(keys.track_position(stream), mapping={k: v for k, v in position.items() if v is not None})
         stats = keys.track_stats(stream)
-        if ready.frames:
-            pipe.hincrby(stats, "tracked", len(ready.frames))
+        if n_tracked:
+            pipe.hincrby(stats, "tracked", n_tracked)
         if ready.skipped:
             pipe.hincrby(stats, "skipped", ready.skipped)
         if run.reorder.late != late_before:
             pipe.hincrby(stats, "late", run.reorder.late - late_before)
+        if run.bad:
+            pipe.hincrby(stats, "bad", run.bad)
+            run.bad = 0
         if n_events:
             pipe.hincrby(stats, "events", n_events)
             if run.rules.counts:

@@ -65,12 +65,26 @@ class Rules:
         self.counts = dict.fromkeys(self.zones, 0)
 
     def step(self, rows: np.ndarray, alive: set[int], w: int, h: int, t: float) -> tuple[list[list[str]], list[dict]]:
-        """Rows of one tracked frame -> (zones of each row, events). Events are dicts without stream/seq."""
+        """Rows of one tracked frame -> (zones of each row, events). Events are dicts without stream/seq.
+
+        A zone's count is the tracked boxes in it on this frame: a track the tracker lost (kept in its
+        buffer, not in `rows`) leaves its zones at once (`left` with `why: "lost"`), and enters them again
+        if it is found."""
         events: list[dict] = []
         in_zones: list[list[str]] = []
+        points: list[tuple[int, int, Point]] = []
+        counts = dict.fromkeys(self.zones, 0)
         for x1, _y1, x2, y2, tid_f, _conf, cls_f in rows.tolist():
-            tid, cls = int(tid_f), int(cls_f)
             p = ((x1 + x2) / 2 / w, y2 / h)
+            now_in = [name for name, poly in self.zones.items() if inside(poly, *p)]
+            for name in now_in:
+                counts[name] += 1
+            points.append((int(tid_f), int(cls_f), p))
+            in_zones.append(now_in)
+        self.counts = counts
+        present = set()
+        for (tid, cls, p), now_in in zip(points, in_zones, strict=True):
+            present.add(tid)
             st = self.tracks.get(tid)
             if st is None:
                 st = self.tracks[tid] = TrackState(cls, p)
@@ -83,14 +97,10 @@ class Rules:
                             {"type": "crossed", "track": tid, "cls": cls, "line": name, "direction": direction}
                         )
             st.point, st.cls = p, cls
-            now_in = [name for name, poly in self.zones.items() if inside(poly, *p)]
             for name in now_in:
                 if name not in st.zones:
                     st.zones[name] = t
-                    self.counts[name] += 1
-                    events.append(
-                        {"type": "entered", "track": tid, "cls": cls, "zone": name, "count": self.counts[name]}
-                    )
+                    events.append({"type": "entered", "track": tid, "cls": cls, "zone": name, "count": counts[name]})
                 elif self.dwell_s is not None and name not in st.dwelt and t - st.zones[name] >= self.dwell_s:
                     st.dwelt.add(name)
                     events.append(
@@ -103,17 +113,18 @@ class Rules:
                         }
                     )
             for name in [z for z in st.zones if z not in now_in]:
-                events.extend(self._leave(tid, st, name))
-            in_zones.append(now_in)
-        for tid in [k for k in self.tracks if k not in alive]:
-            st = self.tracks.pop(tid)
+                events.append(self._leave(tid, st, name, "left"))
+        for tid, st in list(self.tracks.items()):
+            if tid in present:
+                continue
             for name in list(st.zones):
-                events.extend(self._leave(tid, st, name))
-            events.append({"type": "lost", "track": tid, "cls": st.cls})
+                events.append(self._leave(tid, st, name, "lost"))
+            if tid not in alive:
+                del self.tracks[tid]
+                events.append({"type": "lost", "track": tid, "cls": st.cls})
         return in_zones, events
 
-    def _leave(self, tid: int, st: TrackState, name: str) -> list[dict]:
+    def _leave(self, tid: int, st: TrackState, name: str, why: str) -> dict:
         del st.zones[name]
         st.dwelt.discard(name)
-        self.counts[name] -= 1
-        return [{"type": "left", "track": tid, "cls": st.cls, "zone": name, "count": self.counts[name]}]
+        return {"type": "left", "track": tid, "cls": st.cls, "zone": name, "count": self.counts[name], "why": why}

@@ -38,6 +38,11 @@ MAX_FRAMES = 256
 #: A result lists at most this many boxes (the decode bound on arrays).
 MAX_BOXES = MAX_ARRAY
 MAX_SIDE = 16_384
+#: A box coordinate lies within this many pixels of the frame (boxes may overhang a little, never by
+#: more than a frame): anything else (inf, 3.4e38) is a forged or broken result.
+MAX_BOX_COORD = 2 * MAX_SIDE
+#: Class ids are small whole numbers (a model has at most a few thousand classes).
+MAX_CLASS_ID = 1 << 20
 #: Producers resize frames so the long side is at most imgsz, and imgsz is at most this.
 MAX_IMGSZ = 4096
 #: One frame decodes to at most this many pixels (4096 x 4096, 48 MiB as BGR).
@@ -349,7 +354,20 @@ def _box(raw: object, where: str) -> list[float | int]:
             raise SchemaError(f"{where}: {type(value).__name__} where a number belongs")
     if not isinstance(cls, int) or isinstance(cls, bool):
         raise SchemaError(f"{where}: class has type {type(cls).__name__}")
+    _check_box_values(np.array([[*coords, cls]], dtype=np.float64), where)
     return [*coords, cls]
+
+
+def _check_box_values(boxes: np.ndarray, where: str) -> None:
+    """Every value finite, coordinates within MAX_BOX_COORD, conf finite, class in 0..MAX_CLASS_ID."""
+    if not boxes.size:
+        return
+    if not np.isfinite(boxes).all():
+        raise SchemaError(f"{where}: a box has a non-finite value")
+    if (np.abs(boxes[:, :4]) > MAX_BOX_COORD).any():
+        raise SchemaError(f"{where}: a box coordinate is beyond +-{MAX_BOX_COORD}")
+    if ((boxes[:, 5] < 0) | (boxes[:, 5] >= MAX_CLASS_ID)).any():
+        raise SchemaError(f"{where}: a box's class is outside 0..{MAX_CLASS_ID - 1}")
 
 
 def decode_result(data: object) -> Result:
@@ -369,6 +387,7 @@ def decode_result_boxes(data: object) -> tuple[Result, np.ndarray]:
     if boxes.dtype.kind not in "if" or boxes.size and boxes.shape[1:] != (6,):
         raise SchemaError("result: boxes are not [x1, y1, x2, y2, conf, cls] each, numbers only")
     boxes = boxes.astype(np.float64, copy=False).reshape(-1, 6)
+    _check_box_values(boxes, "result")
     if not np.array_equal(boxes[:, 5], np.trunc(boxes[:, 5])):
         raise SchemaError("result: a box's class is not a whole number")
     return _result(obj, []), boxes
@@ -387,15 +406,22 @@ def _result_map(data: object) -> tuple[dict[str, Any], list[Any]]:
     return obj, boxes_raw
 
 
+def _time(obj: dict[str, Any], name: str) -> float:
+    value = _get(obj, name, float, "result")
+    if not np.isfinite(value):
+        raise SchemaError(f"result: field {name!r} is not finite")
+    return float(value)
+
+
 def _result(obj: dict[str, Any], boxes: list[list[float | int]]) -> Result:
     return Result(
         stream=_get(obj, "stream", str, "result"),
         seq=_get(obj, "seq", int, "result"),
         batch=_get(obj, "batch", int, "result"),
-        t_capture=_get(obj, "t_capture", float, "result"),
-        t_enqueue=_get(obj, "t_enqueue", float, "result"),
-        t_start=_get(obj, "t_start", float, "result"),
-        t_done=_get(obj, "t_done", float, "result"),
+        t_capture=_time(obj, "t_capture"),
+        t_enqueue=_time(obj, "t_enqueue"),
+        t_start=_time(obj, "t_start"),
+        t_done=_time(obj, "t_done"),
         worker=_get(obj, "worker", str, "result"),
         gpu=_get(obj, "gpu", str, "result"),
         model=_get(obj, "model", str, "result"),
