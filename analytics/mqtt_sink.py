@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
-from common.errors import ConfigError
+from common.analytics_settings import NAME_PATTERN
+from common.errors import ConfigError, SchemaError
+from common.keys import STREAM_ID_PATTERN
 
 log = logging.getLogger(__name__)
+
+#: A topic level from an event (stream, zone): no `/`, `+`, `#` or NUL, so it is one level and no wildcard.
+_TOPIC_PART = re.compile(STREAM_ID_PATTERN)
+_ZONE_PART = re.compile(NAME_PATTERN)
 
 #: How long one delivery waits for the broker's PUBACK before the sink tries again later.
 PUBACK_TIMEOUT_S = 5.0
@@ -55,9 +62,16 @@ class MqttTarget:
         if not self.connected.wait(timeout=1.0):
             return False
         stream = event["stream"]
+        if not isinstance(stream, str) or not _TOPIC_PART.fullmatch(stream):
+            raise SchemaError(f"event {event.get('id')!r}: stream {stream!r} is not a stream id (MQTT topic level)")
         messages = [(f"{self.prefix}/{stream}/events", json.dumps(event), False)]
         if "zone" in event and "count" in event:
-            messages.append((f"{self.prefix}/{stream}/{event['zone']}/count", str(event["count"]), True))
+            zone, count = event["zone"], event["count"]
+            if not isinstance(zone, str) or not _ZONE_PART.fullmatch(zone):
+                raise SchemaError(f"event {event.get('id')!r}: zone {zone!r} is not a zone name (MQTT topic level)")
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise SchemaError(f"event {event.get('id')!r}: count {count!r} is not a whole number")
+            messages.append((f"{self.prefix}/{stream}/{zone}/count", str(count), True))
         for topic, payload, retain in messages:
             key = (str(event.get("id")), topic)
             info = self._queued.get(key)

@@ -3,12 +3,15 @@
 A sink reads `rtai:eventlog` with XREADGROUP and XACKs an event only after its target took it.
 On start it first re-reads its own pending entries (a sink killed mid-delivery delivers them again)
 and claims entries other consumers of its group left pending longer than CLAIM_IDLE_MS (XAUTOCLAIM).
-Delivery is at least once: a receiver may see an event twice, never zero times.
+Delivery is at least once: a receiver may see an event twice, never zero times, while the event is
+in the log. A new sink starts with the events logged after it (`from_start` replays the whole log).
+The log is capped (EVENT_LOG_MAXLEN): events trimmed before a stopped sink read them are counted in
+the sink's `lost_trimmed` (a gap in the entries' ordinal `n`) and logged. An entry that is not an event,
+or that a target refuses as malformed (SchemaError), is acked and counted in `bad`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any, Protocol, cast
@@ -16,6 +19,9 @@ from typing import Any, Protocol, cast
 import redis
 
 from common import keys
+from common.errors import SchemaError
+
+from .eventlog import decode_event
 
 #: XREAD/XREADGROUP's reply without decode_responses: [(stream, [(id, {field: value})])].
 StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
@@ -30,6 +36,21 @@ READ_BLOCK_MS = 200
 RETRY_PAUSE_S = 0.2
 
 
+#: KEYS: the sink's hash; ARGV: ordinals read, in order. Adds the gaps (from `last_n`) to `lost_trimmed`.
+GAP_LUA = """
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_n') or '')
+local lost = 0
+for i = 1, #ARGV do
+  local n = tonumber(ARGV[i])
+  if last and n > last + 1 then lost = lost + n - last - 1 end
+  if not last or n > last then last = n end
+end
+redis.call('HSET', KEYS[1], 'last_n', last)
+if lost > 0 then redis.call('HINCRBY', KEYS[1], 'lost_trimmed', lost) end
+return lost
+"""
+
+
 class Target(Protocol):
     def deliver(self, event: dict[str, Any]) -> bool:
         """True when the target took the event (it may be acked); False to retry later."""
@@ -39,21 +60,33 @@ class Target(Protocol):
 
 
 class SinkRunner:
-    def __init__(self, client: redis.Redis, target: Target, *, name: str, consumer: str | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, target: Target, *, name: str, consumer: str | None = None, from_start: bool = False
+    ) -> None:
         self.client, self.target, self.name = client, target, name
         self.group = f"sink:{name}"
         self.consumer = consumer or name
+        self.from_start = from_start
         self.stopping = False
+        self._gap = self.client.register_script(GAP_LUA)
 
     def stop(self) -> None:
         self.stopping = True
 
     def ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(keys.EVENT_LOG, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create the sink's group (at the log's end, or its start with from_start) unless it exists; a new
+        group at the end records the log's ordinal, so that what is trimmed from then on is counted."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xgroup_create(keys.EVENT_LOG, self.group, id="0" if self.from_start else "$", mkstream=True)
+            pipe.get(keys.EVENT_SEQ)
+            created, seq = pipe.execute(raise_on_error=False)
+        if isinstance(created, redis.ResponseError):
+            if "BUSYGROUP" not in str(created):
+                raise created
+            return
+        log.info("sink %s: new, delivering %s", self.name, "the whole log" if self.from_start else "new events")
+        if not self.from_start:
+            self.client.hset(keys.sink(self.name), "last_n", int(seq or 0))
 
     def run(self) -> None:
         self.ensure_group()
@@ -77,14 +110,38 @@ class SinkRunner:
             block=None if start == "0" else READ_BLOCK_MS,
         )
         for _key, entries in cast(StreamReply, reply or []):
+            if start == ">":
+                self._count_trimmed(entries)
             for entry_id, fields in entries:
                 if not fields:  # trimmed from the log while pending
+                    log.warning("sink %s: event %s lost: trimmed from the log while pending", self.name, entry_id)
+                    self.client.hincrby(keys.sink(self.name), "lost_trimmed", 1)
                     self.client.xack(keys.EVENT_LOG, self.group, entry_id)
                     continue
-                event = json.loads(fields[b"e"])
-                while not self.target.deliver(event):
-                    if self.stopping:
-                        return
-                    time.sleep(RETRY_PAUSE_S)
+                try:
+                    event = decode_event(fields.get(b"e"))
+                    while not self.target.deliver(event):
+                        if self.stopping:
+                            return
+                        time.sleep(RETRY_PAUSE_S)
+                except SchemaError as exc:
+                    log.warning("sink %s: entry %s skipped: %s", self.name, entry_id.decode(), exc)
+                    self.client.xack(keys.EVENT_LOG, self.group, entry_id)
+                    self.client.hincrby(keys.sink(self.name), "bad", 1)
+                    continue
                 self.client.xack(keys.EVENT_LOG, self.group, entry_id)
                 self.client.hincrby(keys.sink(self.name), "delivered", 1)
+
+    def _count_trimmed(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """New entries just read: a gap in their ordinals (from the last one this sink read) is events the log
+        trimmed before the sink got to them."""
+        ordinals = []
+        for _id, fields in entries:
+            try:
+                ordinals.append(int(fields.get(b"n", b"")))
+            except ValueError:
+                continue  # an entry written without an ordinal: nothing to tell from it
+        if ordinals:
+            lost = int(cast(int, self._gap(keys=[keys.sink(self.name)], args=ordinals)))
+            if lost:
+                log.warning("sink %s: %d event(s) lost: trimmed from the log before it read them", self.name, lost)

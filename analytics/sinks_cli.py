@@ -11,6 +11,9 @@ from common.proctitle import set_title
 from common.redis_client import connect
 
 from .sink import SinkRunner, Target
+from .webhook_sink import DELIVERY_TIMEOUT_S
+
+FROM_START_HELP = "A new sink delivers the whole event log (default: only events logged from now on)."
 
 
 @click.group()
@@ -18,8 +21,8 @@ def sink() -> None:
     """Deliver the event log to MQTT or a webhook, at least once (a Redis consumer group per sink)."""
 
 
-def _run(client: object, target: Target, name: str) -> None:
-    runner = SinkRunner(client, target, name=name)  # type: ignore[arg-type]
+def _run(client: object, target: Target, name: str, from_start: bool) -> None:
+    runner = SinkRunner(client, target, name=name, from_start=from_start)  # type: ignore[arg-type]
     set_title(f"rtai-sink:{name}")
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
@@ -30,12 +33,13 @@ def _run(client: object, target: Target, name: str) -> None:
 @click.argument("url")
 @click.option("--topic", default="rtai", show_default=True, help="Topic prefix.")
 @click.option("--name", default="mqtt", show_default=True, help="Sink name (its consumer group and counters).")
+@click.option("--from-start", is_flag=True, help=FROM_START_HELP)
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
-def mqtt(url: str, topic: str, name: str, redis_url: str | None) -> None:
+def mqtt(url: str, topic: str, name: str, from_start: bool, redis_url: str | None) -> None:
     """Publish events to an MQTT broker at URL (mqtt://host:port), QoS 1."""
     from .mqtt_sink import MqttTarget  # noqa: PLC0415
 
-    _run(connect(_url(redis_url)), MqttTarget(url, prefix=topic, client_id=f"rtai-sink-{name}"), name)
+    _run(connect(_url(redis_url)), MqttTarget(url, prefix=topic, client_id=f"rtai-sink-{name}"), name, from_start)
 
 
 @sink.command()
@@ -44,13 +48,27 @@ def mqtt(url: str, topic: str, name: str, redis_url: str | None) -> None:
 @click.option("--name", default="webhook", show_default=True, help="Sink name (its consumer group and counters).")
 @click.option("--rate", type=float, default=50.0, show_default=True, help="Most POSTs per second.")
 @click.option("--attempts", type=int, default=5, show_default=True, help="Tries before an event is dead-lettered.")
+@click.option(
+    "--timeout", type=float, default=DELIVERY_TIMEOUT_S, show_default=True, help="Seconds one POST may take in all."
+)
+@click.option("--from-start", is_flag=True, help=FROM_START_HELP)
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
-def webhook(url: str, secret: str, name: str, rate: float, attempts: int, redis_url: str | None) -> None:
+def webhook(
+    url: str,
+    secret: str,
+    name: str,
+    rate: float,
+    attempts: int,
+    timeout: float,
+    from_start: bool,
+    redis_url: str | None,
+) -> None:
     """POST each event as signed JSON to URL, retried with backoff."""
     from .webhook_sink import WebhookTarget  # noqa: PLC0415
 
     client = connect(_url(redis_url))
-    _run(client, WebhookTarget(url, secret=secret, client=client, name=name, rate=rate, attempts=attempts), name)
+    target = WebhookTarget(url, secret=secret, client=client, name=name, rate=rate, attempts=attempts, timeout=timeout)
+    _run(client, target, name, from_start)
 
 
 def _url(override: str | None) -> str:

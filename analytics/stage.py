@@ -11,7 +11,6 @@ start from zero.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -31,6 +30,7 @@ from common.replies import text
 from common.wire import Result, decode_result_boxes, packb, unpackb
 
 from .bytetrack import ByteTrack
+from .eventlog import append_event
 from .reorder import Reorder
 from .sink import StreamReply
 from .tracker import IdBlocks, StreamTracker, stream_tracker
@@ -44,9 +44,8 @@ POLL_S = 0.5
 #: Results read per XREAD call (all streams together) and the longest block waiting for one.
 READ_COUNT = 1000
 READ_BLOCK_MS = 50
-#: Replay depth of tracked frames and of the event log.
+#: Replay depth of tracked frames.
 TRACKS_MAXLEN = 10_000
-EVENT_LOG_MAXLEN = 100_000
 
 RENEW_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -64,6 +63,28 @@ for i = 2, #ARGV do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[i])
 end
 return #ARGV - 1
+"""
+#: Keep an event's snapshot (extend its TTL) unless the stream's cap refuses it; 1 kept, 0 refused, -1 gone.
+#: KEYS: snapshot, snapshot index, track stats; ARGV: seq, ttl, now, max count, max bytes, pending TTL.
+KEEP_SNAPSHOT_LUA = """
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then return -1 end
+if ttl > tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+local now = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local size = redis.call('STRLEN', KEYS[1])
+local kept = redis.call('ZRANGE', KEYS[2], 0, -1)
+local total = size
+for _, m in ipairs(kept) do total = total + tonumber(string.match(m, ':(%d+)$')) end
+if #kept + 1 > tonumber(ARGV[4]) or total > tonumber(ARGV[5]) then
+  redis.call('HINCRBY', KEYS[3], 'snapshots_refused', 1)
+  return 0
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1] .. ':' .. size)
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'snapshots_kept', 1)
+return 1
 """
 
 
@@ -311,9 +332,7 @@ class TrackingStage:
     def _send_events(self, run: StreamRun, pipe: Any, seq: int, result: Result, events: list[dict]) -> int:
         stream = run.stream
         names = self._names(run, result.model)
-        snapshot = f"{stream}/{seq}" if run.settings.snapshots else None
-        if snapshot:
-            pipe.expire(keys.snapshot(stream, seq), run.settings.snapshot_ttl_s)
+        snapshot = f"{stream}/{seq}" if self._keep_snapshot(run, seq, events) else None
         for i, ev in enumerate(events):
             cls = ev.pop("cls")
             ev.update(
@@ -324,11 +343,31 @@ class TrackingStage:
                 **{"class": names[cls] if 0 <= cls < len(names) else cls},
                 snapshot=snapshot,
             )
-            text = json.dumps(ev, separators=(",", ":"))
-            pipe.publish(keys.events_channel(stream), text)
-            pipe.xadd(keys.EVENT_LOG, {"e": text}, maxlen=EVENT_LOG_MAXLEN, approximate=True)
-            pipe.hincrby(keys.event_counts(stream), ev["type"], 1)
+            append_event(pipe, ev)
         return len(events)
+
+    def _keep_snapshot(self, run: StreamRun, seq: int, events: list[dict]) -> bool:
+        """Extend the frame's snapshot to the stream's snapshot TTL if its settings and cap allow (one round
+        trip; kept again harmlessly when the frame is redone after a takeover)."""
+        settings = run.settings
+        if not settings.snapshots:
+            return False
+        if settings.snapshot_events is not None and not any(e["type"] in settings.snapshot_events for e in events):
+            return False
+        kept = self.client.eval(
+            KEEP_SNAPSHOT_LUA,
+            3,
+            keys.snapshot(run.stream, seq),
+            keys.snapshot_index(run.stream),
+            keys.track_stats(run.stream),
+            seq,
+            settings.snapshot_ttl_s,
+            int(time.time()),
+            settings.snapshot_max_count,
+            settings.snapshot_max_bytes,
+            keys.SNAPSHOT_PENDING_TTL_S,
+        )
+        return int(cast(int, kept)) == 1
 
     def _names(self, run: StreamRun, model: str | None) -> list[str]:
         if not model:

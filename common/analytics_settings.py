@@ -16,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 #: A snapshot outlives the events that refer to it long enough for a person to look.
 DEFAULT_SNAPSHOT_TTL_S = 3600
+#: Snapshots kept per stream at once: an hour of a busy door's events at 320x240 (~15 KB each) fits.
+DEFAULT_SNAPSHOT_MAX_COUNT = 1000
+#: Bytes of snapshots kept per stream at once: a few hundred 1080p frames; the cap that binds at high resolution.
+DEFAULT_SNAPSHOT_MAX_BYTES = 64 * 1024 * 1024
+#: Event types (as in events' `type`).
+EventType = Literal["appeared", "lost", "entered", "left", "crossed", "dwell"]
 #: A frame still missing after this wait is skipped for tracking (and counted).
 DEFAULT_REORDER_WAIT_S = 1.0
 
@@ -78,6 +84,11 @@ class AnalyticsSettings(_Closed):
     track: TrackSettings | None = None
     snapshots: bool = False
     snapshot_ttl_s: int = Field(DEFAULT_SNAPSHOT_TTL_S, ge=1, le=7 * 86400)
+    #: Snapshots kept at once (count and bytes); an event over the cap has no snapshot (counted, refused).
+    snapshot_max_count: int = Field(DEFAULT_SNAPSHOT_MAX_COUNT, ge=1, le=1_000_000)
+    snapshot_max_bytes: int = Field(DEFAULT_SNAPSHOT_MAX_BYTES, ge=1024, le=64 * 1024**3)
+    #: Keep a snapshot only for frames with one of these event types (None: any event).
+    snapshot_events: list[EventType] | None = Field(None, max_length=6)
 
     @field_validator("classes")
     @classmethod

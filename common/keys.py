@@ -39,7 +39,10 @@ rtai:eventlog                        STREAM   MAXLEN ~         durable event log
 rtai:zonecount:<stream>              HASH     none             zone -> tracks in it now
 rtai:eventcount:<stream>             HASH     none             event type -> count
 rtai:snapshot:<stream>:<seq>         STRING   SNAPSHOT_*_TTL_S msgpack {w, h, jpeg, boxes}: a frame kept for events
-rtai:sink:<name>                     HASH     none             a sink's delivered / failed / dead_letter counts
+rtai:sink:<name>                     HASH     none             delivered/failed/dead_letter/bad/lost_trimmed
+rtai:eventseq                        STRING   none             ordinal of the newest rtai:eventlog entry (field n)
+rtai:streamevents:<stream>           STREAM   MAXLEN ~         a stream's own recent events (JSON), for /events?stream=
+rtai:snapindex:<stream>              ZSET     none             kept snapshots "<seq>:<bytes>", scored by expiry
 rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
 rq:wip:rtai:<stream>                 ZSET     RQ's             RQ's started-job registry (job_id:execution_id)
 rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
@@ -273,3 +276,15 @@ def snapshot(stream_id: str, seq: int) -> str:
 
 def sink(name: str) -> str:
     return f"{PREFIX}sink:{name}"
+
+
+#: Ordinal of the last event in EVENT_LOG: a sink tells from a gap in it how many events were trimmed unread.
+EVENT_SEQ = PREFIX + "eventseq"
+
+
+def stream_events(stream_id: str) -> str:
+    return f"{PREFIX}streamevents:{stream_id}"
+
+
+def snapshot_index(stream_id: str) -> str:
+    return f"{PREFIX}snapindex:{stream_id}"

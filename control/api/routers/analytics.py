@@ -1,8 +1,14 @@
-"""Analytics: recent events (filter by stream and type) and the snapshot of an event's frame."""
+"""Analytics: recent events (filter by stream and type) and the snapshot of an event's frame.
+
+What is stored is not trusted: an event-log entry that is not an event is skipped (counted in the
+`X-RTAI-Skipped` header), and a snapshot's JPEG header is checked against the workers' pixel cap before
+it is decoded (a forged header claiming 30000x30000 is refused, never allocated); boxes that are not
+finite numbers are skipped, the rest clamped to the image."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
@@ -10,23 +16,56 @@ import redis
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
-from analytics.feed import recent_events
+from analytics.eventlog import read_recent
 from common import keys
+from common.analytics_settings import EventType
+from common.errors import FrameDecodeError, SchemaError
+from common.images import jpeg_size
 from common.keys import STREAM_ID_PATTERN
-from common.wire import unpackb
+from common.wire import MAX_FRAME_PIXELS, MAX_SIDE, unpackb
 
-EventType = Literal["appeared", "lost", "entered", "left", "crossed", "dwell"]
 StreamId = Annotated[str, Path(pattern=STREAM_ID_PATTERN)]
 
 
-def draw_boxes(jpeg: bytes, w: int, h: int, boxes: list[list[float]]) -> bytes:
-    """The JPEG with boxes (given in the camera frame's pixels) drawn at the JPEG's own scale."""
+def _box_corners(box: object, sx: float, sy: float, iw: int, ih: int) -> tuple[int, int, int, int] | None:
+    """A stored box scaled to the JPEG and clamped to it; None when it is not four finite numbers."""
+    if not isinstance(box, list | tuple) or len(box) < 4:
+        return None
+    coords = box[:4]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in coords):
+        return None
+    x1, y1, x2, y2 = coords
+    return (
+        int(min(max(x1 * sx, 0), iw - 1)),
+        int(min(max(y1 * sy, 0), ih - 1)),
+        int(min(max(x2 * sx, 0), iw - 1)),
+        int(min(max(y2 * sy, 0), ih - 1)),
+    )
+
+
+def draw_boxes(jpeg: bytes, w: object, h: object, boxes: object) -> bytes:
+    """The JPEG with boxes (given in the camera frame's pixels) drawn at the JPEG's own scale.
+
+    The JPEG's header is read first: over the workers' pixel cap it is refused undecoded. A frame size
+    that is not 1..MAX_SIDE draws the boxes unscaled."""
+    try:
+        width, height = jpeg_size(jpeg)
+    except FrameDecodeError as exc:
+        raise HTTPException(status_code=500, detail=f"the stored snapshot is not a readable JPEG: {exc}") from exc
+    if width * height > MAX_FRAME_PIXELS or not width or not height:
+        raise HTTPException(
+            status_code=500, detail=f"the stored snapshot claims {width}x{height} pixels: not decoded (a forgery?)"
+        )
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise HTTPException(status_code=500, detail="the stored snapshot is not a readable JPEG")
-    sx, sy = img.shape[1] / w, img.shape[0] / h
-    for x1, y1, x2, y2, *_ in boxes:
-        cv2.rectangle(img, (int(x1 * sx), int(y1 * sy)), (int(x2 * sx), int(y2 * sy)), (0, 255, 0), 2)
+    ih, iw = img.shape[:2]
+    sane = all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in (w, h))
+    sx, sy = (iw / w, ih / h) if sane else (1.0, 1.0)
+    for box in boxes if isinstance(boxes, list) else []:
+        corners = _box_corners(box, sx, sy, iw, ih)
+        if corners is not None:
+            cv2.rectangle(img, corners[:2], corners[2:], (0, 255, 0), 2)
     ok, out = cv2.imencode(".jpg", img)
     if not ok:
         raise HTTPException(status_code=500, detail="could not encode the snapshot")
@@ -38,12 +77,21 @@ def make_router(client: redis.Redis) -> APIRouter:
 
     @router.get("/events")
     def events(
+        response: Response,
         stream: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN)] = None,
         type: EventType | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
-        """Recent events, newest first: entered/left (zone), crossed (line, direction), dwell, appeared/lost."""
-        return recent_events(client, stream=stream, kind=type, limit=limit)
+        """Recent events, newest first: entered/left (zone), crossed (line, direction), dwell, appeared/lost.
+
+        `X-RTAI-Skipped`: log entries skipped as not events; `X-RTAI-Scan-Stopped: 1` when the scan ended at
+        its depth with fewer than `limit` matches (older matching events may exist)."""
+        recent = read_recent(client, stream=stream, kind=type, limit=limit)
+        if recent.skipped:
+            response.headers["X-RTAI-Skipped"] = str(recent.skipped)
+        if recent.scan_stopped:
+            response.headers["X-RTAI-Scan-Stopped"] = "1"
+        return recent.events
 
     @router.get(
         "/snapshot/{stream}/{seq}",
@@ -55,10 +103,15 @@ def make_router(client: redis.Redis) -> APIRouter:
         raw = client.get(keys.snapshot(stream, seq))
         if raw is None:
             raise HTTPException(status_code=404, detail=f"no snapshot of {stream} frame {seq} (expired or never kept)")
-        snap = unpackb(raw)
-        jpeg = snap["jpeg"]
+        try:
+            snap = unpackb(raw)
+        except SchemaError as exc:
+            raise HTTPException(status_code=500, detail=f"the stored snapshot is unreadable: {exc}") from exc
+        jpeg = snap.get("jpeg") if isinstance(snap, dict) else None
+        if not isinstance(jpeg, bytes):
+            raise HTTPException(status_code=500, detail="the stored snapshot holds no JPEG")
         if boxes:
-            jpeg = draw_boxes(jpeg, int(snap["w"]), int(snap["h"]), snap.get("boxes") or [])
+            jpeg = draw_boxes(jpeg, snap.get("w"), snap.get("h"), snap.get("boxes"))
         return Response(content=jpeg, media_type="image/jpeg")
 
     return router

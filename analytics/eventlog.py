@@ -1,0 +1,125 @@
+"""The event log: appending an event (global log, the stream's own log, pub/sub, counters) and reading
+recent events back without trusting what is stored.
+
+Each entry of `rtai:eventlog` carries `e` (the event's JSON) and `n`, its ordinal (`rtai:eventseq`): a sink
+that finds a gap in `n` knows how many events were trimmed before it read them. Each stream's events are also
+in `rtai:streamevents:<stream>`, so a quiet stream's events are found however busy the others are.
+An entry that is not an event (not JSON, not an object, NaN, too deep, too big) is skipped and counted,
+never fatal to its reader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from common import keys
+from common.errors import SchemaError
+
+log = logging.getLogger(__name__)
+
+#: Replay depth of the event log (sinks read it; a stopped sink finds this many events waiting).
+EVENT_LOG_MAXLEN = 100_000
+#: Replay depth of one stream's own events (what GET /events?stream= can return).
+STREAM_EVENTS_MAXLEN = 10_000
+#: The most entries GET /events scans from the end of a log.
+SCAN_MAX = 10_000
+#: An event is a small JSON object; anything longer was not written by the tracking stage.
+MAX_EVENT_BYTES = 64 * 1024
+
+#: One event: ordinal, global log, the stream's log, its channel and its per-type count, atomically.
+#: KEYS: eventseq, eventlog, streamevents, events channel, eventcount; ARGV: JSON, log cap, stream cap, type.
+APPEND_LUA = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1], 'n', n)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[1])
+redis.call('PUBLISH', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+return n
+"""
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def append_event(pipe: Any, event: dict[str, Any], *, log_maxlen: int = EVENT_LOG_MAXLEN) -> None:
+    """Queue one event (with `stream` and `type`) on a pipeline (or run it on a client)."""
+    stream = event["stream"]
+    text = json.dumps(event, separators=(",", ":"))
+    pipe.eval(
+        APPEND_LUA,
+        5,
+        keys.EVENT_SEQ,
+        keys.EVENT_LOG,
+        keys.stream_events(stream),
+        keys.events_channel(stream),
+        keys.event_counts(stream),
+        text,
+        log_maxlen,
+        STREAM_EVENTS_MAXLEN,
+        event["type"],
+    )
+
+
+def _no_constant(name: str) -> Any:
+    raise SchemaError(f"event: {name} is not a JSON number")
+
+
+def decode_event(raw: object) -> dict[str, Any]:
+    """An event from its stored JSON; SchemaError when it is not one (the reader skips and counts it)."""
+    if not isinstance(raw, bytes | str):
+        raise SchemaError("event: no JSON")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise SchemaError(f"event: {len(raw)} bytes, over {MAX_EVENT_BYTES}")
+    try:
+        event = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SchemaError(f"event: not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise SchemaError(f"event: expected an object, got {type(event).__name__}")
+    if not isinstance(event.get("stream"), str) or not isinstance(event.get("type"), str):
+        raise SchemaError("event: no stream or type")
+    return event
+
+
+@dataclass
+class Recent:
+    """Recent events, newest first, with what the read skipped and whether it stopped at SCAN_MAX."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    scan_stopped: bool = False
+
+
+def read_recent(client: redis.Redis, *, stream: str | None = None, kind: str | None = None, limit: int = 100) -> Recent:
+    """The newest events first, at most `limit`, filtered by stream and type; bad entries skipped."""
+    out = Recent()
+    if limit <= 0:
+        return out
+    key = keys.EVENT_LOG
+    if stream is not None and client.exists(keys.stream_events(stream)):
+        key = keys.stream_events(stream)
+    entries = cast(list[Entry], client.xrevrange(key, count=SCAN_MAX) or [])
+    for _id, fields in entries:
+        try:
+            event = decode_event(fields.get(b"e"))
+        except SchemaError as exc:
+            log.info("event log entry %r skipped: %s", _id, exc)
+            out.skipped += 1
+            continue
+        if (stream is None or event.get("stream") == stream) and (kind is None or event.get("type") == kind):
+            out.events.append(event)
+            if len(out.events) >= limit:
+                return out
+    out.scan_stopped = len(entries) >= SCAN_MAX
+    return out
+
+
+def recent_events(
+    client: redis.Redis, *, stream: str | None = None, kind: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """read_recent's events alone (what analytics.feed.recent_events returns, without its failure modes)."""
+    return read_recent(client, stream=stream, kind=kind, limit=limit).events
