@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import signal
 import time
 
 import click
+import redis
 
-from common import keys
+from common import desired, keys
 from common.config import redis_url
+from common.exitcodes import EXIT_CONFIG
 from common.proctitle import set_title
 from common.redis_client import connect
+from common.replies import text
 
 
 @click.command()
@@ -34,11 +38,16 @@ def tracker(redis_url: str | None, name: str | None) -> None:
 @click.option("--replay", type=int, default=0, help="First print up to N recent events from the event log.")
 @click.option("--count", type=int, default=None, help="Exit after N events.")
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds.")
-def events(stream: str, redis_url: str | None, replay: int, count: int | None, timeout: float | None) -> None:
+@click.option("--wait", is_flag=True, help="Wait for STREAM's events even if no such stream is declared yet.")
+def events(
+    stream: str, redis_url: str | None, replay: int, count: int | None, timeout: float | None, wait: bool
+) -> None:
     """Print STREAM's events (entered/left zone, crossed line, dwell, appeared/lost) as JSON lines."""
-    from .feed import recent_events  # noqa: PLC0415
+    from .eventlog import recent_events  # noqa: PLC0415
 
     client = connect(_url(redis_url))
+    if not wait:
+        _check_known(client, keys.check_stream_id(stream))
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.events_channel(keys.check_stream_id(stream)))
     seen = 0
@@ -51,6 +60,22 @@ def events(stream: str, redis_url: str | None, replay: int, count: int | None, t
         if msg is not None:
             click.echo(msg["data"].decode())
             seen += 1
+
+
+def known_streams(client: redis.Redis) -> set[str]:
+    """Streams declared (desired state) or known to the fleet (ever run)."""
+    return set(desired.streams(client)) | {text(s) for s in client.smembers(keys.STREAMS)}
+
+
+def _check_known(client: redis.Redis, stream: str) -> None:
+    """A stream nobody declared or ran: say so (with the close match) instead of waiting silently."""
+    known = known_streams(client)
+    if stream in known:
+        return
+    close = difflib.get_close_matches(stream, sorted(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else f" Known streams: {', '.join(sorted(known)) or 'none'}."
+    click.echo(f"rtai events: no stream {stream!r} is declared or known.{hint} (--wait waits for it anyway.)", err=True)
+    raise SystemExit(EXIT_CONFIG)
 
 
 def _url(override: str | None) -> str:

@@ -19,12 +19,12 @@ import paho.mqtt.client as mqtt
 
 from common.analytics_settings import NAME_PATTERN
 from common.errors import ConfigError, SchemaError
-from common.keys import STREAM_ID_PATTERN
+from common.keys import STREAM_ID_RE
 
 log = logging.getLogger(__name__)
 
 #: A topic level from an event (stream, zone): no `/`, `+`, `#` or NUL, so it is one level and no wildcard.
-_TOPIC_PART = re.compile(STREAM_ID_PATTERN)
+_TOPIC_PART = STREAM_ID_RE
 _ZONE_PART = re.compile(NAME_PATTERN)
 
 #: How long one delivery waits for the broker's PUBACK before the sink tries again later.

@@ -100,8 +100,14 @@ class WebhookTarget:
             headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(self.secret, body)}
             conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
-            response.read(MAX_RESPONSE_BYTES)
-            status = response.status
+            status, read = response.status, 0
+            while read < MAX_RESPONSE_BYTES:
+                chunk = response.read(MAX_RESPONSE_BYTES - read)
+                if not chunk:
+                    break
+                read += len(chunk)
+            if read < MAX_RESPONSE_BYTES and response.length:  # closed before its Content-Length
+                raise DeliveryError(f"HTTP {status} answer truncated after {read} bytes")
         finally:
             deadline.cancel()
             conn.close()

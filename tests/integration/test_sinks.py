@@ -101,7 +101,7 @@ def broker(tmp_path: Path):
 def test_mqtt_sink_delivers_every_event_through_a_kill_and_a_broker_restart(r, procs, broker):
     listener = Listener(broker.port)
     url = f"mqtt://127.0.0.1:{broker.port}"
-    sink = procs.rtai("sink", "mqtt", url, "--topic", "rtai")
+    sink = procs.rtai("sink", "mqtt", url, "--topic", "rtai", "--from-start")
     ids = add_events(r, 0, 60, pause=0.01)
     wait_for(lambda: int(r.hget(keys.sink("mqtt"), "delivered") or 0) >= 20, timeout=20, what="delivery under way")
     sink.send_signal(signal.SIGKILL)  # mid-stream
@@ -161,7 +161,7 @@ def test_webhook_sink_signs_retries_survives_a_kill_and_dead_letters(r, procs):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/hook"
-    sink = procs.rtai("sink", "webhook", url, "--secret", "s3cret", "--rate", "200")
+    sink = procs.rtai("sink", "webhook", url, "--secret", "s3cret", "--rate", "200", "--from-start")
     ids = add_events(r, 0, 60, pause=0.01)
     wait_for(lambda: len(Receiver.got) >= 20, timeout=20, what="delivery under way")
     sink.send_signal(signal.SIGKILL)
@@ -175,7 +175,7 @@ def test_webhook_sink_signs_retries_survives_a_kill_and_dead_letters(r, procs):
     server.server_close()
     # nobody listens: each event is tried twice, then counted as dead-lettered, and delivery goes on
     r.xtrim(keys.EVENT_LOG, maxlen=5)
-    dead = procs.rtai("sink", "webhook", url, "--secret", "x", "--name", "dead", "--attempts", "2")
+    dead = procs.rtai("sink", "webhook", url, "--secret", "x", "--name", "dead", "--attempts", "2", "--from-start")
     wait_for(lambda: r.hget(keys.sink("dead"), "dead_letter") == b"5", timeout=20, what="5 dead letters")
     dead.send_signal(signal.SIGTERM)
     assert procs.finish(dead, timeout=10) == 0
