@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common import keys
+from control.api.analytics_metrics import families
 from common.wire import packb, unpackb
 
 from ..helpers import wait_for
@@ -39,6 +40,8 @@ def test_poison_results_are_skipped_and_counted_and_tracking_goes_on(r, procs):
     wait_for(lambda: r.xlen(keys.tracks_history("yard")) == 12, timeout=15, what="yard tracked")
     wait_for(lambda: r.xlen(keys.tracks_history("door")) == 12 - len(bad_boxes), timeout=15, what="door tracked")
     assert stats(r, "door")["bad"] == len(bad_boxes)
+    frames_family = {f[0]: f[3] for f in families(r)}["rtai_tracking_frames_total"]
+    assert ({"stream": "door", "outcome": "bad"}, float(len(bad_boxes))) in frames_family  # on /metrics
     assert tracker.poll() is None, procs.output(tracker)
     # A restarted tracker reads the same entries from the start again: still alive, still tracking.
     r.delete(keys.track_position("door"), keys.tracks_history("door"))
