@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from common import keys
-from control.api.analytics_metrics import families
 from common.wire import packb, unpackb
+from control.api.analytics_metrics import families
 
 from ..helpers import wait_for
 from .test_tracking import declare, publish, result, stats, trajectories
