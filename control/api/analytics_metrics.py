@@ -20,7 +20,7 @@ Family = tuple[str, str, str, list[tuple[dict[str, Any], float]]]
 
 
 def families(client: redis.Redis) -> list[Family]:
-    events, zones, frames, snapshots = [], [], [], []
+    events, zones, frames = [], [], []
     for stream in desired.streams(client):
         for kind, n in client.hgetall(keys.event_counts(stream)).items():
             events.append(({"stream": stream, "type": text(kind)}, float(n)))
@@ -29,8 +29,6 @@ def families(client: redis.Redis) -> list[Family]:
         for outcome, n in client.hgetall(keys.track_stats(stream)).items():
             if outcome in (b"tracked", b"skipped", b"late", b"bad"):
                 frames.append(({"stream": stream, "outcome": text(outcome)}, float(n)))
-            elif outcome in (b"snapshots_kept", b"snapshots_refused"):
-                snapshots.append(({"stream": stream, "outcome": text(outcome).removeprefix("snapshots_")}, float(n)))
     return [
         ("rtai_events_total", "counter", "Analytics events by stream and type.", events),
         ("rtai_zone_tracks", "gauge", "Tracks in each zone now.", zones),
@@ -40,7 +38,6 @@ def families(client: redis.Redis) -> list[Family]:
             "Frames tracked, skipped (missing after the wait), late, bad (unreadable or untrackable).",
             frames,
         ),
-        ("rtai_snapshots_total", "counter", "Event snapshots kept, or refused by the stream's cap.", snapshots),
     ]
 
 
