@@ -19,6 +19,7 @@ Result (one pub/sub message per frame, also kept in keys.history):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -354,7 +355,12 @@ def _box(raw: object, where: str) -> list[float | int]:
             raise SchemaError(f"{where}: {type(value).__name__} where a number belongs")
     if not isinstance(cls, int) or isinstance(cls, bool):
         raise SchemaError(f"{where}: class has type {type(cls).__name__}")
-    _check_box_values(np.array([[*coords, cls]], dtype=np.float64), where)
+    if not all(math.isfinite(v) for v in coords):
+        raise SchemaError(f"{where}: a box has a non-finite value")
+    if any(abs(v) > MAX_BOX_COORD for v in coords[:4]):
+        raise SchemaError(f"{where}: a box coordinate is beyond +-{MAX_BOX_COORD}")
+    if not 0 <= cls < MAX_CLASS_ID:
+        raise SchemaError(f"{where}: a box's class is outside 0..{MAX_CLASS_ID - 1}")
     return [*coords, cls]
 
 
