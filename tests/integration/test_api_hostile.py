@@ -132,7 +132,7 @@ def _raw(port: int, method: str, path: str, headers: dict[str, str], body: dict 
 
 
 def test_cross_origin_writes_and_rebinding_hosts_are_refused(r, procs):
-    base = _start_api(procs, "--allowed-host", "cams.example")
+    base = _start_api(procs, env={"RTAI_API_ALLOWED_HOSTS": "cams.example"})
     port = _port(base)
     here = f"127.0.0.1:{port}"
     victim = {**BODY, "stream_config": {**BODY["stream_config"], "stream_id": "victim"}}
@@ -161,3 +161,11 @@ def test_cross_origin_writes_and_rebinding_hosts_are_refused(r, procs):
     assert code == 200, body
     assert desired.streams(r) == []
     assert _raw(port, "POST", f"{P}/start", {"Host": here}, BODY)[0] == 200
+
+
+def test_allowed_host_flag_and_star(procs):
+    listed = _port(_start_api(procs, "--allowed-host", "nvr.lan", "--allowed-host", "cams.example"))
+    assert _raw(listed, "GET", f"{P}/services", {"Host": "nvr.lan"})[0] == 200
+    assert _raw(listed, "GET", f"{P}/services", {"Host": "other.example"})[0] == 421
+    anything = _port(_start_api(procs, "--allowed-host", "*"))
+    assert _raw(anything, "GET", f"{P}/services", {"Host": "other.example"})[0] == 200
