@@ -2,8 +2,11 @@
 
 uvicorn closes an idle keep-alive connection (`timeout_keep_alive`) but never one whose request
 headers trickle in (slowloris); its `limit_concurrency` answers 503 yet keeps every socket open.
-`guarded_protocol` closes a connection whose headers are not complete within the deadline, and one
-accepted beyond the cap at once. The body's own deadline is the middleware's (guards.py).
+`guarded_protocol` closes a connection whose headers are not complete within the deadline. Past the
+connection cap, a new connection evicts the one that has waited longest for its headers (so a
+client that sends its request at once still gets in while slow ones hold the slots); when every
+connection is inside a request (live pages), the new one is closed. The body's own deadline is the
+middleware's (guards.py).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
 from typing import Any
 
 import h11
@@ -47,14 +51,25 @@ def guarded_protocol(*, header_timeout_s: float, max_connections: int) -> type[H
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._header_deadline: asyncio.TimerHandle | None = None
+            self._waiting_since = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if len(self.connections) > max_connections:
+            if len(self.connections) > max_connections and not self._evict_slowest():
                 log.warning("closing a connection: %d open, the cap is %d", len(self.connections), max_connections)
                 transport.abort()
                 return
             self._arm()
+
+        def _evict_slowest(self) -> bool:
+            """Close the connection that has waited longest for its request headers; False if none."""
+            waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c._header_deadline]
+            if not waiting:
+                return False
+            oldest = min(waiting, key=lambda c: c._waiting_since)
+            oldest._disarm()
+            oldest.transport.abort()
+            return True
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -72,6 +87,7 @@ def guarded_protocol(*, header_timeout_s: float, max_connections: int) -> type[H
 
         def _arm(self) -> None:
             self._disarm()
+            self._waiting_since = time.monotonic()
             self._header_deadline = self.loop.call_later(header_timeout_s, self._headers_late)
 
         def _disarm(self) -> None:
