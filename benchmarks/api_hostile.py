@@ -115,9 +115,11 @@ def _big_bodies(port: int, mb: int, stop: threading.Event, out: list[dict]) -> N
         t0, sent, reply = time.perf_counter(), 0, b""
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                answered = select.poll()
+                answered.register(s, select.POLLIN)
                 s.sendall(head)
                 while sent < mb * 2**20 and not stop.is_set() and not reply:
-                    if select.select([s], [], [], 0)[0]:  # answered before the body is in
+                    if answered.poll(0):  # answered before the body is in
                         reply = s.recv(64)
                         break
                     s.sendall(chunk[: min(len(chunk), mb * 2**20 - sent)])
