@@ -120,7 +120,7 @@ class Guard:
             await _refuse(send, 403, reason)
             return
         length = headers.get("content-length")
-        has_body = length is not None or "transfer-encoding" in headers
+        has_body = (length is not None and length != "0") or "transfer-encoding" in headers
         if has_body and self.bearer is not None and not self._authorized(scope):
             await _refuse(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
             return
