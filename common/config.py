@@ -49,6 +49,13 @@ DEFAULT_LEASE_S = 1.5
 #: Services the REST API lets callers declare: far above one host's cameras, low enough that a
 #: script looping on POST /start cannot fill Redis.
 DEFAULT_MAX_SERVICES = 256
+#: The largest body the REST API reads: a start request with 64 zones of 256 points is ~60 KB, so
+#: 1 MB leaves room and still refuses a memory-bloating upload before it is read.
+DEFAULT_API_MAX_BODY_BYTES = 1_048_576
+#: A connection whose request headers (or body) are not in after this long is closed (slowloris).
+DEFAULT_API_HEADER_TIMEOUT_S = 10.0
+#: Open connections the API accepts at once (live pages hold one each); more are closed at accept.
+DEFAULT_API_MAX_CONNECTIONS = 2048
 #: A process that never reached Redis gives up after this long (a wrong URL should fail fast; a
 #: running fleet that loses Redis keeps retrying). Compose starts workers once Redis is healthy.
 DEFAULT_REDIS_START_TIMEOUT_S = 5.0
@@ -185,6 +192,13 @@ class ApiSettings(_Settings):
     #: Non-global hosts a request may name: `all`/`1`, `private`, or a comma list of CIDRs/hosts.
     api_allow_private: str = ""
     max_services: int = Field(DEFAULT_MAX_SERVICES, ge=1)
+    api_max_body_bytes: int = Field(DEFAULT_API_MAX_BODY_BYTES, ge=1024)
+    api_header_timeout_s: float = Field(DEFAULT_API_HEADER_TIMEOUT_S, gt=0, le=3600)
+    api_max_connections: int = Field(DEFAULT_API_MAX_CONNECTIONS, ge=1)
+    #: Extra Host names the API answers (comma list; `*` turns the Host check off).
+    api_allowed_hosts: str = ""
+    #: Serve /docs and /openapi.json (off: they are an extra surface on the page's origin).
+    api_docs: bool = False
 
 
 S = TypeVar("S", bound=_Settings)

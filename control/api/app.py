@@ -1,38 +1,62 @@
 """The control plane: REST on port 2000 (FastAPI), the older multi-GPU guide's surface.
 
 Stateless: `start` writes the service as desired state to Redis, a producer daemon claims and
-runs it; every read comes from Redis. Optional bearer token (RTAI_API_TOKEN / --token).
+runs it; every read comes from Redis. Optional bearer token (RTAI_API_TOKEN / --token). Every
+request passes the front door first (guards.py: Host, Origin, token before body, body size).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from common.config import ApiSettings, build
 from common.redis_client import connect
 from common.sources import SourcePolicy
 
+from .guards import Guard, HostPolicy
 from .livefeed import LiveFeed
 from .routers import PREFIX, analytics, gpus, live, metrics, models, pages, services
 
 __all__ = ["PREFIX", "create_app"]
 
 
-def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    redis_url: str,
+    *,
+    token: str | None = None,
+    limits: ApiSettings | None = None,
+    hosts: HostPolicy | None = None,
+) -> FastAPI:
+    """The app. `hosts` None answers any Host (in-process use); `rtai api` always passes its policy."""
+    limits = limits or build(ApiSettings)
+    docs = "/docs" if limits.api_docs else None
     app = FastAPI(
         title="realtime-ai control plane",
         version="1.0",
         description="Start, stop and watch detection services on the realtime-ai fleet.",
+        docs_url=docs,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
+    app.add_middleware(
+        Guard,
+        token=token,
+        max_body_bytes=limits.api_max_body_bytes,
+        body_timeout_s=limits.api_header_timeout_s,
+        hosts=hosts,
+        docs_paths=frozenset({docs} if docs else ()),
     )
     client = connect(redis_url, check=False)
-    limits = limits or build(ApiSettings)
     policy = SourcePolicy.parse(limits.api_allow_private, limits.media_root)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -48,6 +72,11 @@ def create_app(redis_url: str, *, token: str | None = None, limits: ApiSettings 
     @app.exception_handler(redis.RedisError)
     async def redis_down(_request: Request, exc: redis.RedisError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"Redis unreachable: {exc}"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A NaN or Infinity the client sent is echoed in `input`; JSON cannot carry it, so say it as text.
+        return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))})
 
     guarded = [Depends(auth)]
     app.include_router(services.make_router(client, limits, policy), prefix=PREFIX, dependencies=guarded)
@@ -76,3 +105,14 @@ def add_live_view(
         await feed.stop()
 
     app.router.lifespan_context = lifespan
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by its name, so it renders as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from common.config import env_value, redis_url
+from common.config import ApiSettings, build, env_value, redis_url
 from common.errors import ConfigError
 from common.proctitle import set_title
 
@@ -19,7 +19,23 @@ from common.proctitle import set_title
 @click.option(
     "--insecure", is_flag=True, help="Serve a non-loopback address without a token (only behind a trusted network)."
 )
-def api(host: str, port: int, redis_url: str | None, token: str | None, insecure: bool) -> None:
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Another Host name clients use to reach the API (repeatable; '*' turns the Host check off) "
+    "[env RTAI_API_ALLOWED_HOSTS, comma list].",
+)
+@click.option("--docs", is_flag=True, default=None, help="Serve /docs (Swagger UI from its CDN) [env RTAI_API_DOCS].")
+def api(
+    host: str,
+    port: int,
+    redis_url: str | None,
+    token: str | None,
+    insecure: bool,
+    allowed_hosts: tuple[str, ...],
+    docs: bool | None,
+) -> None:
     """Serve the REST control plane (start/stop/status/gpu-info/metrics)."""
     token = token or env_value("api_token")
     if token is None and not is_loopback(host):
@@ -39,11 +55,17 @@ def api(host: str, port: int, redis_url: str | None, token: str | None, insecure
     from common.redis_client import connect  # noqa: PLC0415
 
     from .app import create_app  # noqa: PLC0415
+    from .guards import HostPolicy  # noqa: PLC0415
+    from .server import connection_cap, guarded_protocol, raise_fd_limit  # noqa: PLC0415
 
     connect(_url(redis_url)).close()  # a wrong URL fails fast, saying why
     set_title(f"rtai-api:{port}")
-    app = create_app(_url(redis_url), token=token)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    limits = build(ApiSettings, api_docs=docs)
+    hosts = HostPolicy.parse(host, ",".join((limits.api_allowed_hosts, *allowed_hosts)))
+    app = create_app(_url(redis_url), token=token, limits=limits, hosts=hosts)
+    cap = connection_cap(limits.api_max_connections, raise_fd_limit())
+    protocol = guarded_protocol(header_timeout_s=limits.api_header_timeout_s, max_connections=cap)
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=protocol, h11_max_incomplete_event_size=16_384)
 
 
 def is_loopback(host: str) -> bool:

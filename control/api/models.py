@@ -18,7 +18,8 @@ VARIANT_PATTERN = NAME_PATTERN
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    #: NaN and Infinity parse as JSON numbers (Python's json) but are never a valid setting.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StreamConfig(_Body):

@@ -136,7 +136,8 @@ def test_file_probing_gets_one_answer_for_missing_unreadable_and_present(procs, 
 
 def _raw_get(port: int, path: str, header: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\nConnection: close\r\n\r\n")
+        head = b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\nConnection: close\r\n\r\n"
+        s.sendall(b"GET " + path.encode() + head)
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -17,6 +17,7 @@ from common.replies import text, text_map
 from common.sources import SourcePolicy, check_api_source, redact, redact_text
 from control import status
 
+from .. import class_names
 from ..models import (
     ServicesResponse,
     ServiceSummary,
@@ -42,6 +43,16 @@ def _check_model_listed(variant: str) -> None:
         raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
 
 
+def _check_classes(variant: str, wanted: list[str] | None) -> None:
+    """Class names the model does not have are refused (422) where the API knows its names."""
+    names = class_names.known(variant)
+    unknown = [c for c in wanted or () if names is not None and c not in names]
+    if unknown:
+        message = f"model {variant!r} has no class {unknown[0]!r}; its classes: {', '.join(names or ())}"
+        loc = ["body", "analytics_settings", "classes", (wanted or []).index(unknown[0])]
+        raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
+
+
 def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) -> APIRouter:
     router = APIRouter()
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "no such service"}}
@@ -55,6 +66,7 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
         service_id = body.stream_config.stream_id or f"svc-{uuid.uuid4().hex[:10]}"
         m, p = body.model_settings, body.processing_settings
         _check_model_listed(m.variant)
+        _check_classes(m.variant, body.analytics_settings.classes if body.analytics_settings else None)
         source = _allowed_source(body.stream_config.url, body.stream_config.protocol)
         settings = ProducerSettings(
             stream=service_id,

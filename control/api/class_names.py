@@ -1,0 +1,98 @@
+"""Class names the API knows without loading a model: stock YOLO11 (COCO) and the bundled model."""
+
+from __future__ import annotations
+
+from common import models
+
+#: The 80 COCO classes every stock YOLO11 detects (Ultralytics' cfg/datasets/coco.yaml).
+COCO = (
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+)
+#: The bundled rtai-shapes model's classes (common/assets/MODEL.md).
+SHAPES = ("circle", "square", "triangle")
+
+
+def known(variant: str) -> tuple[str, ...] | None:
+    """The classes of model `variant`, or None when only a worker can tell (an operator's weights)."""
+    if variant == models.OWN_MODEL:
+        return SHAPES
+    return None if models.is_custom(variant) else COCO
