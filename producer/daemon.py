@@ -42,14 +42,24 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-#: Renew every claim in KEYS held by ARGV[1]; one 0/1 per key, in order.
+#: Renew every claim in KEYS held by ARGV[1]; per key, in order: 1 renewed, 2 had lapsed with no
+#: other owner and is taken again, 0 another daemon holds it.
 RENEW_ALL_LUA = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then out[i] = redis.call('PEXPIRE', key, ARGV[2]) else out[i] = 0 end
+  local owner = redis.call('GET', key)
+  if owner == ARGV[1] then
+    out[i] = redis.call('PEXPIRE', key, ARGV[2])
+  elseif not owner then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 2
+  else
+    out[i] = 0
+  end
 end
 return out
 """
+RENEWED, RETAKEN = 1, 2
 #: How long a stopping stream's producer gets to end before its claim is released anyway.
 STOP_JOIN_S = 10.0
 RELEASE_LUA = """
@@ -83,8 +93,8 @@ class ProducerDaemon:
         self.stop_event = threading.Event()
         #: Set once every stream has stopped: the renewer keeps stopping streams' claims until then.
         self._done = threading.Event()
-        #: Streams started and stopped, and claims found lapsed or taken while running.
-        self.starts = self.stops = self.lost_leases = 0
+        #: Streams started and stopped; claims found lapsed (and taken again), or held by another daemon.
+        self.starts = self.stops = self.lapsed = self.lost_leases = 0
         self._renew_all = self.client.register_script(RENEW_ALL_LUA)
         self._release = self.client.register_script(RELEASE_LUA)
         self._renewed_at = time.monotonic()
@@ -154,8 +164,9 @@ class ProducerDaemon:
                 log.warning("producer daemon %s: could not renew its claims: %s", self.name, exc)
 
     def renew(self) -> None:
-        """Renew every claim this daemon holds in one call; a running stream whose claim lapsed
-        (or another daemon took) is stopped, and said so at WARNING."""
+        """Renew every claim this daemon holds in one call. A claim that lapsed with nobody taking it
+        is taken again (the producer carries on); a running stream another daemon took meanwhile is
+        stopped. Both are said at WARNING."""
         with self._lock:
             held = list(self.running) + list(self.stopping)
         if not held:
@@ -164,6 +175,19 @@ class ProducerDaemon:
         got = self._renew_all(keys=[keys.claim(s) for s in held], args=[self.name, self.lease_ms])
         now = time.monotonic()
         late_s, self._renewed_at = now - self._renewed_at, now
+        retaken = [stream for stream, got_it in zip(held, got, strict=True) if got_it == RETAKEN]
+        if retaken:
+            # Nobody took them meanwhile: the producers carry on, no restart.
+            self.lapsed += len(retaken)
+            log.warning(
+                "producer daemon %s: the claims of %d stream(s) had lapsed (last renewal %.1f s ago, lease %.1f s; "
+                "host overloaded?) and are taken again: %s",
+                self.name,
+                len(retaken),
+                late_s,
+                self.lease_ms / 1000,
+                ", ".join(retaken),
+            )
         for stream, owned in zip(held, got, strict=True):
             if owned:
                 continue
@@ -172,7 +196,8 @@ class ProducerDaemon:
                     continue  # stopping anyway
                 self.lost_leases += 1
                 log.warning(
-                    "producer daemon %s: lost its claim of %s (last renewal %.1f s ago, lease %.1f s); stopping it",
+                    "producer daemon %s: lost its claim of %s to another daemon (last renewal %.1f s ago, "
+                    "lease %.1f s); stopping it",
                     self.name,
                     stream,
                     late_s,
