@@ -92,7 +92,17 @@ def test_unreachable_camera_ends_in_error_with_reason(r, procs):
     out = procs.output(proc)
     assert "Traceback" not in out
     assert r.hget(keys.stream("dead"), "state") == b"error"
-    assert b"cannot open" in r.hget(keys.stream("dead"), "reason")
+    reason = r.hget(keys.stream("dead"), "reason").decode()
+    assert "cannot open" in reason and "connection refused by 127.0.0.1" in reason, reason
+
+
+@pytest.mark.timeout(60)
+def test_wrong_rtsp_path_says_not_found(r, procs, rtsp_pattern):
+    url = rtsp_pattern.rsplit("/", 1)[0] + "/no-such-path"
+    proc = procs.rtai("producer", "--source", url, "--stream", "typo", "--max-reconnects", "0")
+    assert procs.finish(proc, timeout=45) == EXIT_SOURCE, procs.output(proc)
+    reason = r.hget(keys.stream("typo"), "reason").decode()
+    assert "RTSP 404" in reason and "no stream at this path" in reason, reason
 
 
 @pytest.mark.timeout(60)
