@@ -60,6 +60,12 @@ end
 return out
 """
 RENEWED, RETAKEN = 1, 2
+#: On a loaded host a lease is renewed with this many times the slowest recent renewal interval ...
+LEASE_MARGIN = 3.0
+#: ... but at most this many base leases (a dead daemon's streams are then taken over in 15 s).
+MAX_LEASE_FACTOR = 5
+#: Per renewal, the remembered slowest interval shrinks by this factor (back to the base lease).
+SLOWEST_DECAY = 0.9
 #: How long a stopping stream's producer gets to end before its claim is released anyway.
 STOP_JOIN_S = 10.0
 RELEASE_LUA = """
@@ -98,6 +104,7 @@ class ProducerDaemon:
         self._renew_all = self.client.register_script(RENEW_ALL_LUA)
         self._release = self.client.register_script(RELEASE_LUA)
         self._renewed_at = time.monotonic()
+        self._slowest_s = 0.0
         self._file: tuple[Path, str] | None = None
         self._file_error: str | None = None
 
@@ -163,6 +170,13 @@ class ProducerDaemon:
             except redis.RedisError as exc:
                 log.warning("producer daemon %s: could not renew its claims: %s", self.name, exc)
 
+    def renew_px(self, interval_s: float) -> int:
+        """The lease to renew with: the base lease, stretched on a host so loaded that renewals come
+        late (LEASE_MARGIN times the slowest recent interval, at most MAX_LEASE_FACTOR leases), so
+        one stall does not lapse every claim at once. The stretch decays as renewals come on time."""
+        self._slowest_s = max(interval_s, self._slowest_s * SLOWEST_DECAY)
+        return int(min(self.lease_ms * MAX_LEASE_FACTOR, max(self.lease_ms, LEASE_MARGIN * self._slowest_s * 1000)))
+
     def renew(self) -> None:
         """Renew every claim this daemon holds in one call. A claim that lapsed with nobody taking it
         is taken again (the producer carries on); a running stream another daemon took meanwhile is
@@ -172,10 +186,19 @@ class ProducerDaemon:
         if not held:
             self._renewed_at = time.monotonic()
             return
-        got = self._renew_all(keys=[keys.claim(s) for s in held], args=[self.name, self.lease_ms])
-        now = time.monotonic()
-        late_s, self._renewed_at = now - self._renewed_at, now
+        px = self.renew_px(time.monotonic() - self._renewed_at)
+        got = self._renew_all(keys=[keys.claim(s) for s in held], args=[self.name, px])
+        done = time.monotonic()
+        # Since the last renewal returned: an upper bound on the gap Redis saw between the two.
+        late_s, self._renewed_at = done - self._renewed_at, done
+        self._slowest_s = max(self._slowest_s, late_s)
         retaken = [stream for stream, got_it in zip(held, got, strict=True) if got_it == RETAKEN]
+        if retaken:
+            with self._lock:  # a stream stopped and released meanwhile is not kept claimed
+                gone = [st for st in retaken if st not in self.running and st not in self.stopping]
+            for stream in gone:
+                self._release(keys=[keys.claim(stream)], args=[self.name])
+            retaken = [st for st in retaken if st not in gone]
         if retaken:
             # Nobody took them meanwhile: the producers carry on, no restart.
             self.lapsed += len(retaken)

@@ -47,6 +47,7 @@ def test_file_source_every_frame_sampled_resized_and_counted(r, procs, tmp_path)
         "10000",
         "--imgsz",
         "320",
+        "--no-credit-flow",  # no worker: every batch waits in the queue (credit flow would hold one)
     )
     assert procs.finish(proc) == 0, procs.output(proc)
     c = counts(r, "file1")
@@ -76,6 +77,7 @@ def test_rtsp_source_feeds_batches(r, procs, rtsp_pattern):
         "10000",
         "--max-frames",
         "12",
+        "--no-credit-flow",  # no worker: every batch waits in the queue (credit flow would hold one)
     )
     assert procs.finish(proc, timeout=60) == 0, procs.output(proc)
     assert counts(r, "rtsp1")["produced"] == 12
