@@ -15,7 +15,9 @@ from common.states import StreamState
 
 
 @click.command()
-@click.option("--source", default=None, help="rtsp://, http:// URL or video file [env RTAI_SOURCE].")
+@click.option(
+    "--source", default=None, help="rtsp://, http:// URL, video file, or demo (the bundled clip) [env RTAI_SOURCE]."
+)
 @click.option("--stream", default=None, help="Stream id, e.g. cam1 [env RTAI_STREAM].")
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 @click.option("--max-fps", type=float, default=None, help="Frames per second to sample (default 30).")

@@ -3,6 +3,11 @@
 Each stream is claimed with `SET rtai:claim:<stream> <daemon> NX PX lease`; the owner renews the
 lease every lease/4 seconds. A daemon that dies stops renewing, and within one lease another
 daemon claims the stream and starts producing it.
+
+The renewals run on their own thread, all claims in one script call, so a slow tick (a loaded
+host, many streams starting) never lets a lease lapse. A stream stops on a thread of its own
+(joining a producer whose source hangs in an open can take seconds), and keeps its claim renewed
+until it has stopped, so no other daemon starts it while the old producer still runs.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +42,32 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+#: Renew every claim in KEYS held by ARGV[1]; per key, in order: 1 renewed, 2 had lapsed with no
+#: other owner and is taken again, 0 another daemon holds it.
+RENEW_ALL_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner == ARGV[1] then
+    out[i] = redis.call('PEXPIRE', key, ARGV[2])
+  elseif not owner then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 2
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+RENEWED, RETAKEN = 1, 2
+#: On a loaded host a lease is renewed with this many times the slowest recent renewal interval ...
+LEASE_MARGIN = 3.0
+#: ... but at most this many base leases (a dead daemon's streams are then taken over in 15 s).
+MAX_LEASE_FACTOR = 5
+#: Per renewal, the remembered slowest interval shrinks by this factor (back to the base lease).
+SLOWEST_DECAY = 0.9
+#: How long a stopping stream's producer gets to end before its claim is released anyway.
+STOP_JOIN_S = 10.0
 RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -59,10 +91,20 @@ class ProducerDaemon:
         self.name = name or f"{host_name()}:producer:{os.getpid()}:{uuid.uuid4().hex[:4]}"
         self.max_streams = max_streams
         self.lease_ms = int(lease_s * 1000)
+        #: Guards `running` and `stopping`: the tick, the renewer and the stoppers share them.
+        self._lock = threading.Lock()
         self.running: dict[str, Running] = {}
+        #: Streams whose producer is being stopped (their claim is renewed until it has ended).
+        self.stopping: dict[str, threading.Thread] = {}
         self.stop_event = threading.Event()
-        self._renew = self.client.register_script(RENEW_LUA)
+        #: Set once every stream has stopped: the renewer keeps stopping streams' claims until then.
+        self._done = threading.Event()
+        #: Streams started and stopped; claims found lapsed (and taken again), or held by another daemon.
+        self.starts = self.stops = self.lapsed = self.lost_leases = 0
+        self._renew_all = self.client.register_script(RENEW_ALL_LUA)
         self._release = self.client.register_script(RELEASE_LUA)
+        self._renewed_at = time.monotonic()
+        self._slowest_s = 0.0
         self._file: tuple[Path, str] | None = None
         self._file_error: str | None = None
 
@@ -81,30 +123,110 @@ class ProducerDaemon:
     def run(self) -> None:
         wait_until_up(self.client, what=f"producer daemon {self.name}", stop=self.stop_event.is_set)
         log.info("producer daemon %s claiming streams", self.name)
+        renewer = threading.Thread(target=self._renew_loop, name="rtai-producer-daemon:renew", daemon=True)
+        renewer.start()
         while not self.stop_event.is_set():
             try:
                 self.tick()
             except redis.RedisError as exc:
                 log.warning("producer daemon %s: Redis error: %s", self.name, exc)
             self.stop_event.wait(min(POLL_S, self.lease_ms / 4000))
-        for stream in list(self.running):
-            self._stop_stream(stream)
+        with self._lock:
+            for stream in list(self.running):
+                self._stop_stream(stream)
+            stoppers = list(self.stopping.values())
+        for stopper in stoppers:
+            stopper.join()
+        self._done.set()
+        renewer.join()
 
     def tick(self) -> None:
         if self._file is not None:
             self._redeclare_if_forgotten(*self._file)
         wanted = set(desired.streams(self.client))
-        for stream in list(self.running):
-            run = self.running[stream]
-            owned = self._renew(keys=[keys.claim(stream)], args=[self.name, self.lease_ms])
-            current = self.client.get(keys.desired(stream))
-            if stream not in wanted or not owned or current != run.version or not run.thread.is_alive():
-                self._stop_stream(stream)
-        for stream in sorted(wanted - set(self.running)):
-            if self.max_streams is not None and len(self.running) >= self.max_streams:
+        with self._lock:
+            running = dict(self.running)
+        if running:
+            versions = self.client.mget([keys.desired(s) for s in running])
+            for (stream, run), current in zip(running.items(), versions, strict=True):
+                if stream not in wanted or current != run.version or not run.thread.is_alive():
+                    with self._lock:
+                        if self.running.get(stream) is run:
+                            self._stop_stream(stream)
+        with self._lock:
+            busy = set(self.running) | set(self.stopping)
+        for stream in sorted(wanted - busy):
+            if self.max_streams is not None and len(self.running) + len(self.stopping) >= self.max_streams:
                 break
             if self.client.set(keys.claim(stream), self.name, nx=True, px=self.lease_ms):
                 self._start_stream(stream)
+
+    # -- claims ---------------------------------------------------------------------------
+    def _renew_loop(self) -> None:
+        every = self.lease_ms / 4000
+        while not self._done.wait(every):
+            try:
+                self.renew()
+            except redis.RedisError as exc:
+                log.warning("producer daemon %s: could not renew its claims: %s", self.name, exc)
+
+    def renew_px(self, interval_s: float) -> int:
+        """The lease to renew with: the base lease, stretched on a host so loaded that renewals come
+        late (LEASE_MARGIN times the slowest recent interval, at most MAX_LEASE_FACTOR leases), so
+        one stall does not lapse every claim at once. The stretch decays as renewals come on time."""
+        self._slowest_s = max(interval_s, self._slowest_s * SLOWEST_DECAY)
+        return int(min(self.lease_ms * MAX_LEASE_FACTOR, max(self.lease_ms, LEASE_MARGIN * self._slowest_s * 1000)))
+
+    def renew(self) -> None:
+        """Renew every claim this daemon holds in one call. A claim that lapsed with nobody taking it
+        is taken again (the producer carries on); a running stream another daemon took meanwhile is
+        stopped. Both are said at WARNING."""
+        with self._lock:
+            held = list(self.running) + list(self.stopping)
+        if not held:
+            self._renewed_at = time.monotonic()
+            return
+        px = self.renew_px(time.monotonic() - self._renewed_at)
+        got = self._renew_all(keys=[keys.claim(s) for s in held], args=[self.name, px])
+        done = time.monotonic()
+        # Since the last renewal returned: an upper bound on the gap Redis saw between the two.
+        late_s, self._renewed_at = done - self._renewed_at, done
+        self._slowest_s = max(self._slowest_s, late_s)
+        retaken = [stream for stream, got_it in zip(held, got, strict=True) if got_it == RETAKEN]
+        if retaken:
+            with self._lock:  # a stream stopped and released meanwhile is not kept claimed
+                gone = [st for st in retaken if st not in self.running and st not in self.stopping]
+            for stream in gone:
+                self._release(keys=[keys.claim(stream)], args=[self.name])
+            retaken = [st for st in retaken if st not in gone]
+        if retaken:
+            # Nobody took them meanwhile: the producers carry on, no restart.
+            self.lapsed += len(retaken)
+            log.warning(
+                "producer daemon %s: the claims of %d stream(s) had lapsed (last renewal %.1f s ago, lease %.1f s; "
+                "host overloaded?) and are taken again: %s",
+                self.name,
+                len(retaken),
+                late_s,
+                self.lease_ms / 1000,
+                ", ".join(retaken),
+            )
+        for stream, owned in zip(held, got, strict=True):
+            if owned:
+                continue
+            with self._lock:
+                if stream not in self.running:
+                    continue  # stopping anyway
+                self.lost_leases += 1
+                log.warning(
+                    "producer daemon %s: lost its claim of %s to another daemon (last renewal %.1f s ago, "
+                    "lease %.1f s); stopping it",
+                    self.name,
+                    stream,
+                    late_s,
+                    self.lease_ms / 1000,
+                )
+                self._stop_stream(stream)
 
     def _redeclare_if_forgotten(self, path: Path, marker: str) -> None:
         if not desired.file_forgotten(self.client, marker):
@@ -126,6 +248,7 @@ class ProducerDaemon:
             ", ".join(streams) or "-",
         )
 
+    # -- streams --------------------------------------------------------------------------
     def _start_stream(self, stream: str) -> None:
         version = self.client.get(keys.desired(stream))
         try:
@@ -140,15 +263,30 @@ class ProducerDaemon:
         producer = StreamProducer(settings, client=self.client)
         thread = threading.Thread(target=producer.run, name=f"rtai-producer:{stream}", daemon=True)
         thread.start()
-        self.running[stream] = Running(producer, thread, version)
+        with self._lock:
+            self.running[stream] = Running(producer, thread, version)
+            self.starts += 1
         log.info("producer daemon %s: running %s from %s", self.name, stream, redact(settings.source))
 
     def _stop_stream(self, stream: str) -> None:
+        """Ask the stream's producer to stop and let a thread of its own wait for it (hold the lock)."""
         run = self.running.pop(stream)
         run.producer.stop()
-        run.thread.join(timeout=10)
+        stopper = threading.Thread(
+            target=self._finish_stop, args=(stream, run), name=f"rtai-producer-stop:{stream}", daemon=True
+        )
+        self.stopping[stream] = stopper
+        self.stops += 1
+        stopper.start()
+
+    def _finish_stop(self, stream: str, run: Running) -> None:
+        run.thread.join(timeout=STOP_JOIN_S)
+        if run.thread.is_alive():
+            log.warning("producer daemon %s: %s did not stop within %.0f s", self.name, stream, STOP_JOIN_S)
         try:
             self._release(keys=[keys.claim(stream)], args=[self.name])
         except redis.RedisError as exc:
             log.warning("producer daemon %s: could not release %s: %s", self.name, stream, exc)
+        with self._lock:
+            self.stopping.pop(stream, None)
         log.info("producer daemon %s: stopped %s", self.name, stream)

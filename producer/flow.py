@@ -10,8 +10,9 @@ What the ledger counts: every sampling tick (1/max_fps) at which the source had 
 frame. It is either produced to Redis, or, when the stream had no room at that tick, counted
 produced and `dropped_backpressure` (skipped at the source). Camera frames between ticks (the
 camera is faster than max_fps) are not frames of the stream. So produced == published + dropped_*
-+ failed holds as before. With no worker taking the stream, flow is off and batches wait in the
-queue up to queue_bound (a worker that comes later finds them, or drops them stale).
++ failed holds as before. With no worker taking the stream yet, the stream has room for one waiting
+batch (NO_SERVER_CREDITS): a worker that comes later starts on a fresh frame (with fresh_batches
+that batch keeps taking the newest frame), not on seconds of backlog.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from common.config import ProducerSettings
 
 #: How often the number of serving workers is re-read.
 CREDITS_EVERY_S = 0.5
+#: Batches that may wait while no worker takes the stream: one, kept fresh, for the first worker.
+NO_SERVER_CREDITS = 1
 #: How often a stream without room looks again (one LLEN).
 ROOM_POLL_S = 0.003
 
@@ -41,7 +44,7 @@ class Flow:
         self._credits_at = -1e9
 
     def credits(self) -> int:
-        """Batches the stream may have waiting: the workers taking it (0: none, flow is off)."""
+        """Batches the stream may have waiting: the workers taking it (NO_SERVER_CREDITS while none)."""
         now = time.monotonic()
         if now - self._credits_at >= CREDITS_EVERY_S:
             self._credits_at = now
@@ -51,16 +54,13 @@ class Flow:
                 n = min(n, 1)
             if s.max_workers:
                 n = min(n, s.max_workers)
-            self._credits = n
+            self._credits = n or NO_SERVER_CREDITS
         return self._credits
 
     def has_room(self) -> bool:
         if not self.settings.credit_flow:
             return True
-        credits = self.credits()
-        if credits == 0:
-            return True
-        return self.client.llen(self.queue_key) < credits
+        return self.client.llen(self.queue_key) < self.credits()
 
     def wait_for_room(self, stop) -> float:
         """Block until the stream has room (or `stop()`); the seconds spent waiting."""

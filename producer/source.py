@@ -22,6 +22,8 @@ from common.config import apply_capture_options, extra_capture_option
 from common.sources import redact
 from common.states import StreamState
 
+from .probe import PROBE_TIMEOUT_S, why_not_open
+
 log = logging.getLogger(__name__)
 
 #: FFmpeg's NVDEC (CUVID) decoders, tried in order for `--decode nvdec|auto`.
@@ -184,6 +186,9 @@ class VideoSource:
             if not cap.isOpened():
                 failures += 1
                 reason = f"cannot open {self.shown}"
+                if self.live and not self._stop.is_set():
+                    cause = why_not_open(self.url, min(PROBE_TIMEOUT_S, self.open_timeout_s))
+                    reason += f": {cause}" if cause else ""
                 if self.decode == "nvdec":
                     reason += " with NVDEC (--decode nvdec; auto falls back to the CPU)"
                 if not self.live:

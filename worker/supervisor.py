@@ -25,6 +25,7 @@ import redis
 from common import keys
 from common.config import child_env, host_name, role_command
 from common.exitcodes import EXIT_OK
+from common.parentdeath import die_with_parent
 from common.proctitle import set_title
 from common.redis_client import connect, describe
 from common.states import WorkerState
@@ -72,7 +73,8 @@ class Supervisor:
         extra = {"RTAI_REDIS_URL": self.redis_url}
         if slot.cuda_visible is not None:
             extra["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible
-        slot.proc = subprocess.Popen(cmd, env=child_env(**extra))
+        # A killed supervisor takes its children with it (they would otherwise serve on unsupervised).
+        slot.proc = subprocess.Popen(cmd, env=child_env(**extra), preexec_fn=die_with_parent())
         log.info("supervisor: started %s (pid %d)", slot.name, slot.proc.pid)
 
     def _on_signal(self, signum: int, _frame: object) -> None:

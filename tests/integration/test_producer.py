@@ -47,6 +47,7 @@ def test_file_source_every_frame_sampled_resized_and_counted(r, procs, tmp_path)
         "10000",
         "--imgsz",
         "320",
+        "--no-credit-flow",  # no worker: every batch waits in the queue (credit flow would hold one)
     )
     assert procs.finish(proc) == 0, procs.output(proc)
     c = counts(r, "file1")
@@ -76,6 +77,7 @@ def test_rtsp_source_feeds_batches(r, procs, rtsp_pattern):
         "10000",
         "--max-frames",
         "12",
+        "--no-credit-flow",  # no worker: every batch waits in the queue (credit flow would hold one)
     )
     assert procs.finish(proc, timeout=60) == 0, procs.output(proc)
     assert counts(r, "rtsp1")["produced"] == 12
@@ -92,7 +94,17 @@ def test_unreachable_camera_ends_in_error_with_reason(r, procs):
     out = procs.output(proc)
     assert "Traceback" not in out
     assert r.hget(keys.stream("dead"), "state") == b"error"
-    assert b"cannot open" in r.hget(keys.stream("dead"), "reason")
+    reason = r.hget(keys.stream("dead"), "reason").decode()
+    assert "cannot open" in reason and "connection refused by 127.0.0.1" in reason, reason
+
+
+@pytest.mark.timeout(60)
+def test_wrong_rtsp_path_says_not_found(r, procs, rtsp_pattern):
+    url = rtsp_pattern.rsplit("/", 1)[0] + "/no-such-path"
+    proc = procs.rtai("producer", "--source", url, "--stream", "typo", "--max-reconnects", "0")
+    assert procs.finish(proc, timeout=45) == EXIT_SOURCE, procs.output(proc)
+    reason = r.hget(keys.stream("typo"), "reason").decode()
+    assert "RTSP 404" in reason and "no stream at this path" in reason, reason
 
 
 @pytest.mark.timeout(60)

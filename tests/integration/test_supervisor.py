@@ -50,3 +50,22 @@ def test_killed_child_job_is_requeued_and_child_restarted(r, procs):
     sup.send_signal(signal.SIGTERM)
     assert procs.finish(sup, timeout=30) == 0, procs.output(sup)
     assert not _alive_workers(r)
+
+
+def _pid_gone(pid: int) -> bool:
+    """The process exited (a zombie of a dead parent is reaped by init, so a missing /proc entry)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(90)
+def test_children_die_with_a_killed_supervisor(r, procs):
+    sup = procs.rtai("worker", "--workers", "2", "--detector", "sleep", "--sleep-ms", "10", "--preload", "")
+    workers = wait_for(lambda: (w := _alive_workers(r)) and len(w) == 2 and w, timeout=30, what="two workers")
+    pids = [int(w[b"pid"]) for w in workers.values()]
+    sup.kill()  # SIGKILL: no handler runs, the children are left to the kernel
+    sup.wait(timeout=10)
+    wait_for(lambda: all(_pid_gone(p) for p in pids), timeout=10, what="the children to exit with their parent")
