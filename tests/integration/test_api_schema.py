@@ -10,8 +10,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 #: Parts of the body whose rules a JSON schema cannot state: which source URLs are allowed depends on
 #: the operator's policy (allowed hosts, media root, DNS); analytics shapes need unique names and
-#: coordinates in 0..1 checked pairwise.
-SEMANTIC = {("body", "stream_config"), ("body", "analytics_settings")}
+#: coordinates in 0..1 checked pairwise and class names the model has; a custom model file must be in
+#: the operator's RTAI_WEIGHTS_DIR.
+SEMANTIC = {("body", "stream_config"), ("body", "analytics_settings"), ("body", "model_settings")}
 
 
 def accepts_valid_data_but_refused_sources(ctx, response, case):
