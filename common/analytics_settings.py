@@ -31,7 +31,7 @@ Point = tuple[Coord, Coord]
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _unit(points: list[Point]) -> list[Point]:

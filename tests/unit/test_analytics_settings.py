@@ -74,3 +74,9 @@ def test_stream_add_flags_reach_the_desired_state(r, redis_server):
     assert plain.analytics is None
     BatchSink(r, desired.settings_for(r, "door", redis_server)).register()  # the stream hash shows them too
     assert AnalyticsSettings.model_validate_json(r.hget(keys.stream("door"), "analytics")) == got
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_settings_are_refused_by_name(bad: float):
+    with pytest.raises(ValueError, match="dwell_s"):
+        AnalyticsSettings(dwell_s=bad)
