@@ -142,7 +142,7 @@ def test_with_a_token_the_page_shows_nothing_until_given_it(r, procs, page):
     assert page.locator(".tile").count() == 0
     page.fill("#token", "wrong")
     page.click("#login-form button")
-    page.wait_for_function("document.querySelector('#login-err').textContent.includes('refused')", timeout=5_000)
+    page.wait_for_function("() => document.querySelector('#login-err').textContent.includes('refused')", timeout=5_000)
     assert page.locator(".tile").count() == 0
 
     page.fill("#token", "s3cret-token")
