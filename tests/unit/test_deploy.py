@@ -34,7 +34,7 @@ def test_compose_file_follows_the_compose_spec():
 
 def test_redis_has_a_healthcheck_and_the_rest_waits_for_it():
     assert COMPOSE["services"]["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
-    for name in ("worker", "worker-cpu", "producer"):
+    for name in ("worker", "worker-cpu", "producer", "tracker"):
         assert COMPOSE["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
@@ -49,15 +49,72 @@ def test_redis_keeps_its_data_in_an_append_only_file_on_a_named_volume():
     assert volume in COMPOSE["volumes"], "a named volume, not a host path or an anonymous one"
 
 
-def test_gpu_worker_reserves_nvidia_gpus_and_cpu_profile_does_not():
-    gpu = COMPOSE["services"]["worker"]
-    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert "CUDA_VISIBLE_DEVICES" in gpu["environment"]
+def test_gpu_workers_are_pinned_to_one_gpu_each_and_cpu_profile_reserves_none():
+    """`count: all` exposes every GPU to every container whatever NVIDIA_VISIBLE_DEVICES says: each GPU
+    worker names its own device, and no two name the same one."""
+    gpu_workers = {n: s for n, s in COMPOSE["services"].items() if "deploy" in s and n.startswith("worker")}
+    assert {"worker", "worker-gpu1"} <= set(gpu_workers)
+    pinned = []
+    for name, svc in gpu_workers.items():
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"] and "count" not in device, name
+        (gpu,) = device["device_ids"]
+        pinned.append(gpu)
+        assert svc["command"] == ["worker", "--all-gpus"]
+        assert "NVIDIA_VISIBLE_DEVICES" not in svc["environment"], "device_ids pins the GPU"
+    assert len(set(pinned)) == len(pinned), f"two workers on one GPU: {pinned}"
+    assert COMPOSE["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == [
+        "${RTAI_GPU:-0}"
+    ]
     assert "deploy" not in COMPOSE["services"]["worker-cpu"]
     assert (ROOT / ".env").read_text().strip() == "COMPOSE_PROFILES=gpu"
 
 
-@pytest.mark.parametrize("service", ["worker", "worker-cpu", "producer", "producer-daemon", "api", "status"])
+def test_every_long_running_service_has_a_healthcheck_the_image_can_run():
+    from control import health  # noqa: PLC0415
+
+    roles = {"worker", "api", "redis"}
+    for name, svc in COMPOSE["services"].items():
+        if svc.get("image", "").startswith(("prom/", "grafana/", "nginx")) or name == "redis":
+            continue
+        check = svc["healthcheck"]
+        if name == "status":
+            assert check == {"disable": True}
+            continue
+        test = check["test"]
+        assert test[:4] == ["CMD", "python", "-m", "control.health"], name
+        assert test[4] in roles, f"{name}: unknown health role {test[4]}"
+        assert health.__doc__ and f"`{test[4]}`" in health.__doc__
+    assert COMPOSE["services"]["api"]["healthcheck"]["test"][4:] == ["api", "2000"]
+    assert COMPOSE["services"]["proxy"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_weights_survive_on_a_named_volume_where_models_load():
+    for name in ("worker", "worker-gpu1", "worker-cpu", "api"):
+        svc = COMPOSE["services"][name]
+        assert svc["environment"]["RTAI_WEIGHTS_DIR"] == "/weights"
+        assert any(v.split(":")[:2] == ["weights", "/weights"] for v in svc["volumes"]), name
+    assert "weights" in COMPOSE["volumes"]
+    assert "RTAI_WEIGHTS_DIR=/weights" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_proxy_fronts_the_api_with_the_limits_the_api_lacks():
+    conf = (DEPLOY / "nginx.conf").read_text()
+    for directive in ("client_header_timeout", "client_body_timeout", "client_max_body_size  1m", "limit_conn "):
+        assert directive in conf
+    assert "proxy_buffering off" in conf, "the live view's SSE must not be buffered"
+    assert "proxy_pass http://rtai_api" in conf and "server api:2000" in conf
+    proxy = COMPOSE["services"]["proxy"]
+    assert (
+        proxy["profiles"] == ["proxy"] and _mounts("proxy")["/etc/nginx/conf.d/default.conf"] == "./deploy/nginx.conf"
+    )
+    # Prometheus and the proxy reach the API by the name `api`, which the API must answer.
+    assert "api" in COMPOSE["services"]["api"]["environment"]["RTAI_API_ALLOWED_HOSTS"]
+
+
+@pytest.mark.parametrize(
+    "service", ["worker", "worker-gpu1", "worker-cpu", "producer", "producer-daemon", "api", "tracker", "status"]
+)
 def test_every_compose_command_exists_in_the_cli(service):
     _parse_rtai(COMPOSE["services"][service]["command"])
 
@@ -68,7 +125,7 @@ def test_compose_environment_names_real_settings():
     fields = set(ProducerSettings.model_fields) | set(WorkerSettings.model_fields) | set(ApiSettings.model_fields)
     for service in COMPOSE["services"].values():
         for var in service.get("environment", {}) or {}:
-            if var.startswith("RTAI_") and var != "RTAI_API_TOKEN":
+            if var.startswith("RTAI_") and var not in ("RTAI_API_TOKEN", "RTAI_WEIGHTS_DIR"):
                 assert var[5:].lower() in fields, f"{var} is not a setting"
 
 
@@ -83,8 +140,9 @@ def test_dockerfile_entrypoint_and_install_match_the_project():
     cmd = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))
     assert entry == ["rtai"] and cmd == ["--help"]
     assert "RUN pip install ." in text
-    for package in ("common", "producer", "worker"):
-        assert f"COPY {package} ./{package}" in text
+    # The build context minus .dockerignore goes in whole: which packages install is pyproject's alone
+    # (tests/integration/test_image_build.py builds that context).
+    assert "COPY . ." in text
     for binary in ("ffmpeg",):  # what the README's install step puts on a host, the image has too
         assert binary in text
 
