@@ -9,6 +9,7 @@ command -v openssl >/dev/null || need+=(openssl)  # the TLS test makes a certifi
 command -v ip >/dev/null || need+=(iproute2)  # the partition test runs hosts in network namespaces
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # the MQTT sink tests start a broker
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the live view's browser tests (driven by Playwright)
+command -v docker-compose >/dev/null || need+=(docker-compose)  # validates docker-compose.yml without a Docker engine
 if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' 2>/dev/null; then
   need+=(python3-gi gir1.2-gst-rtsp-server-1.0)
 fi

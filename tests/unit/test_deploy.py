@@ -4,7 +4,10 @@ the Compose specification schema, and every rtai command they run against the re
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 
 import click
 import jsonschema
@@ -243,3 +246,19 @@ def test_every_dashboard_metric_is_exposed_by_the_api(r):
     assert used <= exposed, f"dashboard metrics /metrics does not expose: {sorted(used - exposed)}"
     wanted = {"rtai_latency_ms_bucket", "rtai_gpu_utilization_pct", "rtai_gpu_memory_used_mb", "rtai_gpu_temperature_c"}
     assert wanted <= used
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="docker-compose is not installed (make install adds it)"
+)
+@pytest.mark.parametrize("profiles", ["gpu", "gpu,gpu1,proxy,monitoring,tools", "cpu"])
+def test_docker_compose_itself_accepts_the_file(profiles):
+    """Docker Compose's own parser (no engine needed), with every profile switched on in turn."""
+    done = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        env=dict(os.environ, COMPOSE_PROFILES=profiles),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
