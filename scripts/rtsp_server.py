@@ -87,9 +87,13 @@ def pipeline(args: argparse.Namespace) -> str:
             f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},"
             f"framerate={args.fps}/1 ! {enc} )"
         )
+    # The frames' own size unless --width/--height ask for another (then scaled on the way out).
+    scale = ""
+    if args.size_given:
+        scale = f" ! videoscale ! video/x-raw,width={args.width},height={args.height}"
     return (
         f"( multifilesrc location={args.frames}/%05d.jpg index=0 loop=true "
-        f'caps="image/jpeg,framerate={args.fps}/1" ! jpegdec ! {enc} )'
+        f'caps="image/jpeg,framerate={args.fps}/1" ! jpegdec{scale} ! {enc} )'
     )
 
 
@@ -101,12 +105,15 @@ def main() -> int:
     parser.add_argument("--pattern", action="store_true", help="serve a live test pattern")
     parser.add_argument("--stamp", action="store_true", help="serve frames with their wall time burnt in")
     parser.add_argument("--fps", type=int, default=15)
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=None, help="default 320 (--frames: the frames' own)")
+    parser.add_argument("--height", type=int, default=None, help="default 240 (--frames: the frames' own)")
     parser.add_argument("--bitrate", type=int, default=1500, help="kbit/s")
     args = parser.parse_args()
     if not args.pattern and not args.frames and not args.stamp:
         parser.error("give --frames DIR, --pattern or --stamp")
+    args.size_given = args.width is not None or args.height is not None
+    args.width = args.width or 320
+    args.height = args.height or 240
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()

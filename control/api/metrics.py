@@ -2,7 +2,8 @@
 scrape time (as Frigate's does), so the API process keeps no counters of its own.
 
 Metrics: rtai_frames_total{stream,outcome}, rtai_frames_in_flight{stream}, rtai_queue_depth{stream},
-rtai_stream_state{stream,state}, rtai_latency_ms{stream} (histogram), rtai_worker_frames_total,
+rtai_stream_state{stream,state}, rtai_latency_seconds{stream} (histogram; rtai_latency_ms, the same in
+milliseconds, is deprecated and goes in the next release), rtai_worker_frames_total,
 rtai_worker_fps, rtai_worker_up and rtai_gpu_{utilization_pct,memory_used_mb,temperature_c,power_w}
 {worker,gpu}, rtai_rejected_jobs_total.
 """
@@ -62,7 +63,11 @@ class FleetCollector(Collector):
         depth = GaugeMetricFamily("rtai_queue_depth", "Batches waiting in the stream's queue.", labels=["stream"])
         state = GaugeMetricFamily("rtai_stream_state", "1 for the stream's current state.", labels=["stream", "state"])
         latency = HistogramMetricFamily(
-            "rtai_latency_ms", "Capture-to-publish latency of published frames (ms).", labels=["stream"]
+            "rtai_latency_seconds", "Capture-to-publish latency of published frames.", labels=["stream"]
+        )
+        #: Deprecated: the same histogram in ms (Prometheus wants base units); kept one release for dashboards.
+        latency_ms = HistogramMetricFamily(
+            "rtai_latency_ms", "Deprecated: rtai_latency_seconds in milliseconds.", labels=["stream"]
         )
         for s, info in streams.items():
             for outcome, value in info["ledger"].items():
@@ -72,12 +77,14 @@ class FleetCollector(Collector):
             depth.add_metric([s], info["queue_depth"])
             state.add_metric([s, info["state"]], 1)
             h = ledger.read_latency_hist(self.client, s)
-            buckets, cumulative = [], 0.0
+            buckets_ms, buckets_s, cumulative = [], [], 0.0
             for bound in (*ledger.LATENCY_BUCKETS_MS, "+Inf"):
                 cumulative += h.get(str(bound), 0.0)
-                buckets.append((str(bound), cumulative))
-            latency.add_metric([s], buckets, h.get("sum_ms", 0.0))
-        yield from (frames, in_flight, depth, state, latency)
+                buckets_ms.append((str(bound), cumulative))
+                buckets_s.append((bound if bound == "+Inf" else repr(float(bound) / 1000), cumulative))
+            latency.add_metric([s], buckets_s, h.get("sum_ms", 0.0) / 1000)
+            latency_ms.add_metric([s], buckets_ms, h.get("sum_ms", 0.0))
+        yield from (frames, in_flight, depth, state, latency, latency_ms)
 
     def _workers(self, workers: dict[str, Any]) -> Iterator[Metric]:
         labels = ["worker", "gpu"]

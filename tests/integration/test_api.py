@@ -124,6 +124,11 @@ def test_metrics_expose_ledger_and_latency(api, r, procs):
     assert samples[("rtai_frames_total", (("outcome", "published"), ("stream", "cam1")))] == 4
     assert samples[("rtai_latency_ms_count", (("stream", "cam1"),))] == 4
     assert samples[("rtai_latency_ms_bucket", (("le", "+Inf"), ("stream", "cam1")))] == 4
+    # Prometheus' base unit (promtool: no abbreviated units): the same histogram in seconds.
+    assert samples[("rtai_latency_seconds_count", (("stream", "cam1"),))] == 4
+    assert samples[("rtai_latency_seconds_bucket", (("le", "10.0"), ("stream", "cam1")))] == 4
+    seconds_sum = samples[("rtai_latency_seconds_sum", (("stream", "cam1"),))]
+    assert seconds_sum * 1000 == samples[("rtai_latency_ms_sum", (("stream", "cam1"),))]
     (worker,) = (n.decode() for n in r.smembers(keys.WORKERS))
     assert samples[("rtai_worker_frames_total", (("gpu", "cpu"), ("worker", worker)))] == 4
     assert samples[("rtai_rejected_jobs_total", ())] == 0
@@ -133,6 +138,7 @@ def test_metrics_expose_ledger_and_latency(api, r, procs):
         "rtai_frames_in_flight": "gauge",
         "rtai_queue_depth": "gauge",
         "rtai_stream_state": "gauge",
+        "rtai_latency_seconds": "histogram",
         "rtai_latency_ms": "histogram",
         "rtai_worker_frames": "counter",
         "rtai_worker_fps": "gauge",

@@ -244,8 +244,26 @@ def test_every_dashboard_metric_is_exposed_by_the_api(r):
     used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"\brtai_[a-z0-9_]+", t["expr"])}
     assert used, "the dashboard queries no rtai metric"
     assert used <= exposed, f"dashboard metrics /metrics does not expose: {sorted(used - exposed)}"
-    wanted = {"rtai_latency_ms_bucket", "rtai_gpu_utilization_pct", "rtai_gpu_memory_used_mb", "rtai_gpu_temperature_c"}
+    wanted = {
+        "rtai_latency_seconds_bucket",
+        "rtai_gpu_utilization_pct",
+        "rtai_gpu_memory_used_mb",
+        "rtai_gpu_temperature_c",
+    }
     assert wanted <= used
+    assert {"rtai_events_total", "rtai_zone_tracks"} <= used, "the analytics panels"
+
+
+def test_dashboard_selects_streams_and_its_ledger_adds_no_produced_frames():
+    dash = json.loads((GRAFANA / "dashboards" / "realtime-ai.json").read_text())
+    (var,) = dash["templating"]["list"]
+    assert var["name"] == "stream" and var["includeAll"] and var["multi"]
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    for expr in exprs:
+        if "rtai_frames_total" in expr or "rtai_latency" in expr or "rtai_zone" in expr:
+            assert 'stream=~"$stream"' in expr, expr
+    (ledger_expr,) = [e for e in exprs if "by (stream, outcome) (rate(rtai_frames_total" in e]
+    assert 'outcome!="produced"' in ledger_expr, "produced is the total the outcomes add up to, not one of them"
 
 
 @pytest.mark.skipif(
