@@ -47,7 +47,7 @@ def events(
 
     client = connect(_url(redis_url))
     if not wait:
-        _check_known(client, keys.check_stream_id(stream))
+        check_known(client, keys.check_stream_id(stream))
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.events_channel(keys.check_stream_id(stream)))
     seen = 0
@@ -67,14 +67,16 @@ def known_streams(client: redis.Redis) -> set[str]:
     return set(desired.streams(client)) | {text(s) for s in client.smembers(keys.STREAMS)}
 
 
-def _check_known(client: redis.Redis, stream: str) -> None:
+def check_known(client: redis.Redis, stream: str, *, command: str = "events") -> None:
     """A stream nobody declared or ran: say so (with the close match) instead of waiting silently."""
     known = known_streams(client)
     if stream in known:
         return
     close = difflib.get_close_matches(stream, sorted(known), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else f" Known streams: {', '.join(sorted(known)) or 'none'}."
-    click.echo(f"rtai events: no stream {stream!r} is declared or known.{hint} (--wait waits for it anyway.)", err=True)
+    click.echo(
+        f"rtai {command}: no stream {stream!r} is declared or known.{hint} (--wait waits for it anyway.)", err=True
+    )
     raise SystemExit(EXIT_CONFIG)
 
 

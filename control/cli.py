@@ -97,6 +97,7 @@ def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--tracks", is_flag=True, help="Tracked frames (rtai tracker): in seq order, boxes with track ids.")
+@click.option("--wait", is_flag=True, help="Wait for STREAMS even if no such stream is declared yet.")
 def subscribe(
     streams: tuple[str, ...],
     redis_url: str | None,
@@ -105,16 +106,22 @@ def subscribe(
     timeout: float | None,
     as_json: bool,
     tracks: bool,
+    wait: bool,
 ) -> None:
     """Print detections of STREAMS (all streams when none is named) as they arrive."""
+    from analytics.cli import check_known  # noqa: PLC0415
+    from common import keys  # noqa: PLC0415
     from common.redis_client import connect  # noqa: PLC0415
 
     from .subscriber import Subscriber  # noqa: PLC0415
 
+    client = connect(_url(redis_url))
+    for stream in streams if not wait else ():
+        check_known(client, keys.check_stream_id(stream), command="subscribe")
     if tracks:
-        _subscribe_tracks(connect(_url(redis_url)), list(streams), replay, count, timeout)
+        _subscribe_tracks(client, list(streams), replay, count, timeout, as_json=as_json)
         return
-    sub = Subscriber(connect(_url(redis_url)), list(streams))
+    sub = Subscriber(client, list(streams))
     names: dict[str, list[str]] = {}
     seen = 0
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -130,15 +137,23 @@ def subscribe(
 
 
 def _subscribe_tracks(
-    client: object, streams: list[str], replay: int, count: int | None, timeout: float | None
+    client: object, streams: list[str], replay: int, count: int | None, timeout: float | None, *, as_json: bool
 ) -> None:
     from analytics.feed import tracked_frames  # noqa: PLC0415
+
+    from .subscriber import Subscriber, describe_tracked  # noqa: PLC0415
 
     if not streams:
         raise click.UsageError("--tracks needs the stream(s) to follow")
     deadline = None if timeout is None else time.monotonic() + timeout
+    names: dict[str, list[str]] = {}
     for seen, frame in enumerate(tracked_frames(client, streams, replay=replay, deadline=deadline), 1):  # type: ignore[arg-type]
-        click.echo(json.dumps(frame))
+        if as_json:
+            click.echo(json.dumps(frame))
+        else:
+            model = str(frame.get("model", ""))
+            model_names = names.setdefault(model, Subscriber(client, []).class_names(model))  # type: ignore[arg-type]
+            click.echo(describe_tracked(frame, model_names))
         if count is not None and seen >= count:
             break
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 
@@ -71,3 +72,15 @@ class Subscriber:
             label = names[int(cls)] if 0 <= cls < len(names) else str(cls)
             parts.append(f"{label} {conf:.2f} [{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]")
         return f"{result.stream} #{result.seq} {result.latency_ms:.0f} ms {result.worker}: " + (", ".join(parts) or "-")
+
+
+def describe_tracked(frame: dict[str, Any], names: list[str]) -> str:
+    """A tracked frame as one line, like a result's: `door #12: #3 circle 0.91 [x1,y1,x2,y2] in entrance, ...`."""
+    parts = []
+    for box in frame.get("boxes") or []:
+        x1, y1, x2, y2, conf, cls, track = box[:7]
+        zones = box[7] if len(box) > 7 else []
+        label = names[int(cls)] if 0 <= cls < len(names) else str(cls)
+        where = f" in {'+'.join(str(z) for z in zones)}" if zones else ""
+        parts.append(f"#{track} {label} {conf:.2f} [{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]{where}")
+    return f"{frame.get('stream')} #{frame.get('seq')}: " + (", ".join(parts) or "-")

@@ -98,8 +98,13 @@ def test_zones_and_lines_each_once_with_direction_in_order_with_a_frame_skipped(
     assert r.hget(keys.zone_counts("door"), "entrance") == b"0"
     # the CLI: recent events, recent tracked frames
     ev_cli = procs.rtai("events", "door", "--replay", "3", "--count", "3", "--timeout", "10")
-    tr_cli = procs.rtai("subscribe", "--tracks", "door", "--replay", "2", "--count", "2", "--timeout", "10")
+    tr_cli = procs.rtai("subscribe", "--tracks", "door", "--replay", "2", "--count", "2", "--timeout", "10", "--json")
+    tr_text = procs.rtai("subscribe", "--tracks", "door", "--replay", "1", "--count", "1", "--timeout", "10")
     assert procs.finish(ev_cli, timeout=30) == 0 and procs.finish(tr_cli, timeout=30) == 0
+    assert procs.finish(tr_text, timeout=30) == 0
+    # Text by default, as `subscribe` prints results: "door #SEQ: #TRACK label conf [box] in zone, ..."
+    (line,) = [ln for ln in procs.output(tr_text).splitlines() if ln.startswith("door #")]
+    assert line.startswith(f"door #{seqs[-1]}: #") and "[" in line
     printed = [json.loads(line) for line in procs.output(ev_cli).splitlines() if line.startswith("{")]
     assert len(printed) == 3 and all(e["stream"] == "door" for e in printed)
     frames_out = [json.loads(line) for line in procs.output(tr_cli).splitlines() if line.startswith("{")]
