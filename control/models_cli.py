@@ -7,6 +7,7 @@ import json
 import click
 
 from common import models as names
+from common.config import DEFAULT_IMGSZ
 from common.errors import ModelError
 from worker import models
 
@@ -52,7 +53,9 @@ def pull(name: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["onnx", "engine"]), default="onnx", show_default=True)
 @click.option("--half", is_flag=True, help="FP16 (GPU only; ignored for ONNX on the CPU).")
 @click.option("--batch", type=int, default=8, show_default=True, help="Batch the engine is built for (ONNX: most).")
-@click.option("--imgsz", type=int, default=640, show_default=True)
+@click.option(
+    "--imgsz", type=int, default=DEFAULT_IMGSZ, show_default=True, help="Inference size (the fleet's default)."
+)
 @click.option("--device", default=None, help="cpu, or cuda:N (default cuda:0 for engine, cpu for onnx).")
 def export(name: str, fmt: str, half: bool, batch: int, imgsz: int, device: str | None) -> None:
     """Export NAME to ONNX or a TensorRT engine, cached under the weights directory (engines/) with a

@@ -84,3 +84,11 @@ def test_prefetch_auto_overlaps_on_a_gpu_and_stays_off_on_the_cpu():
     assert WorkerSettings(device="cpu").prefetch_stage == "off"
     assert WorkerSettings(device="cuda:1").prefetch_stage == "settle"
     assert WorkerSettings(device="cpu", prefetch="detect").prefetch_stage == "detect"
+
+
+def test_models_export_defaults_to_the_fleets_inference_size():
+    from common.config import DEFAULT_IMGSZ  # noqa: PLC0415
+    from control.models_cli import export  # noqa: PLC0415
+
+    (imgsz,) = [p for p in export.params if p.name == "imgsz"]
+    assert imgsz.default == DEFAULT_IMGSZ == 320
