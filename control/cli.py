@@ -70,6 +70,7 @@ def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -
     from common.redis_client import connect  # noqa: PLC0415
 
     from . import status as status_mod  # noqa: PLC0415
+    from .printable import printable  # noqa: PLC0415
 
     client = connect(_url(redis_url))
     if watch and not as_json:
@@ -79,7 +80,8 @@ def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -
         return
     while True:
         report = status_mod.collect(client)
-        text = json.dumps(report, indent=2, sort_keys=True) if as_json else status_mod.render(report)
+        # JSON escapes control characters itself; the text report has them replaced (printable).
+        text = json.dumps(report, indent=2, sort_keys=True) if as_json else status_mod.render(printable(report))
         if watch:
             click.clear()
             click.echo(time.strftime("%H:%M:%S ") + "rtai status (Ctrl-C to quit)")

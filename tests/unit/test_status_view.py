@@ -52,3 +52,46 @@ def test_watch_tables_show_what_status_shows():
     w2 = [c.strip() for c in next(line for line in text.splitlines() if "w2" in line).split("│")[1:-1]]
     assert w2[3] == "no" and w2[7] == "-"
     assert "fleet: rejected_jobs=2" in text
+
+
+def _wide_report() -> dict:
+    report = {**REPORT, "streams": dict(REPORT["streams"])}
+    report["streams"]["entrance-camera-north-2"] = {
+        **REPORT["streams"]["cam1"],
+        "reason": "cannot open rtsp://***@10.0.0.5:554/h264: connection refused by 10.0.0.5:554; gave up after 9 tries",
+    }
+    return report
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_watch_fits_the_terminal_with_whole_headers_and_one_line_reasons(width):
+    console = Console(record=True, width=width)
+    console.print(status_view.view(_wide_report(), width))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width, "\n".join(lines)
+    header = next(line for line in lines if "STREAM" in line)
+    for name in ("STREAM", "STATE", "PROD", "PUB", "DROP", "FPS", "P99ms"):
+        cells = header.replace("┃", " ").replace("│", " ")
+        assert f" {name} " in f" {cells} ", f"{name} cut or missing at {width}: {header}"
+    reasons = [line for line in lines if "reason:" in line]
+    assert len(reasons) == 2, "one line per reason, never wrapped word by word"
+    assert any(line.startswith("entrance-camera-north-2: reason: cannot open") for line in reasons)
+    if width >= 120:
+        assert " FLIGHT " in header.replace("┃", " "), "every column at full width"
+
+
+def test_status_strips_control_characters_from_redis_strings():
+    from control.printable import printable  # noqa: PLC0415
+    from control.status import render  # noqa: PLC0415
+
+    hostile = {**REPORT, "streams": {"cam1": {**REPORT["streams"]["cam1"], "reason": "x\x1b]0;pwned\x07\x1b[2Jy"}}}
+    for text in (render(printable(hostile)), _export(status_view.view(hostile))):
+        assert "\x1b" not in text and "\x07" not in text
+        assert "x?]0;pwned??[2Jy" in text
+
+
+def _export(renderable) -> str:
+    console = Console(record=True, width=200)
+    console.print(renderable)
+    return console.export_text()
