@@ -23,10 +23,17 @@ from common.replies import text
 @click.option("--name", default=None, help="Name of this tracking process (default host:tracker:pid).")
 def tracker(redis_url: str | None, name: str | None) -> None:
     """Track every stream declared with tracking on that no other tracker holds; emit its events."""
-    from .stage import TrackingStage  # noqa: PLC0415
+    from common.sources import redact  # noqa: PLC0415
+
+    from .stage import TrackingStage, tracked_streams  # noqa: PLC0415
 
     stage = TrackingStage(_url(redis_url), name=name)
     set_title(f"rtai-tracker:{stage.name}")
+    wanted = sorted(tracked_streams(stage.client))
+    click.echo(
+        f"rtai tracker {stage.name}: tracking the streams declared with tracking on that no other tracker holds "
+        f"(declared now: {', '.join(wanted) or 'none'}); Redis {redact(_url(redis_url))}"
+    )
     signal.signal(signal.SIGTERM, lambda *_: stage.stop())
     signal.signal(signal.SIGINT, lambda *_: stage.stop())
     stage.run()

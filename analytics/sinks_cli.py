@@ -21,9 +21,12 @@ def sink() -> None:
     """Deliver the event log to MQTT or a webhook, at least once (a Redis consumer group per sink)."""
 
 
-def _run(client: object, target: Target, name: str, from_start: bool) -> None:
+def _run(client: object, target: Target, name: str, from_start: bool, url: str) -> None:
+    from common.sources import redact  # noqa: PLC0415
+
     runner = SinkRunner(client, target, name=name, from_start=from_start)  # type: ignore[arg-type]
     set_title(f"rtai-sink:{name}")
+    click.echo(f"rtai sink {name}: delivering {'the whole event log' if from_start else 'new events'} to {redact(url)}")
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     runner.run()
@@ -39,7 +42,8 @@ def mqtt(url: str, topic: str, name: str, from_start: bool, redis_url: str | Non
     """Publish events to an MQTT broker at URL (mqtt://host:port), QoS 1."""
     from .mqtt_sink import MqttTarget  # noqa: PLC0415
 
-    _run(connect(_url(redis_url)), MqttTarget(url, prefix=topic, client_id=f"rtai-sink-{name}"), name, from_start)
+    target = MqttTarget(url, prefix=topic, client_id=f"rtai-sink-{name}")
+    _run(connect(_url(redis_url)), target, name, from_start, f"{url} (topics {topic}/...)")
 
 
 @sink.command()
@@ -68,7 +72,7 @@ def webhook(
 
     client = connect(_url(redis_url))
     target = WebhookTarget(url, secret=secret, client=client, name=name, rate=rate, attempts=attempts, timeout=timeout)
-    _run(client, target, name, from_start)
+    _run(client, target, name, from_start, url)
 
 
 def _url(override: str | None) -> str:

@@ -53,8 +53,9 @@ def api(
     import uvicorn  # noqa: PLC0415
 
     from common.redis_client import connect  # noqa: PLC0415
+    from common.sources import redact  # noqa: PLC0415
 
-    from .app import create_app  # noqa: PLC0415
+    from .app import PREFIX, create_app  # noqa: PLC0415
     from .guards import HostPolicy  # noqa: PLC0415
     from .server import connection_cap, guarded_protocol, raise_fd_limit  # noqa: PLC0415
 
@@ -65,6 +66,12 @@ def api(
     app = create_app(_url(redis_url), token=token, limits=limits, hosts=hosts)
     cap = connection_cap(limits.api_max_connections, raise_fd_limit())
     protocol = guarded_protocol(header_timeout_s=limits.api_header_timeout_s, max_connections=cap)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"rtai api: serving http://{shown}:{port}/ (live view; REST under {PREFIX}), "
+        f"token {'required' if token else 'off'}, /docs {'on' if limits.api_docs else 'off'}, "
+        f"Redis {redact(_url(redis_url))}"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", http=protocol, h11_max_incomplete_event_size=16_384)
 
 
