@@ -159,7 +159,7 @@ class TensorDetector:
                 exc,
             )
             return None
-        log.info("model %s imgsz %d on %s: using %s engine %s", self.variant, imgsz, self.device, fmt, path)
+        log.warning("model %s imgsz %d on %s: using %s engine %s", self.variant, imgsz, self.device, fmt, path)
         return runner
 
     # -- the path ---------------------------------------------------------------------------------
