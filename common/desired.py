@@ -48,14 +48,76 @@ def _put(pipe: Any, stream: str, settings: ProducerSettings, extra: dict[str, An
     data = settings.model_dump(exclude=PROCESS_FIELDS)
     pipe.set(keys.desired(stream), packb({"settings": data, **(extra or {})}))
     pipe.sadd(keys.DESIRED, stream)
+    # Declared again after a removal: its keys are kept again, and the views show it again.
+    pipe.delete(keys.removed(stream))
+    for key in keys.stream_keys(stream):
+        pipe.persist(key)
 
 
 def remove(client: redis.Redis, stream: str) -> bool:
+    """Undeclare `stream`: its daemon stops it; its keys expire after REMOVED_TTL_S, and once its
+    queued frames are accounted for it leaves `rtai status`, the API and the live view."""
     with client.pipeline() as pipe:
         pipe.srem(keys.DESIRED, stream)
         pipe.delete(keys.desired(stream))
-        removed, _ = pipe.execute()
+        pipe.set(keys.removed(stream), 1, ex=keys.REMOVED_TTL_S)
+        for key in keys.stream_keys(stream):
+            pipe.expire(key, keys.REMOVED_TTL_S)
+        removed = pipe.execute()[0]
     return bool(removed)
+
+
+def purge(client: redis.Redis, stream: str) -> int:
+    """Remove `stream` and delete every key it has now (queued batches included); the number deleted."""
+    stream = keys.check_stream_id(stream)
+    remove(client, stream)
+    doomed = [k for k in keys.stream_keys(stream) if client.exists(k)]
+    for pattern in keys.stream_key_patterns(stream):
+        doomed += [k.decode() if isinstance(k, bytes) else k for k in client.scan_iter(match=pattern, count=1000)]
+    with client.pipeline() as pipe:
+        for i in range(0, len(doomed), 500):
+            pipe.delete(*doomed[i : i + 500])
+        pipe.srem(keys.STREAMS, stream)
+        pipe.execute()
+    return len(doomed)
+
+
+def is_removed(client: redis.Redis, stream: str) -> bool:
+    return bool(client.exists(keys.removed(stream)))
+
+
+#: A daemon's heartbeat: Redis' own clock, so hosts whose clocks disagree agree on who is alive.
+BEAT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+"""
+
+
+def daemon_beat(client: redis.Redis, name: str) -> None:
+    """A producer daemon says it is alive (for DAEMON_TTL_MS)."""
+    client.eval(BEAT_LUA, 1, keys.DAEMONS, name, keys.DAEMON_TTL_MS)
+
+
+def daemon_gone(client: redis.Redis, name: str) -> None:
+    client.zrem(keys.DAEMONS, name)
+
+
+def live_daemons(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(client.zcount(keys.DAEMONS, seconds * 1000 + micros // 1000, "+inf"))
+
+
+#: The reason a declared stream gives while no producer daemon is there to run it.
+NO_DAEMON = "unclaimed: no producer daemon is running (start one: rtai producer, or rtai up)"
+
+
+def unclaimed_reason(client: redis.Redis, stream: str) -> str | None:
+    """Why a declared stream is not running, when no daemon holds its claim; None while one does."""
+    if client.exists(keys.claim(stream)):
+        return None
+    return NO_DAEMON if live_daemons(client) == 0 else "pending: waiting for a producer daemon to claim it"
 
 
 def get(client: redis.Redis, stream: str) -> dict[str, Any] | None:

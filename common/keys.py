@@ -20,6 +20,8 @@ rtai:preview:<stream>:watch          STRING   PREVIEW_WATCH_TTL_S  a stream page
 rtai:desired                         SET      none             stream ids producer daemons should run
 rtai:desired:<stream>                STRING   none             msgpack map of the stream's producer settings
 rtai:claim:<stream>                  STRING   lease (ms)       producer daemon that runs the stream now
+rtai:daemons                         ZSET     DAEMON_TTL_MS    producer daemon -> Redis-time ms its heartbeat lapses
+rtai:removed:<stream>                STRING   REMOVED_TTL_S    marker: removed; views drop it, workers leave its state
 rtai:streamsfile:<digest>            STRING   none             marker: a camera list (path + content) is declared
 rtai:workers                         SET      none             names of workers that registered
 rtai:worker:<name>                   HASH     WORKER_TTL_S     a worker's counters, device and GPU stats
@@ -288,3 +290,47 @@ def stream_events(stream_id: str) -> str:
 
 def snapshot_index(stream_id: str) -> str:
     return f"{PREFIX}snapindex:{stream_id}"
+
+
+#: A producer daemon's heartbeat in DAEMONS lasts this long (it beats with its claim renewals, 0.75 s).
+DAEMON_TTL_MS = 5000
+DAEMONS = PREFIX + "daemons"
+#: A removed stream's keys (ledger, history, tracks, ...) expire this long after `rm` (`rm --purge`: now).
+REMOVED_TTL_S = 7 * 24 * 3600
+
+
+def removed(stream_id: str) -> str:
+    return f"{PREFIX}removed:{stream_id}"
+
+
+def stream_keys(stream_id: str) -> list[str]:
+    """Every key of one stream that has no expiry of its own (what `rm` expires and `rm --purge` deletes)."""
+    return [
+        stream(stream_id),
+        ledger(stream_id),
+        attempts(stream_id),
+        stream_gpus(stream_id),
+        latency_hist(stream_id),
+        history(stream_id),
+        track_position(stream_id),
+        track_ids(stream_id),
+        track_stats(stream_id),
+        tracks_history(stream_id),
+        zone_counts(stream_id),
+        event_counts(stream_id),
+        stream_events(stream_id),
+        snapshot_index(stream_id),
+        queue_key(stream_id),
+    ]
+
+
+def stream_key_patterns(stream_id: str) -> list[str]:
+    """SCAN patterns of one stream's per-batch and per-frame keys (they expire by themselves)."""
+    sid = check_stream_id(stream_id)
+    # RQ's registries of the stream's queue (rq:finished:rtai:<stream>, rq:failed:..., rq:wip:...).
+    return [
+        f"{PREFIX}batch:{sid}:*",
+        f"{PREFIX}settled:{sid}:*",
+        f"{PREFIX}snapshot:{sid}:*",
+        f"rq:*:{queue_name(sid)}",
+    ]

@@ -6,6 +6,8 @@ from enum import Enum
 
 
 class StreamState(str, Enum):
+    PENDING = "pending"  # declared, not claimed by a producer daemon yet
+    UNCLAIMED = "unclaimed"  # declared, and no producer daemon is running to claim it
     CONNECTING = "connecting"
     RUNNING = "running"
     RECONNECTING = "reconnecting"

@@ -241,15 +241,24 @@ def stream_load(path: Path, redis_url: str | None) -> None:
 
 @stream.command("rm")
 @click.argument("stream_id")
+@click.option("--purge", is_flag=True, help="Also delete every key of the stream now (ledger, history, events...).")
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
-def stream_rm(stream_id: str, redis_url: str | None) -> None:
-    """Stop running STREAM_ID (its producer daemon stops it within a second)."""
-    from common import desired  # noqa: PLC0415
+def stream_rm(stream_id: str, purge: bool, redis_url: str | None) -> None:
+    """Stop running STREAM_ID (its producer daemon stops it within a second); its keys expire in 7 days."""
+    from common import desired, keys  # noqa: PLC0415
     from common.redis_client import connect  # noqa: PLC0415
 
-    if not desired.remove(connect(_url(redis_url)), stream_id):
+    client = connect(_url(redis_url))
+    stream_id = keys.check_stream_id(stream_id)
+    if purge:
+        known = client.sismember(keys.STREAMS, stream_id) or stream_id in desired.streams(client)
+        if not known:
+            raise click.ClickException(f"no stream {stream_id!r} is declared or known")
+        click.echo(f"stream {stream_id} removed and purged ({desired.purge(client, stream_id)} keys deleted)")
+        return
+    if not desired.remove(client, stream_id):
         raise click.ClickException(f"no stream {stream_id!r} is declared")
-    click.echo(f"stream {stream_id} removed")
+    click.echo(f"stream {stream_id} removed (its keys expire in {keys.REMOVED_TTL_S // 86400} days; --purge: now)")
 
 
 @stream.command("ls")
@@ -266,7 +275,7 @@ def stream_ls(redis_url: str | None) -> None:
         entry = desired.get(client, sid) or {"settings": {}}
         owner = client.get(keys.claim(sid))
         source = redact(str(entry["settings"].get("source", "?")))
-        click.echo(f"{sid}  {source}  {'run by ' + text(owner) if owner else 'unclaimed'}")
+        click.echo(f"{sid}  {source}  {'run by ' + text(owner) if owner else desired.unclaimed_reason(client, sid)}")
 
 
 def _analytics_flags(flags: dict[str, object]) -> dict[str, object] | None:

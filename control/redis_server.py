@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from common import parentdeath
 from common.backoff import Backoff
 from common.errors import RedisUnavailableError, RtaiError
 
@@ -36,10 +37,13 @@ class PrivateRedis:
         tls: tuple[Path, Path] | None = None,
         extra_args: tuple[str, ...] = (),
         data_dir: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         """tls: (certificate, key) files; the server then speaks TLS only, and `url` is rediss://
         with the certificate as its CA. extra_args go last, so they override the defaults (e.g.
-        `--appendonly yes`); data_dir (kept on stop) replaces the temporary directory."""
+        `--appendonly yes`); data_dir (kept on stop) replaces the temporary directory.
+        die_with_parent: the server stops when this process dies, even by SIGKILL (create it on the
+        main thread: the kernel tells the child when the thread that started it ends)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RtaiError(
@@ -84,7 +88,8 @@ class PrivateRedis:
             ]
             self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
         args += list(extra_args)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        hook = parentdeath.die_with_parent() if die_with_parent else None
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=hook)
         self._wait_up()
 
     def _wait_up(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from common import keys, ledger
+from common import desired, keys, ledger
 from common.clock import SKEW_WARN_S
 from common.errors import SchemaError
 from common.replies import text, text_map
@@ -47,17 +47,24 @@ def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
 
 def collect(client: redis.Redis) -> dict[str, Any]:
     streams = {}
-    for raw in sorted(client.smembers(keys.STREAMS)):
-        sid = text(raw)
+    declared = set(desired.streams(client))
+    for sid in sorted({text(raw) for raw in client.smembers(keys.STREAMS)} | declared):
         info = text_map(client.hgetall(keys.stream(sid)))
+        counts = ledger.read(client, sid)
+        if sid not in declared and desired.is_removed(client, sid) and counts["in_flight"] == 0:
+            continue  # removed, and every frame accounted for: it leaves the views
+        state, reason = info.get("state", "pending"), info.get("reason", "")
+        # Declared, and no daemon runs it (a worker's `error`, e.g. a missing model, says more: it stays).
+        if sid in declared and state != "error" and (why := desired.unclaimed_reason(client, sid)):
+            state, reason = why.split(":", 1)[0], why
         streams[sid] = {
-            "state": info.get("state", "unknown"),
-            "reason": redact_text(info.get("reason", "")),
+            "state": state,
+            "reason": redact_text(reason),
             "source": redact(info.get("source", "")),
             "model": info.get("model", ""),
             "queue_depth": client.llen(keys.queue_key(sid)),
             "clock_offset_s": float(info.get("clock_offset_s") or 0.0),
-            "ledger": ledger.read(client, sid),
+            "ledger": counts,
             **latency(client, sid),
         }
     workers: dict[str, dict[str, Any]] = {}

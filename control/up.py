@@ -17,7 +17,7 @@ from typing import Any
 import click
 import redis
 
-from common import gpu, ledger
+from common import desired, gpu, ledger, parentdeath
 from common.config import DEFAULT_IMGSZ, DEFAULT_MODEL, DEMO_SOURCE, child_env, explicit_redis_url, role_command
 from common.redis_client import connect
 from common.sources import redact
@@ -55,21 +55,25 @@ class Fleet:
         self.private: PrivateRedis | None = None
         url = explicit_redis_url()
         if url is None:
-            self.private = PrivateRedis()
+            self.private = PrivateRedis(die_with_parent=True)
             url = self.private.url
         self.url = url
         self.client = connect(url)
         self.producers: list[subprocess.Popen] = []
+        #: Runs what the live view's "Add camera", the REST API and `rtai stream add` declare.
+        self.daemon: subprocess.Popen | None = None
         self.api: subprocess.Popen | None = None
         self.workers: subprocess.Popen | None = None
         self.streams: list[str] = []
         self.stop_requested = threading.Event()
 
     def _spawn(self, args: list[str], **env: str) -> subprocess.Popen:
+        """A child on the main thread that dies with us, even when we are SIGKILLed (PR_SET_PDEATHSIG)."""
         return subprocess.Popen(
             role_command("control", *args),
             env=child_env(RTAI_REDIS_URL=self.url, **env),
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+            preexec_fn=parentdeath.die_with_parent(),
         )
 
     def start(self) -> list[str]:
@@ -91,6 +95,7 @@ class Fleet:
         if o.model:
             wargs += ["--preload", o.model]
         self.workers = self._spawn(wargs)
+        self.daemon = self._spawn(["producer"], RTAI_SOURCE="")  # no source: a daemon (streams bring their settings)
         if o.api_port is not None:
             self.api = self._spawn(["api", "--port", str(o.api_port)])
         streams = []
@@ -134,14 +139,16 @@ class Fleet:
         return True
 
     def stop(self) -> None:
-        for p in self.producers:
+        producers = [*self.producers, *([self.daemon] if self.daemon else [])]
+        for p in producers:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.producers:
+        for p in producers:
             _wait(p, 15)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        every = set(self.streams) | set(desired.streams(self.client))  # the daemon's streams drain too
         while time.monotonic() < deadline and self.workers is not None and self.workers.poll() is None:
-            if all(ledger.read(self.client, s)["in_flight"] == 0 for s in self.streams):
+            if all(ledger.read(self.client, s)["in_flight"] == 0 for s in every):
                 break
             time.sleep(0.1)
         for proc in (self.workers, self.api):
@@ -224,7 +231,7 @@ def run(opts: UpOptions) -> dict[str, Any]:
         stop.set()
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        for p in [*fleet.producers, fleet.workers, fleet.api]:
+        for p in [*fleet.producers, fleet.daemon, fleet.workers, fleet.api]:
             if p is not None and p.poll() is None:
                 p.kill()
         fleet.close()

@@ -123,6 +123,7 @@ class ProducerDaemon:
     def run(self) -> None:
         wait_until_up(self.client, what=f"producer daemon {self.name}", stop=self.stop_event.is_set)
         log.info("producer daemon %s claiming streams", self.name)
+        desired.daemon_beat(self.client, self.name)
         renewer = threading.Thread(target=self._renew_loop, name="rtai-producer-daemon:renew", daemon=True)
         renewer.start()
         while not self.stop_event.is_set():
@@ -166,9 +167,14 @@ class ProducerDaemon:
         every = self.lease_ms / 4000
         while not self._done.wait(every):
             try:
+                desired.daemon_beat(self.client, self.name)  # "a daemon is running", for unclaimed streams
                 self.renew()
             except redis.RedisError as exc:
                 log.warning("producer daemon %s: could not renew its claims: %s", self.name, exc)
+        try:
+            desired.daemon_gone(self.client, self.name)
+        except redis.RedisError:
+            pass  # its heartbeat lapses by itself
 
     def renew_px(self, interval_s: float) -> int:
         """The lease to renew with: the base lease, stretched on a host so loaded that renewals come

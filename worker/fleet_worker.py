@@ -26,6 +26,7 @@ from rq import Queue, worker_registration
 from rq.exceptions import DeserializationError, NoSuchJobError, TimeoutFormatError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
+from rq.job_lifecycle import call_exception_handlers
 from rq.registry import FailedJobRegistry
 from rq.results import Result
 from rq.utils import now, utcformat
@@ -34,7 +35,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from common import keys, ledger
 from common.backoff import Backoff
 from common.config import host_name
-from common.errors import JobRejectedError, ModelError, SchemaError
+from common.errors import JobRejectedError, ModelError, RtaiError, SchemaError
 from common.proctitle import set_title
 from common.redis_client import describe, write_rejected
 from common.replies import text, texts
@@ -154,6 +155,8 @@ class FleetWorker(SimpleWorker):
         self._wstate = WorkerState.STARTING
         self._force_stop = False
         self._last_exc: BaseException | None = None
+        #: Causes of failed jobs already logged (each once, in words).
+        self._said: set[str] = set()
         self._return_script = self.client.register_script(RETURN_LUA)
         #: Set by worker/process.py when it starts a new loop under the name of one that ended.
         self.resuming = False
@@ -696,6 +699,16 @@ class FleetWorker(SimpleWorker):
 
     def handle_exception(self, job: Job, *exc_info) -> None:
         self._last_exc = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(self._last_exc, RtaiError):
+            # The project's own errors say what is wrong in words: one line per cause (a missing model
+            # fails every batch the same way), the traceback at debug level; RQ would log it whole each time.
+            cause = f"{type(self._last_exc).__name__}: {self._last_exc}"
+            if cause not in self._said:
+                self._said.add(cause)
+                log.error("job of %s failed: %s", job.origin, cause)
+            log.debug("job %s failed", job.id, exc_info=exc_info)
+            call_exception_handlers(self._exc_handlers, job, *exc_info)
+            return
         super().handle_exception(job, *exc_info)
 
     def handle_job_failure(

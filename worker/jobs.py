@@ -248,6 +248,16 @@ def _settle(rt: runtime.Runtime, h: _Held, t_start: float, t_done: float) -> dic
     }
 
 
+#: A worker's `error` never resurrects a stream its producer stopped or an operator removed: the
+#: batches it drains after the stop still fail (counted), but the state stays as the producer left it.
+SET_ERROR_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') == 'stopped' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
 def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: list, exc: ModelError) -> None:
     """The model cannot load: count the batch's frames failed now (retrying would fail the same way)
     and put the stream in `error` with the reason, where `rtai status` and the API show it."""
@@ -260,7 +270,8 @@ def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: l
         "t_state": rt.now(),
         "model_error": reason,
     }
-    rt.client.hset(keys.stream(b.stream), mapping=state)
+    args = [str(v) for kv in state.items() for v in kv]
+    rt.client.eval(SET_ERROR_LUA, 2, keys.stream(b.stream), keys.removed(b.stream), *args)
     rt.model_ok_streams.discard(b.stream)
 
 

@@ -47,8 +47,25 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
             lambda: _get(f"http://127.0.0.1:{api_port}/api/v1/realtime-ai/status/demo"), timeout=30, what="the REST API"
         )
         assert status["state"] == "running" and status["ledger"]["published"] > 0
+        # A camera added through the API (as the live view's "Add camera" does) runs on up's daemon.
+        body = {
+            "stream_config": {"url": "demo", "protocol": "file", "stream_id": "added", "loop": True},
+            "model_settings": {"variant": "rtai-shapes"},  # what the page's dialog sends
+        }
+        started = _post(f"http://127.0.0.1:{api_port}/api/v1/realtime-ai/start", body)
+        assert started["service_id"] == "added"
+        added = wait_for(
+            lambda: (
+                (st := _get(f"http://127.0.0.1:{api_port}/api/v1/realtime-ai/status/added"))
+                and st["ledger"]["published"] > 0
+                and st
+            ),
+            timeout=30,
+            what="results of the stream added through the API",
+        )
+        assert added["state"] == "running" and added["producer"], added
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 4, "redis, the worker supervisor and its child, the producer, the API"
+        assert len(children) >= 5, "redis, the worker supervisor and its child, the producer, the daemon, the API"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=90) == 0, log.read_text()
     finally:
@@ -73,6 +90,49 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
         if line.startswith("demo #") and ": " in line and line.split(": ", 1)[1] != "-"
     }
     assert labels <= {"circle", "square", "triangle"} and labels, "the bundled model's classes were shown"
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_a_killed_up_takes_its_whole_fleet_with_it(tmp_path):
+    """SIGKILL (or the OOM killer) gives `rtai up` no chance to stop its children: they die with it."""
+    proc = subprocess.Popen(
+        role_command("control", "up", "--no-export", "--threads", "1"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        up = psutil.Process(proc.pid)
+
+        def fleet() -> list[psutil.Process]:
+            kids = up.children(recursive=True)
+            names = " ".join(" ".join(k.cmdline()) for k in kids if k.is_running())
+            return kids if "redis-server" in names and names.count("producer") >= 2 and "--workers" in names else []
+
+        children = wait_for(fleet, timeout=60, what="redis, the producer, the daemon and the workers")
+        wait_for(lambda: len(up.children(recursive=True)) > len(children), timeout=30, what="the worker process")
+        children = up.children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+        def alive() -> list[str]:
+            return [
+                " ".join(c.cmdline()[:4]) for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+            ]
+
+        wait_for(lambda: not alive(), timeout=20, what="every child of the killed rtai up gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in psutil.Process().children(recursive=True):
+            if c.pid != proc.pid:
+                c.kill()
 
 
 def _get(url: str) -> dict | None:

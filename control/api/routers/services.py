@@ -117,6 +117,9 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
         """State, rates, ledger, latency, queue depth and which GPUs served the service."""
         entry = _known(service_id)
         info = text_map(client.hgetall(keys.stream(service_id)))
+        declared = service_id in desired.streams(client)
+        if declared and info.get("state") != "error" and (why := desired.unclaimed_reason(client, service_id)):
+            info["state"], info["reason"] = why.split(":", 1)[0], why  # declared, and no daemon runs it
         lat = status.latency(client, service_id)
         owner = client.get(keys.claim(service_id))
         gpus = {text(k): int(v) for k, v in client.hgetall(keys.stream_gpus(service_id)).items()}
