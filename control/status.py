@@ -14,8 +14,10 @@ from common.replies import text, text_map
 from common.sources import redact, redact_text
 from common.wire import decode_result
 
-#: Latency percentiles come from this many most recent results per stream.
+#: Latency percentiles come from at most this many most recent results per stream...
 LATENCY_WINDOW = 500
+#: ... done within this many seconds of the newest one: p99 tells how the stream is now, not since start.
+RECENT_S = 10.0
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -35,6 +37,8 @@ def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
             r = decode_result(fields[b"r"])
         except (SchemaError, KeyError):
             continue
+        if done and r.t_done < done[0] - RECENT_S:
+            break  # newest first: the rest are older still
         lat.append(r.latency_ms)
         done.append(r.t_done)
     fps_out = (len(done) - 1) / (max(done) - min(done)) if len(done) > 1 and max(done) > min(done) else 0.0

@@ -95,3 +95,24 @@ def _export(renderable) -> str:
     console = Console(record=True, width=200)
     console.print(renderable)
     return console.export_text()
+
+
+def test_latency_percentiles_tell_how_the_stream_is_now_not_since_start(r):
+    """The first seconds (no worker yet, a backlog) must not hold p99 up once latency settled."""
+    from common import keys  # noqa: PLC0415
+    from common.wire import Result, encode_result  # noqa: PLC0415
+    from control import status  # noqa: PLC0415
+
+    def add(seq: int, t_done: float, latency_s: float) -> None:
+        t = t_done - latency_s
+        res = Result(stream="cam", seq=seq, batch=seq, t_capture=t, t_enqueue=t, t_start=t, t_done=t_done,
+                     worker="w", gpu="cpu", model="m", w=64, h=48, boxes=[])  # fmt: skip
+        r.xadd(keys.history("cam"), {"r": encode_result(res)})
+
+    now = 1_800_000_000.0
+    for i in range(100):  # the start: 4 s late, 30 s ago
+        add(i, now - 40 + i * 0.1, 4.0)
+    for i in range(100, 200):  # since: 40 ms, the last 10 s
+        add(i, now - 10 + (i - 100) * 0.1, 0.04)
+    got = status.latency(r, "cam")["latency_ms"]
+    assert got["p99"] == pytest.approx(40, abs=1) and got["p50"] == pytest.approx(40, abs=1), got
