@@ -29,7 +29,8 @@ def percentile(values: list[float], p: float) -> float | None:
 
 def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
     entries = client.xrevrange(keys.history(stream), count=LATENCY_WINDOW) or []
-    lat, done = [], []
+    lat: list[float] = []
+    done: list[float] = []
     for _id, fields in entries:
         if not fields:
             continue

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import redis
 
 from common.config import ProducerSettings, build, env_value, redis_url
 from common.exitcodes import EXIT_OK, EXIT_SOURCE
@@ -80,14 +81,25 @@ def producer(max_streams: int | None, streams_file: Path | None, **flags: object
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    stats = prod.run()
-    click.echo(
-        f"stream {settings.stream}: {stats.frames} frames in {stats.batches} batches, "
-        f"{stats.dropped_batches} batches dropped, final state {prod.source.state.value}"
-        + (f" ({prod.source.reason})" if prod.source.reason else ""),
-        err=True,
-    )
+    prod.run()
+    click.echo(_summary(prod.client, settings.stream, prod.source.state.value, prod.source.reason), err=True)
     sys.exit(EXIT_SOURCE if prod.source.state == StreamState.ERROR else EXIT_OK)
+
+
+def _summary(client: object, stream: str, state: str, reason: str) -> str:
+    """What the stream's ledger says, in the ledger's own words (frames, not batches)."""
+    from common import ledger  # noqa: PLC0415
+
+    try:
+        counts = ledger.read(client, stream)  # type: ignore[arg-type]
+    except redis.RedisError as exc:
+        return f"stream {stream}: final state {state}; its ledger is unreadable ({exc})"
+    drops = ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in counts.items() if k.startswith("dropped_") and v)
+    return (
+        f"stream {stream}: {counts['produced']} frames produced, {counts['published']} published, "
+        f"{ledger.dropped(counts)} dropped{f' ({drops})' if drops else ''}, {counts['failed']} failed, "
+        f"{counts['in_flight']} in flight; final state {state}" + (f" ({reason})" if reason else "")
+    )
 
 
 def _daemon(url: str | None, max_streams: int | None, streams_file: Path | None) -> None:

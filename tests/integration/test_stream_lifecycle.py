@@ -65,3 +65,16 @@ def test_a_removed_stream_leaves_the_views_and_purge_deletes_every_key(r, procs)
     left = [k for k in r.scan_iter() if b":old" in k and not k.startswith(b"rtai:removed:")]
     assert left == [], left
     assert not r.sismember(keys.STREAMS, "old")
+
+
+def test_a_producer_sums_up_with_what_its_ledger_says(r, procs):
+    prod = procs.rtai("producer", "--source", "demo", "--stream", "sum", "--max-frames", "30", "--max-fps", "30")
+    assert procs.finish(prod, timeout=60) == 0
+    c = counts(r, "sum")
+    (line,) = [ln for ln in procs.output(prod).splitlines() if ln.startswith("stream sum:")]
+    dropped = sum(v for k, v in c.items() if k.startswith("dropped_"))
+    assert line.startswith(
+        f"stream sum: {c['produced']} frames produced, {c['published']} published, {dropped} dropped"
+    ), (line, c)
+    assert f"{c['in_flight']} in flight; final state stopped" in line and c["produced"] == 30
+    assert dropped > 0 and "backpressure" in line, "no worker: frames were skipped at the source, and it says so"
