@@ -227,7 +227,44 @@ def env_value(name: str) -> str | None:
 
 
 def redis_url(override: str | None = None) -> str:
+    """--redis-url, else RTAI_REDIS_URL, else the private Redis of a running `rtai up`, else the default."""
+    if override is None and explicit_redis_url() is None and (running := up_redis_url()) is not None:
+        return running
     return build(FleetSettings, redis_url=override).redis_url
+
+
+def run_file() -> Path:
+    """Where `rtai up` says which private Redis it runs: $XDG_RUNTIME_DIR/rtai, else ~/.local/state/rtai."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    root = Path(base) / "rtai" if base else Path.home() / ".local" / "state" / "rtai"
+    return root / "redis.url"
+
+
+def up_redis_url() -> str | None:
+    """The URL in the run file while the `rtai up` that wrote it lives (a killed one leaves a stale file)."""
+    try:
+        url, pid = run_file().read_text().split()[:2]
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return None
+    return url
+
+
+def write_run_file(url: str) -> Path:
+    path = run_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{url}\n{os.getpid()}\n")
+    path.chmod(0o600)
+    return path
+
+
+def remove_run_file() -> None:
+    """Remove the run file if this process wrote it."""
+    try:
+        if run_file().read_text().split()[1] == str(os.getpid()):
+            run_file().unlink()
+    except (OSError, IndexError):
+        pass
 
 
 def redis_start_timeout_s() -> float:

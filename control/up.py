@@ -12,13 +12,23 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 import redis
 
 from common import desired, gpu, ledger, parentdeath
-from common.config import DEFAULT_IMGSZ, DEFAULT_MODEL, DEMO_SOURCE, child_env, explicit_redis_url, role_command
+from common.config import (
+    DEFAULT_IMGSZ,
+    DEFAULT_MODEL,
+    DEMO_SOURCE,
+    child_env,
+    explicit_redis_url,
+    remove_run_file,
+    role_command,
+    write_run_file,
+)
 from common.redis_client import connect
 from common.sources import redact
 
@@ -53,10 +63,12 @@ class Fleet:
     def __init__(self, opts: UpOptions) -> None:
         self.opts = opts
         self.private: PrivateRedis | None = None
+        self.run_file: Path | None = None
         url = explicit_redis_url()
         if url is None:
             self.private = PrivateRedis(die_with_parent=True)
             url = self.private.url
+            self.run_file = write_run_file(url)  # other rtai commands find this Redis by themselves
         self.url = url
         self.client = connect(url)
         self.producers: list[subprocess.Popen] = []
@@ -158,6 +170,7 @@ class Fleet:
 
     def close(self) -> None:
         if self.private is not None:
+            remove_run_file()
             self.private.stop()
 
 
@@ -201,6 +214,11 @@ def run(opts: UpOptions) -> dict[str, Any]:
         where = "private Redis" if fleet.private else "Redis"
         shown = f"{where} {redact(fleet.url)}"
         click.echo(f"rtai up: {len(streams)} stream(s) {', '.join(streams)} on {shown}; Ctrl-C stops")
+        if fleet.run_file is not None:
+            click.echo(
+                f"rtai up: other rtai commands here use this Redis by themselves (see {fleet.run_file}); "
+                f"elsewhere: export RTAI_REDIS_URL={redact(fleet.url)}"
+            )
         if opts.api_port is not None:
             click.echo(f"rtai up: REST API on http://127.0.0.1:{opts.api_port}/docs")
             click.echo(f"rtai up: live view on http://127.0.0.1:{opts.api_port}/")

@@ -27,7 +27,7 @@ def up(tmp_path):
         proc = subprocess.Popen(
             role_command("control", "up", "--no-export", "--threads", "2", "--max-fps", "5", "--api-port", str(port)),
             cwd=ROOT,
-            env=dict(env, PYTHONUNBUFFERED="1"),
+            env=dict(env, PYTHONUNBUFFERED="1", XDG_RUNTIME_DIR=str(tmp_path)),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

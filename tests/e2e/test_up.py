@@ -32,7 +32,8 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
         proc = subprocess.Popen(
             role_command("control", "up", "--threads", "2", "--show", "--api-port", str(api_port)),
             cwd=ROOT,
-            env=_env(RTAI_WEIGHTS_DIR=str(tmp_path / "weights")),  # an empty engine cache: up exports
+            # An empty engine cache (up exports); its run file in tmp_path.
+            env=_env(RTAI_WEIGHTS_DIR=str(tmp_path / "weights"), XDG_RUNTIME_DIR=str(tmp_path)),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -64,6 +65,17 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
             what="results of the stream added through the API",
         )
         assert added["state"] == "running" and added["producer"], added
+        # Other commands find up's private Redis without RTAI_REDIS_URL (the run file).
+        assert (tmp_path / "rtai" / "redis.url").exists()
+        st = subprocess.run(
+            role_command("control", "status", "--json"),
+            cwd=ROOT,
+            env=_env(XDG_RUNTIME_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert st.returncode == 0 and {"demo", "added"} <= set(json.loads(st.stdout)["streams"]), st.stderr
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5, "redis, the worker supervisor and its child, the producer, the daemon, the API"
         proc.send_signal(signal.SIGINT)
@@ -72,6 +84,8 @@ def test_up_runs_the_demo_and_ctrl_c_stops_everything(tmp_path):
         if proc.poll() is None:
             proc.kill()
     text = log.read_text()
+    assert not (tmp_path / "rtai" / "redis.url").exists(), "a clean exit removes the run file"
+    assert "export RTAI_REDIS_URL=redis://127.0.0.1:" in text
     assert "Traceback" not in text
     assert "rtai up: rtai-shapes: built" in text, "up exported the model to ONNX for the CPU worker"
     assert "using onnx engine" in text, "the CPU worker runs the ONNX export (ONNX Runtime)"
@@ -103,7 +117,7 @@ def test_a_killed_up_takes_its_whole_fleet_with_it(tmp_path):
     proc = subprocess.Popen(
         role_command("control", "up", "--no-export", "--threads", "1"),
         cwd=ROOT,
-        env=_env(),
+        env=_env(XDG_RUNTIME_DIR=str(tmp_path)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
