@@ -187,6 +187,8 @@ def _detect(rt: runtime.Runtime, group: list[_Held]) -> None:
     b = group[0].b
     detector = rt.detector(b.model, b.half)
     classes = None if b.classes is None else [i for i, n in enumerate(detector.names) if n in b.classes]
+    if b.classes:
+        _say_unknown_classes(rt, {h.b.stream for h in group}, b.model, b.classes, list(detector.names))
     images = [image for h in group for image in h.images]
     t0 = time.perf_counter()
     boxes = detector.predict(images, conf=b.conf, imgsz=b.imgsz, classes=classes)
@@ -256,6 +258,25 @@ if redis.call('HGET', KEYS[1], 'state') == 'stopped' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
+
+
+def _say_unknown_classes(
+    rt: runtime.Runtime, streams: set[str], model: str, wanted: list[str], names: list[str]
+) -> None:
+    """Classes the model does not have detect nothing: say so in the stream's reason (once per stream
+    and model per worker), where `rtai status`, the API and the live view show it."""
+    unknown = sorted(set(wanted) - set(names))
+    for stream in streams:
+        said = (stream, model)
+        if not unknown or said in rt.classes_said:
+            continue
+        rt.classes_said.add(said)
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        reason = (
+            f"model {model} has no class {', '.join(map(repr, unknown))} (it has {shown}): it detects nothing of them"
+        )
+        rt.client.hset(keys.stream(stream), "reason", reason[:500])
+        log.warning("stream %s: %s", stream, reason)
 
 
 def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: list, exc: ModelError) -> None:

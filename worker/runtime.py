@@ -65,6 +65,8 @@ class Runtime:
     _failures: dict[str, ModelFailure] = field(default_factory=dict)
     #: Streams whose model this worker has run since it last failed to load it (see jobs.py).
     model_ok_streams: set[str] = field(default_factory=set)
+    #: (stream, model) pairs whose unknown class names were said in the stream's reason.
+    classes_said: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: This process's clock against Redis': t_start / t_done / the stale check are in Redis time.
     clock: RedisClock = field(init=False)

@@ -78,3 +78,12 @@ def test_a_producer_sums_up_with_what_its_ledger_says(r, procs):
     ), (line, c)
     assert f"{c['in_flight']} in flight; final state stopped" in line and c["produced"] == 30
     assert dropped > 0 and "backpressure" in line, "no worker: frames were skipped at the source, and it says so"
+
+
+def test_class_names_the_model_lacks_are_said_in_the_streams_reason(r, procs):
+    s = sink(r, "cls", analytics={"classes": ["circle", "unicorn"]})  # rtai-shapes: circle, square, triangle
+    s.push(frames(2))
+    assert procs.finish(procs.rtai("worker", "--burst", "--preload", ""), timeout=90) == 0
+    assert counts(r, "cls")["published"] == 2, "the batch still runs, for the classes it has"
+    reason = r.hget(keys.stream("cls"), "reason").decode()
+    assert "has no class 'unicorn'" in reason and "circle" in reason, reason
