@@ -121,6 +121,7 @@ def test_a_killed_up_takes_its_whole_fleet_with_it(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    children: list[psutil.Process] = []
     try:
         up = psutil.Process(proc.pid)
 
@@ -144,8 +145,8 @@ def test_a_killed_up_takes_its_whole_fleet_with_it(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        for c in psutil.Process().children(recursive=True):
-            if c.pid != proc.pid:
+        for c in children:  # only up's own: the session's Redis and RTSP servers are children of pytest too
+            if c.is_running():
                 c.kill()
 
 
