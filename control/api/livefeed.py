@@ -97,6 +97,11 @@ SEQ_MAX = 2**63 - 1
 #: The last frames a new page gets are those of the streams the last fleet snapshot showed, if it is this fresh.
 SHOWN_FRESH_S = 5.0
 
+RESULTS_PREFIX = keys.results_channel("").encode()
+PREVIEW_PREFIX = keys.preview_channel("").encode()
+TRACKS_PREFIX = keys.tracks_channel("").encode()
+EVENTS_PREFIX = keys.events_channel("").encode()
+
 
 class BadMessageError(SchemaError):
     """A pub/sub message the live view cannot use; `reason` is what it is counted under."""
@@ -154,12 +159,6 @@ class LiveFeed:
         self.bad_messages: dict[str, int] = {}
         self.restarts: dict[str, int] = {}
         self._bad_logged: dict[str, float] = {}
-        self._handlers: list[tuple[bytes, Callable[[str, bytes], None]]] = [
-            (keys.results_channel("").encode(), self._on_result),
-            (keys.preview_channel("").encode(), self._on_preview),
-            (keys.tracks_channel("").encode(), self._on_tracked),
-            (keys.events_channel("").encode(), self._on_event),
-        ]
 
     def status(self) -> dict[str, Any]:
         """What the feed holds and what it dropped (GET /live/status, and the fleet snapshot's `feed`)."""
@@ -222,7 +221,13 @@ class LiveFeed:
         if not isinstance(channel, bytes) or not isinstance(data, bytes):
             self._bad("not bytes", b"?", type(data).__name__)
             return
-        found = next(((prefix, h) for prefix, h in self._handlers if channel.startswith(prefix)), None)
+        handlers: list[tuple[bytes, Callable[[str, bytes], None]]] = [
+            (RESULTS_PREFIX, self._on_result),
+            (PREVIEW_PREFIX, self._on_preview),
+            (TRACKS_PREFIX, self._on_tracked),
+            (EVENTS_PREFIX, self._on_event),
+        ]
+        found = next(((prefix, h) for prefix, h in handlers if channel.startswith(prefix)), None)
         if found is None:
             return
         prefix, handler = found
