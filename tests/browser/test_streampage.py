@@ -55,3 +55,54 @@ def test_a_forged_snapshot_reference_is_not_fetched_and_the_sparklines_have_a_le
         assert legend.all_text_contents() == names
     if SCREENSHOT_DIR:
         page.screenshot(path=os.path.join(SCREENSHOT_DIR, "streampage.png"), full_page=True)
+
+
+#: The API's Content-Security-Policy (control/api/guards.py on the API branch), with styles from 'self' only:
+#: the page must run under it with no violation.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+#: Polled with evaluate (CDP): wait_for_function evaluates a string, which the CSP refuses.
+LIVE_JS = "() => window.__rtai.phase === 'live' && window.__rtai.fleet !== null"
+WATCH_CSP_JS = """window.__csp = [];
+document.addEventListener('securitypolicyviolation',
+  (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""
+
+
+@pytest.mark.timeout(90)
+def test_the_pages_run_under_a_strict_content_security_policy(r, procs, page):
+    import numpy as np  # noqa: PLC0415
+
+    from common.images import encode_frame  # noqa: PLC0415
+    from common.wire import Result, encode_result, packb  # noqa: PLC0415
+
+    r.sadd(keys.STREAMS, "cam")
+    r.hset(keys.stream("cam"), mapping={"state": "running", "model": "m", "fps_in": "5"})
+    base = _api(procs)
+
+    def with_csp(route) -> None:  # the document's policy governs the page (and the live feed is endless)
+        if route.request.resource_type != "document":
+            route.continue_()
+            return
+        resp = route.fetch()
+        route.fulfill(response=resp, headers={**resp.headers, "content-security-policy": CSP})
+
+    page.route("**/*", with_csp)
+    page.add_init_script(WATCH_CSP_JS)
+    jpeg = encode_frame(np.full((240, 320, 3), 90, np.uint8), seq=0, t_capture=0.0, imgsz=320).data
+    for path in ("/", "/stream/cam"):
+        page.goto(base + path)
+        wait_for(lambda: page.evaluate(LIVE_JS), timeout=30, what=f"{path} live")
+
+        def drawn() -> bool:
+            seq = int(page.evaluate("Date.now()"))
+            r.publish(keys.preview_channel("cam"), packb({"seq": seq, "w": 320, "h": 240, "t": 1.0, "jpeg": jpeg}))
+            box = [10.0, 20.0, 50.0, 80.0, 0.9, 0]
+            result = Result(stream="cam", seq=seq, batch=0, t_capture=1.0, t_enqueue=1.0, t_start=1.1, t_done=1.2,
+                            worker="w", gpu="cpu", model="m", w=320, h=240, boxes=[box])  # fmt: skip
+            r.publish(keys.results_channel("cam"), encode_result(result))
+            return bool(page.evaluate("window.__rtai.framesDrawn > 0"))
+
+        wait_for(drawn, timeout=20, interval=0.3, what=f"a frame drawn on {path} under the CSP")
+        assert page.evaluate("window.__csp") == [], path

@@ -294,7 +294,9 @@ function updateOverview(snapshot) {
     const s = snapshot.streams[id];
     const tr = document.createElement("tr");
     const depth = Math.min(100, s.queue_depth * 10);
-    tr.innerHTML = `<td></td><td><span class="bar"><i style="width:${depth}%"></i></span> <b></b></td><td></td>`;
+    // No style attribute in markup (a strict CSP's style-src refuses it): the width is set through the CSSOM.
+    tr.innerHTML = `<td></td><td><span class="bar"><i></i></span> <b></b></td><td></td>`;
+    $("i", tr.cells[1]).style.width = `${depth}%`;
     tr.cells[0].textContent = id;
     $("b", tr.cells[1]).textContent = s.queue_depth;
     tr.cells[2].textContent = (s.ledger || {}).in_flight ?? 0;
