@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import redis
 
+from analytics.eventlog import recent_events
 from common import keys
 from common.wire import unpackb
 
-#: The most entries GET .../events scans from the end of the event log.
-SCAN_MAX = 10_000
+__all__ = ["recent_events", "tracked_frames"]
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -22,22 +21,6 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 def _entries(reply: object) -> list[Entry]:
     """A Redis Stream range reply as redis-py returns it without decode_responses."""
     return cast(list[Entry], reply or [])
-
-
-def recent_events(
-    client: redis.Redis, *, stream: str | None = None, kind: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """The newest events first, at most `limit`, filtered by stream and type."""
-    out: list[dict[str, Any]] = []
-    if limit <= 0:
-        return out
-    for _id, fields in _entries(client.xrevrange(keys.EVENT_LOG, count=SCAN_MAX)):
-        event = json.loads(fields[b"e"])
-        if (stream is None or event.get("stream") == stream) and (kind is None or event.get("type") == kind):
-            out.append(event)
-            if len(out) >= limit:
-                break
-    return out
 
 
 def tracked_frames(

@@ -5,6 +5,13 @@ to every stream's results and previews, one fleet snapshot a second. Each event 
 and handed to every page's queue, so a page costs a queue, not Redis calls. The API never decodes
 video: a preview's JPEG goes to the page as it came from the producer.
 
+Every message is checked before it is used (a stream id that is one, an integer seq, a JPEG): one that is
+not is dropped, counted by reason (`bad_messages`, in the fleet snapshot and GET /live/status) and logged at
+warning at most once per BAD_LOG_EVERY_S per reason. The listener and the tick run under a supervisor that
+restarts a task that dies, with backoff, so no message and no bug freezes every page. The feed holds at most
+MAX_STREAMS streams and forgets one that is no longer shown (removed or stopped) or quiet for
+STREAM_IDLE_S; a page that opens gets only the frames of the streams the fleet shows.
+
 A stream with tracking on (its analytics settings say `track`) is drawn from the tracking stage's
 tracked frames (`rtai:tracks:<stream>`: boxes with track ids and zones) matched to the preview by
 seq; when no tracked frame came TRACK_WAIT_S after the frame's result (no tracker running, or the
@@ -19,15 +26,17 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from analytics.feed import recent_events
+from analytics.eventlog import decode_event, recent_events
 from common import desired, keys
 from common.analytics_settings import AnalyticsSettings
 from common.errors import SchemaError
@@ -72,6 +81,46 @@ WORKER_FIELDS = (
 )
 #: Recent events a stream page gets when it opens.
 EVENTS_ON_OPEN = 20
+#: Streams the feed keeps frames and results for: 2,000 stream ids held ~110 MB, never freed.
+MAX_STREAMS = 512
+#: A stream that sent nothing for this long is forgotten (its tile shows its fleet state, no picture).
+STREAM_IDLE_S = 60.0
+#: A bad message of one reason is logged at most this often (a flood must not flood the log).
+BAD_LOG_EVERY_S = 10.0
+#: A dead feed task is restarted after this long, doubled per quick death up to RESTART_MAX_S.
+RESTART_MIN_S = 0.1
+RESTART_MAX_S = 5.0
+#: A task that ran this long before dying starts again from RESTART_MIN_S.
+RESTART_RESET_S = 30.0
+#: A preview's seq is a frame counter: a non-negative int64.
+SEQ_MAX = 2**63 - 1
+#: The last frames a new page gets are those of the streams the last fleet snapshot showed, if it is this fresh.
+SHOWN_FRESH_S = 5.0
+
+RESULTS_PREFIX = keys.results_channel("").encode()
+PREVIEW_PREFIX = keys.preview_channel("").encode()
+TRACKS_PREFIX = keys.tracks_channel("").encode()
+EVENTS_PREFIX = keys.events_channel("").encode()
+
+
+class BadMessageError(SchemaError):
+    """A pub/sub message the live view cannot use; `reason` is what it is counted under."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _seq(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEQ_MAX:
+        raise BadMessageError("bad seq", repr(value)[:40])
+    return value
+
+
+def _finite(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadMessageError("bad number", repr(value)[:40])
+    return float(value)
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -104,19 +153,124 @@ class LiveFeed:
         self._tasks: list[asyncio.Task] = []
         self._matched: dict[str, tuple[int, float]] = {}  # stream -> (seq, monotonic time) last sent with boxes
         self._bare_at: dict[str, float] = {}
+        self._seen: OrderedDict[str, float] = OrderedDict()  # stream -> monotonic time of its last message
+        self._shown: tuple[float, frozenset[str]] | None = None  # (when, streams the last fleet snapshot showed)
+        #: Messages dropped, by reason; feed tasks restarted, by task name.
+        self.bad_messages: dict[str, int] = {}
+        self.restarts: dict[str, int] = {}
+        self._bad_logged: dict[str, float] = {}
+
+    def status(self) -> dict[str, Any]:
+        """What the feed holds and what it dropped (GET /live/status, and the fleet snapshot's `feed`)."""
+        return {
+            "streams_held": len(self._seen),
+            "pages": len(self.pages),
+            "bad_messages": dict(self.bad_messages),
+            "restarts": dict(self.restarts),
+        }
 
     # -- pages -------------------------------------------------------------------------------
     def open(self, stream: str | None) -> Page:
         page = Page(stream)
         self.pages.add(page)
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._tick())]
+            self._tasks = [
+                asyncio.create_task(self._supervise("listener", self._listen)),
+                asyncio.create_task(self._supervise("tick", self._tick)),
+            ]
         if self.fleet_chunk:
             page.put(self.fleet_chunk)
+        shown = self._shown[1] if self._shown and time.monotonic() - self._shown[0] < SHOWN_FRESH_S else frozenset()
         for sid, chunk in self.last_frame.items():
-            if stream in (None, sid):
+            if stream in (None, sid) and sid in shown:
                 page.put(chunk)
         return page
+
+    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a feed task forever: one that dies is logged, counted and restarted with backoff."""
+        delay = RESTART_MIN_S
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the feed's outer loop: every page depends on it, so it never stays down
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                if time.monotonic() - started > RESTART_RESET_S:
+                    delay = RESTART_MIN_S
+                log.exception("live view: %s task died (restart %d in %.1f s)", name, self.restarts[name], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_MAX_S)
+
+    def _bad(self, reason: str, channel: bytes, detail: object) -> None:
+        self.bad_messages[reason] = self.bad_messages.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._bad_logged.get(reason, -BAD_LOG_EVERY_S) >= BAD_LOG_EVERY_S:
+            self._bad_logged[reason] = now
+            log.warning(
+                "live view: message on %r dropped (%s: %s); %d so far",
+                channel[:80],
+                reason,
+                str(detail)[:200],
+                self.bad_messages[reason],
+            )
+
+    def receive(self, channel: object, data: object) -> None:
+        """One pub/sub message to its handler; a message that is not one is counted, never raised."""
+        if not isinstance(channel, bytes) or not isinstance(data, bytes):
+            self._bad("not bytes", b"?", type(data).__name__)
+            return
+        handlers: list[tuple[bytes, Callable[[str, bytes], None]]] = [
+            (RESULTS_PREFIX, self._on_result),
+            (PREVIEW_PREFIX, self._on_preview),
+            (TRACKS_PREFIX, self._on_tracked),
+            (EVENTS_PREFIX, self._on_event),
+        ]
+        found = next(((prefix, h) for prefix, h in handlers if channel.startswith(prefix)), None)
+        if found is None:
+            return
+        prefix, handler = found
+        try:
+            stream = channel[len(prefix) :].decode("ascii")
+        except UnicodeDecodeError as exc:
+            self._bad("bad channel", channel, exc)
+            return
+        if not keys.STREAM_ID_RE.match(stream):
+            self._bad("bad channel", channel, "not a stream id")
+            return
+        try:
+            handler(stream, data)
+        except BadMessageError as exc:
+            self._bad(exc.reason, channel, exc)
+        except (SchemaError, KeyError, TypeError, ValueError, OverflowError, RecursionError, IndexError) as exc:
+            self._bad("malformed", channel, repr(exc))
+
+    def _touch(self, stream: str) -> None:
+        """A message of `stream` came: it is held (the least recently heard stream goes past MAX_STREAMS)."""
+        self._seen[stream] = time.monotonic()
+        self._seen.move_to_end(stream)
+        while len(self._seen) > MAX_STREAMS:
+            self.forget(next(iter(self._seen)))
+
+    def forget(self, stream: str) -> None:
+        """Drop everything held for `stream` (its last frame, results, tracked frames, previews)."""
+        for held in (
+            self._seen,
+            self.last_frame,
+            self._results,
+            self._tracks,
+            self._pending,
+            self._matched,
+            self._bare_at,
+        ):
+            held.pop(stream, None)
+
+    def _prune(self, shown: set[str] | None = None) -> None:
+        """Forget streams quiet for STREAM_IDLE_S, and (given the fleet's shown streams) those not shown."""
+        cutoff = time.monotonic() - STREAM_IDLE_S
+        for sid in [sid for sid, t in self._seen.items() if t < cutoff or (shown is not None and sid not in shown)]:
+            self.forget(sid)
 
     def close(self, page: Page) -> None:
         self.pages.discard(page)
@@ -137,12 +291,6 @@ class LiveFeed:
 
     # -- previews and results ------------------------------------------------------------------
     async def _listen(self) -> None:
-        handlers = [
-            (keys.results_channel("").encode(), self._on_result),
-            (keys.preview_channel("").encode(), self._on_preview),
-            (keys.tracks_channel("").encode(), self._on_tracked),
-            (keys.events_channel("").encode(), self._on_event),
-        ]
         patterns = (keys.results_pattern(), keys.previews_pattern(), keys.tracks_pattern(), keys.events_pattern())
         while True:
             conn = aioredis.from_url(self.redis_url)
@@ -150,13 +298,8 @@ class LiveFeed:
                 async with conn.pubsub() as ps:
                     await ps.psubscribe(*patterns)
                     async for msg in ps.listen():
-                        if msg["type"] != "pmessage":
-                            continue
-                        channel: bytes = msg["channel"]
-                        for prefix, handler in handlers:
-                            if channel.startswith(prefix):
-                                handler(channel[len(prefix) :].decode(), msg["data"])
-                                break
+                        if msg["type"] == "pmessage":
+                            self.receive(msg["channel"], msg["data"])
             except (redis.RedisError, OSError) as exc:
                 log.warning("live view: Redis subscription lost (%s); retrying in 1 s", exc)
                 await asyncio.sleep(1.0)
@@ -164,36 +307,41 @@ class LiveFeed:
                 await conn.aclose()
 
     def _on_result(self, stream: str, data: bytes) -> None:
-        try:
-            result = decode_result(data).to_map()
-        except SchemaError:
-            return
-        seq = int(result["seq"])
+        result = decode_result(data).to_map()
+        seq = _seq(result["seq"])
+        self._touch(stream)
         _keep(self._results.setdefault(stream, OrderedDict()), seq, (time.monotonic(), result))
         self._match(stream, seq)
 
     def _on_tracked(self, stream: str, data: bytes) -> None:
-        try:  # [x1, y1, x2, y2, conf, cls, track id, [zone, ...]] per box (README, Analytics)
-            raw = unpackb(data)
-            seq, boxes = int(raw["seq"]), raw.get("boxes") or []
-            tracked = {
-                "model": raw.get("model"),
-                "latency_ms": round((float(raw["t_tracked"]) - float(raw["t_capture"])) * 1000, 1),
-                "boxes": [[round(float(v), 2) for v in box[:6]] for box in boxes],
-                "tracks": [int(box[6]) for box in boxes],
-                "zones": [[str(z) for z in box[7]] for box in boxes],
-            }
-        except (SchemaError, KeyError, TypeError, ValueError, IndexError):
-            return  # not a tracking stage's frame: drawn with its result instead
+        # [x1, y1, x2, y2, conf, cls, track id, [zone, ...]] per box (README, Analytics); a frame that is
+        # not a tracking stage's is dropped and counted: the preview is drawn with its result instead
+        raw = unpackb(data)
+        if not isinstance(raw, dict):
+            raise BadMessageError("malformed", "not a map")
+        seq, boxes = _seq(raw.get("seq")), raw.get("boxes") or []
+        model = raw.get("model")
+        tracked = {
+            "model": model if isinstance(model, str) else None,
+            "latency_ms": round((_finite(raw["t_tracked"]) - _finite(raw["t_capture"])) * 1000, 1),
+            "boxes": [[round(_finite(v), 2) for v in box[:6]] for box in boxes],
+            "tracks": [_seq(box[6]) for box in boxes],
+            "zones": [[str(z) for z in box[7]] for box in boxes],
+        }
+        self._touch(stream)
         _keep(self._tracks.setdefault(stream, OrderedDict()), seq, tracked)
         self._match(stream, seq)
 
     def _on_preview(self, stream: str, data: bytes) -> None:
-        try:
-            preview = unpackb(data)
-            seq = int(preview["seq"])
-        except (SchemaError, KeyError, TypeError, ValueError):
-            return
+        raw = unpackb(data)
+        if not isinstance(raw, dict):
+            raise BadMessageError("malformed", "not a map")
+        seq = _seq(raw.get("seq"))
+        if not isinstance(raw.get("jpeg"), bytes) or not raw["jpeg"]:
+            raise BadMessageError("no jpeg")
+        preview = {"seq": seq, "jpeg": raw["jpeg"], "w": _dim(raw.get("w")), "h": _dim(raw.get("h"))}
+        preview["t"] = _finite(raw["t"]) if raw.get("t") is not None else None
+        self._touch(stream)
         pending = self._pending.setdefault(stream, OrderedDict())
         pending[seq] = (time.monotonic(), preview)
         while len(pending) > PENDING_KEPT:
@@ -231,10 +379,7 @@ class LiveFeed:
 
     def _on_event(self, stream: str, data: bytes) -> None:
         """An event (JSON text, as published) goes to the pages of its stream, not to the overview."""
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
+        event = decode_event(data)  # SchemaError (not JSON, NaN, too deep, too big): dropped and counted
         chunk = sse("event", event)
         for page in list(self.pages):
             if page.stream == stream:
@@ -289,13 +434,21 @@ class LiveFeed:
         while True:
             self._flush_unmatched()
             now = time.monotonic()
-            if now >= next_fleet and self.pages:
+            if now >= next_fleet and not self.pages:
+                next_fleet = now + FLEET_EVERY_S
+                self._prune()
+            elif now >= next_fleet:
                 next_fleet = now + FLEET_EVERY_S
                 watched = {p.stream for p in self.pages if p.stream}
                 try:
                     snapshot = await asyncio.to_thread(self.snapshot, watched)
+                    shown = set(snapshot["streams"])
+                    self._shown = (time.monotonic(), frozenset(shown))
+                    self._prune(shown)
                 except redis.RedisError as exc:
                     snapshot = {"t": time.time(), "error": f"Redis unreachable: {exc}"}
+                    self._prune()
+                snapshot["feed"] = self.status()
                 self.fleet_chunk = sse("fleet", snapshot)
                 for page in list(self.pages):
                     page.put(self.fleet_chunk)
@@ -360,6 +513,15 @@ class LiveFeed:
             "zone_counts": {k: int(v) for k, v in counts.items()},
             "events": sum(int(v) for v in events.values()),
         }
+
+
+def _dim(value: object) -> int | None:
+    """A preview's width or height (None when the producer did not say)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1 << 16:
+        raise BadMessageError("bad size", repr(value)[:40])
+    return value
 
 
 def _keep(kept: OrderedDict, seq: int, item: Any) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from common import keys
 from common.wire import Result, encode_result, packb
 from control.api import livefeed
 from control.api.livefeed import TRACK_WAIT_S, LiveFeed, Page
@@ -101,8 +102,10 @@ def test_an_untracked_stream_is_drawn_with_its_result_whichever_comes_first(cloc
 def test_a_malformed_tracked_frame_is_ignored_and_the_result_drawn_later(clock):
     feed, page = _feed({"cam"})
     feed._on_preview("cam", _preview(4))
-    feed._on_tracked("cam", packb({"seq": 4, "t_capture": 1.0, "t_tracked": 2.0, "boxes": [[1, 2, 3]]}))
+    bad = packb({"seq": 4, "t_capture": 1.0, "t_tracked": 2.0, "boxes": [[1, 2, 3]]})
+    feed.receive(keys.tracks_channel("cam").encode(), bad)  # dropped and counted, never raised
     feed._on_result("cam", _result(4))
     clock.now += TRACK_WAIT_S + 0.2
     feed._flush_unmatched()
     assert [f["boxes"] for f in _frames(page)] == [[[10.0, 20.0, 50.0, 80.0, 0.9, 1]]]
+    assert feed.status()["bad_messages"] == {"malformed": 1}

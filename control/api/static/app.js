@@ -294,7 +294,9 @@ function updateOverview(snapshot) {
     const s = snapshot.streams[id];
     const tr = document.createElement("tr");
     const depth = Math.min(100, s.queue_depth * 10);
-    tr.innerHTML = `<td></td><td><span class="bar"><i style="width:${depth}%"></i></span> <b></b></td><td></td>`;
+    // No style attribute in markup (a strict CSP's style-src refuses it): the width is set through the CSSOM.
+    tr.innerHTML = `<td></td><td><span class="bar"><i></i></span> <b></b></td><td></td>`;
+    $("i", tr.cells[1]).style.width = `${depth}%`;
     tr.cells[0].textContent = id;
     $("b", tr.cells[1]).textContent = s.queue_depth;
     tr.cells[2].textContent = (s.ledger || {}).in_flight ?? 0;
@@ -309,11 +311,30 @@ function updateStreamPage(snapshot) {
   stats($("#sp-stats"), s);
   samples.push({ t: snapshot.t, fps_in: s.fps_in, fps_out: s.fps_out, p50: s.p50, p99: s.p99 });
   while (samples.length && samples[0].t < snapshot.t - SPARK_SECONDS) samples.shift();
-  spark($("#sp-fps"), [["fps_in", "#3ec1d3"], ["fps_out", "#06d6a0"]]);
-  spark($("#sp-lat"), [["p50", "#ffd166"], ["p99", "#ff5a5f"]]);
+  spark($("#sp-fps"), [["fps_in", "#3ec1d3", "fps in (source)"], ["fps_out", "#06d6a0", "fps out (results)"]]);
+  spark($("#sp-lat"), [["p50", "#ffd166", "latency p50"], ["p99", "#ff5a5f", "latency p99"]]);
+}
+
+function legend(canvas, series) {
+  // The lines' names and colours, once, in a list after the canvas (colours set from script: CSP-safe).
+  const id = canvas.id + "-legend";
+  if (document.getElementById(id)) return;
+  const ul = document.createElement("ul");
+  ul.id = id;
+  ul.className = "legend";
+  ul.replaceChildren(...series.map(([k, color, label]) => {
+    const li = document.createElement("li");
+    li.dataset.series = k;
+    const key = document.createElement("i");
+    key.style.background = color;
+    li.append(key, label || k);
+    return li;
+  }));
+  canvas.after(ul);
 }
 
 function spark(canvas, series) {
+  legend(canvas, series);
   const ctx = canvas.getContext("2d");
   const { width: W, height: H } = canvas;
   ctx.clearRect(0, 0, W, H);
@@ -343,7 +364,23 @@ function onEvents(list) {
 }
 
 const thumbs = new Map();  // "<stream>/<seq>" -> promise of an object URL (fetched once, with the token's header)
+// An event's snapshot reference is "<stream id>/<seq>" and nothing else: a forged one ("../../../docs")
+// must not make the page fetch another path with the token's header.
+const SNAPSHOT_REF = /^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})\/([0-9]{1,19})$/;
+function snapshotUrl(ref) {
+  const m = typeof ref === "string" ? SNAPSHOT_REF.exec(ref) : null;
+  return m ? `${P}/snapshot/${encodeURIComponent(m[1])}/${encodeURIComponent(m[2])}?boxes=1` : null;
+}
+rtai.snapshotUrl = snapshotUrl;
 function snapshotThumb(ref, li) {
+  const url = snapshotUrl(ref);
+  if (url === null) {
+    const bad = document.createElement("span");
+    bad.className = "snap muted";
+    bad.textContent = "snapshot reference invalid";
+    li.prepend(bad);
+    return;
+  }
   const a = document.createElement("a");
   a.className = "snap";
   a.dataset.snapshot = ref;
@@ -358,7 +395,6 @@ function snapshotThumb(ref, li) {
     a.replaceChildren(im);
   };
   if (!thumbs.has(ref)) {
-    const url = `${P}/snapshot/${ref.split("/").map(encodeURIComponent).join("/")}?boxes=1`;
     thumbs.set(ref, fetch(url, { headers: authHeaders() })
       .then((r) => (r.ok ? r.blob() : Promise.reject(new Error("HTTP " + r.status))))
       .then((blob) => URL.createObjectURL(blob)));
