@@ -54,7 +54,9 @@ def test_guide_body_is_accepted_and_becomes_desired_state(api, r):
     listed = api.get(f"{P}/services").json()["services"]
     assert [s["service_id"] for s in listed] == [sid]
     status = api.get(f"{P}/status/{sid}").json()
-    assert status["state"] == "pending" and status["ledger"]["produced"] == 0
+    # No producer daemon runs in this test: the status says so instead of waiting as `pending`.
+    assert status["state"] == "unclaimed" and "no producer daemon is running" in status["reason"], status
+    assert status["ledger"]["produced"] == 0
     assert api.post(f"{P}/stop/{sid}").json() == {"service_id": sid, "status": "stopping"}
     assert desired.streams(r) == []
 
