@@ -116,6 +116,8 @@ def render(report: dict[str, Any]) -> str:
         )
         if w.get("reason"):
             lines.append(f"  reason: {w['reason']}")
+        if w.get("engines"):
+            lines.append(f"  engines: {w['engines']}")
     for name, w in report["workers"].items():
         offset = float(w.get("clock_offset_s") or 0.0)
         if abs(offset) > SKEW_WARN_S:

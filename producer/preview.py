@@ -2,9 +2,11 @@
 
 The preview is made from a frame already encoded for a batch: its JPEG is reused as it is when it
 is small enough (the usual case at imgsz 320: ~0 cost), else it is decoded at half or quarter scale
-(libjpeg's DCT scaling, cheap) and encoded again at PREVIEW_WIDTH. Written under keys.preview with
-a short TTL and pushed on keys.preview_channel in one round trip; a Redis error never reaches the
-producer's loop (the preview is best effort, the ledger is not touched).
+(libjpeg's DCT scaling, cheap) and encoded again at PREVIEW_WIDTH. While a stream page is open
+(keys.preview_watch) the producer hands over the captured picture too, and the preview is made
+from it at WATCHED_WIDTH: the page shows the camera at its own size, not a 320 px frame scaled up.
+Written under keys.preview with a short TTL and pushed on keys.preview_channel in one round trip;
+a Redis error never reaches the producer's loop (the preview is best effort, the ledger is not touched).
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ log = logging.getLogger(__name__)
 PREVIEW_FPS = 4.0
 #: A stream page is open (keys.preview_watch): the larger view is updated at least 5 times a second.
 WATCHED_FPS = 10.0
-#: Width of a re-encoded preview (tiles are ~320 px wide; the stream page scales it up).
+#: Width of a re-encoded preview (tiles are ~320 px wide).
 PREVIEW_WIDTH = 320
+#: Width of a watched stream's preview, made from the captured picture (the stream page is ~960 px).
+WATCHED_WIDTH = 960
+WATCHED_QUALITY = 80
 #: A batch JPEG at most this wide and this large is sent as it is (no decode, no encode).
 REUSE_MAX_WIDTH = 480
 REUSE_MAX_BYTES = 40_000
@@ -35,6 +40,15 @@ REUSE_MAX_BYTES = 40_000
 PREVIEW_QUALITY = 70
 #: The watch flag is read at most this often (one GET, not one a frame).
 WATCH_CHECK_S = 1.0
+
+
+def watched_jpeg(image: np.ndarray, *, width: int = WATCHED_WIDTH) -> bytes:
+    """A large preview from the captured BGR picture (never upscaled)."""
+    h, w = image.shape[:2]
+    if w > width:
+        image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, WATCHED_QUALITY])
+    return buf.tobytes() if ok else b""
 
 
 def preview_jpeg(frame: Frame, *, width: int = PREVIEW_WIDTH) -> tuple[bytes, bool]:
@@ -75,22 +89,35 @@ class PreviewWriter:
         #: Measured: previews written, reused batch JPEGs, bytes written, seconds spent.
         self.written = 0
         self.reused = 0
+        self.large = 0  # made from the captured picture, for a stream page
         self.bytes = 0
         self.seconds = 0.0
 
-    def offer(self, frames: list[Frame], seq0: int | None) -> None:
-        """Write previews of this batch's frames that are due (capture times at least 1/rate apart)."""
+    @property
+    def watched(self) -> bool:
+        """A stream page is open (read from Redis at most once per WATCH_CHECK_S; an error: no)."""
+        now = time.monotonic()
+        if now - self._watch_checked >= WATCH_CHECK_S:
+            self._watch_checked = now
+            try:
+                self._watched = bool(self.client.exists(keys.preview_watch(self.stream)))
+            except redis.RedisError:
+                self._watched = False
+        return self._watched
+
+    def offer(self, frames: list[Frame], seq0: int | None, images: list[np.ndarray | None] | None = None) -> None:
+        """Write previews of this batch's frames that are due (capture times at least 1/rate apart).
+
+        `images`: the captured pictures of `frames` (the runner keeps them only while `watched`);
+        a watched preview is made from one at WATCHED_WIDTH."""
         if not frames or seq0 is None or self.fps <= 0:
             return
         if frames[-1].t_capture < self._next:
             return
         t0 = time.perf_counter()
         try:
-            now = time.monotonic()
-            if now - self._watch_checked >= WATCH_CHECK_S:
-                self._watch_checked = now
-                self._watched = bool(self.client.exists(keys.preview_watch(self.stream)))
-            gap = 1.0 / (max(self.fps, self.watched_fps) if self._watched else self.fps)
+            watched = self.watched
+            gap = 1.0 / (max(self.fps, self.watched_fps) if watched else self.fps)
             with self.client.pipeline(transaction=False) as pipe:
                 for i, frame in enumerate(frames):
                     if frame.t_capture < self._next:
@@ -98,7 +125,12 @@ class PreviewWriter:
                     # On schedule (4 a second on average whatever the source's rate), never a burst after a gap.
                     on_time = frame.t_capture - self._next < gap
                     self._next = (self._next if on_time else frame.t_capture) + gap
-                    jpeg, reused = preview_jpeg(frame)
+                    image = images[i] if watched and images is not None else None
+                    if image is not None and image.shape[1] > frame.dw:
+                        jpeg, reused = watched_jpeg(image), False
+                        self.large += 1
+                    else:
+                        jpeg, reused = preview_jpeg(frame)
                     if not jpeg:
                         continue
                     payload = packb({"seq": seq0 + i, "w": frame.w, "h": frame.h, "t": frame.t_capture, "jpeg": jpeg})

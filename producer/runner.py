@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 
 from common import keys
@@ -89,6 +90,8 @@ class StreamProducer:
         next_t = time.monotonic()
         last_index = -1
         pending: list[Frame] = []
+        #: The captured pictures of `pending` while a stream page is open (a larger preview), else None.
+        pictures: list[np.ndarray | None] = []
         first_at = 0.0
         try:
             while not self.stop_event.is_set():
@@ -96,8 +99,8 @@ class StreamProducer:
                     break
                 now = time.monotonic()
                 if pending and now - first_at >= batch_wait:
-                    self._flush(pending)  # a partly filled batch never waits past its deadline
-                    pending = []
+                    self._flush(pending, pictures)  # a partly filled batch never waits past its deadline
+                    pending, pictures = [], []
                     continue
                 wait = next_t - now
                 if pending:
@@ -114,7 +117,7 @@ class StreamProducer:
                             break
                         continue
                     last_index = captured.index
-                    self._refresh(self._encode(captured))
+                    self._refresh(self._encode(captured), self._picture(captured))
                     continue
                 # A sampling tick. A new batch starts only when the stream has room for it.
                 waited = 0.0 if pending else self._wait_for_room(flow)
@@ -132,12 +135,13 @@ class StreamProducer:
                 if not pending:
                     first_at = time.monotonic()
                 pending.append(self._encode(captured))
+                pictures.append(self._picture(captured))
                 self.stats.frames += 1
                 if len(pending) >= s.batch_size or time.monotonic() - first_at >= batch_wait:
-                    self._flush(pending)
-                    pending = []
+                    self._flush(pending, pictures)
+                    pending, pictures = [], []
             if pending:
-                self._flush(pending)
+                self._flush(pending, pictures)
             self._pay_debts()
         finally:
             self.source.stop()
@@ -156,6 +160,10 @@ class StreamProducer:
             quality=s.jpeg_quality,
         )
 
+    def _picture(self, captured: CapturedFrame) -> np.ndarray | None:
+        """The captured picture, kept for a larger preview only while a stream page is open."""
+        return captured.image if self.preview.watched else None
+
     def _has_room(self, flow: Flow) -> bool:
         """Room for a new batch; a Redis error says yes (the push then counts the frame as usual)."""
         try:
@@ -164,7 +172,7 @@ class StreamProducer:
             log.debug("stream %s: queue depth unknown: %s", self.settings.stream, describe(exc))
             return True
 
-    def _refresh(self, frame: Frame) -> None:
+    def _refresh(self, frame: Frame, picture: np.ndarray | None = None) -> None:
         """The waiting batch stays fresh: `frame` replaces the frame of the batch that still waits
         (that one is counted produced and dropped_backpressure). When a worker took the batch
         meanwhile, the frame starts a new batch instead."""
@@ -177,10 +185,10 @@ class StreamProducer:
             self._owe(1, exc)
             return
         if seq is None:
-            self._flush([frame])
+            self._flush([frame], [picture])
             return
         self.stats.skipped += 1
-        self.preview.offer([frame], seq)
+        self.preview.offer([frame], seq, [picture])
 
     def _wait_for_room(self, flow: Flow) -> float:
         """Wait until the stream has room for a batch (credit-based flow); seconds waited. A Redis
@@ -215,12 +223,12 @@ class StreamProducer:
             mapping={"fps_in": round(fps, 2), "clock_offset_s": round(self.clock.offset, 3)},
         )
 
-    def _flush(self, frames: list[Frame]) -> None:
+    def _flush(self, frames: list[Frame], pictures: list[np.ndarray | None] | None = None) -> None:
         try:
             self._settle_owed()
             if self.sink.push(frames):
                 self.stats.batches += 1
-                self.preview.offer(frames, self.sink.last_seq0)
+                self.preview.offer(frames, self.sink.last_seq0, pictures)
             else:
                 self.stats.dropped_batches += 1
         except redis.RedisError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -20,6 +21,21 @@ MODEL = ASSETS_DIR / "rtai-shapes.pt"
 CLIP = ASSETS_DIR / "demo.mp4"
 CLIP_GT = ASSETS_DIR / "demo.gt.json"
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty RTAI_WEIGHTS_DIR for the session (inherited by every process a test starts): the
+    engine cache lives under it, so an export on this host (`rtai up` run by hand, say) never
+    changes which engine a test's worker picks. Tests that need one set their own."""
+    root = tmp_path_factory.mktemp("session-weights")
+    before = os.environ.get("RTAI_WEIGHTS_DIR")
+    os.environ["RTAI_WEIGHTS_DIR"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("RTAI_WEIGHTS_DIR", None)
+    else:
+        os.environ["RTAI_WEIGHTS_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,10 @@ class Detector(Protocol):
         self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
     ) -> list[Boxes]: ...
 
+    def engines_in_use(self) -> dict[int, str]:
+        """imgsz -> the engine that ran it, for every imgsz this detector has run."""
+        ...
+
 
 def _empty() -> Boxes:
     return np.zeros((0, 6), dtype=np.float32)
@@ -49,9 +53,11 @@ class YoloDetector:
         names = self.model.names
         self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
         self.threads = _torch_threads()  # the count the worker set: held through Ultralytics' resets
+        self._sizes: set[int] = set()
         self.model.model.register_forward_pre_hook(lambda *_: threads.record_seen())
         t0 = time.perf_counter()
         self.predict([np.zeros((warmup_imgsz, warmup_imgsz, 3), dtype=np.uint8)], conf=0.5, imgsz=warmup_imgsz)
+        self._sizes.clear()  # the warm-up ran no stream
         log.info(
             "model %s (%s) on %s half=%s warm in %.2f s", variant, weights, device, self.half, time.perf_counter() - t0
         )
@@ -60,6 +66,7 @@ class YoloDetector:
         self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
     ) -> list[Boxes]:
         """`classes`: indices to keep (None: all; []: none) — filtered inside NMS, so they cost nothing later."""
+        self._sizes.add(imgsz)
         if classes is not None and not classes:
             return [_empty() for _ in images]
         # FP16 through Ultralytics' `quantize` (its replacement for the deprecated `half`).
@@ -85,6 +92,9 @@ class YoloDetector:
             out.append(arr.astype(np.float32))
         return out
 
+    def engines_in_use(self) -> dict[int, str]:
+        return dict.fromkeys(sorted(self._sizes), "ultralytics")
+
 
 def _torch_threads() -> int:
     import torch  # noqa: PLC0415
@@ -98,10 +108,16 @@ class NoopDetector:
     def __init__(self, variant: str) -> None:
         self.variant = variant
         self.names: list[str] = []
+        self.engine = "noop"
+        self._sizes: set[int] = set()
+
+    def engines_in_use(self) -> dict[int, str]:
+        return dict.fromkeys(sorted(self._sizes), self.engine)
 
     def predict(
         self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
     ) -> list[Boxes]:
+        self._sizes.add(imgsz)
         return [_empty() for _ in images]
 
 
@@ -110,6 +126,7 @@ class SleepDetector(NoopDetector):
 
     def __init__(self, variant: str, *, sleep_ms: float) -> None:
         super().__init__(variant)
+        self.engine = "sleep"
         self.sleep_s = sleep_ms / 1000.0
 
     def predict(

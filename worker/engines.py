@@ -104,9 +104,11 @@ class TensorDetector:
         self.stride = max(int(module.stride.max()), 32)
         #: imgsz -> the exported engine's runner, or None where none fits (the reason logged once).
         self._engines: dict[int, Any] = {}
+        self._sizes: set[int] = set()  # the imgsz streams ran (not the warm-up's)
         self._side = torch.cuda.Stream(device=self.torch_device) if cuda else None
         t0 = time.perf_counter()
         self.predict([np.zeros((warmup_imgsz, warmup_imgsz, 3), dtype=np.uint8)], conf=0.5, imgsz=warmup_imgsz)
+        self._sizes.clear()
         log.info(
             "model %s on %s: tensor path, engine %s, half=%s, warm in %.2f s",
             variant,
@@ -117,6 +119,10 @@ class TensorDetector:
         )
 
     # -- which engine runs ------------------------------------------------------------------------
+
+    def engines_in_use(self) -> dict[int, str]:
+        """imgsz -> the engine that ran it, for every imgsz this detector has run."""
+        return {imgsz: self.engine_name(imgsz) for imgsz in sorted(self._sizes)}
 
     def engine_name(self, imgsz: int) -> str:
         runner = self._runner(imgsz)
@@ -159,7 +165,7 @@ class TensorDetector:
                 exc,
             )
             return None
-        log.warning("model %s imgsz %d on %s: using %s engine %s", self.variant, imgsz, self.device, fmt, path)
+        log.info("model %s imgsz %d on %s: using %s engine %s", self.variant, imgsz, self.device, fmt, path)
         return runner
 
     # -- the path ---------------------------------------------------------------------------------
@@ -172,6 +178,7 @@ class TensorDetector:
 
         if not images:
             return []
+        self._sizes.add(imgsz)
         if classes is not None and not classes:
             return [_empty() for _ in images]
         reference = self._fallback(imgsz)
@@ -196,6 +203,7 @@ class TensorDetector:
 
         if not jpegs:
             return []
+        self._sizes.add(imgsz)
         data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
         try:
             frames = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.torch_device)
@@ -326,6 +334,7 @@ class OnnxRunner:
     def __call__(self, x: Any) -> Any:
         import torch  # noqa: PLC0415
 
+        threads.record_seen(self.threads)
         return torch.from_numpy(self.session.run(None, {self.input: x.float().cpu().numpy()})[0])
 
 

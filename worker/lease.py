@@ -140,6 +140,7 @@ class Lease:
                     "fps": round(fps, 2),
                     "clock_offset_s": round(self.runtime.clock.offset, 3),
                     **self.runtime.inference_counts(),
+                    "engines": self.runtime.engines_in_use(),
                 }
                 seen = threads.seen()
                 if seen is not None:

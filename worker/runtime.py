@@ -141,6 +141,14 @@ class Runtime:
         self.infer_frames += frames
         self.infer_s += seconds
 
+    def engines_in_use(self) -> str:
+        """What ran each model at each imgsz, e.g. `rtai-shapes@320=onnx yolo11s@640=ultralytics`."""
+        with self._lock:
+            detectors = list(self._detectors.values())
+        return " ".join(
+            f"{det.variant}@{imgsz}={engine}" for det in detectors for imgsz, engine in det.engines_in_use().items()
+        )
+
     def inference_counts(self) -> dict[FieldT, EncodableT]:
         """This process's detector calls, the frames they ran and their time (ms, summed), and the
         jobs whose batch a prefetch had ready."""

@@ -51,12 +51,15 @@ def reapply(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def record_seen() -> None:
-    """Called inside a forward pass (a pre-hook): the thread count inference really runs on."""
-    import torch  # noqa: PLC0415
-
+def record_seen(n: int | None = None) -> None:
+    """Called inside a forward pass (a pre-hook): the thread count inference really runs on (torch's,
+    or `n`: an ONNX Runtime session's intra-op threads)."""
     global _seen
-    _seen = torch.get_num_threads()
+    if n is None:
+        import torch  # noqa: PLC0415
+
+        n = torch.get_num_threads()
+    _seen = n
 
 
 def seen() -> int | None:

@@ -204,7 +204,7 @@ def test_auto_runs_onnx_where_exported_and_ultralytics_elsewhere(weights, refere
     the same boxes either way, from arrays and from JPEG bytes."""
     frames = scene_frames(4)
     jpegs, decoded = as_jpeg(frames)
-    with caplog.at_level(logging.WARNING, logger="worker.engines"):
+    with caplog.at_level(logging.INFO, logger="worker.engines"):
         det = build(MODEL, device="cpu", half=None, engine="auto", engine_batch=BATCH)
         assert det.engine_name(IMGSZ) == "onnx" and det.engine_name(640) == "ultralytics"
     assert "using onnx engine" in caplog.text and "rtai-shapes-onnx-fp32-b8-320.onnx" in caplog.text
@@ -290,15 +290,22 @@ def test_job_loop_fast_path_only_for_sound_jpeg_batches(reference):
 def test_worker_uses_the_cached_onnx_engine_and_says_so(r, procs, weights):
     """A real `rtai worker` (engine auto, CPU) finds the ONNX export in RTAI_WEIGHTS_DIR, logs it,
     and publishes every frame of a batch detected through it."""
+    from common import keys  # noqa: PLC0415
     from tests.integration.fleet import counts, frames, sink  # noqa: PLC0415
 
     from ..helpers import wait_for  # noqa: PLC0415
 
-    proc = procs.rtai("worker", "--threads", "1", env={"RTAI_WEIGHTS_DIR": str(weights)})
+    # -v: the engine line is INFO (what runs is in the worker's heartbeat, for `rtai status`).
+    proc = procs.rtai("-v", "worker", "--name", "w-onnx", "--threads", "1", env={"RTAI_WEIGHTS_DIR": str(weights)})
     wait_for(lambda: "using onnx engine" in procs.output(proc), timeout=60, what="the worker's engine line")
     s = sink(r, "onnx-cam", imgsz=IMGSZ, model=MODEL)
     s.push(frames(4, size=(320, 240)))
     wait_for(lambda: counts(r, "onnx-cam")["published"] == 4, timeout=30, what="results through ONNX Runtime")
+    engines = wait_for(
+        lambda: (r.hget(keys.worker("w-onnx"), "engines") or b"").decode(), timeout=10, what="engines in the heartbeat"
+    )
+    assert engines == f"{MODEL}@{IMGSZ}=onnx", engines
+    assert int(r.hget(keys.worker("w-onnx"), "torch_threads")) == 1, "ONNX Runtime's intra-op threads, as set"
     proc.terminate()
     assert procs.finish(proc) == 0, procs.output(proc)
     assert "rtai-shapes-onnx-fp32-b8-320.onnx" in procs.output(proc)

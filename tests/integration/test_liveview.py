@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from common import keys
 from common.images import encode_frame
 from common.wire import unpackb
-from producer.preview import REUSE_MAX_BYTES, PreviewWriter, preview_jpeg
+from producer.preview import REUSE_MAX_BYTES, WATCHED_WIDTH, PreviewWriter, preview_jpeg
 
 P = "/api/v1/realtime-ai"
 
@@ -58,6 +58,65 @@ def test_previews_carry_their_frame_seq_a_short_ttl_and_the_rate_rises_while_wat
     for i in range(0, 20, 4):
         watched.offer(frames[i : i + 4], seq0=200 + i)
     assert watched.written == 10 and watched.reused == 10
+
+
+def test_a_watched_stream_gets_a_large_preview_from_the_captured_picture(r):
+    """A stream page (keys.preview_watch) is sent the camera at WATCHED_WIDTH, made from the picture
+    as captured, not the 320 px batch frame scaled up; tiles keep the small one."""
+    from common.images import jpeg_size  # noqa: PLC0415
+
+    t0 = time.time()
+    w, h = 1920, 1080
+    picture = np.zeros((h, w, 3), np.uint8)
+    picture[:, : w // 2] = (40, 160, 220)
+    frames = [encode_frame(picture, seq=0, t_capture=t0 + i / 10, imgsz=320) for i in range(4)]
+    assert (frames[0].dw, frames[0].dh) == (320, 180)
+    tile = PreviewWriter(r, "cam2", fps=10, watched_fps=10)
+    tile.offer(frames[:2], seq0=0, images=[picture, picture])  # not watched: pictures are ignored
+    assert jpeg_size(unpackb(r.get(keys.preview("cam2")))["jpeg"]) == (320, 180) and tile.large == 0
+
+    r.set(keys.preview_watch("cam2"), 1, ex=keys.PREVIEW_WATCH_TTL_S)
+    page = PreviewWriter(r, "cam2", fps=10, watched_fps=10)
+    assert page.watched
+    page.offer(frames[2:], seq0=2, images=[picture, None])
+    stored = unpackb(r.get(keys.preview("cam2")))
+    assert page.large == 1 and page.written == 2
+    assert stored["seq"] == 3 and jpeg_size(stored["jpeg"]) == (320, 180), "no picture kept: the batch frame"
+    page.offer([encode_frame(picture, seq=0, t_capture=t0 + 1, imgsz=320)], seq0=4, images=[picture])
+    stored = unpackb(r.get(keys.preview("cam2")))
+    assert jpeg_size(stored["jpeg"]) == (WATCHED_WIDTH, 540) and (stored["w"], stored["h"]) == (w, h)
+
+
+def test_a_producer_sends_a_watched_stream_page_the_large_preview(r, procs, tmp_path):
+    """A real producer on a 1280x720 clip at imgsz 320: its previews grow to the page's width while
+    the watch flag is set, and shrink back to tile size when it lapses."""
+    import cv2  # noqa: PLC0415
+
+    from common.images import jpeg_size  # noqa: PLC0415
+
+    from ..helpers import wait_for  # noqa: PLC0415
+
+    clip = tmp_path / "hd.mp4"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (1280, 720))
+    for i in range(40):
+        img = np.full((720, 1280, 3), 60, np.uint8)
+        img[200:400, 20 * i : 20 * i + 200] = (0, 200, 255)
+        out.write(img)
+    out.release()
+    prod = procs.rtai(
+        "producer", "--stream", "hd", "--source", str(clip), "--loop", "--imgsz", "320", "--max-fps", "10"
+    )
+
+    def size() -> tuple[int, int] | None:
+        raw = r.get(keys.preview("hd"))
+        return jpeg_size(unpackb(raw)["jpeg"]) if raw else None
+
+    assert wait_for(size, timeout=60, what="a preview") == (320, 180)
+    r.set(keys.preview_watch("hd"), 1, ex=3)
+    wait_for(lambda: size() == (WATCHED_WIDTH, 540), timeout=15, what="the watched (large) preview")
+    wait_for(lambda: size() == (320, 180), timeout=20, what="the tile preview once the page is gone")
+    prod.terminate()
+    procs.finish(prod)
 
 
 def test_live_endpoints_take_a_cookie_that_opens_nothing_else(redis_server):
