@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import redis
 
-from common import keys
+from common import keys, scripts
 from common.errors import SchemaError
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,6 @@ MAX_EVENT_BYTES = 64 * 1024
 
 #: One event: ordinal, global log, the stream's log, its channel and its per-type count, atomically.
 #: KEYS: eventseq, eventlog, streamevents, events channel, eventcount; ARGV: JSON, log cap, stream cap, type.
-APPEND_LUA = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1], 'n', n)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[1])
-redis.call('PUBLISH', KEYS[4], ARGV[1])
-redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-return n
-"""
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -50,7 +42,7 @@ def append_event(pipe: Any, event: dict[str, Any], *, log_maxlen: int = EVENT_LO
     stream = event["stream"]
     text = json.dumps(event, separators=(",", ":"))
     pipe.eval(
-        APPEND_LUA,
+        scripts.APPEND_EVENT.source,
         5,
         keys.EVENT_SEQ,
         keys.EVENT_LOG,

@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 
 import redis
 
-from common import keys
+from common import keys, scripts
 from common.errors import SchemaError
 
 from .eventlog import decode_event
@@ -37,18 +37,6 @@ RETRY_PAUSE_S = 0.2
 
 
 #: KEYS: the sink's hash; ARGV: ordinals read, in order. Adds the gaps (from `last_n`) to `lost_trimmed`.
-GAP_LUA = """
-local last = tonumber(redis.call('HGET', KEYS[1], 'last_n') or '')
-local lost = 0
-for i = 1, #ARGV do
-  local n = tonumber(ARGV[i])
-  if last and n > last + 1 then lost = lost + n - last - 1 end
-  if not last or n > last then last = n end
-end
-redis.call('HSET', KEYS[1], 'last_n', last)
-if lost > 0 then redis.call('HINCRBY', KEYS[1], 'lost_trimmed', lost) end
-return lost
-"""
 
 
 class Target(Protocol):
@@ -68,7 +56,7 @@ class SinkRunner:
         self.consumer = consumer or name
         self.from_start = from_start
         self.stopping = False
-        self._gap = self.client.register_script(GAP_LUA)
+        self._gap = scripts.SINK_GAP.bind(self.client)
 
     def stop(self) -> None:
         self.stopping = True

@@ -21,7 +21,7 @@ from typing import Any, cast
 import numpy as np
 import redis
 
-from common import desired, keys
+from common import desired, keys, scripts
 from common.analytics_settings import AnalyticsSettings, TrackSettings
 from common.config import host_name
 from common.errors import RtaiError
@@ -47,45 +47,10 @@ READ_BLOCK_MS = 50
 #: Replay depth of tracked frames.
 TRACKS_MAXLEN = 10_000
 
-RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 #: Tracked frames of one stream, in order: published and appended to its history in one command.
 #: KEYS: tracks channel, tracks history; ARGV: history cap, then the frames.
-EMIT_LUA = """
-for i = 2, #ARGV do
-  redis.call('PUBLISH', KEYS[1], ARGV[i])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 't', ARGV[i])
-end
-return #ARGV - 1
-"""
 #: Keep an event's snapshot (extend its TTL) unless the stream's cap refuses it; 1 kept, 0 refused, -1 gone.
 #: KEYS: snapshot, snapshot index, track stats; ARGV: seq, ttl, now, max count, max bytes, pending TTL.
-KEEP_SNAPSHOT_LUA = """
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then return -1 end
-if ttl > tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
-local now = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local size = redis.call('STRLEN', KEYS[1])
-local kept = redis.call('ZRANGE', KEYS[2], 0, -1)
-local total = size
-for _, m in ipairs(kept) do total = total + tonumber(string.match(m, ':(%d+)$')) end
-if #kept + 1 > tonumber(ARGV[4]) or total > tonumber(ARGV[5]) then
-  redis.call('HINCRBY', KEYS[3], 'snapshots_refused', 1)
-  return 0
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1] .. ':' .. size)
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('HINCRBY', KEYS[3], 'snapshots_kept', 1)
-return 1
-"""
 
 
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
@@ -151,8 +116,8 @@ class TrackingStage:
         self.lease_ms = int(lease_s * 1000)
         self.runs: dict[str, StreamRun] = {}
         self.stopping = False
-        self._renew = self.client.register_script(RENEW_LUA)
-        self._release = self.client.register_script(RELEASE_LUA)
+        self._renew = scripts.LEASE_RENEW.bind(self.client)
+        self._release = scripts.LEASE_RELEASE.bind(self.client)
         self._next_claim = 0.0
         self._known: dict[bytes, AnalyticsSettings | None] = {}
 
@@ -327,7 +292,14 @@ class TrackingStage:
             stream = run.stream
             # EVAL, not a registered script: a pipeline with one asks SCRIPT EXISTS first, a round trip
             # per step; Redis caches the compiled body anyway.
-            pipe.eval(EMIT_LUA, 2, keys.tracks_channel(stream), keys.tracks_history(stream), TRACKS_MAXLEN, *frames)
+            pipe.eval(
+                scripts.EMIT_TRACKS.source,
+                2,
+                keys.tracks_channel(stream),
+                keys.tracks_history(stream),
+                TRACKS_MAXLEN,
+                *frames,
+            )
 
     def _send_events(self, run: StreamRun, pipe: Any, seq: int, result: Result, events: list[dict]) -> int:
         stream = run.stream
@@ -355,7 +327,7 @@ class TrackingStage:
         if settings.snapshot_events is not None and not any(e["type"] in settings.snapshot_events for e in events):
             return False
         kept = self.client.eval(
-            KEEP_SNAPSHOT_LUA,
+            scripts.KEEP_SNAPSHOT.source,
             3,
             keys.snapshot(run.stream, seq),
             keys.snapshot_index(run.stream),

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 import yaml
 
-from . import keys
+from . import keys, scripts
 from .config import ProducerSettings
 from .errors import ConfigError, SchemaError
 from .replies import texts
@@ -24,16 +24,11 @@ PROCESS_FIELDS = {"redis_url"}
 
 
 #: Add a stream to the desired set unless the set already holds `cap` others (an update is free).
-RESERVE_LUA = """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-return redis.call('SADD', KEYS[1], ARGV[1])
-"""
 
 
 def reserve(client: redis.Redis, stream: str, cap: int) -> bool:
     """Take a place for `stream` among at most `cap` declared streams; False when none is left."""
-    return bool(client.eval(RESERVE_LUA, 1, keys.DESIRED, keys.check_stream_id(stream), cap))
+    return bool(client.eval(scripts.RESERVE.source, 1, keys.DESIRED, keys.check_stream_id(stream), cap))
 
 
 def put(client: redis.Redis, settings: ProducerSettings, extra: dict[str, Any] | None = None) -> None:
@@ -87,17 +82,11 @@ def is_removed(client: redis.Redis, stream: str) -> bool:
 
 
 #: A daemon's heartbeat: Redis' own clock, so hosts whose clocks disagree agree on who is alive.
-BEAT_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-"""
 
 
 def daemon_beat(client: redis.Redis, name: str) -> None:
     """A producer daemon says it is alive (for DAEMON_TTL_MS)."""
-    client.eval(BEAT_LUA, 1, keys.DAEMONS, name, keys.DAEMON_TTL_MS)
+    client.eval(scripts.DAEMON_BEAT.source, 1, keys.DAEMONS, name, keys.DAEMON_TTL_MS)
 
 
 def daemon_gone(client: redis.Redis, name: str) -> None:

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import re
 
+from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.suspension import WORKERS_SUSPENDED
@@ -74,7 +75,7 @@ STREAMS = PREFIX + "streams"
 DESIRED = PREFIX + "desired"
 WORKERS = PREFIX + "workers"
 FLEET = PREFIX + "fleet"
-#: Prefix of the per-job kill counters (the requeue script appends the job id).
+#: Prefix of the per-job kill counters (keys.kills builds them).
 KILLS_PREFIX = PREFIX + "kills:"
 #: A kill counter outlives any crash loop of its job by far.
 KILLS_TTL_S = 3600
@@ -195,6 +196,16 @@ def worker(name: str) -> str:
 def rq_worker(name: str) -> str:
     """RQ's hash of a worker (RQ builds the key); its `state` says idle or busy."""
     return f"{RQ_WORKER_PREFIX}{name}"
+
+
+def rq_job(job_id: str) -> str:
+    """RQ's hash of a job (RQ builds the key)."""
+    return Job.key_for(job_id)
+
+
+def rq_started(queue_key_: str) -> str:
+    """RQ's started-job registry of a queue (its `job:execution` members)."""
+    return RQ_STARTED_PREFIX + queue_key_[len(RQ_QUEUE_PREFIX) :]
 
 
 def worker_alive(name: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from common import desired, keys
+from common import desired, keys, scripts
 from common.config import host_name
 from common.errors import ConfigError, RtaiError
 from common.redis_client import connect, wait_until_up
@@ -36,29 +36,8 @@ log = logging.getLogger(__name__)
 CLAIM_LEASE_S = 3.0
 POLL_S = 0.5
 
-RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 #: Renew every claim in KEYS held by ARGV[1]; per key, in order: 1 renewed, 2 had lapsed with no
 #: other owner and is taken again, 0 another daemon holds it.
-RENEW_ALL_LUA = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local owner = redis.call('GET', key)
-  if owner == ARGV[1] then
-    out[i] = redis.call('PEXPIRE', key, ARGV[2])
-  elseif not owner then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    out[i] = 2
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
 RENEWED, RETAKEN = 1, 2
 #: On a loaded host a lease is renewed with this many times the slowest recent renewal interval ...
 LEASE_MARGIN = 3.0
@@ -68,10 +47,6 @@ MAX_LEASE_FACTOR = 5
 SLOWEST_DECAY = 0.9
 #: How long a stopping stream's producer gets to end before its claim is released anyway.
 STOP_JOIN_S = 10.0
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass
@@ -101,8 +76,8 @@ class ProducerDaemon:
         self._done = threading.Event()
         #: Streams started and stopped; claims found lapsed (and taken again), or held by another daemon.
         self.starts = self.stops = self.lapsed = self.lost_leases = 0
-        self._renew_all = self.client.register_script(RENEW_ALL_LUA)
-        self._release = self.client.register_script(RELEASE_LUA)
+        self._renew_all = scripts.LEASE_RENEW_ALL.bind(self.client)
+        self._release = scripts.LEASE_RELEASE.bind(self.client)
         self._renewed_at = time.monotonic()
         self._slowest_s = 0.0
         self._file: tuple[Path, str] | None = None

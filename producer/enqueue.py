@@ -4,7 +4,7 @@ Blob, job and the `produced` counter go in one MULTI/EXEC, so a frame is either 
 queued, or neither. A stream whose queue is deeper than its bound drops new batches (counted).
 
 The waiting batch stays fresh: while the stream has no room, `refresh` puts the newest frame in
-place of the frame of the newest batch still in the queue (REFRESH_LUA). A batch's `seq` then names
+place of the frame of the newest batch still in the queue (common/scripts.py REFRESH). A batch's `seq` then names
 the newest frame it was refreshed to (its first), its `t_capture` and `t_enqueue` are that frame's.
 """
 
@@ -18,7 +18,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 from rq import Queue
 
-from common import keys, ledger
+from common import keys, ledger, scripts
 from common.clock import RedisClock
 from common.config import ProducerSettings
 from common.sources import redact
@@ -40,20 +40,6 @@ RESULT_TTL_S = 10
 #: Failed jobs stay a day for `rq info` and post-mortems.
 FAILURE_TTL_S = 86_400
 
-REFRESH_LUA = """
--- KEYS[1]: the stream's RQ queue, KEYS[2]: the batch's blob, KEYS[3]: the stream's ledger;
--- ARGV[1]: the batch's job id, ARGV[2]: the new blob, ARGV[3]: blob TTL (s), ARGV[4]: the produced
--- counter, ARGV[5]: the dropped_backpressure counter. Only a job still in its queue is touched: a
--- worker's dequeue script moves the job to its in-flight hash before the worker reads the blob, so
--- a job taken keeps the frame it was taken with. The superseded frame is counted produced (the new
--- one takes its place) and dropped for backpressure, with the new blob, in the same step.
-if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
-return 1
-"""
-
 
 class BatchSink:
     def __init__(self, client: redis.Redis, settings: ProducerSettings, *, clock: RedisClock | None = None) -> None:
@@ -67,7 +53,7 @@ class BatchSink:
         self.last_seq0: int | None = None
         #: The last batch enqueued and its job id: while it waits, `refresh` may put a newer frame in it.
         self._last: tuple[str, Batch] | None = None
-        self._refresh = client.register_script(REFRESH_LUA)
+        self._refresh = scripts.REFRESH.bind(client)
 
     def register(self) -> None:
         s = self.settings

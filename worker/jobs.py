@@ -4,48 +4,55 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import redis
 from redis.typing import EncodableT, FieldT
 
-from common import keys, ledger
+from common import keys, ledger, scripts
 from common.errors import FrameDecodeError, ModelError, SchemaError
 from common.redis_client import describe, write_rejected
 from common.states import StreamState
 from common.wire import Batch, Frame, JobArgs, Result, decode_batch, encode_result
 
 from . import runtime
+from .broker import StaleFrames
 from .decode import decode_frames
+from .group import Group, Outcome
 from .publisher import Settlement
 from .snapshots import keep_snapshots
 
+if TYPE_CHECKING:
+    from .prefetch import Prepared
+
 log = logging.getLogger(__name__)
 
-#: What running one job came to: its result, or the error that ended it.
-Outcome = dict[str, Any] | BaseException
 #: What a detector call raises over a bad batch or a device fault (torch: RuntimeError, CUDA out of
 #: memory included). In a call over several jobs' batches, the batches run again one by one.
 DETECT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
 
 
 def process_batch(*, stream: str, batch: int, blob: str, n: int) -> dict[str, Any]:
-    """Detect objects in one stored batch, publish one result per frame, account for every frame.
-
-    Dynamic batching: the jobs the worker took with this one (runtime.coalesced) run in the same
-    detector call when their settings match; each is settled on its own and its outcome left in
-    runtime.outcomes for the worker's bookkeeping."""
-    rt = runtime.current()
-    extras, rt.coalesced = rt.coalesced, []
-    own = JobArgs(stream, batch, blob, n)
-    outcomes = run_jobs(rt, [("", own), *extras])
-    rt.outcomes = {job_id: outcome for job_id, outcome in outcomes.items() if job_id}
+    """The job function producers enqueue (by this name; ALLOWED): one batch run on its own, as
+    RQ's own worker would call it. The fleet's worker runs groups through run_group instead."""
+    latencies: list[tuple[str, list[float]]] = []
+    outcomes = _run(runtime.current(), [("", JobArgs(stream, batch, blob, n))], {}, None, latencies)
+    if latencies:
+        write_latencies(runtime.current(), latencies)
     result = outcomes[""]
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+def run_group(rt: runtime.Runtime, group: Group) -> None:
+    """Run a group's jobs in as few detector calls as their settings allow; each job's outcome and
+    the latencies of the frames settled are left in the group."""
+    jobs = [(j.id, j.args) for j in group.jobs]
+    group.outcomes = _run(rt, jobs, group.ready, group.stage, group.latencies)
 
 
 @dataclass
@@ -63,14 +70,21 @@ class _Held:
     boxes: list[np.ndarray] = field(default_factory=list)
 
 
-def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, Outcome]:
-    """Decode every job's batch, run one detector call per group of batches with the same settings,
+def _run(
+    rt: runtime.Runtime,
+    jobs: list[tuple[str, JobArgs]],
+    prefetched: dict[str, Prepared],
+    stage: Callable[[str], None] | None,
+    latencies: list[tuple[str, list[float]]],
+) -> dict[str, Outcome]:
+    """Decode every job's batch, run one detector call per set of batches with the same settings,
     settle each batch; returns each job's result dict or the error that ends it."""
     t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
     outcomes: dict[str, Outcome] = {}
     held: list[_Held] = []
+    stale = StaleFrames(rt.settings.max_frame_age_ms / 1000.0)
     # A prefetched batch is ready (worker/prefetch.py); the others come in one round trip.
-    ready = {args.blob: p for _job_id, args in jobs if (p := rt.ready.pop(args.blob, None)) is not None}
+    ready = {args.blob: p for _job_id, args in jobs if (p := prefetched.get(args.blob)) is not None}
     rt.prefetched_jobs += len(ready)
     missing = [args.blob for _job_id, args in jobs if args.blob not in ready]
     blobs = cast(list[bytes | None], rt.client.mget(missing) if missing else [])
@@ -85,12 +99,14 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
         if isinstance(loaded, dict):
             outcomes[job_id] = loaded
             continue
-        h = _fresh(rt, job_id, loaded, t_start)
+        h = _Held(job_id, loaded, Settlement(loaded.stream, loaded.batch))
+        h.live, h.settlement.stale = stale.split(loaded.frames, t_start)
         if prepared is not None:
             h.decoded = prepared.images
         held.append(h)
     _decode(held)
-    _stage(rt, "detect")
+    if stage is not None:
+        stage("detect")
     groups: dict[tuple, list[_Held]] = {}
     for h in held:
         if h.images:
@@ -98,21 +114,16 @@ def run_jobs(rt: runtime.Runtime, jobs: list[tuple[str, JobArgs]]) -> dict[str, 
             groups.setdefault(key, []).append(h)
     for group in groups.values():
         _detect_group(rt, group, outcomes)
-    _stage(rt, "settle")
+    if stage is not None:
+        stage("settle")
     t_done = rt.now()
     for h in held:
         if h.job_id not in outcomes:
             try:
-                outcomes[h.job_id] = _settle(rt, h, t_start, t_done)
+                outcomes[h.job_id] = _settle(rt, h, t_start, t_done, latencies)
             except FrameDecodeError as exc:
                 outcomes[h.job_id] = exc
     return outcomes
-
-
-def _stage(rt: runtime.Runtime, stage: str) -> None:
-    """Tell the worker where this call is (it starts its prefetch there, worker/prefetch.py)."""
-    if rt.on_stage is not None:
-        rt.on_stage(stage)
 
 
 def _load(rt: runtime.Runtime, args: JobArgs, data: bytes | Batch | None) -> Batch | dict[str, Any]:
@@ -133,15 +144,6 @@ def _load(rt: runtime.Runtime, args: JobArgs, data: bytes | Batch | None) -> Bat
         rt.publisher.settle(Settlement(stream, batch, failed=n))
         raise
     return b
-
-
-def _fresh(rt: runtime.Runtime, job_id: str, b: Batch, t_start: float) -> _Held:
-    """A batch's frames young enough to run (the others counted stale)."""
-    max_age = rt.settings.max_frame_age_ms / 1000.0
-    h = _Held(job_id, b, Settlement(b.stream, b.batch))
-    h.live = [f for f in b.frames if t_start - f.t_capture <= max_age]
-    h.settlement.stale += len(b.frames) - len(h.live)
-    return h
 
 
 def _decode(held: list[_Held]) -> None:
@@ -201,7 +203,9 @@ def _detect(rt: runtime.Runtime, group: list[_Held]) -> None:
             _model_recovered(rt, h.b.stream)
 
 
-def _settle(rt: runtime.Runtime, h: _Held, t_start: float, t_done: float) -> dict[str, Any]:
+def _settle(
+    rt: runtime.Runtime, h: _Held, t_start: float, t_done: float, latencies: list[tuple[str, list[float]]]
+) -> dict[str, Any]:
     b, settlement, live = h.b, h.settlement, h.live
     for frame, boxes in zip(live, h.boxes, strict=True):
         sx, sy = frame.w / frame.dw, frame.h / frame.dh
@@ -238,8 +242,8 @@ def _settle(rt: runtime.Runtime, h: _Held, t_start: float, t_done: float) -> dic
     if b.snapshots:  # before the results are out: the tracking stage extends the TTL of an event's frame
         keep_snapshots(rt.client, b.stream, live, settlement.messages)
     settled = rt.publisher.settle(settlement)
-    if settled and live:
-        _record_latencies(rt, b.stream, [(t_done - f.t_capture) * 1000 for f in live])
+    if settled and live:  # written with the job's records (one round trip fewer a job)
+        latencies.append((b.stream, [(t_done - f.t_capture) * 1000 for f in live]))
     rt.fault("after_publish")
     if h.errors:
         raise FrameDecodeError(f"batch {b.stream}#{b.batch}: {len(h.errors)} frame(s) failed: " + "; ".join(h.errors))
@@ -248,16 +252,6 @@ def _settle(rt: runtime.Runtime, h: _Held, t_start: float, t_done: float) -> dic
         "published": len(settlement.messages),
         "stale": settlement.stale,
     }
-
-
-#: A worker's `error` never resurrects a stream its producer stopped or an operator removed: the
-#: batches it drains after the stop still fail (counted), but the state stays as the producer left it.
-SET_ERROR_LUA = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('HGET', KEYS[1], 'state') == 'stopped' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
 
 
 def _say_unknown_classes(
@@ -292,7 +286,7 @@ def _model_failed(rt: runtime.Runtime, b: Batch, settlement: Settlement, live: l
         "model_error": reason,
     }
     args = [str(v) for kv in state.items() for v in kv]
-    rt.client.eval(SET_ERROR_LUA, 2, keys.stream(b.stream), keys.removed(b.stream), *args)
+    rt.client.eval(scripts.SET_ERROR.source, 2, keys.stream(b.stream), keys.removed(b.stream), *args)
     rt.model_ok_streams.discard(b.stream)
 
 
@@ -307,14 +301,6 @@ def _model_recovered(rt: runtime.Runtime, stream: str) -> None:
     if state == StreamState.ERROR.value.encode() and reason == model_error:
         rt.client.hset(key, mapping={"state": StreamState.RUNNING.value, "reason": "", "t_state": rt.now()})
     rt.client.hdel(key, "model_error")
-
-
-def _record_latencies(rt: runtime.Runtime, stream: str, latencies_ms: list[float]) -> None:
-    """Into the stream's latency histogram now, or with the job's records when the worker defers them."""
-    if rt.deferred_latencies is not None:
-        rt.deferred_latencies.append((stream, latencies_ms))
-        return
-    write_latencies(rt, [(stream, latencies_ms)])
 
 
 def write_latencies(rt: runtime.Runtime, latencies: list[tuple[str, list[float]]]) -> None:

@@ -1,6 +1,5 @@
-"""A worker's lease: the heartbeat that keeps `rtai:worker:<name>:alive`, the reaper that requeues
-the in-flight jobs of workers whose lease ran out, and the requeue script both use (as does the
-supervisor when a child dies).
+"""A worker's lease: the heartbeat that keeps `rtai:worker:<name>:alive`, and the reaper that
+requeues the in-flight jobs of workers whose lease ran out (the broker's requeue_dead).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from common.replies import text
 from common.states import WorkerState
 
 from . import threads
+from .broker import requeue_dead
 from .routing import Router
 from .runtime import Runtime
 
@@ -27,51 +27,6 @@ log = logging.getLogger(__name__)
 
 #: A worker's stats hash disappears this long after its last heartbeat.
 WORKER_TTL_S = 30
-
-REQUEUE_LUA = """
--- KEYS[1]: owner's alive key, KEYS[2]: owner's in-flight hash
--- ARGV[1] = '1' forces; ARGV[2], ARGV[3]: RQ's queue and started-registry key prefixes
--- ARGV[4] = '1' counts a kill for each job (its worker died holding it); ARGV[5], ARGV[6]: the kill
--- counters' key prefix and TTL
-if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {} end
-local items = redis.call('HGETALL', KEYS[2])
-local out = {}
-for i = 1, #items, 2 do
-  local job, queue = items[i], items[i + 1]
-  redis.call('LPUSH', queue, job)
-  if ARGV[4] == '1' then
-    redis.call('INCR', ARGV[5] .. job)
-    redis.call('EXPIRE', ARGV[5] .. job, ARGV[6])
-  end
-  -- drop the dead execution from RQ's started registry, so RQ's own cleanup never fails the job
-  local wip = ARGV[3] .. string.sub(queue, string.len(ARGV[2]) + 1)
-  for _, member in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
-    if string.sub(member, 1, string.len(job) + 1) == job .. ':' then redis.call('ZREM', wip, member) end
-  end
-  table.insert(out, job)
-end
-redis.call('DEL', KEYS[2])
-return out
-"""
-
-
-def requeue_inflight(client: redis.Redis, name: str, *, force: bool, died: bool = False) -> list[str]:
-    """Put a worker's in-flight jobs back at the front of their queues (only if its lease ran out,
-    unless forced); returns the job ids. `died`: the worker died holding them (killed, crashed, lease
-    lost), which counts against each job: past MAX_ATTEMPTS deaths the job is a poison batch."""
-    script = client.register_script(REQUEUE_LUA)
-    ids = script(
-        keys=[keys.worker_alive(name), keys.inflight(name)],
-        args=[
-            "1" if force else "0",
-            keys.RQ_QUEUE_PREFIX,
-            keys.RQ_STARTED_PREFIX,
-            "1" if died else "0",
-            keys.KILLS_PREFIX,
-            keys.KILLS_TTL_S,
-        ],
-    )
-    return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
 
 def reap(client: redis.Redis, me: str) -> list[str]:
@@ -81,7 +36,7 @@ def reap(client: redis.Redis, me: str) -> list[str]:
         name = text(raw)
         if name == me:
             continue
-        ids = requeue_inflight(client, name, force=False, died=True)
+        ids = requeue_dead(client, name, force=False, died=True)
         if ids:
             log.warning("worker %s: lease of %s ran out; requeued %s", me, name, ids)
             requeued.extend(ids)

@@ -9,7 +9,7 @@ What the thread does, all of it reads except the dequeue:
   batch key of each); the batches are fetched in one MGET, unpacked and their frames decoded.
 
 The worker's main thread then admits the group as it would a fresh dequeue (admission, poison and
-kill checks are unchanged) and jobs.run_jobs uses what is ready instead of fetching and decoding
+kill checks are unchanged) and jobs.run_group uses what is ready instead of fetching and decoding
 again. What a prefetched job costs: it waits for the group in hand to settle, so its frames are
 that much older when they run (which is why the prefetch starts when detection ends, not when it
 starts; see `WorkerSettings.prefetch`), and a worker killed in that time counts a death against it
@@ -50,7 +50,7 @@ class Prefetched:
 
     #: (queue key, job id) as the dequeue script took them: in this worker's in-flight hash.
     taken: list[tuple[str, str]]
-    #: Each job's raw hash and kill count (as FleetWorker._read_jobs reads them), or None.
+    #: Each job's raw hash and kill count (as RedisBroker.read_jobs reads them), or None.
     reads: list[tuple[object, object]] | None = None
     #: Batch key -> the batch ready to run (a missing or unreadable one is fetched again).
     ready: dict[str, Prepared] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Start one worker process: settings -> runtime -> FleetWorker.work()."""
+"""Start one worker process: settings -> runtime -> WorkerLoop.run()."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import redis
 from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
 from common.redis_client import connect, describe, wait_until_up
 
-from .fleet_worker import FleetWorker
+from .loop import WorkerLoop
 from .publisher import Publisher
 from .runtime import Runtime, install
 from .threads import default_threads
@@ -46,36 +46,27 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
     return runtime
 
 
-def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> FleetWorker:
-    """Work until asked to stop; a lost Redis is waited for (with backoff) and the work resumes."""
+def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> WorkerLoop:
+    """Work until asked to stop; a Redis that is lost or refuses writes at start is waited for."""
     runtime = build_runtime(settings)
     for variant in preload:
         runtime.detector(variant)
-    resuming, delay = False, 0.1
+    delay = 0.1
     while True:
-        worker = FleetWorker(runtime)
-        worker.resuming = resuming
+        loop = WorkerLoop(runtime)
         log.info("worker %s on %s (gpu %s) joining the fleet", runtime.name, settings.device, runtime.gpu)
         try:
-            worker.work(burst=settings.burst, max_jobs=settings.max_jobs, logging_level="WARNING")
+            loop.run(burst=settings.burst, max_jobs=settings.max_jobs)
         except redis.RedisError as exc:
-            # Registering failed (RQ's loop catches everything after that): Redis refused the
-            # writes (full, read-only) or went away. Nothing is held yet; try again with backoff.
+            if loop.stop_requested:
+                return loop
+            # Joining failed (Redis refused the writes, or went away): nothing is held (teardown put
+            # back anything that was); try again with backoff.
             log.warning(
                 "worker %s: could not join the fleet (%s); retrying in %.1f s", runtime.name, describe(exc), delay
             )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-            resuming = True
+            wait_until_up(runtime.client, what=f"worker {runtime.name}")
             continue
-        delay, resuming = 0.1, True
-        if worker.stop_requested or settings.burst or settings.max_jobs:
-            return worker
-        # RQ's loop gave up (it quits on Redis errors): wait for Redis, then take jobs again under the
-        # same name (RQ refuses to register a name it still thinks alive, so close that first).
-        log.warning("worker %s: work loop ended on an error; waiting for Redis to resume", runtime.name)
-        wait_until_up(runtime.client, what=f"worker {runtime.name}")
-        try:
-            worker.register_death()
-        except redis.RedisError as exc:
-            log.warning("worker %s: could not close the old registration: %s", runtime.name, exc)
+        return loop

@@ -1,4 +1,5 @@
-"""Settle a batch: publish its results and count every frame, exactly once, in one Lua script.
+"""Settle a batch: publish its results and count every frame, exactly once, in one Lua script
+(common/scripts.py SETTLE).
 
 The script sets the batch's `settled` marker with NX; only the caller that sets it publishes
 (pub/sub + capped Redis Stream) and counts. A second worker finishing the same batch (after a
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common import keys
+from common import keys, scripts
 from common.redis_client import describe, write_rejected
+from common.states import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -25,31 +27,6 @@ SETTLED_TTL_S = 3600
 #: While Redis refuses writes (full, read-only), a settle is retried with backoff up to this pause:
 #: memory freed is seen within half a second.
 SETTLE_RETRY_MAX_S = 0.5
-
-SETTLE_LUA = """
--- KEYS: settled marker, ledger, blob, history stream, worker stats, stream's per-GPU counts
--- ARGV: channel, settled ttl, history maxlen, published, stale, failed, worker name, gpu, msg...
-if not redis.call('SET', KEYS[1], ARGV[7], 'NX', 'EX', ARGV[2]) then
-  redis.call('DEL', KEYS[3])
-  return 0
-end
-for i = 9, #ARGV do
-  redis.call('PUBLISH', ARGV[1], ARGV[i])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[i])
-end
-local pub, stale, failed = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if pub > 0 then redis.call('HINCRBY', KEYS[2], 'published', pub) end
-if stale > 0 then redis.call('HINCRBY', KEYS[2], 'dropped_stale', stale) end
-if failed > 0 then redis.call('HINCRBY', KEYS[2], 'failed', failed) end
-redis.call('HINCRBY', KEYS[5], 'frames', pub + stale + failed)
-redis.call('HINCRBY', KEYS[5], 'published', pub)
-redis.call('HINCRBY', KEYS[5], 'failed', failed)
-redis.call('HINCRBY', KEYS[5], 'dropped_stale', stale)
-redis.call('HINCRBY', KEYS[5], 'batches', 1)
-if pub > 0 then redis.call('HINCRBY', KEYS[6], ARGV[8], pub) end
-redis.call('DEL', KEYS[3])
-return 1
-"""
 
 
 @dataclass
@@ -66,7 +43,7 @@ class Publisher:
         self.client = client
         self.worker_name = worker_name
         self.gpu = gpu
-        self._settle = client.register_script(SETTLE_LUA)
+        self._settle = scripts.SETTLE.bind(client)
 
     def settle(self, s: Settlement) -> bool:
         """Publish and count a batch; False when another worker had already settled it.
@@ -98,9 +75,9 @@ class Publisher:
                 keys.history(s.stream),
                 keys.worker(self.worker_name),
                 keys.stream_gpus(s.stream),
+                keys.results_channel(s.stream),
             ],
             args=[
-                keys.results_channel(s.stream),
                 SETTLED_TTL_S,
                 HISTORY_MAXLEN,
                 len(s.messages),
@@ -108,6 +85,9 @@ class Publisher:
                 s.failed,
                 self.worker_name,
                 self.gpu,
+                Outcome.PUBLISHED.value,
+                Outcome.DROPPED_STALE.value,
+                Outcome.FAILED.value,
                 *s.messages,
             ],
         )

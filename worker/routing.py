@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from common import keys
+from common import keys, scripts
 from common.replies import text
 from common.stream_settings import Routing, stream_hash
 
@@ -29,17 +29,6 @@ __all__ = ["Peer", "Router", "Routing", "device_allows", "fixed_choice", "may_ta
 
 #: A worker's place in a pinned or capped stream lapses this long after its last renewal.
 SLOT_LEASE_MS = 3000
-
-SLOT_LUA = """
--- KEYS[1]: the stream's slots; ARGV: worker, now ms, expiry ms, max workers
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], 60000)
-  return 1
-end
-return 0
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +98,7 @@ class Router:
         self.client = client
         self.name = name
         self.gpu = gpu
-        self._slot = client.register_script(SLOT_LUA)
+        self._slot = scripts.SLOT.bind(client)
         self.held: set[str] = set()
         #: Streams with a gpu_memory_mb this worker has taken: it keeps them (see the module doc).
         self.admitted: set[str] = set()

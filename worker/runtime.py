@@ -7,9 +7,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -20,14 +18,11 @@ from common.config import WorkerSettings
 from common.errors import ModelError, RtaiError
 from common.models import check_name
 from common.redis_client import describe
-from common.wire import JobArgs, packb
+from common.wire import packb
 
 from . import engines
 from .detector import Detector, NoopDetector, SleepDetector
 from .publisher import Publisher
-
-if TYPE_CHECKING:
-    from .prefetch import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +65,6 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: This process's clock against Redis': t_start / t_done / the stale check are in Redis time.
     clock: RedisClock = field(init=False)
-    #: Dynamic batching: the jobs the worker took along with the one RQ runs, (job id, args) each
-    #: (jobs.process_batch runs them in the same detector call), and what each came to.
-    coalesced: list[tuple[str, JobArgs]] = field(default_factory=list)
-    outcomes: dict[str, dict | BaseException] = field(default_factory=dict)
-    #: Prefetch (worker/prefetch.py): batches fetched and decoded ahead, by batch key; and the
-    #: worker's hook that jobs.run_jobs calls when a detector call starts ("detect") and ends ("settle").
-    ready: dict[str, Prepared] = field(default_factory=dict)
-    on_stage: Callable[[str], None] | None = None
-    #: Latencies of settled batches, (stream, ms each frame), held for the worker to write with its
-    #: job's records (one round trip fewer a job); None: jobs.py writes them at once.
-    deferred_latencies: list[tuple[str, list[float]]] | None = None
     infer_calls: int = 0
     infer_frames: int = 0
     infer_s: float = 0.0

@@ -4,7 +4,7 @@
 (so every child sees its GPU as cuda:0), or N CPU children with `--workers N`. The supervisor waits
 on its children; the moment waitpid returns for one, its in-flight jobs go back to the front of
 their queues (counting a death against each: a batch that kills every worker that runs it ends as
-a poison batch, see fleet_worker.MAX_ATTEMPTS), then it is restarted. A child that died more often
+a poison batch, see broker/policies.py MAX_ATTEMPTS), then it is restarted. A child that died more often
 than the restart budget allows in RESTART_WINDOW_S is restarted after an exponential backoff
 (1 s, 2 s, 4 s ... BACKOFF_MAX_S) instead of being left down; the dead child's stats hash says
 `state=backoff` and why, for `rtai status`.
@@ -30,7 +30,8 @@ from common.proctitle import set_title
 from common.redis_client import connect, describe
 from common.states import WorkerState
 
-from .lease import WORKER_TTL_S, requeue_inflight
+from .broker import requeue_dead
+from .lease import WORKER_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class Supervisor:
         supervisor is stopping); when Redis refuses (full, away) the lease backstop does it later
         (the child's alive key is gone), and the supervisor carries on."""
         try:
-            ids = requeue_inflight(self.client, name, force=True, died=not self.stopping)
+            ids = requeue_dead(self.client, name, force=True, died=not self.stopping)
             self.client.delete(keys.worker_alive(name))
         except redis.RedisError as exc:
             log.warning(

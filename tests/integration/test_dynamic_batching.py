@@ -14,9 +14,11 @@ from rq.results import Result
 from common import keys, ledger
 from common.config import WorkerSettings
 from common.wire import JobArgs, MsgpackSerializer, decode_result, packb
+from worker.broker import Taken
+from worker.broker.policies import MODEL_FAILURE_TTL_S
 from worker.detector import NoopDetector
-from worker.fleet_worker import MODEL_FAILURE_TTL_S
-from worker.jobs import run_jobs
+from worker.group import Group, GroupJob
+from worker.jobs import run_group
 from worker.publisher import Publisher
 from worker.runtime import Runtime
 
@@ -155,8 +157,11 @@ def test_a_detector_error_in_a_shared_call_fails_only_its_culprit(r, redis_serve
     )
     detector = _Breaks()
     rt.detector = lambda variant, half=None: detector
-    jobs = [(f"j{i}", JobArgs.for_batch("cam-a", i, 2)) for i in (1, 2, 3)]
-    outcomes = run_jobs(rt, jobs)
+    group = Group(
+        [GroupJob(Taken("q", f"j{i}"), None, JobArgs.for_batch("cam-a", i, 2)) for i in (1, 2, 3)]  # type: ignore[arg-type]
+    )
+    run_group(rt, group)
+    outcomes = group.outcomes
     assert detector.calls == [6, 2, 2, 2], "one shared call, then one call a batch"
     assert isinstance(outcomes["j2"], RuntimeError)
     assert outcomes["j1"]["status"] == outcomes["j3"]["status"] == "settled"

@@ -10,7 +10,7 @@ import pytest
 
 from common import keys
 from common.wire import decode_batch, decode_result
-from worker.fleet_worker import DEQUEUE_LUA
+from worker.broker import RedisBroker
 
 from ..helpers import wait_for
 from .fleet import counts, frames, sink
@@ -42,10 +42,8 @@ def test_a_batch_a_worker_has_taken_is_never_overwritten(r):
     assert s.push(frames(1, t_capture=100.0))
     before = r.get(keys.batch_blob("cam1", 1))
     # The worker's own dequeue script: the job leaves the queue for the worker's in-flight hash.
-    taken = r.register_script(DEQUEUE_LUA)(
-        keys=[keys.inflight("w1"), keys.RQ_SUSPENDED], args=[1, 0, keys.queue_key("cam1")]
-    )
-    assert taken and r.hexists(keys.inflight("w1"), taken[1])
+    (taken,) = RedisBroker(r, "w1").fetch(1, [keys.queue_key("cam1")])
+    assert r.hexists(keys.inflight("w1"), taken.job_id)
     assert s.refresh(frames(1, t_capture=200.0)[0]) is None
     assert r.get(keys.batch_blob("cam1", 1)) == before, "a taken batch's blob was overwritten"
     c = counts(r, "cam1")
@@ -53,7 +51,7 @@ def test_a_batch_a_worker_has_taken_is_never_overwritten(r):
     assert not s.refreshable(), "a taken batch is not tried again"
     # The script itself, called with a job id that is not in the queue: nothing written.
     script = r.register_script(s._refresh.script)
-    args = [taken[1], b"x", 60, "produced", "dropped_backpressure"]
+    args = [taken.job_id, b"x", 60, "produced", "dropped_backpressure"]
     assert script(keys=[keys.queue_key("cam1"), keys.batch_blob("cam1", 1), keys.ledger("cam1")], args=args) == 0
     assert r.get(keys.batch_blob("cam1", 1)) == before and counts(r, "cam1")["produced"] == 1
 

@@ -16,7 +16,7 @@ from rq.registry import FailedJobRegistry
 from common import keys
 from common.config import ultralytics_weights_dir
 from common.wire import MsgpackSerializer, packb
-from worker.fleet_worker import MODEL_FAILURE_TTL_S
+from worker.broker.policies import MODEL_FAILURE_TTL_S
 
 from ..checkpoints import evil_checkpoint, full_pickle_checkpoint
 from ..helpers import wait_for

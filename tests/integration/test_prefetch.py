@@ -14,7 +14,7 @@ from common import keys
 from common.config import DEMO_CLIP
 from common.images import encode_frame
 from common.wire import decode_result
-from worker.fleet_worker import DEQUEUE_LUA
+from worker.broker import RedisBroker
 
 from ..helpers import wait_for
 from .fleet import counts, frames, sink
@@ -85,12 +85,11 @@ def test_a_stopped_worker_puts_its_prefetched_job_back_at_the_front_and_counts_n
 def test_a_prefetch_takes_nothing_while_a_live_peer_is_idle(r):
     s = sink(r, STREAM, batch_size=1)
     assert s.push(frames(1))
-    script = r.register_script(DEQUEUE_LUA)
+    broker = RedisBroker(r, "me")
     queue = keys.queue_key(STREAM)
-    peer = [keys.worker_alive("peer"), keys.rq_worker("peer")]
 
     def prefetch() -> list:
-        return script(keys=[keys.inflight("me"), keys.RQ_SUSPENDED], args=[1, 1, *peer, queue]) or []
+        return broker.fetch(1, [queue], ["peer"])
 
     r.hset(keys.rq_worker("peer"), "state", "idle")
     r.set(keys.worker_alive("peer"), 1)
@@ -100,8 +99,8 @@ def test_a_prefetch_takes_nothing_while_a_live_peer_is_idle(r):
     r.hset(keys.rq_worker("peer"), "state", "busy")
     r.set(keys.worker_alive("peer"), 1)
     got = prefetch()
-    assert len(got) == 2 and r.llen(queue) == 0 and r.hlen(keys.inflight("me")) == 1, "a busy peer: taken"
+    assert len(got) == 1 and r.llen(queue) == 0 and r.hlen(keys.inflight("me")) == 1, "a busy peer: taken"
     assert s.push(frames(1))
     r.hset(keys.rq_worker("peer"), "state", "idle")
     r.delete(keys.worker_alive("peer"))
-    assert len(prefetch()) == 2, "an idle peer whose lease ran out is no peer"
+    assert len(prefetch()) == 1, "an idle peer whose lease ran out is no peer"
