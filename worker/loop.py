@@ -349,7 +349,12 @@ class WorkerLoop:
     def _hold(self, group: Group, exc: redis.ResponseError) -> None:
         """Redis refused a write (full, read-only): every job of the group back to the front of
         its queue, retried until Redis takes it; the worker lives on."""
-        log.warning("worker %s: %s while running %d job(s); holding them", self.name, describe(exc), len(group.jobs))
+        log.warning(
+            "worker %s: %s while running %d job(s); holding them until they are back",
+            self.name,
+            describe(exc),
+            len(group.jobs),
+        )
         for gj in reversed(group.jobs):
             self.broker.give_back(gj.taken, gj.members, stop=lambda: self.force)
 

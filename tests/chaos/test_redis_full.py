@@ -108,7 +108,7 @@ def run_redis_full(tmp_path, *, full_s: float = FULL_S) -> dict[str, float]:
         assert sup.poll() is None, f"the supervisor exited:\n{wlog[-3000:]}"
         assert _alive_workers(r) == workers, f"a worker died or was replaced:\n{wlog[-3000:]}"
         assert "quitting" not in wlog, wlog[-3000:]
-        assert "holding it" in wlog, "no job was in hand while Redis was full: the test missed its point"
+        assert "holding them" in wlog, "no job was in hand while Redis was full: the test missed its point"
         assert r.llen(keys.queue_key(STREAM)) == 0 and r.llen(keys.queue_key(BACKLOG)) == 0, "a batch is stuck"
         assert not any(r.exists(keys.inflight(w)) for w in workers), "a job is stuck in flight"
         for stream in (STREAM, BACKLOG):

@@ -1,16 +1,18 @@
-"""The lean job path (worker/rq_records.py) writes RQ's records in two pipelines a job: what a user
-of `rq info` and RQ's API reads afterwards is what RQ's own bookkeeping would have left."""
+"""The worker's own loop keeps RQ's records true (worker/broker/rq_compat.py): what a user of
+`rq info` and RQ's public API reads is what RQ's own worker would have left. Read through RQ's
+public API only, so an RQ upgrade that changes the contract fails here."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from rq import Queue, Worker
 from rq.executions import ExecutionRegistry
 from rq.job import Job, JobStatus
-from rq.registry import FinishedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from common import keys, ledger
 from common.wire import MsgpackSerializer
@@ -73,3 +75,38 @@ def test_rq_records_of_jobs_run_through_the_lean_path(r, redis_server, procs):
     assert "1 workers, 1 queues" in out, out
     proc.terminate()
     assert procs.finish(proc) == 0, procs.output(proc)
+
+
+@pytest.mark.timeout(40)
+def test_rq_records_of_a_failed_job_and_of_rq_suspend(r, redis_server, procs):
+    """A job whose batch is gone fails as RQ would record it (status, result, failed registry,
+    the worker's failed count), and `rq suspend` / `rq resume` pause and resume the worker."""
+    s = sink(r, "cam-b")
+    assert s.push(frames(2))
+    q = Queue(keys.queue_name("cam-b"), connection=r, serializer=MsgpackSerializer)
+    (gone,) = q.get_job_ids()
+    r.delete(keys.batch_blob("cam-b", 1))  # expired before a worker came: its frames fail, counted
+    rq_cli = [sys.executable, "-m", "rq.cli"]
+    subprocess.run([*rq_cli, "suspend", "--url", redis_server], check=True, timeout=15, capture_output=True)
+    proc = procs.rtai("worker", "--detector", "noop", "--preload", "", "--name", "w2")
+    wait_for(lambda: Worker.find_by_key("rq:worker:w2", connection=r), timeout=20, what="the worker registered")
+    wait_for(lambda: r.exists(keys.worker_alive("w2")), timeout=10, what="the worker's lease")
+    time.sleep(1.0)
+    assert q.count == 1 and counts(r, "cam-b")["failed"] == 0, "suspended: nothing taken"
+    subprocess.run([*rq_cli, "resume", "--url", redis_server], check=True, timeout=15, capture_output=True)
+    wait_for(lambda: counts(r, "cam-b")["failed"] == 2, timeout=10, what="the gone batch counted failed")
+    assert s.push(frames(2))
+    wait_for(lambda: counts(r, "cam-b")["published"] == 2, timeout=10, what="the next batch published")
+
+    job = Job.fetch(gone, connection=r, serializer=MsgpackSerializer)
+    wait_for(lambda: job.get_status() == JobStatus.FAILED, timeout=5, what="the job failed in RQ's records")
+    assert gone in FailedJobRegistry(queue=q).get_job_ids()
+    result = job.latest_result()
+    assert result is not None and result.type == result.Type.FAILED and "is gone" in (result.exc_string or "")
+    worker = Worker.find_by_key("rq:worker:w2", connection=r)
+    assert worker is not None and worker.queue_names() == [keys.queue_name("cam-b")]
+    assert (worker.successful_job_count, worker.failed_job_count) == (1, 1)
+    assert StartedJobRegistry(queue=q).get_job_ids() == []
+    proc.terminate()
+    assert procs.finish(proc) == 0, procs.output(proc)
+    assert Worker.find_by_key("rq:worker:w2", connection=r) is None or r.hexists("rq:worker:w2", "death")
