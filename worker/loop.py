@@ -20,26 +20,21 @@ import time
 from types import FrameType
 
 import redis
-from rq.exceptions import NoSuchJobError, TimeoutFormatError
-from rq.executions import Execution
-from rq.job import Job
-from rq.worker import WorkerStatus
 
-from common import keys, ledger
+from common import keys
 from common.backoff import Backoff
 from common.config import host_name
-from common.errors import JobRejectedError, RtaiError
 from common.proctitle import set_title
 from common.redis_client import describe, wait_until_up, write_rejected
 from common.states import WorkerState
-from common.wire import MsgpackSerializer
 
 from .broker import Admission, Attempts, Prefetch, RedisBroker, Taken, rq_compat
-from .group import Group, GroupJob
+from .group import Group
+from .intake import Intake
 from .jobs import ALLOWED, run_group
 from .lease import WORKER_TTL_S, Lease
+from .outcomes import Outcomes
 from .prefetch import Prefetcher
-from .publisher import Settlement
 from .queues import Queues
 from .routing import Router
 from .runtime import Runtime
@@ -72,18 +67,15 @@ class WorkerLoop:
         self.router = Router(self.client, name=self.name, gpu=runtime.gpu)
         self.queues = Queues(self.client, self.router, self.record, lambda: int(runtime.now() * 1000))
         self.lease = Lease(runtime, self.router, state=lambda: self.state)
-        self.admission = Admission(ALLOWED)
-        self.attempts = Attempts()
+        attempts = Attempts()
+        self.outcomes = Outcomes(self.broker, self.record, attempts, runtime.publisher, stopping=lambda: self.force)
+        self.intake = Intake(self.broker, Admission(ALLOWED), attempts, self.outcomes, max_frames=s.max_batch_frames)
         self.prefetch = Prefetch(s.prefetch_stage)
         self.prefetcher = Prefetcher(self.client, name=self.name, read_jobs=self.broker.read_jobs, allowed=ALLOWED)
         self.state = WorkerState.STARTING
         self.stop_requested = False
         self.force = False
         self.jobs_done = 0
-        #: Causes of failed jobs already logged (each once, in words).
-        self._said: set[str] = set()
-        #: Frames a job had last: a fetch takes the frame limit over it in jobs (at first 1 a job).
-        self._job_frames = 1
         self._beat_at = 0.0
 
     # -- the loop -----------------------------------------------------------------------------
@@ -138,7 +130,7 @@ class WorkerLoop:
             self._beat_if_due()
             self.queues.refresh()
             self.rt.fault("after_dequeue")
-            group = self._admit([Taken(q, i) for q, i in got.taken], got.reads)
+            group = self.intake.admit([Taken(q, i) for q, i in got.taken], got.reads)
             if group is not None:
                 group.ready = got.ready
                 return group
@@ -149,7 +141,7 @@ class WorkerLoop:
             try:
                 self._beat_if_due()
                 self.queues.refresh()
-                taken = self.broker.fetch(self._jobs_to_take(), self.queues.rotated())
+                taken = self.broker.fetch(self.intake.jobs_to_take(), self.queues.rotated())
                 backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 delay = backoff.next()
@@ -166,7 +158,7 @@ class WorkerLoop:
             if taken:
                 self.state = WorkerState.BUSY  # from here a first SIGTERM lets it finish the group
                 self.rt.fault("after_dequeue")
-                group = self._admit(taken, None)
+                group = self.intake.admit(taken, None)
                 if group is not None:
                     return group
                 self.state, pause = WorkerState.IDLE, POLL_MIN_S
@@ -176,68 +168,6 @@ class WorkerLoop:
             time.sleep(pause)
             pause = min(pause * 2, POLL_MAX_S)
         return None
-
-    def _jobs_to_take(self) -> int:
-        return max(1, self.rt.settings.max_batch_frames // max(1, self._job_frames))
-
-    def _admit(self, taken: list[Taken], reads: list[tuple[object, object]] | None) -> Group | None:
-        """The group to run from what one fetch took: the first admitted job, and the next ones up
-        to the frame limit (dynamic batching). A job that killed a worker before runs alone (it may
-        be a poison batch); jobs over the limit or beside such a job go back to the front."""
-        if reads is None:
-            reads = self.broker.read_jobs([t.job_id for t in taken])
-        jobs: list[GroupJob] = []
-        back: list[GroupJob] = []
-        frames, limit = 0, self.rt.settings.max_batch_frames
-        for t, (fields, kills) in zip(taken, reads, strict=True):
-            gj = self._admit_one(t, fields, kills)
-            if gj is None:
-                continue
-            if not jobs:
-                jobs, frames, self._job_frames = [gj], gj.args.n, gj.args.n
-            elif jobs[0].kills or gj.kills or frames + gj.args.n > limit:
-                back.append(gj)
-            else:
-                jobs.append(gj)
-                frames += gj.args.n
-        for gj in reversed(back):
-            self.broker.give_back(gj.taken, stop=lambda: self.force)
-        return Group(jobs) if jobs else None
-
-    def _admit_one(self, t: Taken, fields: object, kills: object) -> GroupJob | None:
-        """The job restored from the hash that passed admission, with its kill count; None when
-        there is none to run: gone, refused (counted, reason in the failed registry) or poison."""
-        job = Job(t.job_id, connection=self.client, serializer=MsgpackSerializer)
-        for reply in (fields, kills):
-            if isinstance(reply, redis.ResponseError):  # not a hash (a string): nothing RQ could run either
-                self._count_rejected(f"job {t.job_id}: unreadable ({reply})")
-                self.broker.forget(t.job_id)
-                return None
-            if isinstance(reply, BaseException):
-                raise reply
-        if not isinstance(fields, dict) or not fields:
-            self.broker.forget(t.job_id)
-            return None
-        try:
-            args = self.admission.check(fields, t.queue_key)
-            job.restore(fields)
-        except JobRejectedError as exc:
-            self._reject(t, job, str(exc))
-            return None
-        except (ValueError, TypeError, KeyError, NoSuchJobError, TimeoutFormatError) as exc:
-            self._reject(t, job, f"job hash does not restore: {exc}")
-            return None
-        gj = GroupJob(t, job, args, int(kills) if isinstance(kills, bytes | str | int) else 0)
-        if self.attempts.killed_too_often(gj.kills):
-            settled = self.rt.publisher.settle(Settlement(args.stream, args.batch, failed=args.n))
-            message = f"poison batch {args.stream}#{args.batch}: killed its worker {gj.kills} times"
-            if settled:
-                message += f"; its {args.n} frames are counted failed"
-            log.error("worker %s: job %s %s", self.name, job.id, message)
-            self._fail(t, job, message)
-            self.client.delete(keys.kills(job.id))
-            return None
-        return gj
 
     # -- running a group ----------------------------------------------------------------------
     def _run(self, group: Group) -> None:
@@ -251,7 +181,7 @@ class WorkerLoop:
         except redis.ResponseError as exc:
             if not write_rejected(exc):
                 raise
-            self._hold(group, exc)  # Redis full: nothing ran; back to the front
+            self.outcomes.hold(group, exc)  # Redis full: nothing ran; back to the front
             return
         group.on_stage = self._prefetch_hook(group)
         try:
@@ -259,13 +189,14 @@ class WorkerLoop:
         except redis.ResponseError as exc:
             if not write_rejected(exc):
                 raise
-            self._hold(group, exc)  # a batch that did settle is a duplicate when it runs again
+            self.outcomes.hold(group, exc)  # a batch that did settle is a duplicate when it runs again
             return
         except (redis.ConnectionError, redis.TimeoutError):
             raise
         except Exception as exc:  # noqa: BLE001 - the job boundary: an error of the job code is its jobs' failure
             group.outcomes = {gj.id: exc for gj in group.jobs}
-        self._write_records(group)
+        if self.outcomes.write(group):
+            self._beat_at = time.monotonic()  # the records carried RQ's heartbeat
 
     def _prefetch_hook(self, group: Group):
         def at(stage: str) -> None:
@@ -277,107 +208,10 @@ class WorkerLoop:
                 queues=bool(self.queues.keys),
             ):
                 return
-            take, queue_keys, peers = self._jobs_to_take(), self.queues.rotated(), list(self.queues.peers)
+            take, queue_keys, peers = self.intake.jobs_to_take(), self.queues.rotated(), list(self.queues.peers)
             self.prefetcher.start(lambda: [(t.queue_key, t.job_id) for t in self.broker.fetch(take, queue_keys, peers)])
 
         return at
-
-    def _write_records(self, group: Group) -> None:
-        """Each job's end: RQ's records of those that returned, with the latencies, the worker idle
-        and out of flight, in one MULTI (a kill before it leaves them in flight: requeued, and a
-        settled batch reruns as a duplicate); failures by the attempts policy; jobs that did not run
-        back at the front."""
-        finished = [(gj, o) for gj in group.jobs if isinstance(o := group.outcomes.get(gj.id), dict)]
-        try:
-            with self.client.pipeline() as pipe:
-                for stream, latencies_ms in group.latencies:
-                    ledger.record_latencies(pipe, stream, latencies_ms)
-                for gj, result in finished:
-                    self.record.record_success(pipe, gj.job, gj.taken.queue_key, result, gj.execution)
-                    pipe.hdel(self.broker.inflight, gj.id)
-                self.record.set_state(WorkerStatus.IDLE, pipe)
-                self.record.heartbeat(pipe)
-                pipe.execute()
-            self._beat_at = time.monotonic()
-        except redis.ResponseError as exc:
-            if not write_rejected(exc):
-                raise
-            self._hold(group, exc)  # settled or not: a rerun of a settled batch is a duplicate
-            return
-        for gj in group.jobs:
-            outcome = group.outcomes.get(gj.id)
-            if outcome is None:
-                self.broker.give_back(gj.taken, gj.members, stop=lambda: self.force)
-            elif isinstance(outcome, BaseException):
-                self._failed(gj, outcome)
-
-    def _failed(self, gj: GroupJob, exc: BaseException) -> None:
-        self._say(gj, exc)
-        verdict = self.attempts.on_failure(self.client, gj.args, exc)
-        message = f"{type(exc).__name__}: {exc}"
-        a = gj.args
-        if verdict.action == "retry":
-            log.warning(
-                "worker %s: job %s (%s#%s) failed (attempt %d of %d), retrying: %s",
-                self.name,
-                gj.id,
-                a.stream,
-                a.batch,
-                verdict.attempts,
-                self.attempts.max_attempts,
-                message,
-            )
-            self.broker.retry(gj.taken, gj.members, stop=lambda: self.force)
-            return
-        if verdict.poison:
-            self.rt.publisher.settle(Settlement(a.stream, a.batch, failed=a.n))
-            message = f"poison batch: failed {verdict.attempts} times; last error: {message}"
-            log.error("worker %s: job %s (%s#%s) %s", self.name, gj.id, a.stream, a.batch, message)
-        self._fail(gj.taken, gj.job, message, gj.execution, ttl=verdict.ttl)
-
-    def _say(self, gj: GroupJob, exc: BaseException) -> None:
-        """The project's own errors say what is wrong in words: one line per cause (a missing model
-        fails every batch the same way); anything else with its traceback."""
-        if not isinstance(exc, RtaiError):
-            log.error("job %s of %s failed", gj.id, gj.job.origin, exc_info=exc)
-            return
-        cause = f"{type(exc).__name__}: {exc}"
-        if cause not in self._said:
-            self._said.add(cause)
-            log.error("job of %s failed: %s", gj.job.origin, cause)
-
-    def _hold(self, group: Group, exc: redis.ResponseError) -> None:
-        """Redis refused a write (full, read-only): every job of the group back to the front of
-        its queue, retried until Redis takes it; the worker lives on."""
-        log.warning(
-            "worker %s: %s while running %d job(s); holding them until they are back",
-            self.name,
-            describe(exc),
-            len(group.jobs),
-        )
-        for gj in reversed(group.jobs):
-            self.broker.give_back(gj.taken, gj.members, stop=lambda: self.force)
-
-    def _fail(
-        self, t: Taken, job: Job, message: str, execution: Execution | None = None, *, ttl: int | None = None
-    ) -> None:
-        """RQ's records of a failed job, and the job out of flight, in one MULTI."""
-        with self.client.pipeline() as pipe:
-            self.record.record_failure(pipe, job, t.queue_key, message, execution, ttl=ttl or rq_compat.FAILURE_TTL_S)
-            pipe.hdel(self.broker.inflight, t.job_id)
-            pipe.execute()
-
-    def _reject(self, t: Taken, job: Job, reason: str) -> None:
-        self._count_rejected(f"job {job.id}: {reason}")
-        self._fail(t, job, f"refused by {self.name}: {reason}")
-
-    def _count_rejected(self, message: str) -> None:
-        log.error("worker %s refused %s", self.name, message)
-        with self.client.pipeline() as pipe:
-            pipe.hincrby(keys.FLEET, "rejected_jobs", 1)
-            pipe.hincrby(keys.worker(self.name), "rejected", 1)
-            pipe.hset(keys.worker(self.name), "last_error", message[:500])
-            pipe.execute()
 
     # -- birth and teardown -------------------------------------------------------------------
     def _beat_if_due(self) -> None:
