@@ -26,7 +26,7 @@ def test_a_forged_snapshot_reference_is_not_fetched_and_the_sparklines_have_a_le
     requested: list[str] = []
     page.on("request", lambda req: requested.append(req.url))
     page.goto(base + "/stream/cam")
-    page.wait_for_function("window.__rtai.phase === 'live' && window.__rtai.fleet !== null", timeout=30_000)
+    page.wait_for_function("() => window.__rtai.phase === 'live' && window.__rtai.fleet !== null", timeout=30_000)
     forged = ["../../../docs", "cam/../../docs", "cam/5?x=1", "../openapi.json/1", "cam/1e3"]
     for i, ref in enumerate([*forged, "cam/5"]):
         event = {
