@@ -4,6 +4,7 @@ peers that serve the same streams (a prefetch takes nothing while one of them is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -20,7 +21,9 @@ SERVER_LAPSE_MS = 5000
 
 
 class Queues:
-    def __init__(self, client: redis.Redis, router: Router, record: rq_compat.WorkerRecord, now_ms) -> None:
+    def __init__(
+        self, client: redis.Redis, router: Router, record: rq_compat.WorkerRecord, now_ms: Callable[[], int]
+    ) -> None:
         self.client = client
         self.router = router
         self.record = record

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -47,7 +48,7 @@ class RedisBroker:
         self._give_back = scripts.GIVE_BACK.bind(client)
 
     # -- taking -------------------------------------------------------------------------------
-    def fetch(self, n: int, queue_keys: list[str], peers: list[str] = ()) -> list[Taken]:  # type: ignore[assignment]
+    def fetch(self, n: int, queue_keys: list[str], peers: Sequence[str] = ()) -> list[Taken]:
         """Up to `n` jobs, deepest queue first (ties: the order given). `peers`: a prefetch takes
         nothing while one of these workers is alive and idle. [] when suspended (`rq suspend`)."""
         if not queue_keys:
@@ -76,7 +77,9 @@ class RedisBroker:
         self.client.hdel(self.inflight, job_id)
 
     # -- giving back --------------------------------------------------------------------------
-    def give_back(self, taken: Taken, members: list[str] = (), *, front: bool = True, stop=None) -> bool:  # type: ignore[assignment]
+    def give_back(
+        self, taken: Taken, members: Sequence[str] = (), *, front: bool = True, stop: Callable[[], bool] | None = None
+    ) -> bool:
         """A held job back in its queue (front: it runs next; back: a retry). Retried while Redis
         refuses writes, until `stop()` says the worker is going (teardown then requeues it).
         False when it was not held (any more)."""
@@ -113,7 +116,7 @@ class RedisBroker:
                 log.warning("worker %s: job %s back after %.1f s", self.name, taken.job_id, time.monotonic() - t0)
             return bool(moved)
 
-    def retry(self, taken: Taken, members: list[str] = (), *, stop=None) -> bool:  # type: ignore[assignment]
+    def retry(self, taken: Taken, members: Sequence[str] = (), *, stop: Callable[[], bool] | None = None) -> bool:
         """A job that failed, to the back of its queue (a failing batch never blocks its stream)."""
         return self.give_back(taken, members, front=False, stop=stop)
 
