@@ -10,7 +10,6 @@ never fatal to its reader.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -19,6 +18,7 @@ import redis
 
 from common import keys, scripts
 from common.errors import SchemaError
+from common.wire import decode_event, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,6 @@ EVENT_LOG_MAXLEN = 100_000
 STREAM_EVENTS_MAXLEN = 10_000
 #: The most entries GET /events scans from the end of a log.
 SCAN_MAX = 10_000
-#: An event is a small JSON object; anything longer was not written by the tracking stage.
-MAX_EVENT_BYTES = 64 * 1024
 
 #: One event: ordinal, global log, the stream's log, its channel and its per-type count, atomically.
 #: KEYS: eventseq, eventlog, streamevents, events channel, eventcount; ARGV: JSON, log cap, stream cap, type.
@@ -40,7 +38,7 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 def append_event(pipe: Any, event: dict[str, Any], *, log_maxlen: int = EVENT_LOG_MAXLEN) -> None:
     """Queue one event (with `stream` and `type`) on a pipeline (or run it on a client)."""
     stream = event["stream"]
-    text = json.dumps(event, separators=(",", ":"))
+    text = encode_event(event)
     pipe.eval(
         scripts.APPEND_EVENT.source,
         5,
@@ -54,27 +52,6 @@ def append_event(pipe: Any, event: dict[str, Any], *, log_maxlen: int = EVENT_LO
         STREAM_EVENTS_MAXLEN,
         event["type"],
     )
-
-
-def _no_constant(name: str) -> Any:
-    raise SchemaError(f"event: {name} is not a JSON number")
-
-
-def decode_event(raw: object) -> dict[str, Any]:
-    """An event from its stored JSON; SchemaError when it is not one (the reader skips and counts it)."""
-    if not isinstance(raw, bytes | str):
-        raise SchemaError("event: no JSON")
-    if len(raw) > MAX_EVENT_BYTES:
-        raise SchemaError(f"event: {len(raw)} bytes, over {MAX_EVENT_BYTES}")
-    try:
-        event = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise SchemaError(f"event: not JSON: {exc}") from exc
-    if not isinstance(event, dict):
-        raise SchemaError(f"event: expected an object, got {type(event).__name__}")
-    if not isinstance(event.get("stream"), str) or not isinstance(event.get("type"), str):
-        raise SchemaError("event: no stream or type")
-    return event
 
 
 @dataclass

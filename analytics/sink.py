@@ -20,8 +20,7 @@ import redis
 
 from common import keys, scripts
 from common.errors import SchemaError
-
-from .eventlog import decode_event
+from common.wire import decode_event
 
 #: XREAD/XREADGROUP's reply without decode_responses: [(stream, [(id, {field: value})])].
 StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]

@@ -27,7 +27,7 @@ from common.config import host_name
 from common.errors import RtaiError
 from common.redis_client import connect, wait_until_up
 from common.replies import text
-from common.wire import Result, decode_result_boxes, packb, unpackb
+from common.wire import Result, TrackedBox, TrackedFrame, decode_result_boxes, encode_tracked, unpackb
 
 from .bytetrack import ByteTrack
 from .eventlog import append_event
@@ -273,19 +273,21 @@ class TrackingStage:
         xyxy = np.round(rows[:, :4], 1).tolist()
         conf = np.round(rows[:, 5], 4).tolist()
         ints = rows[:, [6, 4]].astype(np.int64).tolist()  # cls, track id
-        message = {
-            "v": 1,
-            "stream": run.stream,
-            "seq": seq,
-            "t_capture": result.t_capture,
-            "t_done": result.t_done,
-            "t_tracked": time.time(),
-            "model": result.model,
-            "w": w,
-            "h": h,
-            "boxes": [[*b, c, k, t, z] for b, c, (k, t), z in zip(xyxy, conf, ints, zones, strict=True)],
-        }
-        return packb(message), events
+        frame = TrackedFrame(
+            stream=run.stream,
+            seq=seq,
+            t_capture=result.t_capture,
+            t_done=result.t_done,
+            t_tracked=time.time(),
+            model=result.model,
+            w=w,
+            h=h,
+            boxes=[
+                TrackedBox(b[0], b[1], b[2], b[3], c, k, t, z)
+                for b, c, (k, t), z in zip(xyxy, conf, ints, zones, strict=True)
+            ],
+        )
+        return encode_tracked(frame), events
 
     def _send_frames(self, run: StreamRun, pipe: Any, frames: list[bytes]) -> None:
         if frames:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .analytics_settings import AnalyticsSettings
 from .errors import ConfigError, ModelError
+from .model_names import check_name
 
 ENV_PREFIX = "RTAI_"
 
@@ -132,9 +133,7 @@ class ProducerSettings(_Settings):
     @field_validator("model")
     @classmethod
     def _model_name(cls, value: str) -> str:
-        """A model name, never a path (common/models.py: the rule producers, API and workers share)."""
-        from .models import check_name  # noqa: PLC0415  (common.models imports this module)
-
+        """A model name, never a path (common/model_names.py: the rule producers, API and workers share)."""
         try:
             return check_name(value)
         except ModelError as exc:
@@ -155,8 +154,8 @@ class WorkerSettings(_Settings):
     #: inference on that batch (a batch that crashes whoever runs it).
     fault_batch: str | None = None
     detector: Literal["yolo", "noop", "sleep"] = "yolo"
-    #: Inference engine for `yolo` (worker/engines.py): auto = TensorRT on CUDA / ONNX Runtime on CPU
-    #: when a fitting exported engine is cached, else the tensor path on the PyTorch weights.
+    #: Inference engine for `yolo` (worker/engines/): auto = per imgsz, TensorRT on CUDA / ONNX Runtime
+    #: on the CPU where a fitting exported engine is cached, else Ultralytics' predictor.
     engine: Literal["auto", "torch", "tensor", "onnx", "tensorrt", "ultralytics"] = "auto"
     #: The batch an exported engine must have been built for (`rtai models export --batch`).
     engine_batch: int = Field(8, ge=1, le=256)

@@ -15,6 +15,15 @@ class SchemaError(RtaiError):
     """A payload on the wire is malformed, too large or of an unknown version."""
 
 
+class RecordError(SchemaError):
+    """A pub/sub record (preview, tracked frame, snapshot, event) that is not one; `reason` is the short
+    label its reader counts it under (`bad seq`, `bad number`, `bad size`, `no jpeg`, `malformed`)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
 class FrameDecodeError(SchemaError):
     """A frame's image bytes could not be decoded (broken JPEG, wrong raw size)."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .config import visible_cuda_devices
+
 log = logging.getLogger(__name__)
 
 try:
@@ -28,6 +30,35 @@ def _init() -> bool:
                 log.debug("NVML unavailable: %s", exc)
                 _initialised = False
     return _initialised
+
+
+def physical_id(device: str) -> str | None:
+    """What names the GPU behind torch `device` outside this process: its entry in CUDA_VISIBLE_DEVICES
+    (an NVML index such as '2', or a UUID such as 'GPU-5f…'), or the ordinal when that is unset.
+    None for the CPU, or for an ordinal past the visible list (no such device in this process).
+    The one mapping: worker labels, per-GPU stats and the guide's API all use it."""
+    if not device.startswith("cuda"):
+        return None
+    ordinal = int(device.partition(":")[2] or 0)
+    visible = visible_cuda_devices()
+    if visible is None:
+        return str(ordinal)
+    return visible[ordinal] if ordinal < len(visible) else None
+
+
+def nvml_index(device: str) -> int | None:
+    """The NVML index of the GPU behind torch `device` (physical_id; a UUID resolved through NVML);
+    None for the CPU or when NVML cannot say."""
+    ident = physical_id(device)
+    if ident is None:
+        return None
+    if ident.isdigit():
+        return int(ident)
+    if not _init():
+        return None
+    handle = _safe(pynvml.nvmlDeviceGetHandleByUUID, ident)
+    index = _safe(pynvml.nvmlDeviceGetIndex, handle) if handle is not None else None
+    return int(index) if index is not None else None
 
 
 def count() -> int:

@@ -15,19 +15,30 @@ Result (one pub/sub message per frame, also kept in keys.history):
   {"v": 1, "stream": str, "seq": int, "batch": int, "t_capture": float, "t_enqueue": float,
    "t_start": float, "t_done": float, "worker": str, "gpu": str, "model": str, "w": int, "h": int,
    "boxes": [[x1, y1, x2, y2, conf, cls], ...]}  (original pixels; cls an int, the rest numbers)
+
+The records the other roles publish (typed below; each decoder checks every field it reads):
+  Preview (producer -> keys.preview and its channel): {"seq": int, "w": int, "h": int, "t": float,
+    "jpeg": bytes}
+  TrackedFrame (tracking stage -> keys.tracks_channel and keys.tracks_history):
+    {"v": 1, "stream", "seq", "t_capture", "t_done", "t_tracked", "model", "w", "h",
+     "boxes": [[x1, y1, x2, y2, conf, cls, track, [zone, ...]], ...]}
+  Snapshot (worker -> keys.snapshot): {"w": int, "h": int, "jpeg": bytes, "boxes": [[6 numbers], ...]}
+  Event (tracking stage -> the event log and keys.events_channel): a JSON object with at least
+    "stream" and "type" (JSON, not msgpack: sinks hand it on as it is).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
 
 from . import keys
-from .errors import ConfigError, SchemaError
+from .errors import ConfigError, RecordError, SchemaError
 
 VERSION = 1
 #: Bounds on every decode: a hostile or broken payload cannot make a process allocate gigabytes.
@@ -435,3 +446,224 @@ def _result(obj: dict[str, Any], boxes: list[list[float | int]]) -> Result:
         h=_side(obj, "h", "result"),
         boxes=boxes,
     )
+
+
+# -- the other roles' records ---------------------------------------------------------------------
+
+#: The largest sequence number any reader accepts (a signed 64-bit int, as Redis counters are).
+SEQ_MAX = 2**63 - 1
+#: A preview's width or height as the producer states it.
+MAX_PREVIEW_SIDE = 1 << 16
+#: A zone or line name in a tracked box (common/analytics_settings.py allows far less).
+MAX_ZONE_NAME = 256
+#: An event is a small JSON object; anything longer was not written by the tracking stage.
+MAX_EVENT_BYTES = 64 * 1024
+
+
+def _map(data: object, what: str) -> dict[str, Any]:
+    try:
+        obj = unpackb(data)
+    except SchemaError as exc:
+        raise RecordError("malformed", f"{what}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise RecordError("malformed", f"{what}: not a map")
+    return obj
+
+
+def record_seq(value: object) -> int:
+    """A frame's sequence number: a whole number in 0..SEQ_MAX (never a bool, a float or infinite)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEQ_MAX:
+        raise RecordError("bad seq", repr(value)[:40])
+    return value
+
+
+def record_number(value: object) -> float:
+    """A finite number (never a bool, NaN or infinite)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RecordError("bad number", repr(value)[:40])
+    return float(value)
+
+
+def _dim(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_PREVIEW_SIDE:
+        raise RecordError("bad size", repr(value)[:40])
+    return value
+
+
+def _jpeg(value: object) -> bytes:
+    if not isinstance(value, bytes) or not value:
+        raise RecordError("no jpeg")
+    return value
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The producer's small JPEG of a frame, for the live view (w, h: the camera frame's size)."""
+
+    seq: int
+    jpeg: bytes
+    w: int | None = None
+    h: int | None = None
+    t: float | None = None  # the frame's capture time
+
+
+def encode_preview(p: Preview) -> bytes:
+    return packb({"seq": p.seq, "w": p.w, "h": p.h, "t": p.t, "jpeg": p.jpeg})
+
+
+def decode_preview(data: object) -> Preview:
+    obj = _map(data, "preview")
+    t = obj.get("t")
+    return Preview(
+        seq=record_seq(obj.get("seq")),
+        jpeg=_jpeg(obj.get("jpeg")),
+        w=_dim(obj.get("w")),
+        h=_dim(obj.get("h")),
+        t=None if t is None else record_number(t),
+    )
+
+
+class TrackedBox(NamedTuple):
+    """One box of a tracked frame; packed as the array [x1, y1, x2, y2, conf, cls, track, [zone, ...]]."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    conf: float
+    cls: int
+    track: int
+    zones: list[str]
+
+
+def _tracked_box(raw: object, where: str) -> TrackedBox:
+    if not isinstance(raw, list | tuple) or len(raw) != 8:
+        raise RecordError("malformed", f"{where}: expected [x1, y1, x2, y2, conf, cls, track, zones]")
+    x1, y1, x2, y2, conf = (record_number(v) for v in raw[:5])
+    if max(abs(x1), abs(y1), abs(x2), abs(y2)) > MAX_BOX_COORD:
+        raise RecordError("bad number", f"{where}: a coordinate is beyond +-{MAX_BOX_COORD}")
+    cls, track, zones = raw[5], raw[6], raw[7]
+    if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < MAX_CLASS_ID:
+        raise RecordError("bad number", f"{where}: class {cls!r:.40} is not in 0..{MAX_CLASS_ID - 1}")
+    track = record_seq(track)
+    if not isinstance(zones, list) or len(zones) > MAX_MAP:
+        raise RecordError("malformed", f"{where}: zones are not a list of names")
+    if not all(isinstance(z, str) and len(z) <= MAX_ZONE_NAME for z in zones):
+        raise RecordError("malformed", f"{where}: a zone name is not a short string")
+    return TrackedBox(x1, y1, x2, y2, conf, cls, track, zones)
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """A result after the tracking stage: its boxes with track ids and the zones each box is in."""
+
+    stream: str
+    seq: int
+    t_capture: float
+    t_done: float
+    t_tracked: float
+    model: str | None
+    w: int
+    h: int
+    boxes: list[TrackedBox] = field(default_factory=list)
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "stream": self.stream,
+            "seq": self.seq,
+            "t_capture": self.t_capture,
+            "t_done": self.t_done,
+            "t_tracked": self.t_tracked,
+            "model": self.model,
+            "w": self.w,
+            "h": self.h,
+            "boxes": [list(b) for b in self.boxes],
+        }
+
+
+def encode_tracked(frame: TrackedFrame) -> bytes:
+    return packb(frame.to_map())
+
+
+def decode_tracked(data: object) -> TrackedFrame:
+    obj = _map(data, "tracked frame")
+    if obj.get("v") != VERSION:
+        raise RecordError("malformed", f"tracked frame: unsupported version {obj.get('v')!r:.40}")
+    stream, model, boxes = obj.get("stream"), obj.get("model"), obj.get("boxes")
+    if not isinstance(stream, str) or not keys.STREAM_ID_RE.match(stream):
+        raise RecordError("malformed", "tracked frame: no stream id")
+    if model is not None and not isinstance(model, str):
+        raise RecordError("malformed", "tracked frame: model is not a name")
+    if not isinstance(boxes, list) or len(boxes) > MAX_BOXES:
+        raise RecordError("malformed", "tracked frame: boxes are not a list")
+    w, h = _dim(obj.get("w")), _dim(obj.get("h"))
+    return TrackedFrame(
+        stream=stream,
+        seq=record_seq(obj.get("seq")),
+        t_capture=record_number(obj.get("t_capture")),
+        t_done=record_number(obj.get("t_done")),
+        t_tracked=record_number(obj.get("t_tracked")),
+        model=model,
+        w=w or 1,
+        h=h or 1,
+        boxes=[_tracked_box(b, f"tracked box {i}") for i, b in enumerate(boxes)],
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A frame's JPEG kept for its events, with the camera frame's size and the frame's boxes."""
+
+    w: int | None
+    h: int | None
+    jpeg: bytes
+    boxes: list[list[float | int]] = field(default_factory=list)
+
+
+def encode_snapshot(snap: Snapshot) -> bytes:
+    return packb({"w": snap.w, "h": snap.h, "jpeg": snap.jpeg, "boxes": snap.boxes})
+
+
+def decode_snapshot(data: object) -> Snapshot:
+    """A snapshot; only its JPEG is required: a frame size that is not 1..MAX_SIDE reads as None (boxes
+    drawn unscaled), and a box that is not six sound numbers is left out."""
+    obj = _map(data, "snapshot")
+    w, h, boxes = obj.get("w"), obj.get("h"), obj.get("boxes")
+    sizes = [v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE else None for v in (w, h)]
+    kept = []
+    for i, raw in enumerate(boxes[:MAX_BOXES] if isinstance(boxes, list) else []):
+        try:
+            kept.append(_box(raw, f"snapshot box {i}"))
+        except SchemaError:
+            continue
+    return Snapshot(w=sizes[0], h=sizes[1], jpeg=_jpeg(obj.get("jpeg")), boxes=kept)
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    """An event as the compact JSON the event log, its channel and the sinks carry."""
+    return json.dumps(event, separators=(",", ":"))
+
+
+def _no_constant(name: str) -> Any:
+    raise RecordError("malformed", f"event: {name} is not a JSON number")
+
+
+def decode_event(raw: object) -> dict[str, Any]:
+    """An event from its JSON; RecordError when it is not one (not JSON, NaN, too deep, too big, no
+    stream or type): its reader skips and counts it."""
+    if not isinstance(raw, bytes | str):
+        raise RecordError("malformed", "event: no JSON")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise RecordError("malformed", f"event: {len(raw)} bytes, over {MAX_EVENT_BYTES}")
+    try:
+        event = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RecordError("malformed", f"event: not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise RecordError("malformed", f"event: expected an object, got {type(event).__name__}")
+    if not isinstance(event.get("stream"), str) or not isinstance(event.get("type"), str):
+        raise RecordError("malformed", "event: no stream or type")
+    return event

@@ -151,9 +151,9 @@ def _subscribe_tracks(
     names: dict[str, list[str]] = {}
     for seen, frame in enumerate(tracked_frames(client, streams, replay=replay, deadline=deadline), 1):  # type: ignore[arg-type]
         if as_json:
-            click.echo(json.dumps(frame))
+            click.echo(json.dumps(frame.to_map()))
         else:
-            model = str(frame.get("model", ""))
+            model = frame.model or ""
             model_names = names.setdefault(model, Subscriber(client, []).class_names(model))  # type: ignore[arg-type]
             click.echo(describe_tracked(frame, model_names))
         if count is not None and seen >= count:

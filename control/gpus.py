@@ -120,7 +120,7 @@ def benchmark(variant: str, device: str, frames: list[np.ndarray], *, imgsz: int
     """Frames/s of `variant` on `device`, predicting `frames` in batches after one warm-up batch."""
     import torch  # noqa: PLC0415
 
-    from worker.detector import YoloDetector  # noqa: PLC0415
+    from worker.engines import YoloDetector  # noqa: PLC0415
 
     entry: dict[str, Any] = {"device": device, "precision": "fp16" if half else "fp32", "batch": DEFAULT_BATCH_SIZE}
     if device == "cpu":

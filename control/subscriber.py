@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import redis
 
 from common import keys
 from common.errors import SchemaError
 from common.replies import texts
-from common.wire import Result, decode_result, unpackb
+from common.wire import Result, TrackedFrame, decode_result, unpackb
 
 
 class Subscriber:
@@ -74,13 +73,11 @@ class Subscriber:
         return f"{result.stream} #{result.seq} {result.latency_ms:.0f} ms {result.worker}: " + (", ".join(parts) or "-")
 
 
-def describe_tracked(frame: dict[str, Any], names: list[str]) -> str:
+def describe_tracked(frame: TrackedFrame, names: list[str]) -> str:
     """A tracked frame as one line, like a result's: `door #12: #3 circle 0.91 [x1,y1,x2,y2] in entrance, ...`."""
     parts = []
-    for box in frame.get("boxes") or []:
-        x1, y1, x2, y2, conf, cls, track = box[:7]
-        zones = box[7] if len(box) > 7 else []
-        label = names[int(cls)] if 0 <= cls < len(names) else str(cls)
-        where = f" in {'+'.join(str(z) for z in zones)}" if zones else ""
-        parts.append(f"#{track} {label} {conf:.2f} [{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]{where}")
-    return f"{frame.get('stream')} #{frame.get('seq')}: " + (", ".join(parts) or "-")
+    for b in frame.boxes:
+        label = names[b.cls] if 0 <= b.cls < len(names) else str(b.cls)
+        where = f" in {'+'.join(b.zones)}" if b.zones else ""
+        parts.append(f"#{b.track} {label} {b.conf:.2f} [{b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}]{where}")
+    return f"{frame.stream} #{frame.seq}: " + (", ".join(parts) or "-")

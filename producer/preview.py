@@ -20,7 +20,7 @@ import redis
 
 from common import keys
 from common.redis_client import describe
-from common.wire import Frame, packb
+from common.wire import Frame, Preview, encode_preview
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class PreviewWriter:
                         jpeg, reused = preview_jpeg(frame)
                     if not jpeg:
                         continue
-                    payload = packb({"seq": seq0 + i, "w": frame.w, "h": frame.h, "t": frame.t_capture, "jpeg": jpeg})
+                    payload = encode_preview(Preview(seq0 + i, jpeg, w=frame.w, h=frame.h, t=frame.t_capture))
                     pipe.set(keys.preview(self.stream), payload, ex=keys.PREVIEW_TTL_S)
                     pipe.publish(keys.preview_channel(self.stream), payload)
                     self.written += 1

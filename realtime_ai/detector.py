@@ -17,16 +17,17 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import gpu
-from common.config import DEFAULT_MODEL, visible_cuda_devices
+from common.config import DEFAULT_MODEL
 from common.errors import ConfigError, GpuError, ModelError, RtaiError, SchemaError
 from common.stream_settings import stream_hash
-from worker.detector import Detector, YoloDetector
+from worker import engines
+from worker.engines import Detector
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class MultiGPUConfig(BaseModel):
     amp_level: str | None = Field(None, pattern=r"^[Oo][0-3]$")
     #: Free GPU memory (MB, NVML) a device needs to get a replica; CPU devices ignore it.
     gpu_memory_mb: int | None = Field(None, ge=1, le=16_777_216)
+    #: The inference engine of every replica, as the fleet worker's `--engine` (worker/engines/).
+    engine: Literal["auto", "torch", "tensor", "onnx", "tensorrt", "ultralytics"] = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -153,22 +156,9 @@ def device_name(dev: int | str) -> str:
     raise ValueError(f"bad device {dev!r}: use a GPU index, 'cpu' or 'cuda:N'")
 
 
-def nvml_index(device: str) -> int | None:
-    """The NVML index behind a torch device (honouring CUDA_VISIBLE_DEVICES); None for CPU or a UUID."""
-    if not device.startswith("cuda"):
-        return None
-    ordinal = int(device.partition(":")[2] or 0)
-    visible = visible_cuda_devices()
-    if visible is None:
-        return ordinal
-    if ordinal < len(visible) and visible[ordinal].isdigit():
-        return int(visible[ordinal])
-    return None
-
-
 def free_mb(device: str) -> int | None:
     """Free memory of a CUDA device in MB, from NVML; None when NVML cannot say."""
-    index = nvml_index(device)
+    index = gpu.nvml_index(device)
     if index is None:
         return None
     st = gpu.stats(index)
@@ -261,10 +251,11 @@ class MultiGPUYOLOv11Detector:
         for i, device in enumerate(self.devices()):
             try:
                 det = await asyncio.to_thread(
-                    YoloDetector,
+                    engines.build,
                     self.config.model,
                     device=device,
                     half=self.config.half_precision,
+                    engine=self.config.engine,
                     warmup_imgsz=self.config.imgsz,
                     allow_path=True,  # the program's own choice; still loaded safely (worker/weights.py)
                 )
@@ -470,7 +461,7 @@ class MultiGPUYOLOv11Detector:
         total = sum(r.frames for r in self.replicas)
         utilization: dict[str, int | None] = {}
         for r in self.replicas:
-            index = nvml_index(r.device)
+            index = gpu.nvml_index(r.device)
             utilization[r.device] = gpu.stats(index).get("utilization_pct") if index is not None else None
         return {
             "model": self.config.model,

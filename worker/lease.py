@@ -81,7 +81,7 @@ class Lease:
         s = self.runtime.settings
         lease_ms = int(s.lease_s * 1000)
         last_frames, last_t = 0, time.monotonic()
-        gpu_index = int(self.runtime.gpu) if self.runtime.gpu.isdigit() else None
+        gpu_index = gpu.nvml_index(s.device)
         failing = False
         while not self._stop.wait(s.heartbeat_s):
             try:

@@ -8,7 +8,9 @@ import time
 
 import redis
 
-from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
+from common import gpu
+from common.config import WorkerSettings, apply_offline_model_env, host_name
+from common.errors import ConfigError
 from common.redis_client import connect, describe, wait_until_up
 
 from .loop import WorkerLoop
@@ -21,15 +23,14 @@ log = logging.getLogger(__name__)
 
 
 def gpu_label(device: str) -> str:
-    """The physical GPU index behind `device` (honouring CUDA_VISIBLE_DEVICES), or 'cpu'."""
+    """How the worker names its GPU in its name, heartbeat and results: the physical id behind
+    `device` (common/gpu.physical_id), or 'cpu'. A CUDA device this process cannot see is an error."""
     if not device.startswith("cuda"):
         return "cpu"
-    _, _, idx = device.partition(":")
-    ordinal = int(idx or 0)
-    visible = visible_cuda_devices()
-    if visible and ordinal < len(visible):
-        return visible[ordinal]
-    return str(ordinal)
+    ident = gpu.physical_id(device)
+    if ident is None:
+        raise ConfigError(f"device {device} is not among CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}")
+    return ident
 
 
 def build_runtime(settings: WorkerSettings) -> Runtime:

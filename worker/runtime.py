@@ -16,12 +16,12 @@ from common import keys
 from common.clock import RedisClock
 from common.config import WorkerSettings
 from common.errors import ModelError, RtaiError
-from common.models import check_name
+from common.model_names import check_name
 from common.redis_client import describe
 from common.wire import packb
 
 from . import engines
-from .detector import Detector, NoopDetector, SleepDetector
+from .engines import Detector, NoopDetector, SleepDetector
 from .publisher import Publisher
 
 log = logging.getLogger(__name__)

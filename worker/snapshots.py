@@ -9,7 +9,7 @@ import redis
 
 from common import keys
 from common.redis_client import describe, write_rejected
-from common.wire import Frame, packb, unpackb
+from common.wire import Frame, Snapshot, encode_snapshot, unpackb
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def keep_snapshots(client: redis.Redis, stream: str, frames: list[Frame], messag
                 if frame.enc != "jpeg":
                     continue
                 boxes = unpackb(message)["boxes"]
-                value = packb({"w": frame.w, "h": frame.h, "jpeg": frame.data, "boxes": boxes})
+                value = encode_snapshot(Snapshot(w=frame.w, h=frame.h, jpeg=frame.data, boxes=boxes))
                 pipe.set(keys.snapshot(stream, frame.seq), value, ex=keys.SNAPSHOT_PENDING_TTL_S)
             pipe.execute()
     except redis.ResponseError as exc:

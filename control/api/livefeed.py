@@ -26,7 +26,6 @@ import base64
 import contextlib
 import json
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -36,12 +35,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from analytics.eventlog import decode_event, recent_events
+from analytics.eventlog import recent_events
 from common import desired, keys
 from common.analytics_settings import AnalyticsSettings
-from common.errors import SchemaError
+from common.errors import RecordError, SchemaError
 from common.replies import text_map
-from common.wire import decode_result, unpackb
+from common.wire import decode_event, decode_preview, decode_result, decode_tracked, record_seq, unpackb
 from control import status
 
 log = logging.getLogger(__name__)
@@ -92,8 +91,6 @@ RESTART_MIN_S = 0.1
 RESTART_MAX_S = 5.0
 #: A task that ran this long before dying starts again from RESTART_MIN_S.
 RESTART_RESET_S = 30.0
-#: A preview's seq is a frame counter: a non-negative int64.
-SEQ_MAX = 2**63 - 1
 #: The last frames a new page gets are those of the streams the last fleet snapshot showed, if it is this fresh.
 SHOWN_FRESH_S = 5.0
 
@@ -101,26 +98,6 @@ RESULTS_PREFIX = keys.results_channel("").encode()
 PREVIEW_PREFIX = keys.preview_channel("").encode()
 TRACKS_PREFIX = keys.tracks_channel("").encode()
 EVENTS_PREFIX = keys.events_channel("").encode()
-
-
-class BadMessageError(SchemaError):
-    """A pub/sub message the live view cannot use; `reason` is what it is counted under."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-def _seq(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEQ_MAX:
-        raise BadMessageError("bad seq", repr(value)[:40])
-    return value
-
-
-def _finite(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadMessageError("bad number", repr(value)[:40])
-    return float(value)
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -241,7 +218,7 @@ class LiveFeed:
             return
         try:
             handler(stream, data)
-        except BadMessageError as exc:
+        except RecordError as exc:
             self._bad(exc.reason, channel, exc)
         except (SchemaError, KeyError, TypeError, ValueError, OverflowError, RecursionError, IndexError) as exc:
             self._bad("malformed", channel, repr(exc))
@@ -308,45 +285,35 @@ class LiveFeed:
 
     def _on_result(self, stream: str, data: bytes) -> None:
         result = decode_result(data).to_map()
-        seq = _seq(result["seq"])
+        seq = record_seq(result["seq"])
         self._touch(stream)
         _keep(self._results.setdefault(stream, OrderedDict()), seq, (time.monotonic(), result))
         self._match(stream, seq)
 
     def _on_tracked(self, stream: str, data: bytes) -> None:
-        # [x1, y1, x2, y2, conf, cls, track id, [zone, ...]] per box (README, Analytics); a frame that is
-        # not a tracking stage's is dropped and counted: the preview is drawn with its result instead
-        raw = unpackb(data)
-        if not isinstance(raw, dict):
-            raise BadMessageError("malformed", "not a map")
-        seq, boxes = _seq(raw.get("seq")), raw.get("boxes") or []
-        model = raw.get("model")
+        # A frame that is not a tracking stage's is dropped and counted: the preview is drawn with its
+        # result instead.
+        frame = decode_tracked(data)
         tracked = {
-            "model": model if isinstance(model, str) else None,
-            "latency_ms": round((_finite(raw["t_tracked"]) - _finite(raw["t_capture"])) * 1000, 1),
-            "boxes": [[round(_finite(v), 2) for v in box[:6]] for box in boxes],
-            "tracks": [_seq(box[6]) for box in boxes],
-            "zones": [[str(z) for z in box[7]] for box in boxes],
+            "model": frame.model,
+            "latency_ms": round((frame.t_tracked - frame.t_capture) * 1000, 1),
+            "boxes": [[round(v, 2) for v in box[:6]] for box in frame.boxes],
+            "tracks": [box.track for box in frame.boxes],
+            "zones": [box.zones for box in frame.boxes],
         }
         self._touch(stream)
-        _keep(self._tracks.setdefault(stream, OrderedDict()), seq, tracked)
-        self._match(stream, seq)
+        _keep(self._tracks.setdefault(stream, OrderedDict()), frame.seq, tracked)
+        self._match(stream, frame.seq)
 
     def _on_preview(self, stream: str, data: bytes) -> None:
-        raw = unpackb(data)
-        if not isinstance(raw, dict):
-            raise BadMessageError("malformed", "not a map")
-        seq = _seq(raw.get("seq"))
-        if not isinstance(raw.get("jpeg"), bytes) or not raw["jpeg"]:
-            raise BadMessageError("no jpeg")
-        preview = {"seq": seq, "jpeg": raw["jpeg"], "w": _dim(raw.get("w")), "h": _dim(raw.get("h"))}
-        preview["t"] = _finite(raw["t"]) if raw.get("t") is not None else None
+        p = decode_preview(data)
+        preview = {"seq": p.seq, "jpeg": p.jpeg, "w": p.w, "h": p.h, "t": p.t}
         self._touch(stream)
         pending = self._pending.setdefault(stream, OrderedDict())
-        pending[seq] = (time.monotonic(), preview)
+        pending[p.seq] = (time.monotonic(), preview)
         while len(pending) > PENDING_KEPT:
             pending.popitem(last=False)
-        self._match(stream, seq)
+        self._match(stream, p.seq)
 
     def _match(self, stream: str, seq: int, now: float | None = None) -> bool:
         """Send the pending preview `seq` once what it is drawn with is here: its tracked frame on a
@@ -379,7 +346,7 @@ class LiveFeed:
 
     def _on_event(self, stream: str, data: bytes) -> None:
         """An event (JSON text, as published) goes to the pages of its stream, not to the overview."""
-        event = decode_event(data)  # SchemaError (not JSON, NaN, too deep, too big): dropped and counted
+        event = decode_event(data)  # RecordError (not JSON, NaN, too deep, too big): dropped and counted
         chunk = sse("event", event)
         for page in list(self.pages):
             if page.stream == stream:
@@ -513,15 +480,6 @@ class LiveFeed:
             "zone_counts": {k: int(v) for k, v in counts.items()},
             "events": sum(int(v) for v in events.values()),
         }
-
-
-def _dim(value: object) -> int | None:
-    """A preview's width or height (None when the producer did not say)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1 << 16:
-        raise BadMessageError("bad size", repr(value)[:40])
-    return value
 
 
 def _keep(kept: OrderedDict, seq: int, item: Any) -> None:

@@ -10,7 +10,7 @@ from common.analytics_settings import AnalyticsSettings
 from common.config import DEFAULT_IMGSZ, GpuIndex
 from common.errors import SourceRefusedError
 from common.keys import STREAM_ID_PATTERN
-from common.models import NAME_MAX_LEN, NAME_PATTERN
+from common.model_names import NAME_MAX_LEN, NAME_PATTERN
 from common.sources import check_scheme
 
 #: Model names, never paths: the guide's names, stock YOLO11, the bundled model, RTAI_WEIGHTS_DIR files.

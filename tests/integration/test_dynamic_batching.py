@@ -16,7 +16,7 @@ from common.config import WorkerSettings
 from common.wire import JobArgs, MsgpackSerializer, decode_result, packb
 from worker.broker import Taken
 from worker.broker.policies import MODEL_FAILURE_TTL_S
-from worker.detector import NoopDetector
+from worker.engines import NoopDetector
 from worker.group import Group, GroupJob
 from worker.jobs import run_group
 from worker.publisher import Publisher

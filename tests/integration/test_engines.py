@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -18,8 +17,7 @@ from torchvision.ops import box_iou
 from common.config import DEMO_CLIP
 from devkit import synth
 from worker import engine_cache
-from worker.detector import YoloDetector
-from worker.engines import TensorDetector, build
+from worker.engines import ENGINES, TensorDetector, YoloDetector, build
 
 MODEL = "rtai-shapes"
 IMGSZ = 320
@@ -71,7 +69,7 @@ def scene_frames(n: int, w: int = 640, h: int = 480) -> list[np.ndarray]:
 
 
 def as_jpeg(frames: list[np.ndarray]) -> tuple[list[bytes], list[np.ndarray]]:
-    """JPEG bytes, and the same bytes decoded by OpenCV (what Ultralytics' path sees)."""
+    """JPEG bytes, and the same bytes decoded by OpenCV (what the worker's decode pool hands every engine)."""
     data = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in frames]
     return data, [cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR) for d in data]
 
@@ -93,13 +91,12 @@ def assert_same_boxes(ref: list[np.ndarray], got: list[np.ndarray], min_iou: flo
 @pytest.mark.parametrize("source", ["clip", "scene640x480"])
 def test_tensor_path_matches_ultralytics(engine, source, weights, reference, caplog):
     frames = clip_frames(8) if source == "clip" else scene_frames(8)
-    jpegs, decoded = as_jpeg(frames)
+    _, decoded = as_jpeg(frames)
     ref = reference.predict(decoded, conf=CONF, imgsz=IMGSZ)
     with caplog.at_level(logging.INFO, logger="worker.engines"):
         det = build(MODEL, device="cpu", half=None, engine=engine, engine_batch=BATCH)
     assert det.engine_name(IMGSZ) == engine
     assert_same_boxes(ref, det.predict(decoded, conf=CONF, imgsz=IMGSZ))
-    assert_same_boxes(ref, det.predict_jpeg(jpegs, conf=CONF, imgsz=IMGSZ))
     if engine == "onnx":
         assert "using onnx engine" in caplog.text
 
@@ -121,11 +118,9 @@ def test_tensor_path_matches_ultralytics_on_rtsp_pattern(rtsp_pattern, weights, 
         frames.append(img)
     cap.release()
     frames += scene_frames(2)  # the test pattern alone may hold no shape at all
-    jpegs, decoded = as_jpeg(frames)
+    _, decoded = as_jpeg(frames)
     det = TensorDetector(MODEL, backend="onnx", engine_batch=BATCH)
-    assert_same_boxes(
-        reference.predict(decoded, conf=CONF, imgsz=IMGSZ), det.predict_jpeg(jpegs, conf=CONF, imgsz=IMGSZ)
-    )
+    assert_same_boxes(reference.predict(decoded, conf=CONF, imgsz=IMGSZ), det.predict(decoded, conf=CONF, imgsz=IMGSZ))
 
 
 def test_export_is_idempotent(weights):
@@ -201,9 +196,9 @@ def test_corrupt_engine_falls_back_and_says_so(damage, weights, reference, caplo
 def test_auto_runs_onnx_where_exported_and_ultralytics_elsewhere(weights, reference, caplog):
     """auto on the CPU: the cached ONNX export at its imgsz (logged with its file), Ultralytics'
     predictor at an imgsz with no export (the tensor path on PyTorch measured no faster than it);
-    the same boxes either way, from arrays and from JPEG bytes."""
+    the same boxes either way, from the frames the worker decodes."""
     frames = scene_frames(4)
-    jpegs, decoded = as_jpeg(frames)
+    _, decoded = as_jpeg(frames)
     with caplog.at_level(logging.INFO, logger="worker.engines"):
         det = build(MODEL, device="cpu", half=None, engine="auto", engine_batch=BATCH)
         assert det.engine_name(IMGSZ) == "onnx" and det.engine_name(640) == "ultralytics"
@@ -212,7 +207,6 @@ def test_auto_runs_onnx_where_exported_and_ultralytics_elsewhere(weights, refere
     for imgsz in (IMGSZ, 640):
         ref = reference.predict(decoded, conf=CONF, imgsz=imgsz)
         assert_same_boxes(ref, det.predict(decoded, conf=CONF, imgsz=imgsz))
-        assert_same_boxes(ref, det.predict_jpeg(jpegs, conf=CONF, imgsz=imgsz))
 
 
 def test_auto_without_export_is_ultralytics_and_says_so(tmp_path, monkeypatch, caplog):
@@ -242,12 +236,11 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @cuda
 def test_cuda_tensor_path_fp16_matches_ultralytics():
     frames = scene_frames(8)
-    jpegs, decoded = as_jpeg(frames)
+    _, decoded = as_jpeg(frames)
     ref = YoloDetector(MODEL, device="cuda:0", half=True).predict(decoded, conf=CONF, imgsz=IMGSZ)
     det = TensorDetector(MODEL, device="cuda:0", backend="torch")
     assert det.half and det._side is not None  # FP16, pinned copies on a side stream
     assert_same_boxes(ref, det.predict(decoded, conf=CONF, imgsz=IMGSZ), min_iou=0.95)
-    assert_same_boxes(ref, det.predict_jpeg(jpegs, conf=CONF, imgsz=IMGSZ), min_iou=0.95)  # nvJPEG
 
 
 @pytest.mark.gpu
@@ -264,25 +257,16 @@ def test_cuda_tensorrt_engine_export_and_use(tmp_path, monkeypatch):
     assert_same_boxes(ref, det.predict(frames, conf=CONF, imgsz=IMGSZ), min_iou=0.95)
 
 
-def test_job_loop_fast_path_only_for_sound_jpeg_batches(reference):
-    """detect_jpeg_frames gives the boxes of predict_jpeg for a sound batch, and None (decode frame by
-    frame, counting bad frames) for a raw frame, a header bigger than the payload says, or bad data."""
-    from common.images import encode_frame  # noqa: PLC0415
-    from worker.engines import detect_jpeg_frames  # noqa: PLC0415
+def test_build_knows_every_engine_and_refuses_others():
+    """The registry names every backend module's engine; an unknown name is refused, saying the choices."""
+    import typing  # noqa: PLC0415
 
-    det = TensorDetector(MODEL, backend="torch")
-    frames = [encode_frame(img, seq=i, t_capture=0.0, imgsz=IMGSZ) for i, img in enumerate(scene_frames(3))]
-    boxes = detect_jpeg_frames(det, frames, conf=CONF, imgsz=IMGSZ)
-    decoded = [cv2.imdecode(np.frombuffer(f.data, np.uint8), cv2.IMREAD_COLOR) for f in frames]
-    assert boxes is not None
-    assert_same_boxes(reference.predict(decoded, conf=CONF, imgsz=IMGSZ), boxes)
-    raw = encode_frame(scene_frames(1)[0], seq=9, t_capture=0.0, imgsz=IMGSZ, enc="raw")
-    assert detect_jpeg_frames(det, [*frames, raw], conf=CONF, imgsz=IMGSZ) is None
-    lying = dataclasses.replace(frames[0], dw=frames[0].dw // 2)
-    assert detect_jpeg_frames(det, [lying], conf=CONF, imgsz=IMGSZ) is None
-    broken = dataclasses.replace(frames[1], data=frames[1].data[:300])
-    assert detect_jpeg_frames(det, [frames[0], broken], conf=CONF, imgsz=IMGSZ) is None
-    assert detect_jpeg_frames(reference, frames, conf=CONF, imgsz=IMGSZ) is None  # no predict_jpeg
+    from common.config import WorkerSettings  # noqa: PLC0415
+
+    assert set(ENGINES) == {"auto", "torch", "tensor", "onnx", "tensorrt", "ultralytics"}
+    assert set(typing.get_args(WorkerSettings.model_fields["engine"].annotation)) == set(ENGINES)
+    with pytest.raises(ValueError, match="unknown engine 'openvino': use one of auto, torch"):
+        build(MODEL, device="cpu", half=None, engine="openvino")
 
 
 @pytest.mark.slow

@@ -217,6 +217,27 @@ def test_bad_amp_level_names_the_key():
         Detector({"amp_level": "O4"})
 
 
+def test_engine_picks_the_fleet_workers_backend_with_the_same_boxes(one_thread):
+    """The guide's class builds its replicas through worker.engines, as the fleet worker does."""
+    from worker.engines import TensorDetector, YoloDetector  # noqa: PLC0415
+
+    frames = [render_scene(np.random.default_rng(5))[0] for _ in range(2)]
+    got = {}
+    for engine, kind in (("ultralytics", YoloDetector), ("torch", TensorDetector)):
+        det = Detector({"variant": "rtai-shapes", "gpu_devices": ["cpu"], "engine": engine, "imgsz": 320})
+
+        async def run(det: Detector = det) -> list[dict]:
+            await det.load_model()
+            return await det.detect_batch(frames)
+
+        results = asyncio.run(run())
+        assert isinstance(det.replicas[0].detector, kind)
+        got[engine] = [r["labels"] for r in results]
+    assert got["torch"] == got["ultralytics"] and any(got["torch"])
+    with pytest.raises(ConfigError, match="engine"):
+        Detector({"engine": "openvino"})
+
+
 def test_model_type_and_variant_are_both_accepted():
     assert Detector({"model_type": "multi_gpu_yolov11m"}).config.model == "multi_gpu_yolov11m"
     assert Detector({"variant": "multi_gpu_yolov11m"}).config.model == "multi_gpu_yolov11m"

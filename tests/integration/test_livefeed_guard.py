@@ -73,7 +73,10 @@ async def _good_frame_arrives(r: redis.Redis, page: Page, stream: str, seq: int)
 def test_poison_messages_are_dropped_and_counted_and_good_frames_still_flow(r, redis_server):
     poison = [
         (keys.preview_channel("cam"), _preview(float("inf"))),  # infinite seq
-        (keys.tracks_channel("cam"), packb({"seq": float("inf"), "t_capture": 1.0, "t_tracked": 2.0, "boxes": []})),
+        (
+            keys.tracks_channel("cam"),
+            packb({"v": 1, "stream": "cam", "seq": float("inf"), "t_capture": 1.0, "t_tracked": 2.0, "boxes": []}),
+        ),
         (keys.preview_channel("").encode() + b"\xff\xfe", _preview(1)),  # a channel name that is not UTF-8
         (keys.events_channel("cam"), b"[" * 100_000),  # deeply nested JSON
         (keys.preview_channel("cam"), packb({"seq": 2, "w": 32, "h": 24, "t": 1.0})),  # no JPEG

@@ -1,7 +1,8 @@
 """The import graph of the shipped packages (DESIGN.md "Layout"), read with `ast` without importing:
 common imports no role; producer and worker never import each other; nothing shipped imports devkit;
-only control imports control; realtime_ai imports only common and worker. Plus two process checks:
-a worker's job modules load neither the API nor click, and `python -m control --help` no torch."""
+only control imports control; realtime_ai imports only common and worker; no two modules import
+each other, even lazily; no worker module is over 450 lines. Plus two process checks: a worker's
+job modules load neither the API nor click, and `python -m control --help` no torch."""
 
 from __future__ import annotations
 
@@ -46,6 +47,78 @@ def project_imports(path: Path) -> set[str]:
 
 def shipped_files() -> list[Path]:
     return sorted(p for package in SHIPPED for p in (ROOT / package).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_imports(path: Path, modules: set[str]) -> set[str]:
+    """Project modules `path` imports (absolute or relative, lazy imports too); `from pkg import sub`
+    counts as importing the submodule, not the package's __init__."""
+    own = module_name(path).split(".")
+    package = own if path.name == "__init__.py" else own[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names} & modules
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            target = ".".join(p for p in (base, node.module or "") if p)
+            subs = {f"{target}.{alias.name}" for alias in node.names} & modules
+            found |= subs
+            if len(subs) < len(node.names) and target in modules:
+                found.add(target)
+    found.discard(module_name(path))
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_two_modules_import_each_other():
+    """Not even through a lazy import (common/config.py and common/models.py once did)."""
+    files = shipped_files()
+    modules = {module_name(p) for p in files}
+    graph = {module_name(p): module_imports(p, modules) for p in files}
+    assert graph["common.config"] >= {"common.model_names"}  # the walk sees relative imports
+    assert import_cycles(graph) == []
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+def test_no_worker_module_is_over_450_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "worker").rglob("*.py")}
+    assert {path: n for path, n in sizes.items() if n > 450} == {}
 
 
 def test_every_shipped_package_has_modules():

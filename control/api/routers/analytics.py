@@ -19,10 +19,10 @@ from fastapi.responses import Response
 from analytics.eventlog import read_recent
 from common import keys
 from common.analytics_settings import EventType
-from common.errors import FrameDecodeError, SchemaError
+from common.errors import FrameDecodeError, RecordError
 from common.images import jpeg_size
 from common.keys import STREAM_ID_PATTERN
-from common.wire import MAX_FRAME_PIXELS, MAX_SIDE, unpackb
+from common.wire import MAX_FRAME_PIXELS, MAX_SIDE, decode_snapshot
 
 StreamId = Annotated[str, Path(pattern=STREAM_ID_PATTERN)]
 
@@ -104,14 +104,12 @@ def make_router(client: redis.Redis) -> APIRouter:
         if raw is None:
             raise HTTPException(status_code=404, detail=f"no snapshot of {stream} frame {seq} (expired or never kept)")
         try:
-            snap = unpackb(raw)
-        except SchemaError as exc:
+            snap = decode_snapshot(raw)
+        except RecordError as exc:
             raise HTTPException(status_code=500, detail=f"the stored snapshot is unreadable: {exc}") from exc
-        jpeg = snap.get("jpeg") if isinstance(snap, dict) else None
-        if not isinstance(jpeg, bytes):
-            raise HTTPException(status_code=500, detail="the stored snapshot holds no JPEG")
+        jpeg = snap.jpeg
         if boxes:
-            jpeg = draw_boxes(jpeg, snap.get("w"), snap.get("h"), snap.get("boxes"))
+            jpeg = draw_boxes(jpeg, snap.w, snap.h, snap.boxes)
         return Response(content=jpeg, media_type="image/jpeg")
 
     return router

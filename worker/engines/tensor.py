@@ -1,23 +1,16 @@
-"""The tensor path: JPEG bytes (or decoded frames) to boxes with every step a batched tensor op.
+"""The `torch` engine, and the path the exported engines (`onnx`, `tensorrt`) run in: decoded frames
+to boxes with every step a batched tensor op.
 
-JPEG bytes -> `torchvision.io.decode_jpeg` (nvJPEG on CUDA, libjpeg-turbo on CPU) -> one letterbox
-and normalisation for the batch -> the model's forward (PyTorch nn.Module, FP16 on CUDA; or ONNX
-Runtime; or a TensorRT engine) -> NMS on the same device -> boxes, scaled to the decoded frame, to the
-host. On CUDA, frames given as arrays are copied from pinned memory on a side stream, so one batch's
-copy overlaps the previous batch's compute when the worker prefetches. The letterbox follows
-Ultralytics' (`LetterBox`: same scale, rounding, grey 114 padding, minimal stride-aligned rectangle
-for a batch of equal shapes on a dynamic-shape backend), so the boxes match its predictor's, which
-stays the reference and the fallback (`--engine ultralytics`).
+BGR frames -> one tensor batch (on CUDA copied from pinned memory on a side stream, so one batch's
+copy overlaps the previous batch's compute when the worker prefetches) -> one letterbox and
+normalisation for the batch -> the model's forward (the PyTorch module, FP16 on CUDA; or an exported
+engine's runner: onnxrt.py, trt.py) -> NMS on the same device -> boxes, scaled to the frame, to the
+host. The letterbox follows Ultralytics' (`LetterBox`: same scale, rounding, grey 114 padding,
+minimal stride-aligned rectangle for a batch of equal shapes on a dynamic-shape backend), so the
+boxes match its predictor's (predictor.py), which stays the reference.
 
-Engine choice (`--engine`, RTAI_ENGINE): `ultralytics` (its predictor), `torch`/`tensor` (this path
-with the PyTorch module), `onnx` (ONNX Runtime, CPU), `tensorrt` (CUDA), `auto`: per imgsz, the
-exported engine (TensorRT on CUDA, ONNX Runtime on CPU) where an intact one for this
-model/imgsz/batch/device is cached, else Ultralytics' predictor. Measured on 2 CPU cores
-(benchmarks/engines.py, imgsz 320/640, batch 1/4/8), ONNX Runtime takes the least CPU time per frame
-in every cell (1.02-2.4x less than Ultralytics' predictor), and the tensor path on PyTorch is no
-faster than Ultralytics' predictor, so that is what auto falls back to. With a named
-exported engine (`onnx`, `tensorrt`), an engine that is missing, stale or corrupt is logged once per
-imgsz and the call falls back to the tensor path on the PyTorch module: never a crash.
+An exported engine that is missing, stale or corrupt for an imgsz is logged once and that imgsz runs
+on the fallback instead (the PyTorch module, or Ultralytics' predictor under `auto`): never a crash.
 """
 
 from __future__ import annotations
@@ -25,21 +18,22 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.errors import FrameDecodeError, ModelError
-from common.images import jpeg_size
-from common.wire import MAX_FRAME_PIXELS, Frame
+from common.errors import ModelError
 
-from . import engine_cache, models, threads
-from .detector import Boxes, Detector, YoloDetector, _empty
+from .. import engine_cache, models, threads
+from .base import Boxes, empty_boxes
+from .onnxrt import OnnxRunner
+from .predictor import YoloDetector
+from .trt import TensorRTRunner
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "tensor", "onnx", "tensorrt", "ultralytics")
+#: The exported engines this path runs, by engine name (`fmt`: the engine cache's format).
+RUNNERS: dict[str, type[OnnxRunner] | type[TensorRTRunner]] = {r.name: r for r in (OnnxRunner, TensorRTRunner)}
 #: Ultralytics' predict defaults, so boxes match its predictor's.
 IOU = 0.7
 MAX_DET = 300
@@ -72,6 +66,7 @@ class TensorDetector:
         engine_batch: int = 8,
         warmup_imgsz: int = 320,
         fallback: str = "torch",
+        allow_path: bool = False,
     ):
         """`fallback`: what runs an imgsz that no exported engine fits: `torch` (this path on the
         PyTorch module) or `ultralytics` (its predictor; `auto`)."""
@@ -86,7 +81,8 @@ class TensorDetector:
         self.engine_batch = engine_batch
         self.fallback = fallback
         self._reference: YoloDetector | None = None
-        yolo = models.load(variant)
+        self.allow_path = allow_path
+        yolo = models.load(variant, allow_path=allow_path)
         names = yolo.names
         self.names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
         module = yolo.model
@@ -135,7 +131,9 @@ class TensorDetector:
         if self.fallback != "ultralytics" or self.backend == "torch" or self._runner(imgsz) is not None:
             return None
         if self._reference is None:
-            self._reference = YoloDetector(self.variant, device=self.device, half=self.half, warmup_imgsz=imgsz)
+            self._reference = YoloDetector(
+                self.variant, device=self.device, half=self.half, warmup_imgsz=imgsz, allow_path=self.allow_path
+            )
         return self._reference
 
     def _runner(self, imgsz: int) -> Any:
@@ -146,7 +144,8 @@ class TensorDetector:
         return self._engines[imgsz]
 
     def _open_engine(self, imgsz: int) -> Any:
-        fmt = "engine" if self.backend == "tensorrt" else "onnx"
+        runner_type = RUNNERS[self.backend]
+        fmt = runner_type.fmt
         try:
             key = engine_cache.device_key(
                 self.variant, fmt, half=self.half, batch=self.engine_batch, imgsz=imgsz, device=self.device
@@ -154,7 +153,7 @@ class TensorDetector:
             path, why = engine_cache.lookup(key)
             if path is None:
                 raise ModelError(why)
-            runner = OnnxRunner(path) if fmt == "onnx" else TensorRTRunner(path, self.torch_device, self.half)
+            runner = runner_type(path, device=self.torch_device, half=self.half)
         except ModelError as exc:
             log.warning(
                 "model %s imgsz %d: no usable %s engine, using %s instead: %s",
@@ -180,7 +179,7 @@ class TensorDetector:
             return []
         self._sizes.add(imgsz)
         if classes is not None and not classes:
-            return [_empty() for _ in images]
+            return [empty_boxes() for _ in images]
         reference = self._fallback(imgsz)
         if reference is not None:
             return reference.predict(images, conf=conf, imgsz=imgsz, classes=classes)
@@ -190,34 +189,6 @@ class TensorDetector:
         else:
             frames = [self._to_device(torch.from_numpy(im).permute(2, 0, 1).flip(0)) for im in images]
         return self._detect(frames, conf=conf, imgsz=imgsz, classes=classes)
-
-    def predict_jpeg(
-        self, jpegs: list[bytes], *, conf: float, imgsz: int, sizes: list[tuple[int, int]] | None = None
-    ) -> list[Boxes]:
-        """Boxes per JPEG, decoded on this device (nvJPEG on CUDA); coordinates in the decoded frame.
-
-        `sizes` ((w, h) per frame, as the header said when it was bounds-checked) must match what
-        was decoded, or FrameDecodeError."""
-        import torch  # noqa: PLC0415
-        from torchvision.io import ImageReadMode, decode_jpeg  # noqa: PLC0415
-
-        if not jpegs:
-            return []
-        self._sizes.add(imgsz)
-        data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
-        try:
-            frames = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.torch_device)
-        except RuntimeError as exc:
-            raise FrameDecodeError(f"JPEG decode failed: {exc}") from exc
-        if sizes is not None:
-            for f, (w, h) in zip(frames, sizes, strict=True):
-                if (f.shape[2], f.shape[1]) != (w, h):
-                    raise FrameDecodeError(f"JPEG decoded to {f.shape[2]}x{f.shape[1]}, header said {w}x{h}")
-        reference = self._fallback(imgsz)
-        if reference is not None:  # it takes BGR arrays on the host
-            images = [f.flip(0).permute(1, 2, 0).cpu().numpy() for f in frames]
-            return reference.predict(images, conf=conf, imgsz=imgsz)
-        return self._detect(list(frames), conf=conf, imgsz=imgsz)
 
     def _to_device(self, host: Any) -> Any:
         """`host` on this device: from pinned memory on the side stream on CUDA (the compute stream
@@ -249,7 +220,7 @@ class TensorDetector:
             out = []
             for frame, det in zip(frames, dets, strict=True):
                 if len(det) == 0:
-                    out.append(_empty())
+                    out.append(empty_boxes())
                     continue
                 det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], frame.shape[1:])
                 out.append(det[:, :6].float().cpu().numpy().astype(np.float32))
@@ -293,133 +264,3 @@ class TensorDetector:
             y = self.module(x)
             return y[0] if isinstance(y, (list, tuple)) else y
         return runner(x)
-
-
-#: ONNX Runtime's pool threads sleep between runs instead of spinning (the worker sets OpenMP's
-#: OMP_WAIT_POLICY=PASSIVE for the same reason). Measured on 2 busy cores (load 5-6), rtai-shapes
-#: 320x256, 2 threads: 57 ms/frame spinning, 21 ms not; a spinning pool also takes the cores from the
-#: torch ops (letterbox, NMS) that run right after each run.
-ORT_NO_SPIN = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
-
-
-class OnnxRunner:
-    """An exported ONNX model in ONNX Runtime (CPU), with torch's intra-op thread count.
-
-    One session serves every batch size and input shape: the export has dynamic axes, and fixing
-    them (per-shape sessions with free-dimension overrides) measured no faster on these cores."""
-
-    name = "onnx"
-    dynamic = True
-
-    def __init__(self, path: Any):
-        import onnxruntime as ort  # noqa: PLC0415
-        import torch  # noqa: PLC0415
-        from onnxruntime.capi import onnxruntime_pybind11_state as state  # noqa: PLC0415
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        for entry in ORT_NO_SPIN:
-            opts.add_session_config_entry(entry, "0")
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except (state.Fail, state.InvalidProtobuf, state.InvalidGraph, state.NoSuchFile, state.RuntimeException) as exc:
-            raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-        self.input = self.session.get_inputs()[0].name
-        self.threads = opts.intra_op_num_threads
-
-    def __call__(self, x: Any) -> Any:
-        import torch  # noqa: PLC0415
-
-        threads.record_seen(self.threads)
-        return torch.from_numpy(self.session.run(None, {self.input: x.float().cpu().numpy()})[0])
-
-
-class TensorRTRunner:
-    """A TensorRT engine through Ultralytics' AutoBackend (which splits and zero-pads batches to the
-    engine's static batch, and drops the padding's outputs)."""
-
-    name = "tensorrt"
-    dynamic = False
-
-    def __init__(self, path: Any, device: Any, half: bool):
-        from ultralytics.nn.autobackend import AutoBackend  # noqa: PLC0415
-
-        try:
-            self.backend = AutoBackend(str(path), device=device, fp16=half, verbose=False)
-        except (RuntimeError, OSError, ValueError, AttributeError, ImportError, TypeError) as exc:
-            raise ModelError(f"TensorRT cannot load {path}: {exc}") from exc
-
-    def __call__(self, x: Any) -> Any:
-        y = self.backend(x)
-        return y[0] if isinstance(y, (list, tuple)) else y
-
-
-def build(variant: str, *, device: str, half: bool | None, engine: str = "auto", engine_batch: int = 8) -> Detector:
-    """The detector `engine` names for this device (see the module docstring).
-
-    `auto` runs, per imgsz, an exported engine where one was exported for this model and device
-    (TensorRT on CUDA, ONNX Runtime on the CPU; `rtai models export`), else Ultralytics' own
-    predictor, the reference; the tensor path is chosen by name (`--engine tensor`)."""
-    if engine == "ultralytics":
-        return YoloDetector(variant, device=device, half=half)
-    if engine in ("torch", "tensor"):
-        backend = "torch"
-    elif engine == "auto":
-        backend = "tensorrt" if device.startswith("cuda") else "onnx"
-        if not _exported(variant, backend):
-            fmt = "engine" if backend == "tensorrt" else "onnx"
-            log.info(
-                "model %s on %s: no %s engine exported in %s (rtai models export %s --format %s); "
-                "using Ultralytics' predictor",
-                variant,
-                device,
-                backend,
-                engine_cache.cache_dir(),
-                variant,
-                fmt,
-            )
-            return YoloDetector(variant, device=device, half=half)
-        return TensorDetector(
-            variant, device=device, half=half, backend=backend, engine_batch=engine_batch, fallback="ultralytics"
-        )
-    else:
-        backend = engine
-    if backend == "tensorrt" and not device.startswith("cuda"):
-        log.warning("engine tensorrt needs CUDA; %s on %s uses the PyTorch weights", variant, device)
-        backend = "torch"
-    return TensorDetector(variant, device=device, half=half, backend=backend, engine_batch=engine_batch)
-
-
-def _exported(variant: str, backend: str) -> bool:
-    """Whether the engine cache lists any file of this model in this format (its key is checked at use)."""
-    fmt = "engine" if backend == "tensorrt" else "onnx"
-    wanted = Path(models.canonical(variant)).name
-    for entry in engine_cache.read_manifest().values():
-        key = entry.get("key") if isinstance(entry, dict) else None
-        if isinstance(key, dict) and key.get("format") == fmt:
-            if Path(models.canonical(str(key.get("model")))).name == wanted:
-                return True
-    return False
-
-
-def detect_jpeg_frames(detector: Detector, frames: list[Frame], *, conf: float, imgsz: int) -> list[Boxes] | None:
-    """The job loop's fast path: boxes for `frames` (past the stale check) decoded on the detector's
-    device in one batch, or None where it does not apply (a detector without `predict_jpeg`, a raw
-    frame, a JPEG header over the pixel cap or unlike the payload's size, a batch that fails to
-    decode): the caller then decodes frame by frame as before, which counts each bad frame."""
-    fast = getattr(detector, "predict_jpeg", None)
-    if fast is None or not frames or any(f.enc != "jpeg" for f in frames):
-        return None
-    try:
-        for f in frames:
-            w, h = jpeg_size(f.data)  # headers only: nothing is decoded before every frame passes
-            if w * h > MAX_FRAME_PIXELS or (w, h) != (f.dw, f.dh):
-                return None
-        return fast([f.data for f in frames], conf=conf, imgsz=imgsz, sizes=[(f.dw, f.dh) for f in frames])
-    except FrameDecodeError as exc:
-        log.info("batched JPEG decode refused (%s): decoding frame by frame", exc)
-        return None

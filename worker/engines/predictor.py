@@ -1,40 +1,22 @@
-"""Detectors: one model on one device. YOLO for real work; no-op and sleep for benchmarks."""
+"""The `ultralytics` engine: Ultralytics' own predictor, the reference every other engine matches."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
 
 import numpy as np
 
-from . import models, threads
+from .. import models, threads
+from .base import Boxes, empty_boxes
 
 log = logging.getLogger(__name__)
-
-#: Boxes of one image: float32 array of shape (N, 6): x1, y1, x2, y2, conf, cls.
-Boxes = np.ndarray
-
-
-class Detector(Protocol):
-    variant: str
-    names: list[str]
-
-    def predict(
-        self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
-    ) -> list[Boxes]: ...
-
-    def engines_in_use(self) -> dict[int, str]:
-        """imgsz -> the engine that ran it, for every imgsz this detector has run."""
-        ...
-
-
-def _empty() -> Boxes:
-    return np.zeros((0, 6), dtype=np.float32)
 
 
 class YoloDetector:
     """An Ultralytics YOLO model loaded once on one device (FP16 on CUDA unless told otherwise)."""
+
+    name = "ultralytics"
 
     def __init__(
         self,
@@ -68,7 +50,7 @@ class YoloDetector:
         """`classes`: indices to keep (None: all; []: none) — filtered inside NMS, so they cost nothing later."""
         self._sizes.add(imgsz)
         if classes is not None and not classes:
-            return [_empty() for _ in images]
+            return [empty_boxes() for _ in images]
         # FP16 through Ultralytics' `quantize` (its replacement for the deprecated `half`).
         precision = {"quantize": 16} if self.half else {}
         results = self.model.predict(
@@ -79,7 +61,7 @@ class YoloDetector:
         for r in results:
             b = r.boxes
             if b is None or len(b) == 0:
-                out.append(_empty())
+                out.append(empty_boxes())
                 continue
             arr = np.concatenate(
                 [
@@ -100,37 +82,3 @@ def _torch_threads() -> int:
     import torch  # noqa: PLC0415
 
     return torch.get_num_threads()
-
-
-class NoopDetector:
-    """Finds nothing, instantly: measures the fleet's transport ceiling."""
-
-    def __init__(self, variant: str) -> None:
-        self.variant = variant
-        self.names: list[str] = []
-        self.engine = "noop"
-        self._sizes: set[int] = set()
-
-    def engines_in_use(self) -> dict[int, str]:
-        return dict.fromkeys(sorted(self._sizes), self.engine)
-
-    def predict(
-        self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
-    ) -> list[Boxes]:
-        self._sizes.add(imgsz)
-        return [_empty() for _ in images]
-
-
-class SleepDetector(NoopDetector):
-    """Costs a fixed time per image: isolates coordination cost from compute when scaling."""
-
-    def __init__(self, variant: str, *, sleep_ms: float) -> None:
-        super().__init__(variant)
-        self.engine = "sleep"
-        self.sleep_s = sleep_ms / 1000.0
-
-    def predict(
-        self, images: list[np.ndarray], *, conf: float, imgsz: int, classes: list[int] | None = None
-    ) -> list[Boxes]:
-        time.sleep(self.sleep_s * len(images))
-        return super().predict(images, conf=conf, imgsz=imgsz)
