@@ -83,7 +83,10 @@ class _Settings(BaseModel):
 
 
 class FleetSettings(_Settings):
+    #: The fleet's Redis: redis://[:password@]host:port/db, or rediss:// for TLS (`rtai up` starts a
+    #: private one when unset).
     redis_url: str = DEFAULT_REDIS_URL
+    #: A process that cannot reach Redis at start gives up after this many seconds (exit 3).
     redis_start_timeout_s: float = Field(DEFAULT_REDIS_START_TIMEOUT_S, gt=0, le=3600)
 
 
@@ -109,19 +112,28 @@ class ProducerSettings(_Settings):
     fresh_batches: bool = True
     loop: bool = False
     max_frames: int | None = Field(None, ge=1)
+    #: Seconds a camera may take to open.
     open_timeout_s: float = Field(5.0, gt=0)
+    #: A source that sends no frame for this many seconds is stalled, and reopened.
     stall_timeout_s: float = Field(5.0, gt=0)
+    #: Reconnect backoff: the first wait, doubling up to the next setting.
     reconnect_min_s: float = Field(0.5, gt=0)
+    #: Reconnect backoff: the longest wait.
     reconnect_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = Field(None, ge=0)
     #: Video decode: cpu, nvdec (FFmpeg's CUVID through OpenCV; an error where absent), auto (NVDEC
     #: where it works, else the CPU).
     decode: Literal["cpu", "nvdec", "auto"] = "cpu"
     # Routing (which workers take the stream; see worker/routing.py)
+    #: Which workers may take the stream: auto (any), cpu, cuda (any GPU) or cuda:N.
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    #: GPU indices whose workers may take the stream (none: every GPU).
     gpu_devices: list[GpuIndex] | None = Field(None, max_length=256)
+    #: Any allowed worker takes the deepest queue (on); off: the fixed map stream % GPUs.
     load_balancing: bool = True
+    #: One worker at a time takes the stream (results in order, as tracking wants).
     pinned: bool = False
+    #: The most workers taking the stream at once (none: any number).
     max_workers: int | None = Field(None, ge=1)
     #: Free GPU memory (MB, NVML) a GPU worker needs to take the stream; CPU workers ignore it.
     gpu_memory_mb: int | None = Field(None, ge=1, le=16_777_216)
@@ -147,7 +159,9 @@ class WorkerSettings(_Settings):
     threads: int | None = Field(None, ge=1)
     half: bool | None = None
     max_frame_age_ms: int = Field(DEFAULT_MAX_FRAME_AGE_MS, ge=1)
+    #: Seconds between a worker's heartbeats (lease renewals and stats).
     heartbeat_s: float = Field(DEFAULT_HEARTBEAT_S, gt=0)
+    #: A worker that has not renewed its lease this long is dead: its jobs are requeued.
     lease_s: float = Field(DEFAULT_LEASE_S, gt=0)
     fault_point: FaultPoint | None = None
     #: Chaos tests: "<stream>#<batch>" makes every worker SIGKILL itself each time it is about to run
@@ -190,9 +204,14 @@ class ApiSettings(_Settings):
     media_root: Path | None = None
     #: Non-global hosts a request may name: `all`/`1`, `private`, or a comma list of CIDRs/hosts.
     api_allow_private: str = ""
+    #: Services callers may declare; a `start` past it gets a 429.
     max_services: int = Field(DEFAULT_MAX_SERVICES, ge=1)
+    #: A request body over this many bytes gets a 413 before it is read to the end.
     api_max_body_bytes: int = Field(DEFAULT_API_MAX_BODY_BYTES, ge=1024)
+    #: A client must send its request headers within this many seconds (slowloris).
     api_header_timeout_s: float = Field(DEFAULT_API_HEADER_TIMEOUT_S, gt=0, le=3600)
+    #: Open connections the API holds at once; past it a new one evicts the connection that has waited
+    #: longest for its headers, or is closed when every connection is inside a request.
     api_max_connections: int = Field(DEFAULT_API_MAX_CONNECTIONS, ge=1)
     #: Extra Host names the API answers (comma list; `*` turns the Host check off).
     api_allowed_hosts: str = ""

@@ -40,7 +40,7 @@ rtai:events:<stream>                 channel  -                events of a strea
 rtai:eventlog                        STREAM   MAXLEN ~         durable event log of every stream (JSON), read by sinks
 rtai:zonecount:<stream>              HASH     none             zone -> tracks in it now
 rtai:eventcount:<stream>             HASH     none             event type -> count
-rtai:snapshot:<stream>:<seq>         STRING   SNAPSHOT_*_TTL_S msgpack {w, h, jpeg, boxes}: a frame kept for events
+rtai:snapshot:<stream>:<seq>         STRING   SNAPSHOT_*_TTL_S  msgpack {w, h, jpeg, boxes}: a frame kept for events
 rtai:sink:<name>                     HASH     none             delivered/failed/dead_letter/bad/lost_trimmed
 rtai:eventseq                        STRING   none             ordinal of the newest rtai:eventlog entry (field n)
 rtai:streamevents:<stream>           STREAM   MAXLEN ~         a stream's own recent events (JSON), for /events?stream=
@@ -49,6 +49,7 @@ rq:queue:rtai:<stream>               LIST     none             RQ queue of a str
 rq:wip:rtai:<stream>                 ZSET     RQ's             RQ's started-job registry (job_id:execution_id)
 rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
 rq:worker:<name>                     HASH     RQ's             RQ's record of a worker (its `state`: idle / busy)
+rq:job:<job id>                      HASH     RQ's             RQ's record of a job (status, timestamps, result)
 """
 
 from __future__ import annotations

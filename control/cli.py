@@ -64,7 +64,7 @@ def cli(verbose: int) -> None:
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
-@click.option("--interval", type=float, default=2.0, show_default=True)
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between redraws (--watch).")
 def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Streams (state, ledger, queue depth, latency), workers and GPUs (frames, fps, GPU stats)."""
     from common.redis_client import connect  # noqa: PLC0415
@@ -194,12 +194,12 @@ def stream() -> None:
 @click.argument("stream_id")
 @click.option("--source", required=True, help="rtsp://, http:// URL, a file, or demo.")
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
-@click.option("--max-fps", type=float, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--imgsz", type=int, default=None)
-@click.option("--model", default=None)
-@click.option("--conf", type=float, default=None)
-@click.option("--loop/--no-loop", default=None)
+@click.option("--max-fps", type=float, default=None, help="Frames per second sampled (default 30).")
+@click.option("--batch-size", type=int, default=None, help="Frames per job (default 4).")
+@click.option("--imgsz", type=int, default=None, help="Long side frames are resized to; the inference size (320).")
+@click.option("--model", default=None, help="A model name (default rtai-shapes; see Models and engines).")
+@click.option("--conf", type=float, default=None, help="Confidence threshold (default 0.25).")
+@click.option("--loop/--no-loop", default=None, help="Loop a video file (default off).")
 @click.option("--track", is_flag=True, help="Track objects (rtai tracker); zones, lines and dwell need it.")
 @click.option(
     "--tracker",

@@ -50,7 +50,14 @@ def pull(name: str) -> None:
 
 @models_group.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "engine"]), default="onnx", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "engine"]),
+    default="onnx",
+    show_default=True,
+    help="onnx (ONNX Runtime, CPU workers) or engine (TensorRT, built on the GPU that runs it).",
+)
 @click.option("--half", is_flag=True, help="FP16 (GPU only; ignored for ONNX on the CPU).")
 @click.option("--batch", type=int, default=8, show_default=True, help="Batch the engine is built for (ONNX: most).")
 @click.option(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU proof, in one run, on a host with an NVIDIA GPU (the CI machines have none):
 #   1. a fresh venv with the repo installed (or PY=... to reuse one; WHEELS=dir for an offline host)
-#   2. the GPU-marked tests (tensor path FP16 + nvJPEG, TensorRT export and use, FP16 replicas ...)
+#   2. the GPU-marked tests (tensor path FP16, TensorRT export and use, FP16 replicas ...)
 #   3. YOLO11s: `rtai models pull yolo11s` (needs network; else yolo11s.yaml, random weights) and
 #      its FP16 TensorRT engine at imgsz 640 (batch 32), cached under RTAI_WEIGHTS_DIR/engines
 #   4. model-alone frames/s: PyTorch FP16 (tensor path and Ultralytics) and TensorRT FP16, batch 1/8/32

@@ -9,7 +9,7 @@ import time
 import redis
 
 from common import gpu
-from common.config import WorkerSettings, apply_offline_model_env, host_name
+from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
 from common.errors import ConfigError
 from common.redis_client import connect, describe, wait_until_up
 
@@ -29,7 +29,8 @@ def gpu_label(device: str) -> str:
         return "cpu"
     ident = gpu.physical_id(device)
     if ident is None:
-        raise ConfigError(f"device {device} is not among CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}")
+        visible = ",".join(visible_cuda_devices() or [])
+        raise ConfigError(f"device {device} is not among CUDA_VISIBLE_DEVICES={visible}")
     return ident
 
 

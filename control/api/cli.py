@@ -13,7 +13,7 @@ from common.proctitle import set_title
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (0.0.0.0 to expose it).")
-@click.option("--port", type=int, default=2000, show_default=True)
+@click.option("--port", type=int, default=2000, show_default=True, help="TCP port to listen on.")
 @click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
 @click.option("--token", default=None, help="Require 'Authorization: Bearer TOKEN' [env RTAI_API_TOKEN].")
 @click.option(

@@ -17,10 +17,11 @@ on the PyTorch module is no faster than Ultralytics' predictor: so `auto` falls 
 predictor. A named exported engine (`onnx`, `tensorrt`) that is missing, stale or corrupt for an
 imgsz falls back to the PyTorch module, logged once: never a crash.
 
-Every engine takes decoded BGR frames: the worker decodes JPEG on its CPU pool (worker/decode.py),
-which overlaps the previous batch's inference. The fleet worker (worker/runtime.py) and the guide's
-`MultiGPUYOLOv11Detector` (realtime_ai/detector.py) both build their detectors here. The no-op and
-sleep detectors of the benchmarks are in bench.py.
+Every engine takes decoded BGR frames: the worker decodes JPEG on its CPU pool (worker/decode.py);
+with prefetch (the default on CUDA) the next group's decode runs while the model runs this one.
+The fleet worker (worker/runtime.py) and the guide's `MultiGPUYOLOv11Detector`
+(realtime_ai/detector.py) both build their detectors here. The no-op and sleep detectors of the
+benchmarks are in bench.py.
 """
 
 from __future__ import annotations
