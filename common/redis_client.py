@@ -1,14 +1,30 @@
-"""One way to open the fleet's Redis: from a URL (redis://, rediss:// with TLS, AUTH in the URL)."""
+"""One way to open the fleet's Redis: from a URL.
+
+- `redis://[[user]:password@]host:port/db`, `rediss://...` with TLS (`?ssl_ca_certs=...`), AUTH in
+  the URL: one Redis.
+- `redis+sentinel://[[user]:password@]host1:26379,host2:26379,.../SERVICE[/db]` (`rediss+sentinel://`
+  for TLS to the master): a Sentinel deployment. The client asks the sentinels for the master of
+  SERVICE (redis-py's `Sentinel.master_for`), and asks again after a failover: a connection to the old
+  master, now a replica answering READONLY, is dropped and the next command goes to the new master.
+  The password is the master's (and replicas'); `?sentinel_password=...` is the sentinels' own, when
+  they have one.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .backoff import Backoff
 from .config import redis_start_timeout_s
@@ -25,10 +41,84 @@ SOCKET_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 3.0
 
 
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+DEFAULT_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A `redis+sentinel://` URL, parsed."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+
+    def master_kwargs(self) -> dict[str, Any]:
+        return {"db": self.db, "username": self.username, "password": self.password, "ssl": self.ssl}
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        return {"password": self.sentinel_password, "socket_timeout": CONNECT_TIMEOUT_S}
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl | None:
+    """The Sentinel deployment `url` names, None for any other scheme; RedisUnavailableError (naming
+    what is wrong, never the password) for a Sentinel URL that is not one."""
+    scheme, sep, _rest = url.partition("://")
+    if not sep or scheme.lower() not in SENTINEL_SCHEMES:
+        return None
+
+    def bad(why: str) -> RedisUnavailableError:
+        return RedisUnavailableError(
+            f"bad Sentinel URL {redact(url)!r}: {why} (use redis+sentinel://[:password@]host:26379,host2:26379/SERVICE/db)"
+        )
+
+    parts = urlsplit(url)
+    userinfo, _at, hosts = parts.netloc.rpartition("@")
+    username, _colon, password = userinfo.partition(":") if userinfo else ("", "", "")
+    sentinels = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":") if item.strip().count(":") == 1 else (item.strip(), "", "")
+        if not colon:
+            host, port = item.strip(), str(DEFAULT_SENTINEL_PORT)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(f"sentinel address {item.strip()!r} is not host:port")
+        sentinels.append((host, int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise bad("no service name" if not path else "too many path parts")
+    if len(path) == 2 and not path[1].isdigit():
+        raise bad(f"db {path[1]!r} is not a number")
+    query = parse_qs(parts.query)
+    return SentinelUrl(
+        sentinels=tuple(sentinels),
+        service=unquote(path[0]),
+        db=int(path[1]) if len(path) == 2 else 0,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        sentinel_password=query["sentinel_password"][0] if query.get("sentinel_password") else None,
+        ssl=SENTINEL_SCHEMES[scheme.lower()],
+    )
+
+
+def _client(url: str, **options: Any) -> redis.Redis:
+    """A client for a plain or Sentinel URL, with `options` for its connections."""
+    sentinel = parse_sentinel_url(url)
+    if sentinel is None:
+        return redis.Redis.from_url(url, **options)
+    keep = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
+    group = Sentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs(), **keep)  # type: ignore[no-untyped-call]
+    master = group.master_for(sentinel.service, redis_class=redis.Redis, **sentinel.master_kwargs(), **options)  # type: ignore[no-untyped-call]
+    return cast(redis.Redis, master)
+
+
 def connect(url: str, *, check: bool = True) -> redis.Redis:
     """A client for `url`; with check, fail now with a clear error if Redis does not answer."""
     try:
-        client = redis.Redis.from_url(
+        client = _client(
             url,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -42,12 +132,23 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
     return client
 
 
+def connect_async(url: str) -> aioredis.Redis:
+    """An asyncio client for a plain or Sentinel URL (the live view's pub/sub)."""
+    sentinel = parse_sentinel_url(url)
+    if sentinel is None:
+        return aioredis.from_url(url)
+    group = AsyncSentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs())  # type: ignore[no-untyped-call]
+    return cast(
+        aioredis.Redis, group.master_for(sentinel.service, redis_class=aioredis.Redis, **sentinel.master_kwargs())
+    )
+
+
 def check_at_start(url: str, *, timeout_s: float | None = None) -> None:
     """For a process that has not reached Redis yet: ping until it answers, for at most
     `timeout_s` (RTAI_REDIS_START_TIMEOUT_S); a wrong URL (TLS mismatch, bad certificate, missing or
     wrong password) fails at once. The error names the problem, never the password."""
     limit = redis_start_timeout_s() if timeout_s is None else timeout_s
-    probe = redis.Redis.from_url(
+    probe = _client(
         url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=Retry(NoBackoff(), 0)
     )
     deadline = time.monotonic() + limit

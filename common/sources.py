@@ -28,6 +28,7 @@ FILE_PROTOCOL = "file"
 #: Query parameters whose values are secrets (compared lower-case).
 SECRET_PARAMS = {
     "password",
+    "sentinel_password",
     "passwd",
     "pwd",
     "pass",

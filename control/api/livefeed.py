@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from analytics.eventlog import recent_events
 from common import desired, keys
 from common.analytics_settings import AnalyticsSettings
 from common.errors import RecordError, SchemaError
+from common.redis_client import connect_async
 from common.replies import text_map
 from common.wire import decode_event, decode_preview, decode_result, decode_tracked, record_seq, unpackb
 from control import status
@@ -270,7 +270,7 @@ class LiveFeed:
     async def _listen(self) -> None:
         patterns = (keys.results_pattern(), keys.previews_pattern(), keys.tracks_pattern(), keys.events_pattern())
         while True:
-            conn = aioredis.from_url(self.redis_url)
+            conn = connect_async(self.redis_url)
             try:
                 async with conn.pubsub() as ps:
                     await ps.psubscribe(*patterns)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import httpx
 import pytest
 
 from common import keys
 from common.wire import decode_result
 
-from ..helpers import ROOT, free_port, wait_for
+from ..helpers import free_port, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.rtsp, pytest.mark.slow]
 P = "/api/v1/realtime-ai"
-#: RTAI_SCREENSHOT=docs/overview.png refreshes the README's picture from this test.
-SCREENSHOT_TO = os.environ.get("RTAI_SCREENSHOT")
 #: The span (ms) of the first 15 pictures drawn within 3 s after `since` (null until there are).
 FIFTEEN_IN_3_S = """(since) => {
   const t = window.__rtai.drawnAt.filter((x) => x >= since);
@@ -90,11 +85,6 @@ def test_overview_draws_published_boxes_and_controls_streams(r, procs, rtsp_clip
     assert page.locator("#workers tbody tr").count() == 1
     page.wait_for_function("() => window.__rtai.fleet.streams.demo.ledger.published > 0", timeout=10_000)
     page.screenshot(path=str(tmp_path / "overview.png"))
-    if SCREENSHOT_TO:  # the README's picture: both tiles with boxes
-        boxes_on_both = "() => ['demo', 'rtsp'].every((s) => (window.__rtai.lastDrawn[s] || {drawn: []}).drawn.length)"
-        page.wait_for_function(boxes_on_both, timeout=60_000)
-        page.screenshot(path=str(tmp_path / "overview.png"))
-        shutil.copy(tmp_path / "overview.png", ROOT / SCREENSHOT_TO)
 
     # A bad URL: the API's field error appears next to the URL field.
     page.click("#add-btn")

@@ -78,7 +78,10 @@ def test_every_long_running_service_has_a_healthcheck_the_image_can_run():
 
     roles = {"worker", "api", "redis"}
     for name, svc in COMPOSE["services"].items():
-        if svc.get("image", "").startswith(("prom/", "grafana/", "nginx")) or name == "redis":
+        if svc.get("image", "").startswith(("prom/", "grafana/", "nginx")):
+            continue
+        if svc.get("image", "").startswith("redis:"):  # Redis, its replicas and sentinels: redis-cli
+            assert svc["healthcheck"]["test"][:2] == ["CMD", "redis-cli"], name
             continue
         check = svc["healthcheck"]
         if name == "status":
@@ -90,6 +93,26 @@ def test_every_long_running_service_has_a_healthcheck_the_image_can_run():
         assert health.__doc__ and f"`{test[4]}`" in health.__doc__
     assert COMPOSE["services"]["api"]["healthcheck"]["test"][4:] == ["api", "2000"]
     assert COMPOSE["services"]["proxy"]["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_the_ha_profile_is_a_master_two_replicas_and_three_sentinels_the_fleet_url_names():
+    from common.redis_client import parse_sentinel_url  # noqa: PLC0415
+
+    services = COMPOSE["services"]
+    ha = {name for name, svc in services.items() if "ha" in svc.get("profiles", [])}
+    assert ha == {"redis-replica1", "redis-replica2", "sentinel1", "sentinel2", "sentinel3"}
+    for name in ("redis-replica1", "redis-replica2"):
+        assert services[name]["command"][1:4] == ["--replicaof", "redis", "6379"]
+    for name in ("sentinel1", "sentinel2", "sentinel3"):
+        script = " ".join(services[name]["command"])
+        assert "sentinel monitor rtai redis 6379 2" in script and "--sentinel" in script
+        assert "down-after-milliseconds rtai 2000" in script
+    header = (ROOT / "docker-compose.yml").read_text().split("x-rtai:")[0]
+    url = next(word for word in header.split() if word.startswith("RTAI_REDIS_URL=redis+sentinel://"))
+    parsed = parse_sentinel_url(url.split("=", 1)[1])
+    assert parsed is not None and parsed.service == "rtai"
+    assert {host for host, _port in parsed.sentinels} == {"sentinel1", "sentinel2", "sentinel3"}
+    assert services["api"]["environment"]["RTAI_REDIS_URL"] == "${RTAI_REDIS_URL:-redis://redis:6379/0}"
 
 
 def test_weights_survive_on_a_named_volume_where_models_load():

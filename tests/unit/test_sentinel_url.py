@@ -1,0 +1,43 @@
+"""`redis+sentinel://` URLs (common/redis_client.py): what each part means, and a clear error for a
+URL that is not one, never showing its password."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import RedisUnavailableError
+from common.redis_client import SentinelUrl, parse_sentinel_url
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_the_db_and_the_passwords():
+    url = "redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2:26380,sentinel3/mymaster/2?sentinel_password=sp"
+    assert parse_sentinel_url(url) == SentinelUrl(
+        sentinels=(("10.0.0.1", 26379), ("10.0.0.2", 26380), ("sentinel3", 26379)),
+        service="mymaster",
+        db=2,
+        password="s3cret",
+        sentinel_password="sp",
+    )
+    tls = parse_sentinel_url("rediss+sentinel://app:pw@s1:26379/cache")
+    assert tls is not None and (tls.ssl, tls.username, tls.password, tls.db) == (True, "app", "pw", 0)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://h:6380/0", "unix:///tmp/redis.sock"])
+def test_other_urls_are_not_sentinel_urls(url):
+    assert parse_sentinel_url(url) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+sentinel://:pw@s1:26379", "no service name"),
+        ("redis+sentinel://:pw@s1:26379/m/x", "db 'x' is not a number"),
+        ("redis+sentinel://:pw@s1:99999/m", "is not host:port"),
+        ("redis+sentinel://:pw@s1:26379,/m", "is not host:port"),
+        ("redis+sentinel://:pw@s1/m/0/1", "too many path parts"),
+    ],
+)
+def test_a_bad_sentinel_url_says_what_is_wrong_without_the_password(url, why):
+    with pytest.raises(RedisUnavailableError, match=why) as err:
+        parse_sentinel_url(url)
+    assert "pw" not in str(err.value).replace("password", "")
