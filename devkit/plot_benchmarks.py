@@ -64,7 +64,7 @@ def main(output: Path, out: Path, machine: str) -> None:
         ax.set_xticks(range(len(keys)), labels)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, loc="upper left")
+    axes[0].legend(fontsize=8, loc="upper right")
     fig.suptitle(f"The same RTSP cameras on the same box ({machine})", fontsize=11)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -69,7 +69,13 @@ def test_redis_restart_producer_and_worker_carry_on(tmp_path, rtsp_pattern):
         )
         wait_for(lambda: counts(r, "cam1")["published"] >= 4, timeout=30, what="results before the restart")
         server.kill()
-        time.sleep(3)
+        # Down until the producer has read a frame it could not enqueue (a fixed sleep raced a
+        # source that sent no frame in it on a loaded host).
+        wait_for(
+            lambda: "counted dropped_unreachable once Redis is back" in procs.output(producer),
+            timeout=30,
+            what="the producer dropping a frame while Redis is down",
+        )
         server.stop()
         server = PrivateRedis(port=server.port)  # restarted, empty (persistence is off)
         wait_for(lambda: counts(r, "cam1")["published"] >= 6, timeout=40, what="results after the restart")
