@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 
 import redis
 
 from common import keys
+from common.backoff import Backoff
 from common.errors import SchemaError
+from common.redis_client import describe
 from common.replies import texts
 from common.wire import Result, TrackedFrame, decode_result, unpackb
+
+log = logging.getLogger(__name__)
+
+#: How far back in a stream's history a reconnecting subscriber looks for what it missed.
+RECONNECT_REPLAY = 1000
+#: Sequence numbers remembered per stream, so a result replayed after a reconnect is given once.
+GIVEN_KEPT = 4096
+
+
+class Given:
+    """The sequence numbers of one stream given out lately (the last GIVEN_KEPT)."""
+
+    def __init__(self) -> None:
+        self._order: deque[int] = deque()
+        self._set: set[int] = set()
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._set
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._set)
+
+    def add(self, seq: int) -> None:
+        if seq in self._set:
+            return
+        self._order.append(seq)
+        self._set.add(seq)
+        if len(self._order) > GIVEN_KEPT:
+            self._set.discard(self._order.popleft())
 
 
 class Subscriber:
@@ -34,23 +67,56 @@ class Subscriber:
                 self.bad_messages += 1
         return out
 
-    def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
+    def _subscribed(self) -> redis.client.PubSub:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         if self.streams:
             pubsub.subscribe(*[keys.results_channel(s) for s in self.streams])
         else:
             pubsub.psubscribe(keys.results_pattern())
-        last_seq: dict[str, int] = {}
+        return pubsub
+
+    def _missed(self, given: dict[str, Given]) -> Iterator[Result]:
+        """After a reconnect: what each stream published meanwhile, from its history (seq order)."""
+        for stream, seen in list(given.items()):
+            first = min(seen, default=None)  # nothing older than what this subscriber saw first
+            for result in self.replay(stream, RECONNECT_REPLAY):
+                if first is not None and result.seq > first and result.seq not in seen:
+                    seen.add(result.seq)
+                    yield result
+
+    def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
+        """Results as they are published: first the last `replay` of each stream from history.
+
+        When Redis goes away (a restart, a Sentinel failover) the subscription is opened again once
+        it answers, and what each stream published meanwhile is read from its history first, so a
+        reconnect leaves no gap it can fill and repeats nothing already given."""
+        pubsub: redis.client.PubSub | None = self._subscribed()
+        given: dict[str, Given] = {}
+        backoff = Backoff(first=0.1, cap=2.0)
         try:
             if replay:
                 streams = self.streams or texts(self.client.smembers(keys.STREAMS))
                 for stream in streams:
                     for result in self.replay(stream, replay):
-                        last_seq[stream] = max(last_seq.get(stream, -1), result.seq)
+                        given.setdefault(stream, Given()).add(result.seq)
                         yield result
             while deadline is None or time.monotonic() < deadline:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                message = pubsub.get_message(timeout=wait)
+                try:
+                    if pubsub is None:  # lost: subscribe again, then give what was published meanwhile
+                        pubsub = self._subscribed()
+                        yield from self._missed(given)
+                        backoff.reset()
+                        log.warning("subscribed again")
+                    message = pubsub.get_message(timeout=wait)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    delay = backoff.next()
+                    log.warning("subscription lost (%s); subscribing again in %.1f s", describe(exc), delay)
+                    if pubsub is not None:
+                        pubsub.close()
+                    pubsub = None
+                    time.sleep(delay)
+                    continue
                 if message is None or message["type"] not in ("message", "pmessage"):
                     continue
                 try:
@@ -58,11 +124,14 @@ class Subscriber:
                 except SchemaError:
                     self.bad_messages += 1
                     continue
-                if result.seq <= last_seq.get(result.stream, -1) and replay:
-                    continue
+                seen = given.setdefault(result.stream, Given())
+                if result.seq in seen:
+                    continue  # already given: replayed from history
+                seen.add(result.seq)
                 yield result
         finally:
-            pubsub.close()
+            if pubsub is not None:
+                pubsub.close()
 
     @staticmethod
     def describe(result: Result, names: list[str]) -> str:
