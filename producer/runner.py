@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 RATE_EVERY_S = 2.0
 
 
+#: Frames that arrive this long before the next sampling tick are converted, so the tick finds a
+#: frame at most this old ready (producer/source.py converts only what will be sampled).
+WANT_SLACK_S = 0.05
+
+
 @dataclass
 class ProducerStats:
     frames: int = 0
@@ -117,6 +122,7 @@ class StreamProducer:
                             break
                         continue
                     last_index = captured.index
+                    self.source.want_from(next_t - min(interval / 2, WANT_SLACK_S))
                     self._refresh(self._encode(captured), self._picture(captured))
                     continue
                 # A sampling tick. A new batch starts only when the stream has room for it.
@@ -132,6 +138,7 @@ class StreamProducer:
                     # Ticks that passed without room, each with a new frame at the source: skipped.
                     self._skip(min(int(waited / interval), captured.index - last_index - 1))
                 last_index = captured.index
+                self.source.want_from(next_t - min(interval / 2, WANT_SLACK_S))
                 if not pending:
                     first_at = time.monotonic()
                 pending.append(self._encode(captured))

@@ -3,6 +3,13 @@
 RTSP and HTTP sources are read as fast as they arrive (so latency never builds up); files are
 paced at their own frame rate and can loop. A source that cannot be opened, ends, or stays
 connected without sending frames (stalled) is reopened with exponential backoff.
+
+Sample before you convert: every frame is decoded (`grab`), but only a frame the consumer will
+sample is converted to a full-size BGR image (`retrieve`, FFmpeg's swscale): the consumer says when
+it next wants one (`want_from`), and from then on each new frame is converted until it takes one.
+At 5 samples a second from a 30 fps camera that converts about one frame in three instead of every
+frame; the newest-frame rule is unchanged (a converted frame is at most one source frame older than
+the tick that takes it).
 """
 
 from __future__ import annotations
@@ -87,6 +94,11 @@ class VideoSource:
         self.reason = ""
         #: The decoder threads OpenCV applied to the open live capture (None: none open yet / a file).
         self.decode_threads: int | None = None
+        #: Monotonic time from which grabbed frames are converted (0: every frame; see want_from).
+        self._want_at = 0.0
+        #: Frames decoded, and of those converted to BGR (the rest were never sampled).
+        self.grabbed = 0
+        self.converted = 0
 
     # -- consumer side -------------------------------------------------------------------
     def start(self) -> VideoSource:
@@ -104,10 +116,17 @@ class VideoSource:
         """True once the source will deliver nothing more (file ended, gave up, stopped)."""
         return not self._thread.is_alive()
 
+    def want_from(self, t_mono: float) -> None:
+        """The consumer's next sample is due at about `t_mono`: frames grabbed before then need no
+        conversion (newest() asks for one at once when none is ready)."""
+        self._want_at = t_mono
+
     def newest(self, after: int, timeout: float) -> CapturedFrame | None:
-        """The newest frame with index > after, waiting up to timeout for one."""
+        """The newest converted frame with index > after, waiting up to timeout for one."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            if self._latest is None or self._latest.index <= after:
+                self._want_at = 0.0  # none ready: convert the next frame grabbed
             while self._latest is None or self._latest.index <= after:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set() or not self._thread.is_alive():
@@ -223,9 +242,15 @@ class VideoSource:
         last_frame = time.monotonic()
         got_any = False
         while not self._stop.is_set():
-            ok, image = cap.read()
+            ok = cap.grab()
             now_mono = time.monotonic()
-            if not ok or image is None:
+            image = None
+            if ok and now_mono >= self._want_at:
+                ok, image = cap.retrieve()
+                ok = ok and image is not None
+                self.converted += int(ok)
+            self.grabbed += int(ok)
+            if not ok:
                 if not self.live:
                     if self.loop and got_any:
                         cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -248,6 +273,9 @@ class VideoSource:
             last_frame = time.monotonic()
             if self.state != StreamState.RUNNING:
                 self._set_state(StreamState.RUNNING, "")
+            if image is None:  # decoded, never to be sampled: not converted
+                index += 1
+                continue
             frame = CapturedFrame(index=index, t_capture=time.time(), image=image)
             index += 1
             with self._cond:

@@ -45,3 +45,36 @@ def test_capture_decodes_on_one_thread_and_frames_arrive_within_two_frame_times(
     # One decode thread: ~37 ms here; OpenCV's default (frame threads): ~74 ms, over two frame times.
     assert 0 < p50 < 60, f"stamp-to-read delay p50 {p50:.0f} ms"
     assert src.decode_threads == 1
+
+
+@pytest.mark.timeout(60)
+def test_sampling_5_of_30_fps_converts_only_what_it_samples_and_keeps_frames_fresh(rtsp_stamp):
+    """A consumer sampling 5 frames a second says when it next wants one (want_from): most decoded
+    frames are never converted to BGR, and each sampled frame is as fresh as before (stamp-to-read
+    under 60 ms) and at most one frame time (plus the slack) old when the tick takes it."""
+    import time  # noqa: PLC0415
+
+    src = VideoSource(rtsp_stamp).start()
+    delays, ages, last = [], [], -1
+    try:
+        frame = src.newest(last, timeout=5)
+        assert frame is not None, f"no frame: {src.state} {src.reason}"
+        last, tick, start = frame.index, time.monotonic(), (src.grabbed, src.converted)
+        for _ in range(25):
+            tick += 0.2
+            src.want_from(tick - 0.05)
+            time.sleep(max(0.0, tick - time.monotonic()))
+            frame = src.newest(last, timeout=1)
+            assert frame is not None
+            ages.append(time.time() - frame.t_capture)
+            last = frame.index
+            stamp = read_stamp(frame.image)
+            if stamp is not None:
+                delays.append(frame.t_capture * 1000 - stamp)
+        grabbed, converted = src.grabbed - start[0], src.converted - start[1]
+    finally:
+        src.stop()
+    assert grabbed >= 100, grabbed  # 5 s of a 30 fps camera, every frame decoded
+    assert converted <= grabbed * 0.5, f"{converted} of {grabbed} frames converted"
+    assert statistics.median(delays) < 60
+    assert statistics.median(ages) < 0.05 + 1 / 30 + 0.02, ages

@@ -1,0 +1,107 @@
+"""What a real camera costs the producer, against FFmpeg decoding the same source alone (issue 20).
+
+    .venv/bin/python -m benchmarks.cameras --seconds 20
+
+Makes its source with FFmpeg (20 s of testsrc2 at 1920x1080, 30 fps, H.264 at 4 Mbit/s, GOP 30), then
+in one run, round-robin over `--reps`:
+- FFmpeg decoding it alone, paced (`ffmpeg -re -threads 1 -i clip -f null -`);
+- `rtai producer --source clip --imgsz 640 --max-fps F` for each F, with a no-op worker behind it.
+CPU is CPU-seconds per second of wall time, from /proc (user + system, the process and its threads),
+over the whole run. Prints one table with each row's ratio to FFmpeg's decode from the same round,
+and how many decoded frames the producer converted to BGR. `PYTHONPATH=<tree>` measures another
+checkout with the same venv (a before/after comparison).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from common.config import role_command
+from control.redis_server import PrivateRedis
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def make_clip(path: Path, seconds: float, size: str = "1920x1080", codec: str = "libx264", gop: int = 30) -> Path:
+    if not path.exists():
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30", "-t", str(seconds),
+             "-c:v", codec, "-b:v", "4M", "-g", str(gop), "-pix_fmt", "yuv420p", "-preset", "veryfast", str(path)],
+            check=True,
+        )  # fmt: skip
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -> float:
+    """Cores (CPU-seconds per second) of `cmd` over `seconds` after a 2 s warm-up, then it is stopped."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.0)
+        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        return (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@click.command()
+@click.option("--seconds", type=float, default=15.0, show_default=True, help="Measuring window of each run.")
+@click.option("--reps", type=int, default=2, show_default=True)
+@click.option("--fps", "rates", default="5,30", show_default=True, help="--max-fps values of the producer.")
+@click.option("--imgsz", type=int, default=640, show_default=True)
+def main(seconds: float, reps: int, rates: str, imgsz: int) -> None:
+    root = Path(tempfile.gettempdir()) / "rtai-cameras"
+    root.mkdir(exist_ok=True)
+    clip = make_clip(root / "1080p-h264-gop30.mp4", seconds + 10)
+    server = PrivateRedis()
+    env = {**os.environ, "RTAI_REDIS_URL": server.url}
+    worker = subprocess.Popen(
+        role_command("control", "worker", "--detector", "noop", "--preload", ""), env=env, stdout=subprocess.DEVNULL
+    )
+    rows: dict[str, list[float]] = {}
+    try:
+        for _ in range(reps):
+            decode = measure(
+                ["ffmpeg", "-v", "error", "-re", "-threads", "1", "-i", str(clip), "-f", "null", "-"], seconds
+            )
+            rows.setdefault("ffmpeg", []).append(decode)
+            for rate in rates.split(","):
+                cmd = role_command("control", "producer", "--source", str(clip), "--stream", f"cam{rate}", "--loop")
+                cmd += ["--imgsz", str(imgsz), "--max-fps", rate]
+                cores = measure(cmd, seconds, env)
+                rows.setdefault(f"producer --max-fps {rate}", []).append(cores)
+                rows.setdefault(f"ratio {rate}", []).append(cores / decode)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        server.stop()
+    click.echo(f"source: {clip.name}; imgsz {imgsz}; {seconds:.0f} s a run; load {os.getloadavg()[0]:.2f}")
+    click.echo("| run | cores (median of rounds) | each round | x FFmpeg's decode (median) |")
+    click.echo("|---|---|---|---|")
+    for name, values in rows.items():
+        if name.startswith("ratio"):
+            continue
+        rate = name.rsplit(" ", 1)[-1]
+        ratio = f"{statistics.median(rows[f'ratio {rate}']):.2f}" if name != "ffmpeg" else "1.00"
+        each = ", ".join(f"{v:.2f}" for v in values)
+        click.echo(f"| {name} | {statistics.median(values):.2f} | {each} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
