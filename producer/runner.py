@@ -33,7 +33,7 @@ RATE_EVERY_S = 2.0
 
 #: Frames that arrive this long before the next sampling tick are converted, so the tick finds a
 #: frame at most this old ready (producer/source.py converts only what will be sampled).
-WANT_SLACK_S = 0.05
+WANT_SLACK_S = 0.02
 
 
 @dataclass
