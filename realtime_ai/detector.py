@@ -1,6 +1,6 @@
 """The guide's in-process multi-GPU API: one model replica per device, least-loaded dispatch, failover.
 
-The fleet runs one worker process per GPU (DESIGN.md); this is the seed's API for detections in the
+The fleet runs one worker process per GPU (docs/design.md); this is the seed's API for detections in the
 caller's own process. Several replicas may share a device (``"gpu_devices": ["cpu", "cpu"]``), which makes
 dispatch and failover testable without GPUs.
 """

@@ -1,4 +1,4 @@
-"""The import graph of the shipped packages (DESIGN.md "Layout"), read with `ast` without importing:
+"""The import graph of the shipped packages (docs/design.md "Layout"), read with `ast` without importing:
 common imports no role; producer and worker never import each other; nothing shipped imports devkit;
 only control imports control; realtime_ai imports only common and worker; no two modules import
 each other, even lazily; no worker module is over 450 lines. Plus two process checks: a worker's

@@ -62,7 +62,7 @@ def over_tls(request: Request) -> bool:
 
 
 def make_router(feed: LiveFeed, *, token: str | None, auth: Callable[..., None]) -> APIRouter:
-    # Not in the OpenAPI document: the page's own plumbing (an endless event stream), described in README.
+    # Not in the OpenAPI document: the page's own plumbing (an endless event stream), in docs/live-view.md.
     router = APIRouter(include_in_schema=False)
 
     def cookie_auth(request: Request, rtai_live: str | None = Cookie(default=None)) -> None:
