@@ -1,0 +1,124 @@
+"""What the fleet costs Redis per frame (issue 19, part 3: measure first).
+
+    .venv/bin/python -m benchmarks.redis_cost --frames 960
+
+On a private redis-server, Redis' own CPU (INFO cpu: used_cpu_user + used_cpu_sys, the server's
+process) is read before and after each phase:
+- enqueue: the producer's path (blob SET, RQ job, ledger, in one MULTI) for the demo frames as
+  640x480 JPEG, in batches of 8 and of 1;
+- drain: one no-op worker taking those batches (fetch, job records, settle, publish, history);
+- floor: the least any design must do in the same run: per batch, in one round trip, SET the same
+  blob, GET it, DEL it, and PUBLISH + XADD a 200-byte result per frame;
+- idle: one worker with no stream, Redis CPU per second over `--idle-s`;
+- memory: used_memory per queued frame after the enqueue.
+Prints one JSON object, microseconds of Redis CPU per frame, and each phase against the floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import click
+import redis
+
+from common import keys
+from common.config import role_command
+from common.images import encode_frame
+from common.redis_client import connect
+from control.redis_server import PrivateRedis
+
+from .fleet_vs_direct import enqueue_all, load_frames, run_workers
+
+RESULT_BYTES = 200
+
+
+def redis_cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _per_frame_us(before: float, after: float, frames: int) -> float:
+    return round((after - before) * 1e6 / frames, 1)
+
+
+def floor_us(client: redis.Redis, blobs: list[bytes], batch: int) -> float:
+    """The least per batch, in one round trip: SET, GET and DEL of its blob, and a PUBLISH + XADD of a
+    200-byte result per frame."""
+    result = b"r" * RESULT_BYTES
+    frames = len(blobs) * batch
+    t0 = redis_cpu_s(client)
+    for i, blob in enumerate(blobs):
+        key = f"floor:{i}"
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(key, blob)
+            pipe.get(key)
+            pipe.delete(key)
+            for _ in range(batch):
+                pipe.publish("floor:results", result)
+                pipe.xadd("floor:history", {"r": result}, maxlen=1000, approximate=True)
+            pipe.execute()
+    return _per_frame_us(t0, redis_cpu_s(client), frames)
+
+
+def idle_per_s(url: str, client: redis.Redis, seconds: float) -> float:
+    """Redis CPU seconds per second with one worker running and no stream (its polling alone)."""
+    env = dict(os.environ, RTAI_REDIS_URL=url)
+    proc = subprocess.Popen(role_command("control", "worker", "--detector", "noop", "--preload", ""), env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not client.scard(keys.WORKERS) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)
+        t0, c0 = time.monotonic(), redis_cpu_s(client)
+        time.sleep(seconds)
+        return round((redis_cpu_s(client) - c0) / (time.monotonic() - t0), 4)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+@click.command()
+@click.option("--frames", "n", default=960, show_default=True)
+@click.option("--imgsz", default=640, show_default=True)
+@click.option("--idle-s", default=10.0, show_default=True)
+def main(n: int, imgsz: int, idle_s: float) -> None:
+    frames = load_frames(n)
+    server = PrivateRedis()
+    report: dict[str, object] = {"frames": n, "imgsz": imgsz}
+    try:
+        client = connect(server.url)
+        for batch in (8, 1):
+            client.flushdb()
+            stream = f"cost{batch}"
+            mem0, t0 = int(client.info("memory")["used_memory"]), redis_cpu_s(client)
+            enqueue_all(client, frames, stream, batch, imgsz, "rtai-shapes")
+            t1, mem1 = redis_cpu_s(client), int(client.info("memory")["used_memory"])
+            run_workers(client, server.url, stream, 1, "--detector", "noop", "--preload", "", "--max-batch-frames", "8")
+            t2 = redis_cpu_s(client)
+            encoded = [encode_frame(f, seq=i, t_capture=0.0, imgsz=imgsz).data for i, f in enumerate(frames)]
+            blobs = [b"".join(encoded[i : i + batch]) for i in range(0, n, batch)]
+            floor = floor_us(client, blobs, batch)
+            enqueue, drain = _per_frame_us(t0, t1, n), _per_frame_us(t1, t2, n)
+            report[f"batches of {batch}"] = {
+                "enqueue_us": enqueue,
+                "drain_us": drain,
+                "total_us": round(enqueue + drain, 1),
+                "floor_us": floor,
+                "total_over_floor": round((enqueue + drain) / floor, 2),
+                "memory_bytes_per_queued_frame": round((mem1 - mem0) / n),
+                "frame_bytes": round(sum(len(e) for e in encoded) / n),
+            }
+        client.flushdb()
+        report["idle_worker_redis_cpu_per_s"] = idle_per_s(server.url, client, idle_s)
+    finally:
+        server.stop()
+    report["load"] = os.getloadavg()
+    click.echo(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
