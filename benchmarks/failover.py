@@ -10,13 +10,15 @@ gets. For each kill: wait until the replicas are in sync, SIGKILL the master, an
 promotion (the sentinels agree on a new master) and the first result received after the kill; the
 killed server comes back as a replica. At the end the producer stops and the ledger must balance.
 Prints one JSON object: promotion and time to first result (median, max), duplicate results, the
-ledger.
+ledger, and the frames lost with writes the old masters acknowledged but never replicated (the
+producer compares what it counted with what the last master's ledger holds).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -108,6 +110,8 @@ def main(kills: int, between_s: float) -> None:
                 p.kill()
         dep.close()
     seqs = [seq for _t, seq in listener.got]
+    said = re.search(r"Redis lost (\d+) of the (\d+) frames", (root / "producer.log").read_text())
+    lost, counted = (int(said.group(1)), int(said.group(2))) if said else (0, ledger["produced"])
     promotions = [r["promotion_s"] for r in rows]
     firsts = [r["first_result_s"] for r in rows]
     print(
@@ -123,6 +127,8 @@ def main(kills: int, between_s: float) -> None:
                 "duplicate_results": len(seqs) - len(set(seqs)),
                 "no_process_exited": alive,
                 "ledger": ledger,
+                "frames_lost_with_unreplicated_writes": lost,
+                "frames_the_producer_counted": counted,
                 "load": os.getloadavg(),
             },
             indent=2,

@@ -81,9 +81,28 @@ def producer(max_streams: int | None, streams_file: Path | None, **flags: object
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    baseline = _produced(prod.client, settings.stream)
     prod.run()
-    click.echo(_summary(prod.client, settings.stream, prod.source.state.value, prod.source.reason), err=True)
+    summary = _summary(prod.client, settings.stream, prod.source.state.value, prod.source.reason)
+    now = _produced(prod.client, settings.stream)
+    if baseline is not None and now is not None and baseline + prod.sink.counted > now:
+        lost = baseline + prod.sink.counted - now
+        summary += (
+            f"; Redis lost {lost} of the {prod.sink.counted} frames this producer counted (acknowledged "
+            "writes that did not survive a restart from empty or a failover)"
+        )
+    click.echo(summary, err=True)
     sys.exit(EXIT_SOURCE if prod.source.state == StreamState.ERROR else EXIT_OK)
+
+
+def _produced(client: object, stream: str) -> int | None:
+    """The stream's `produced` counter now (None when Redis cannot say)."""
+    from common import ledger  # noqa: PLC0415
+
+    try:
+        return int(ledger.read(client, stream)[ledger.PRODUCED])  # type: ignore[arg-type]
+    except redis.RedisError:
+        return None
 
 
 def _summary(client: object, stream: str, state: str, reason: str) -> str:

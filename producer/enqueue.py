@@ -54,6 +54,10 @@ class BatchSink:
         #: The last batch enqueued and its job id: while it waits, `refresh` may put a newer frame in it.
         self._last: tuple[str, Batch] | None = None
         self._refresh = scripts.REFRESH.bind(client)
+        #: Frames this producer has counted `produced` in the ledger, each write acknowledged by Redis.
+        #: More than the ledger says afterwards: Redis lost acknowledged writes (a restart from empty,
+        #: or a failover before they reached a replica).
+        self.counted = 0
 
     def register(self) -> None:
         s = self.settings
@@ -83,6 +87,7 @@ class BatchSink:
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             ledger.count(pipe, self.stream, Outcome.DROPPED_UNREACHABLE.value, n)
             pipe.execute()
+        self.counted += n
 
     def count_redis_full(self, n: int) -> None:
         """Frames Redis refused to store (out of memory, read-only): produced, and dropped for that."""
@@ -90,6 +95,7 @@ class BatchSink:
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             ledger.count(pipe, self.stream, Outcome.DROPPED_REDIS_FULL.value, n)
             pipe.execute()
+        self.counted += n
 
     def count_skipped(self, n: int) -> None:
         """Frames skipped at the source while the stream had no room (producer/flow.py): produced,
@@ -98,6 +104,7 @@ class BatchSink:
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             ledger.count(pipe, self.stream, Outcome.DROPPED_BACKPRESSURE.value, n)
             pipe.execute()
+        self.counted += n
 
     def push(self, frames: list[Frame]) -> bool:
         """Enqueue one batch; False when it was dropped for backpressure."""
@@ -113,6 +120,7 @@ class BatchSink:
                 ledger.count(pipe, self.stream, ledger.PRODUCED, n)
                 ledger.count(pipe, self.stream, Outcome.DROPPED_BACKPRESSURE.value, n)
                 pipe.execute()
+            self.counted += n
             log.warning(
                 "stream %s: queue depth %d >= %d, dropped a batch of %d",
                 self.stream,
@@ -152,6 +160,7 @@ class BatchSink:
             pipe.sadd(keys.STREAMS, self.stream)  # again each time: Redis may have restarted empty
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
             pipe.execute()
+        self.counted += n
         self.last_seq0 = seq0
         self._last = (job.id, batch)
         return True
@@ -178,5 +187,6 @@ class BatchSink:
         if not done:
             self._last = None  # taken: it is not refreshed again
             return None
+        self.counted += 1  # the superseded frame
         self._last = (job_id, batch)
         return frame.seq

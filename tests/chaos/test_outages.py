@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -82,6 +83,8 @@ def test_redis_restart_producer_and_worker_carry_on(tmp_path, rtsp_pattern):
         assert worker.poll() is None and producer.poll() is None, "neither process crashed"
         producer.terminate()
         assert procs.finish(producer, timeout=30) == 0, procs.output(producer)
+        # What the empty Redis forgot is not silently gone: the producer says how many it had counted.
+        assert re.search(r"Redis lost \d+ of the \d+ frames this producer counted", procs.output(producer))
         wait_for(lambda: counts(r, "cam1")["in_flight"] == 0, timeout=30, what="the queue to drain")
         c = counts(r, "cam1")
         # Credit flow may skip a sampled frame at the source (counted dropped_backpressure) while the
