@@ -88,3 +88,36 @@ def test_the_fleet_publishes_again_after_the_master_dies_and_accounts_for_every_
     seqs = _received(procs, subscriber)
     assert len(seqs) == len(set(seqs)), "the subscriber got a result twice"
     assert "subscription lost" in procs.output(subscriber)
+
+
+def test_the_live_view_follows_the_master_through_the_sentinels(sentinel):
+    """The API's live feed (its asyncio pub/sub client) given the Sentinel URL: a frame published on
+    the master reaches a page, and again after the master died and a replica took over."""
+    import asyncio  # noqa: PLC0415
+
+    from common.redis_client import connect  # noqa: PLC0415
+    from control.api.livefeed import LiveFeed  # noqa: PLC0415
+
+    from .test_livefeed_guard import WAIT_S, _good_frame_arrives, _next  # noqa: PLC0415
+
+    async def scenario() -> tuple[dict, dict]:
+        feed = LiveFeed(sentinel.url, connect(sentinel.url))
+        page = feed.open(None)
+        try:
+            await _next(page, "fleet", until=time.monotonic() + WAIT_S)
+            first = await _good_frame_arrives(sentinel.client(), page, "cam", 10)
+            old = sentinel.master_name()
+            sentinel.kill(old)
+            await asyncio.to_thread(
+                wait_for,
+                lambda: sentinel.master_port() not in (None, sentinel.ports[old]),
+                timeout=30,
+                what="promotion",
+            )
+            second = await _good_frame_arrives(sentinel.client(), page, "cam", 100)
+            return first, second
+        finally:
+            await feed.stop()
+
+    first, second = asyncio.run(scenario())
+    assert first["seq"] >= 10 and second["seq"] >= 100
