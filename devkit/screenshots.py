@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import cv2
 import httpx
+
+from .clip_frames import write_clip_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -51,18 +52,8 @@ def _wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
 
 
 def _clip_frames(out: Path) -> Path:
-    from common.config import DEMO_CLIP  # noqa: PLC0415
-
-    cap = cv2.VideoCapture(str(DEMO_CLIP))
-    i = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        cv2.imwrite(str(out / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        i += 1
-    if not i:
-        raise click.ClickException(f"cannot read {DEMO_CLIP}")
+    if not write_clip_frames(out):
+        raise click.ClickException("cannot read the demo clip")
     return out
 
 

@@ -66,18 +66,10 @@ def procs(redis_server: str, tmp_path: Path) -> Iterator[Procs]:
 @pytest.fixture(scope="session")
 def clip_frames_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo clip's frames as JPEG files, for the RTSP server to loop over."""
-    import cv2  # noqa: PLC0415
+    from devkit.clip_frames import write_clip_frames  # noqa: PLC0415
 
     out = tmp_path_factory.mktemp("clipframes")
-    cap = cv2.VideoCapture(str(CLIP))
-    i = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        cv2.imwrite(str(out / f"{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        i += 1
-    assert i > 0, f"could not read {CLIP}"
+    assert write_clip_frames(out, CLIP) > 0, f"could not read {CLIP}"
     return out
 
 
