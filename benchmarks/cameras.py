@@ -6,6 +6,10 @@ Makes its source with FFmpeg (20 s of testsrc2 at 1920x1080, 30 fps, H.264 at 4 
 in one run, round-robin over `--reps`:
 - FFmpeg decoding it alone, paced (`ffmpeg -re -threads 1 -i clip -f null -`);
 - `rtai producer --source clip --imgsz 640 --max-fps F` for each F, with a no-op worker behind it.
+With `--daemon 1,4,8,16`: that many cameras (the same file, declared with `rtai stream add`) in one
+producer daemon at `--max-fps 5`, the daemon's CPU per camera and its frames sampled per camera a
+second (a daemon runs each camera on its own thread: when its CPU stops growing with the cameras,
+something serialises them).
 CPU is CPU-seconds per second of wall time, from /proc (user + system, the process and its threads),
 over the whole run. Prints one table with each row's ratio to FFmpeg's decode from the same round,
 and how many decoded frames the producer converted to BGR. `PYTHONPATH=<tree>` measures another
@@ -65,7 +69,8 @@ def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -
 @click.option("--reps", type=int, default=2, show_default=True)
 @click.option("--fps", "rates", default="5,30", show_default=True, help="--max-fps values of the producer.")
 @click.option("--imgsz", type=int, default=640, show_default=True)
-def main(seconds: float, reps: int, rates: str, imgsz: int) -> None:
+@click.option("--daemon", "daemon_counts", default="", help="Camera counts for one producer daemon, e.g. 1,4,8,16.")
+def main(seconds: float, reps: int, rates: str, imgsz: int, daemon_counts: str) -> None:
     root = Path(tempfile.gettempdir()) / "rtai-cameras"
     root.mkdir(exist_ok=True)
     clip = make_clip(root / "1080p-h264-gop30.mp4", seconds + 10)
@@ -76,6 +81,9 @@ def main(seconds: float, reps: int, rates: str, imgsz: int) -> None:
     )
     rows: dict[str, list[float]] = {}
     try:
+        if daemon_counts:
+            _daemon_scaling(env, clip, seconds, imgsz, [int(n) for n in daemon_counts.split(",")])
+            return
         for _ in range(reps):
             decode = measure(
                 ["ffmpeg", "-v", "error", "-re", "-threads", "1", "-i", str(clip), "-f", "null", "-"], seconds
@@ -101,6 +109,40 @@ def main(seconds: float, reps: int, rates: str, imgsz: int) -> None:
         ratio = f"{statistics.median(rows[f'ratio {rate}']):.2f}" if name != "ffmpeg" else "1.00"
         each = ", ".join(f"{v:.2f}" for v in values)
         click.echo(f"| {name} | {statistics.median(values):.2f} | {each} | {ratio} |")
+
+
+def _sampled(env: dict[str, str], streams: list[str]) -> int:
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(env["RTAI_REDIS_URL"])
+    return sum(int(client.hget(f"rtai:ledger:{s}", "produced") or 0) for s in streams)
+
+
+def _daemon_scaling(env: dict[str, str], clip: Path, seconds: float, imgsz: int, counts: list[int]) -> None:
+    click.echo("| cameras in one daemon | daemon cores | cores a camera | frames sampled a camera a second |")
+    click.echo("|---|---|---|---|")
+    for n in counts:
+        streams = [f"d{n}c{i}" for i in range(n)]
+        for stream in streams:
+            add = role_command("control", "stream", "add", stream, "--source", str(clip), "--loop")
+            subprocess.run(
+                [*add, "--max-fps", "5", "--imgsz", str(imgsz)], env=env, check=True, stdout=subprocess.DEVNULL
+            )
+        proc = subprocess.Popen(role_command("control", "producer"), env=env, stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(4.0)
+            c0, t0, f0 = cpu_seconds(proc.pid), time.monotonic(), _sampled(env, streams)
+            time.sleep(seconds)
+            cores = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+            fps = (_sampled(env, streams) - f0) / (time.monotonic() - t0) / n
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+            for stream in streams:
+                subprocess.run(role_command("control", "stream", "rm", stream, "--purge"), env=env, check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        click.echo(f"| {n} | {cores:.2f} | {cores / n:.3f} | {fps:.2f} |")
+    click.echo(f"load {os.getloadavg()[0]:.2f}; cores {os.cpu_count()}")
 
 
 if __name__ == "__main__":
