@@ -39,7 +39,7 @@ def test_a_forged_snapshot_reference_is_not_fetched_and_the_sparklines_have_a_le
             "snapshot": ref,
         }
         r.publish(keys.events_channel("cam"), json.dumps(event))
-    page.wait_for_function("document.querySelectorAll('#sp-events li .snap').length === 6", timeout=15_000)
+    page.wait_for_function("() => document.querySelectorAll('#sp-events li .snap').length === 6", timeout=15_000)
     wait_for(lambda: any("/snapshot/cam/5" in u for u in requested), timeout=10, what="the good snapshot fetched")
     assert [u for u in requested if "/snapshot/" in u and "/snapshot/cam/5?" not in u] == []
     assert not any(u.endswith(("/docs", "/openapi.json")) or "/api/docs" in u for u in requested)
