@@ -244,11 +244,6 @@ class VideoSource:
         while not self._stop.is_set():
             ok = cap.grab()
             now_mono = time.monotonic()
-            image = None
-            if ok and now_mono >= self._want_at:
-                ok, image = cap.retrieve()
-                ok = ok and image is not None
-                self.converted += int(ok)
             self.grabbed += int(ok)
             if not ok:
                 if not self.live:
@@ -262,13 +257,19 @@ class VideoSource:
                 else:
                     self._set_state(StreamState.RECONNECTING, "stream ended or read failed")
                 return False, index
-            if period:
+            if period:  # a file: the frame is due at its own time, and is wanted or not from then
                 t_next += period
                 delay = t_next - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
                 else:
                     t_next = time.monotonic()
+            image = None
+            if time.monotonic() >= self._want_at:
+                retrieved, image = cap.retrieve()
+                if not retrieved:
+                    image = None
+                self.converted += int(image is not None)
             got_any = True
             last_frame = time.monotonic()
             if self.state != StreamState.RUNNING:
