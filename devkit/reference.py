@@ -11,7 +11,6 @@ option, setting or key has no description. tests/unit/test_reference.py runs the
 
 from __future__ import annotations
 
-import ast
 import inspect
 import re
 import sys
@@ -112,20 +111,28 @@ INTERNAL = {"fault_point", "fault_batch", "data"}
 
 
 def field_comments(cls_name: str) -> dict[str, str]:
-    """field -> the `#:` comment above it in common/config.py."""
-    source = (ROOT / "common" / "config.py").read_text().splitlines()
-    tree = ast.parse("\n".join(source))
+    """field -> the `#:` comment above it in common/config.py.
+
+    Read from the lines, not with `ast`: CPython 3.11's parser keeps a process-wide recursion
+    counter that another thread's `ast.parse` (a traceback being formatted) can corrupt, which
+    failed a CI run with `SystemError: AST constructor recursion depth mismatch`.
+    """
+    from common import config  # noqa: PLC0415
+
+    cls = getattr(config, cls_name)
+    lines, _ = inspect.getsourcelines(cls)
     out: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls_name:
-            for item in node.body:
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
-                    i, comment = item.lineno - 2, []
-                    while i >= 0 and source[i].strip().startswith("#:"):
-                        comment.insert(0, source[i].strip()[2:].strip())
-                        i -= 1
-                    if comment:
-                        out[item.target.id] = " ".join(comment)
+    for name in cls.__annotations__:
+        field_line = re.compile(rf"^\s+{re.escape(name)}\s*:")
+        for i, line in enumerate(lines):
+            if field_line.match(line):
+                comment = []
+                while i > 0 and lines[i - 1].strip().startswith("#:"):
+                    comment.insert(0, lines[i - 1].strip()[2:].strip())
+                    i -= 1
+                if comment:
+                    out[name] = " ".join(comment)
+                break
     return out
 
 

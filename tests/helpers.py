@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import socket
@@ -73,3 +74,17 @@ class Procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+def parse_python(path: Path) -> ast.Module:
+    """`ast.parse` of a file, tried again on CPython 3.11's thread race in the AST constructor
+    (gh-106905: `SystemError: AST constructor recursion depth mismatch` when another thread, e.g.
+    one formatting a traceback, parses at the same moment). Any other error is raised."""
+    text = path.read_text()
+    for attempt in range(3):
+        try:
+            return ast.parse(text, filename=str(path))
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import ROOT
+from ..helpers import ROOT, parse_python
 
 SHIPPED = ("common", "producer", "worker", "realtime_ai", "control", "analytics")
 PROJECT = {*SHIPPED, "devkit", "tests", "benchmarks", "scripts"}
@@ -34,7 +34,7 @@ def project_imports(path: Path) -> set[str]:
     """Top-level project packages that `path` imports by absolute name (anywhere, lazy imports too).
     Relative imports stay inside the file's own package."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(parse_python(path)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -60,7 +60,7 @@ def module_imports(path: Path, modules: set[str]) -> set[str]:
     own = module_name(path).split(".")
     package = own if path.name == "__init__.py" else own[:-1]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(parse_python(path)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names} & modules
         elif isinstance(node, ast.ImportFrom):

@@ -13,7 +13,7 @@ import pytest
 
 from common import scripts
 
-from ..helpers import ROOT
+from ..helpers import ROOT, parse_python
 
 #: Commands whose first argument is not a key (channels are routed by name, TIME takes none).
 NOT_KEYED = {"PUBLISH", "TIME"}
@@ -77,7 +77,7 @@ def _lua_outside_scripts_module() -> list[str]:
         for path in (ROOT / package).rglob("*.py"):
             if path == ROOT / "common" / "scripts.py":
                 continue
-            for node in ast.walk(ast.parse(path.read_text())):
+            for node in ast.walk(parse_python(path)):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and "redis.call(" in node.value:
                     found.append(str(path.relative_to(ROOT)))
     return sorted(set(found))
