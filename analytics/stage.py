@@ -267,9 +267,19 @@ class TrackingStage:
 
     def _track(self, run: StreamRun, seq: int, result: Result, boxes: np.ndarray) -> tuple[bytes, list[dict]]:
         """Track one frame -> the tracked frame's message, and its events."""
-        rows, alive = run.tracker.update(boxes)
         w, h = result.w or 1, result.h or 1
-        zones, events = run.rules.step(rows, alive, w, h, result.t_capture)
+        events: list[dict] = []
+        if result.gated and run.settings.track is not None:
+            # Frames motion gating held back (nothing moved, no objects): a gap the producer chose, not
+            # lost frames. The tracker ages its tracks by them as if it had seen them empty, so a track
+            # that left is `lost`/`left` when it would have been without gating.
+            empty = np.zeros((0, 6), dtype=np.float64)
+            for _ in range(min(result.gated, run.settings.track.track_buffer + 1)):
+                gap_rows, gap_alive = run.tracker.update(empty)
+                events += run.rules.step(gap_rows, gap_alive, w, h, result.t_capture)[1]
+        rows, alive = run.tracker.update(boxes)
+        zones, frame_events = run.rules.step(rows, alive, w, h, result.t_capture)
+        events += frame_events
         xyxy = np.round(rows[:, :4], 1).tolist()
         conf = np.round(rows[:, 5], 4).tolist()
         ints = rows[:, [6, 4]].astype(np.int64).tolist()  # cls, track id

@@ -1,4 +1,4 @@
-"""A stream's analytics settings: which classes, zones, lines, dwell rule, tracker and snapshots.
+"""A stream's analytics settings: which classes, zones, lines, dwell rule, tracker, snapshots and motion gating.
 
 Carried inside ProducerSettings (`analytics`), so the same record travels through `rtai stream add`,
 `cameras.yml`, the REST body (`analytics_settings`) and the desired state the tracking stage reads.
@@ -73,6 +73,30 @@ class TrackSettings(_Closed):
     reorder_wait_s: float = Field(DEFAULT_REORDER_WAIT_S, ge=0, le=60)
 
 
+class MotionSettings(_Closed):
+    """Motion gating (producer/motion.py): a sampled frame goes to inference only when it differs from
+    the last frame sent, when the newest result still has objects, or every `keepalive_s`.
+
+    The comparison runs on a grey copy 160 pixels wide, blurred: a pixel has changed when its grey
+    level moved by more than `pixel_delta` (0-255); the frame has motion when at least `min_area` of
+    its pixels changed. Pixels inside a `mask` rectangle (x1, y1, x2, y2, normalized: a clock overlay,
+    a tree in the wind) never count."""
+
+    pixel_delta: int = Field(25, ge=1, le=255)
+    min_area: float = Field(0.003, gt=0, le=1)
+    keepalive_s: float = Field(5.0, ge=0.1, le=3600)
+    mask: list[tuple[Coord, Coord, Coord, Coord]] = Field(default_factory=list, max_length=64)
+
+    @field_validator("mask")
+    @classmethod
+    def _rectangles(cls, value: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+        for x1, y1, x2, y2 in value:
+            _unit([(x1, y1), (x2, y2)])
+            if not (x1 < x2 and y1 < y2):
+                raise ValueError(f"mask rectangle ({x1}, {y1}, {x2}, {y2}) needs x1 < x2 and y1 < y2")
+        return value
+
+
 class AnalyticsSettings(_Closed):
     #: Class names the model keeps (None: all); filtered classes are dropped inside the model's NMS.
     classes: list[str] | None = Field(None, max_length=256)
@@ -89,6 +113,8 @@ class AnalyticsSettings(_Closed):
     snapshot_max_bytes: int = Field(DEFAULT_SNAPSHOT_MAX_BYTES, ge=1024, le=64 * 1024**3)
     #: Keep a snapshot only for frames with one of these event types (None: any event).
     snapshot_events: list[EventType] | None = Field(None, max_length=6)
+    #: Motion gating (None: off): static frames are held back from inference, counted skipped_static.
+    motion: MotionSettings | None = None
 
     @field_validator("classes")
     @classmethod
@@ -120,3 +146,20 @@ def parse_shape(text: str) -> tuple[str, list[Point]]:
             raise ValueError(f"{text!r}: {part!r} is not x,y")
         points.append((float(m.group(1)), float(m.group(2))))
     return name.strip(), points
+
+
+def motion_map(motion: bool, masks: tuple[str, ...]) -> dict[str, object] | None:
+    """The CLI's --motion and --motion-mask x1,y1,x2,y2 (repeatable) -> a `motion` map (None: gating off);
+    ValueError says which mask is not four numbers."""
+    if not (motion or masks):
+        return None
+    rects = []
+    for text in masks:
+        try:
+            rect = [float(v) for v in text.split(",")]
+        except ValueError:
+            rect = []
+        if len(rect) != 4:
+            raise ValueError(f"{text!r}: expected x1,y1,x2,y2 (normalized 0..1)")
+        rects.append(rect)
+    return {"mask": rects}

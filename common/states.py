@@ -34,3 +34,4 @@ class Outcome(str, Enum):
     DROPPED_UNREACHABLE = "dropped_unreachable"  # Redis was down when the producer had them
     DROPPED_REDIS_FULL = "dropped_redis_full"  # Redis refused the batch (out of memory, read-only)
     FAILED = "failed"
+    SKIPPED_STATIC = "skipped_static"  # motion gating held the frame back: nothing moved, nothing to see

@@ -5,8 +5,9 @@ Batch (one RQ job's input, stored under keys.batch_blob):
    "t_enqueue": float, "half": bool | None, "classes": [str, ...] (optional: names the model keeps),
    "snapshots": true (optional: keep each frame's JPEG for events),
    "frames": [{"seq": int, "t_capture": float, "w": int, "h": int,
-   "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes}, ...]}
+   "enc": "jpeg" | "raw", "dw": int, "dh": int, "data": bytes, "gated": int (optional)}, ...]}
   w, h: the camera frame's size; dw, dh: the encoded image's size (resized to fit imgsz).
+  gated: frames motion gating held back just before this one (producer/motion.py); absent when 0.
 
 Job kwargs (JobArgs, the only thing an RQ job carries):
   {"stream": str, "batch": int, "blob": keys.batch_blob(stream, batch), "n": int}
@@ -14,7 +15,8 @@ Job kwargs (JobArgs, the only thing an RQ job carries):
 Result (one pub/sub message per frame, also kept in keys.history):
   {"v": 1, "stream": str, "seq": int, "batch": int, "t_capture": float, "t_enqueue": float,
    "t_start": float, "t_done": float, "worker": str, "gpu": str, "model": str, "w": int, "h": int,
-   "boxes": [[x1, y1, x2, y2, conf, cls], ...]}  (original pixels; cls an int, the rest numbers)
+   "boxes": [[x1, y1, x2, y2, conf, cls], ...],  (original pixels; cls an int, the rest numbers)
+   "gated": int (optional: the frame's `gated`, absent when 0)}
 
 The records the other roles publish (typed below; each decoder checks every field it reads):
   Preview (producer -> keys.preview and its channel): {"seq": int, "w": int, "h": int, "t": float,
@@ -74,6 +76,8 @@ class Frame:
     dw: int
     dh: int
     data: bytes
+    #: Frames motion gating held back just before this one (the tracker ages its tracks by them).
+    gated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,8 @@ class Result:
     h: int
     #: [x1, y1, x2, y2, conf, cls] per object.
     boxes: list[list[float | int]] = field(default_factory=list)
+    #: Frames motion gating held back just before this one.
+    gated: int = 0
 
     @property
     def latency_ms(self) -> float:
@@ -179,6 +185,7 @@ class Result:
             "w": self.w,
             "h": self.h,
             "boxes": self.boxes,
+            **({"gated": self.gated} if self.gated else {}),
         }
 
 
@@ -290,6 +297,7 @@ def encode_batch(batch: Batch) -> bytes:
                     "dw": f.dw,
                     "dh": f.dh,
                     "data": f.data,
+                    **({"gated": f.gated} if f.gated else {}),
                 }
                 for f in batch.frames
             ],
@@ -329,6 +337,7 @@ def decode_batch(data: object) -> Batch:
                 dw=_side(fr, "dw", where),
                 dh=_side(fr, "dh", where),
                 data=_get(fr, "data", bytes, where),
+                gated=_gated(fr, where),
             )
         )
         decoded_bytes += _check_decoded_size(frames[-1], imgsz, where)
@@ -445,7 +454,22 @@ def _result(obj: dict[str, Any], boxes: list[list[float | int]]) -> Result:
         w=_side(obj, "w", "result"),
         h=_side(obj, "h", "result"),
         boxes=boxes,
+        gated=_gated(obj, "result"),
     )
+
+
+#: A frame says at most this many frames were gated before it (a day at 30 fps is far less).
+MAX_GATED = 1 << 31
+
+
+def _gated(obj: dict[str, Any], where: str) -> int:
+    """The optional `gated` count: a whole number 0..MAX_GATED."""
+    if "gated" not in obj:
+        return 0
+    value: int = _get(obj, "gated", int, where)
+    if not 0 <= value <= MAX_GATED:
+        raise SchemaError(f"{where}: gated={value} is outside 0..{MAX_GATED}")
+    return value
 
 
 # -- the other roles' records ---------------------------------------------------------------------

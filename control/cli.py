@@ -213,6 +213,13 @@ def stream() -> None:
 @click.option("--dwell-s", type=float, default=None, help="A dwell event after this long in a zone.")
 @click.option("--snapshots", is_flag=True, help="Keep the frame of each event (GET .../snapshot/STREAM/SEQ).")
 @click.option("--snapshot-ttl-s", type=int, default=None, help="How long snapshots are kept (3600).")
+@click.option("--motion", is_flag=True, help="Motion gating: static frames skip inference (counted skipped_static).")
+@click.option(
+    "--motion-mask",
+    "motion_masks",
+    multiple=True,
+    help="x1,y1,x2,y2: a normalized rectangle motion gating ignores (repeatable; implies --motion).",
+)
 def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     """Declare STREAM_ID; a producer daemon (`rtai producer` without --source) picks it up."""
     from common import desired  # noqa: PLC0415
@@ -285,9 +292,14 @@ def _analytics_flags(flags: dict[str, object]) -> dict[str, object] | None:
     track, tracker = flags.pop("track"), flags.pop("tracker")
     classes, zones, lines = flags.pop("classes"), flags.pop("zones"), flags.pop("lines")
     dwell_s, snapshots, ttl = flags.pop("dwell_s"), flags.pop("snapshots"), flags.pop("snapshot_ttl_s")
-    if not (track or tracker or classes or zones or lines or dwell_s or snapshots):
+    from producer.cli import motion_flags  # noqa: PLC0415
+
+    motion = motion_flags(bool(flags.pop("motion")), cast(tuple[str, ...], flags.pop("motion_masks")))
+    if not (track or tracker or classes or zones or lines or dwell_s or snapshots or motion):
         return None
     out: dict[str, object] = {"snapshots": bool(snapshots)}
+    if motion is not None:
+        out["motion"] = motion
     try:
         out["zones"] = [
             dict(zip(("name", "points"), parse_shape(z), strict=True)) for z in cast(tuple[str, ...], zones)

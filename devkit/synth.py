@@ -388,6 +388,21 @@ def _clip_frames(seed: int, n_frames: int, w: int, h: int, fps: int) -> tuple[li
     return frames, truth
 
 
+def _write_mp4(frames: list[np.ndarray], path_mp4: Path, width: int, height: int, fps: int) -> None:
+    """H.264 mp4 of BGR frames (GOP one second), bit-exact for the same frames; needs the ffmpeg binary."""
+    path_mp4.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        "ffmpeg", "-y", "-loglevel", "error", "-nostdin",
+        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "18", "-g", str(fps),
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
+        str(path_mp4),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}")
+
+
 def make_clip(
     path_mp4: Path, gt_path: Path, *, seed: int, n_frames: int = 300, width: int = 320, height: int = 240, fps: int = 15
 ) -> None:
@@ -399,20 +414,9 @@ def make_clip(
     if n_frames > 2**BARCODE_BITS:
         raise ValueError(f"at most {2**BARCODE_BITS} frames fit the frame-index barcode")
     frames, truth = _clip_frames(seed, n_frames, width, height, fps)
-    path_mp4 = Path(path_mp4)
-    gt_path = Path(gt_path)
-    path_mp4.parent.mkdir(parents=True, exist_ok=True)
+    path_mp4, gt_path = Path(path_mp4), Path(gt_path)
+    _write_mp4(frames, path_mp4, width, height, fps)
     gt_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        "ffmpeg", "-y", "-loglevel", "error", "-nostdin",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "18", "-g", str(fps),
-        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
-        str(path_mp4),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}")
     gt = {
         "classes": list(CLASSES),
         "fps": fps,
@@ -470,3 +474,69 @@ def clip_identities(
     """
     _frames, truth = _clip_frames(seed, n_frames, width, height, fps)
     return [[(i, c, x1, y1, x2, y2) for i, (c, x1, y1, x2, y2) in enumerate(boxes)] for boxes in truth]
+
+
+# --- a quiet clip: static most of the time, a shape crossing now and then (motion gating) -----------------------
+#: The frame-index barcode's strip as a normalized rectangle (x1, y1, x2, y2) at any clip size: a
+#: motion mask leaves it out, as a camera's clock overlay would be.
+def barcode_rect(width: int, height: int) -> tuple[float, float, float, float]:
+    scale = width / BARCODE_REF_WIDTH
+    right = (BARCODE_X + BARCODE_BITS * BARCODE_CELL_W + BARCODE_MARGIN + 2) * scale
+    return (0.0, 0.0, min(1.0, right / width), min(1.0, (STRIP_BOTTOM + 1) * scale / height))
+
+
+def quiet_clip_frames(
+    *, seed: int, n_frames: int, width: int, height: int, fps: int, crossings: int, speed_px_s: float = 110.0
+) -> tuple[list[np.ndarray], list[list[Box]]]:
+    """A fixed background with sensor noise; `crossings` shapes, one at a time and evenly spread over
+    the clip, each entering at the left edge and leaving at the right at `speed_px_s`."""
+    rng = np.random.default_rng(seed)
+    texture = _noise_texture(rng, width, height)
+    texture = 0.5 * (texture - texture.mean(axis=(0, 1)))
+    background = _clip_background(0.0, width, height, texture, rng.uniform(0, 2 * math.pi, 6))
+    slot = n_frames / max(1, crossings)
+    walkers: list[tuple[int, _Shape]] = []  # (first frame, shape)
+    for i in range(crossings):
+        size = float(rng.uniform(40, 60))
+        s = _Shape(i % len(CLASSES), 0.0, 0.0, size, float(rng.uniform(-0.2, 0.2)), (0.0, 0.0, 0.0))
+        s.cy = float(rng.uniform(OBJECT_TOP + s.radius + 4, height - s.radius - 4))
+        c = _random_colour(rng)
+        while _luma(c) < 170:
+            c = _random_colour(rng)
+        s.colour = (float(c[0]), float(c[1]), float(c[2]))
+        walkers.append((int(i * slot + slot * 0.3), s))
+    frames: list[np.ndarray] = []
+    truth: list[list[Box]] = []
+    for f in range(n_frames):
+        img = background.copy()
+        boxes: list[Box] = []
+        for start, s in walkers:
+            s.cx = -s.radius + (f - start) * speed_px_s / fps
+            if f >= start and s.box()[0] < width:
+                s.draw(img)
+                x1, y1, x2, y2 = s.box()
+                if x2 > 0:
+                    boxes.append((s.cls, max(0.0, x1), y1, min(float(width), x2), y2))
+        draw_frame_index(img, f % 2**BARCODE_BITS)
+        frames.append(_finish(rng, img, sigma=2.0, blur=False))
+        truth.append(boxes)
+    return frames, truth
+
+
+def make_quiet_clip(
+    path_mp4: Path,
+    *,
+    seed: int,
+    n_frames: int,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 10,
+    crossings: int = 4,
+    speed_px_s: float = 110.0,
+) -> list[list[Box]]:
+    """Write quiet_clip_frames as an H.264 mp4; returns its per-frame boxes."""
+    frames, truth = quiet_clip_frames(
+        seed=seed, n_frames=n_frames, width=width, height=height, fps=fps, crossings=crossings, speed_px_s=speed_px_s
+    )
+    _write_mp4(frames, Path(path_mp4), width, height, fps)
+    return truth

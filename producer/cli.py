@@ -50,6 +50,19 @@ from common.states import StreamState
     default=None,
     help="Video decode: cpu (default), nvdec (NVIDIA GPU), auto (NVDEC where available) [env RTAI_DECODE].",
 )
+@click.option(
+    "--motion",
+    is_flag=True,
+    help="Motion gating: send a sampled frame to inference only when something moved or objects are in view "
+    "(held frames counted skipped_static; thresholds in analytics_settings.motion).",
+)
+@click.option(
+    "--motion-mask",
+    "motion_masks",
+    multiple=True,
+    help="x1,y1,x2,y2: a normalized rectangle motion gating ignores, e.g. a clock overlay "
+    "(repeatable; implies --motion).",
+)
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
 @click.option("--max-reconnects", type=int, default=None, help="Give up (state error) after N failed opens.")
 @click.option("--max-streams", type=int, default=None, help="Daemon mode: most streams this process runs.")
@@ -68,6 +81,9 @@ def producer(max_streams: int | None, streams_file: Path | None, **flags: object
     if flags["source"] is None and env_value("source") is None:
         _daemon(flags.get("redis_url"), max_streams, streams_file)  # type: ignore[arg-type]
         return
+    motion = motion_flags(bool(flags.pop("motion")), flags.pop("motion_masks"))  # type: ignore[arg-type]
+    if motion is not None:
+        flags["analytics"] = {"motion": motion}
     settings = build(ProducerSettings, **flags)
     from common.redis_client import connect  # noqa: PLC0415
 
@@ -95,6 +111,16 @@ def producer(max_streams: int | None, streams_file: Path | None, **flags: object
     sys.exit(EXIT_SOURCE if prod.source.state == StreamState.ERROR else EXIT_OK)
 
 
+def motion_flags(motion: bool, masks: tuple[str, ...]) -> dict[str, object] | None:
+    """--motion and --motion-mask as an analytics `motion` map (None: gating off)."""
+    from common.analytics_settings import motion_map  # noqa: PLC0415
+
+    try:
+        return motion_map(motion, masks)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--motion-mask") from exc
+
+
 def _produced(client: object, stream: str) -> int | None:
     """The stream's `produced` counter now (None when Redis cannot say)."""
     from common import ledger  # noqa: PLC0415
@@ -117,7 +143,9 @@ def _summary(client: object, stream: str, state: str, reason: str) -> str:
     return (
         f"stream {stream}: {counts['produced']} frames produced, {counts['published']} published, "
         f"{ledger.dropped(counts)} dropped{f' ({drops})' if drops else ''}, {counts['failed']} failed, "
-        f"{counts['in_flight']} in flight; final state {state}" + (f" ({reason})" if reason else "")
+        + (f"{counts['skipped_static']} skipped static (motion gating), " if counts["skipped_static"] else "")
+        + f"{counts['in_flight']} in flight; final state {state}"
+        + (f" ({reason})" if reason else "")
     )
 
 

@@ -106,6 +106,14 @@ class BatchSink:
             pipe.execute()
         self.counted += n
 
+    def count_static(self, n: int) -> None:
+        """Frames motion gating held back (producer/motion.py): produced, and skipped_static."""
+        with self.client.pipeline() as pipe:
+            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
+            ledger.count(pipe, self.stream, Outcome.SKIPPED_STATIC.value, n)
+            pipe.execute()
+        self.counted += n
+
     def push(self, frames: list[Frame]) -> bool:
         """Enqueue one batch; False when it was dropped for backpressure."""
         n = len(frames)
@@ -178,7 +186,8 @@ class BatchSink:
         if last is None or len(last[1].frames) != 1:
             return None
         job_id, old = last
-        frame = replace(frame, seq=old.frames[0].seq)
+        # The superseded frame's gated count goes with its replacement (the tracker ages tracks by it).
+        frame = replace(frame, seq=old.frames[0].seq, gated=frame.gated + old.frames[0].gated)
         batch = replace(old, t_enqueue=self.clock.now(), frames=[frame])
         done = self._refresh(
             keys=[self.queue.key, keys.batch_blob(self.stream, old.batch), keys.ledger(self.stream)],

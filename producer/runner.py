@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import redis
@@ -15,13 +15,15 @@ import redis
 from common import keys
 from common.clock import RedisClock
 from common.config import ProducerSettings, resolve_source
+from common.errors import SchemaError
 from common.images import encode_frame
 from common.redis_client import connect, describe, wait_until_up, write_rejected
 from common.states import StreamState
-from common.wire import Frame
+from common.wire import Frame, decode_result_boxes
 
 from .enqueue import BatchSink
 from .flow import Flow
+from .motion import MotionGate
 from .preview import PreviewWriter
 from .source import CapturedFrame, VideoSource
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 #: How often the producer records its input frame rate.
 RATE_EVERY_S = 2.0
 
+
+#: Frames motion gating held back are added to the ledger at most this often (and with every batch).
+STATIC_COUNT_EVERY_S = 1.0
 
 #: Frames that arrive this long before the next sampling tick are converted, so the tick finds a
 #: frame at most this old ready (producer/source.py converts only what will be sampled).
@@ -44,6 +49,8 @@ class ProducerStats:
     redis_errors: int = 0
     #: Frames skipped at the source because the stream had no room (credit-based flow).
     skipped: int = 0
+    #: Sampled frames motion gating held back (ledger: skipped_static).
+    static: int = 0
 
 
 class StreamProducer:
@@ -57,6 +64,10 @@ class StreamProducer:
         self._owed = 0  # frames dropped while Redis was unreachable, not yet in the ledger
         self._owed_full = 0  # frames Redis refused (out of memory, read-only), not yet in the ledger
         self._owed_skipped = 0  # frames skipped for lack of room, not yet in the ledger
+        self._owed_static = 0  # frames motion gating held back, not yet in the ledger
+        self._static_at = time.monotonic()
+        motion = settings.analytics.motion if settings.analytics else None
+        self.gate = MotionGate(motion) if motion is not None else None
         self._rate_at, self._rate_frames = time.monotonic(), 0
         self.stop_event = threading.Event()
         self.source = VideoSource(
@@ -123,6 +134,8 @@ class StreamProducer:
                         continue
                     last_index = captured.index
                     self.source.want_from(next_t - min(interval / 2, WANT_SLACK_S))
+                    if self._gated(captured):
+                        continue
                     self._refresh(self._encode(captured), self._picture(captured))
                     continue
                 # A sampling tick. A new batch starts only when the stream has room for it.
@@ -139,6 +152,8 @@ class StreamProducer:
                     self._skip(min(int(waited / interval), captured.index - last_index - 1))
                 last_index = captured.index
                 self.source.want_from(next_t - min(interval / 2, WANT_SLACK_S))
+                if self._gated(captured):
+                    continue
                 if not pending:
                     first_at = time.monotonic()
                 pending.append(self._encode(captured))
@@ -158,7 +173,7 @@ class StreamProducer:
 
     def _encode(self, captured: CapturedFrame) -> Frame:
         s = self.settings
-        return encode_frame(
+        frame = encode_frame(
             captured.image,
             seq=0,
             t_capture=self.clock.to_redis(captured.t_capture),
@@ -166,6 +181,43 @@ class StreamProducer:
             enc=s.encoding,
             quality=s.jpeg_quality,
         )
+        held = self.gate.take_held() if self.gate is not None else 0
+        return replace(frame, gated=held) if held else frame
+
+    def _gated(self, captured: CapturedFrame) -> bool:
+        """Motion gating (producer/motion.py) holds this sampled frame back: counted skipped_static."""
+        if self.gate is None or self.gate.decide(captured.image, time.monotonic(), self._objects_present):
+            return False
+        self.stats.frames += 1
+        self.stats.static += 1
+        self._owed_static += 1
+        if time.monotonic() - self._static_at >= STATIC_COUNT_EVERY_S:
+            try:
+                self._count_static()
+            except redis.RedisError as exc:
+                log.debug("stream %s: static frames not counted yet: %s", self.settings.stream, describe(exc))
+        return True
+
+    def _count_static(self) -> None:
+        self._static_at = time.monotonic()
+        if self._owed_static:
+            self.sink.count_static(self._owed_static)
+            self._owed_static = 0
+
+    def _objects_present(self) -> bool:
+        """The stream's newest result has objects (unknown counts as yes: the frame is then sent)."""
+        try:
+            newest = self.client.xrevrange(keys.history(self.settings.stream), count=1)
+        except redis.RedisError:
+            return True
+        if not newest:
+            return False
+        fields = newest[0][1] or {}
+        try:
+            _, boxes = decode_result_boxes(fields.get(b"r", fields.get("r")))
+        except SchemaError:
+            return True
+        return len(boxes) > 0
 
     def _picture(self, captured: CapturedFrame) -> np.ndarray | None:
         """The captured picture, kept for a larger preview only while a stream page is open."""
@@ -249,6 +301,7 @@ class StreamProducer:
 
     def _settle_owed(self) -> None:
         """Redis takes writes again: account for the frames dropped while it did not."""
+        self._count_static()
         if self._owed_skipped:
             self.sink.count_skipped(self._owed_skipped)
             self._owed_skipped = 0
@@ -293,6 +346,6 @@ class StreamProducer:
             log.error(
                 "stream %s: %d frames dropped while Redis was unreachable or full could not be counted: %s",
                 self.settings.stream,
-                self._owed + self._owed_full,
+                self._owed + self._owed_full + self._owed_static,
                 describe(exc),
             )

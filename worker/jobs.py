@@ -236,6 +236,7 @@ def _settle(
                     w=frame.w,
                     h=frame.h,
                     boxes=scaled,
+                    gated=frame.gated,
                 )
             )
         )

@@ -80,3 +80,13 @@ def test_stream_add_flags_reach_the_desired_state(r, redis_server):
 def test_non_finite_settings_are_refused_by_name(bad: float):
     with pytest.raises(ValueError, match="dwell_s"):
         AnalyticsSettings(dwell_s=bad)
+
+
+def test_stream_add_motion_flags_reach_the_desired_state(r, redis_server):
+    base = ["stream", "add", "porch", "--source", "demo", "--redis-url", redis_server]
+    res = CliRunner().invoke(cli, [*base, "--motion-mask", "0,0,0.4,0.06"])
+    assert res.exit_code == 0, res.output
+    motion = desired.settings_for(r, "porch", redis_server).analytics.motion
+    assert motion is not None and motion.mask == [(0.0, 0.0, 0.4, 0.06)] and motion.keepalive_s == 5.0
+    bad = CliRunner().invoke(cli, [*base, "--motion-mask", "0,0,0.4"])
+    assert bad.exit_code == 2 and "expected x1,y1,x2,y2" in bad.output
