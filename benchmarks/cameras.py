@@ -5,7 +5,8 @@
 Makes its source with FFmpeg (20 s of testsrc2 at 1920x1080, 30 fps, H.264 at 4 Mbit/s, GOP 30), then
 in one run, round-robin over `--reps`:
 - FFmpeg decoding it alone, paced (`ffmpeg -re -threads 1 -i clip -f null -`);
-- `rtai producer --source clip --imgsz 640 --max-fps F` for each F, with a no-op worker behind it.
+- `rtai producer --source clip --imgsz 640 --max-fps F` for each F, with a no-op worker behind it
+  (with `--motion`, each F once more with motion gating on: the check's cost, since testsrc2 moves).
 With `--daemon 1,4,8,16`: that many cameras (the same file, declared with `rtai stream add`) in one
 producer daemon at `--max-fps 5`, the daemon's CPU per camera and its frames sampled per camera a
 second (a daemon runs each camera on its own thread: when its CPU stops growing with the cameras,
@@ -70,7 +71,10 @@ def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -
 @click.option("--fps", "rates", default="5,30", show_default=True, help="--max-fps values of the producer.")
 @click.option("--imgsz", type=int, default=640, show_default=True)
 @click.option("--daemon", "daemon_counts", default="", help="Camera counts for one producer daemon, e.g. 1,4,8,16.")
-def main(seconds: float, reps: int, rates: str, imgsz: int, daemon_counts: str) -> None:
+@click.option(
+    "--motion", is_flag=True, help="Also each rate with --motion (testsrc2 always moves: the check's cost, all sent)."
+)
+def main(seconds: float, reps: int, rates: str, imgsz: int, daemon_counts: str, motion: bool) -> None:
     root = Path(tempfile.gettempdir()) / "rtai-cameras"
     root.mkdir(exist_ok=True)
     clip = make_clip(root / "1080p-h264-gop30.mp4", seconds + 10)
@@ -90,11 +94,13 @@ def main(seconds: float, reps: int, rates: str, imgsz: int, daemon_counts: str) 
             )
             rows.setdefault("ffmpeg", []).append(decode)
             for rate in rates.split(","):
-                cmd = role_command("control", "producer", "--source", str(clip), "--stream", f"cam{rate}", "--loop")
-                cmd += ["--imgsz", str(imgsz), "--max-fps", rate]
-                cores = measure(cmd, seconds, env)
-                rows.setdefault(f"producer --max-fps {rate}", []).append(cores)
-                rows.setdefault(f"ratio {rate}", []).append(cores / decode)
+                for gate in ([], ["--motion"]) if motion else ([],):
+                    name = f"{rate}{' --motion' if gate else ''}"
+                    cmd = role_command("control", "producer", "--source", str(clip), "--stream", f"cam{rate}", "--loop")
+                    cmd += ["--imgsz", str(imgsz), "--max-fps", rate, *gate]
+                    cores = measure(cmd, seconds, env)
+                    rows.setdefault(f"producer --max-fps {name}", []).append(cores)
+                    rows.setdefault(f"ratio {name}", []).append(cores / decode)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -105,7 +111,7 @@ def main(seconds: float, reps: int, rates: str, imgsz: int, daemon_counts: str) 
     for name, values in rows.items():
         if name.startswith("ratio"):
             continue
-        rate = name.rsplit(" ", 1)[-1]
+        rate = name.removeprefix("producer --max-fps ")
         ratio = f"{statistics.median(rows[f'ratio {rate}']):.2f}" if name != "ffmpeg" else "1.00"
         each = ", ".join(f"{v:.2f}" for v in values)
         click.echo(f"| {name} | {statistics.median(values):.2f} | {each} | {ratio} |")

@@ -1,4 +1,5 @@
-"""Per-stream counters that account for every frame: produced == published + dropped_* + failed."""
+"""Per-stream counters that account for every frame: produced == published + dropped_* + failed +
+skipped_static."""
 
 from __future__ import annotations
 

@@ -105,6 +105,9 @@ def render(report: dict[str, Any]) -> str:
         )
         if s["reason"]:
             lines.append(f"  reason: {s['reason']}")
+        if led.get("skipped_static"):
+            share = 100 * led["skipped_static"] / max(1, led["produced"])
+            lines.append(f"  motion gating: {led['skipped_static']} static frames held back ({share:.0f} %)")
         if abs(s.get("clock_offset_s", 0.0)) > SKEW_WARN_S:
             lines.append(f"  clock: the producer's host is {_skew(s['clock_offset_s'])}")
     lines.append("")
