@@ -121,9 +121,12 @@ class ProducerSettings(_Settings):
     #: Reconnect backoff: the longest wait.
     reconnect_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = Field(None, ge=0)
-    #: Video decode: cpu, nvdec (FFmpeg's CUVID through OpenCV; an error where absent), auto (NVDEC
-    #: where it works, else the CPU).
-    decode: Literal["cpu", "nvdec", "auto"] = "cpu"
+    #: Video decode: pyav (PyAV: FFmpeg's decoder, YUV straight to BGR at the size sent), cpu (OpenCV's
+    #: FFmpeg backend, full-size conversion then a resize), keyframes (PyAV, keyframes only: for sampling
+    #: at or below the keyframe rate), vaapi (PyAV on a VAAPI device where FFmpeg has one, else PyAV on
+    #: the CPU, with a warning), nvdec (FFmpeg's CUVID through OpenCV; an error where absent), auto
+    #: (NVDEC where it works, else pyav).
+    decode: Literal["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"] = "pyav"
     # Routing (which workers take the stream; see worker/routing.py)
     #: Which workers may take the stream: auto (any), cpu, cuda (any GPU) or cuda:N.
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")

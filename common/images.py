@@ -22,10 +22,21 @@ def fit_size(w: int, h: int, imgsz: int) -> tuple[int, int]:
 
 
 def encode_frame(
-    img: np.ndarray, *, seq: int, t_capture: float, imgsz: int, enc: str = "jpeg", quality: int = 90
+    img: np.ndarray,
+    *,
+    seq: int,
+    t_capture: float,
+    imgsz: int,
+    enc: str = "jpeg",
+    quality: int = 90,
+    camera_size: tuple[int, int] | None = None,
 ) -> Frame:
+    """One frame resized to fit imgsz and encoded. `camera_size` (w, h): the camera's frame size when
+    `img` was already scaled down by the decoder (boxes are given in the camera's pixels)."""
     h, w = img.shape[:2]
     dw, dh = fit_size(w, h, imgsz)
+    if camera_size is not None:
+        w, h = camera_size
     small = img if (dw, dh) == (w, h) else cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)
     if enc == "jpeg":
         ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])

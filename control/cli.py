@@ -200,6 +200,12 @@ def stream() -> None:
 @click.option("--model", default=None, help="A model name (default rtai-shapes; see Models and engines).")
 @click.option("--conf", type=float, default=None, help="Confidence threshold (default 0.25).")
 @click.option("--loop/--no-loop", default=None, help="Loop a video file (default off).")
+@click.option(
+    "--decode",
+    type=click.Choice(["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"]),
+    default=None,
+    help="Video decode (see rtai producer --decode; default pyav).",
+)
 @click.option("--track", is_flag=True, help="Track objects (rtai tracker); zones, lines and dwell need it.")
 @click.option(
     "--tracker",

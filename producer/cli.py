@@ -46,9 +46,11 @@ from common.states import StreamState
 @click.option("--half/--no-half", default=None, help="FP16 for this stream on CUDA workers (default: the worker's).")
 @click.option(
     "--decode",
-    type=click.Choice(["cpu", "nvdec", "auto"]),
+    type=click.Choice(["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"]),
     default=None,
-    help="Video decode: cpu (default), nvdec (NVIDIA GPU), auto (NVDEC where available) [env RTAI_DECODE].",
+    help="Video decode: pyav (default: converts straight to the size sent), cpu (OpenCV), keyframes (PyAV, "
+    "keyframes only), vaapi (PyAV on VAAPI, else the CPU), nvdec (NVIDIA GPU), auto (NVDEC where available) "
+    "[env RTAI_DECODE].",
 )
 @click.option(
     "--motion",

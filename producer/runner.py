@@ -24,7 +24,7 @@ from common.wire import Frame, decode_result_boxes
 from .enqueue import BatchSink
 from .flow import Flow
 from .motion import MotionGate
-from .preview import PreviewWriter
+from .preview import WATCHED_WIDTH, PreviewWriter
 from .source import CapturedFrame, VideoSource
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class StreamProducer:
             max_reconnects=settings.max_reconnects,
             on_state=self._on_state,
             decode=settings.decode,
+            max_side=settings.imgsz,
         )
 
     def _on_state(self, state: StreamState, reason: str) -> None:
@@ -180,6 +181,7 @@ class StreamProducer:
             imgsz=s.imgsz,
             enc=s.encoding,
             quality=s.jpeg_quality,
+            camera_size=captured.camera_size,
         )
         held = self.gate.take_held() if self.gate is not None else 0
         return replace(frame, gated=held) if held else frame
@@ -220,8 +222,11 @@ class StreamProducer:
         return len(boxes) > 0
 
     def _picture(self, captured: CapturedFrame) -> np.ndarray | None:
-        """The captured picture, kept for a larger preview only while a stream page is open."""
-        return captured.image if self.preview.watched else None
+        """The captured picture, kept for a larger preview only while a stream page is open. A decoder
+        that converts at the size sent (PyAV) is asked for pictures wide enough for it meanwhile."""
+        watched = self.preview.watched
+        self.source.max_side = max(self.settings.imgsz, WATCHED_WIDTH) if watched else self.settings.imgsz
+        return captured.image if watched else None
 
     def _has_room(self, flow: Flow) -> bool:
         """Room for a new batch; a Redis error says yes (the push then counts the frame as usual)."""

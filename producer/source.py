@@ -29,6 +29,7 @@ from common.config import apply_capture_options, extra_capture_option
 from common.sources import redact
 from common.states import StreamState
 
+from .capture import AvCapture, CvCapture, has_hwdevice
 from .probe import PROBE_TIMEOUT_S, why_not_open
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,23 @@ StateCallback = Callable[[StreamState, str], None]
 CAPTURE_DECODE_THREADS = 1
 
 
+#: The decode modes that read through PyAV (producer/capture.py).
+PYAV_DECODES = ("pyav", "keyframes", "vaapi")
+#: Set once VAAPI was found missing in this process: warned once, then PyAV on the CPU each time.
+_vaapi_missing = threading.Event()
+
+
 @dataclass(frozen=True, slots=True)
 class CapturedFrame:
     index: int
     t_capture: float
     image: np.ndarray
+    #: The camera's frame size (w, h); the image may be smaller (PyAV converts at the size sent).
+    size: tuple[int, int] = (0, 0)
+
+    @property
+    def camera_size(self) -> tuple[int, int]:
+        return self.size if self.size != (0, 0) else (self.image.shape[1], self.image.shape[0])
 
 
 def is_live(url: str) -> bool:
@@ -70,11 +83,15 @@ class VideoSource:
         reconnect_max_s: float = 10.0,
         max_reconnects: int | None = None,
         on_state: StateCallback | None = None,
-        decode: str = "cpu",
+        decode: str = "pyav",
+        max_side: int = 16_384,
     ) -> None:
         self.url = url
-        #: cpu | nvdec | auto (see _open_nvdec); `decoder` is what the last open actually uses.
+        #: cpu | pyav | keyframes | nvdec | auto (see _open_nvdec); `decoder` is what the last open uses.
         self.decode = decode
+        #: PyAV converts frames straight to this long side (the size the producer sends; the runner
+        #: raises it while a stream page wants a larger preview).
+        self.max_side = max_side
         self.decoder = "cpu"
         #: What logs, reasons and the thread name show: the URL without its password.
         self.shown = redact(url)
@@ -143,15 +160,53 @@ class VideoSource:
         if self._on_state is not None:
             self._on_state(state, reason)
 
-    def _open(self) -> cv2.VideoCapture:
-        if self.decode != "cpu":
+    def _open(self) -> CvCapture | AvCapture:
+        if self.decode in PYAV_DECODES:
+            self.decoder = self.decode
+            return self._open_pyav()
+        if self.decode in ("nvdec", "auto"):
             cap = self._open_nvdec()
             if cap is not None:
-                return cap
+                return CvCapture(cap, live=self.live)
             if self.decode == "nvdec":
-                return cv2.VideoCapture()
+                return CvCapture(cv2.VideoCapture(), live=self.live)
+            self.decoder = "pyav"  # auto without NVDEC: the default decoder
+            return self._open_pyav()
         self.decoder = "cpu"
-        return self._open_cpu()
+        return CvCapture(self._open_cpu(), live=self.live)
+
+    def _open_pyav(self) -> AvCapture:
+        url = self.url
+        if not self.live:
+            url = url.removeprefix("file://")
+        if self.decode == "vaapi" and not _vaapi_missing.is_set():
+            if has_hwdevice("vaapi"):
+                cap = self._av(url, hwaccel="vaapi")
+                if cap.is_open():
+                    return cap
+                why = cap.open_error
+            else:
+                why = "the FFmpeg PyAV loaded has no VAAPI"
+            log.warning("source %s: VAAPI not available (%s): decoding on the CPU", self.shown, redact(why))
+            _vaapi_missing.set()
+        if self.decode == "vaapi":
+            self.decoder = "pyav"
+        cap = self._av(url)
+        if not cap.is_open():
+            log.debug("source %s: PyAV could not open it: %s", self.shown, redact(cap.open_error))
+        return cap
+
+    def _av(self, url: str, hwaccel: str | None = None) -> AvCapture:
+        return AvCapture(
+            url,
+            live=self.live,
+            open_timeout_s=self.open_timeout_s,
+            read_timeout_s=self.stall_timeout_s,
+            max_side=self.max_side,
+            keyframes=self.decode == "keyframes",
+            threads=CAPTURE_DECODE_THREADS,
+            hwaccel=hwaccel,
+        )
 
     def _open_nvdec(self) -> cv2.VideoCapture | None:
         """A capture decoding on the GPU with FFmpeg's `h264_cuvid`/`hevc_cuvid`, or None.
@@ -202,7 +257,7 @@ class VideoSource:
         index = 0
         while not self._stop.is_set():
             cap = self._open()
-            if not cap.isOpened():
+            if not cap.is_open():
                 failures += 1
                 reason = f"cannot open {self.shown}"
                 if self.live and not self._stop.is_set():
@@ -221,7 +276,7 @@ class VideoSource:
                 self._set_state(StreamState.RECONNECTING, reason)
                 self._backoff(failures)
                 continue
-            self.decode_threads = int(cap.get(cv2.CAP_PROP_N_THREADS)) if self.live else None
+            self.decode_threads = cap.decode_threads
             ended, index = self._read_until_break(cap, index)
             cap.release()
             if ended:
@@ -234,9 +289,9 @@ class VideoSource:
             self._backoff(failures)
         self._set_state(StreamState.STOPPED, "stopped")
 
-    def _read_until_break(self, cap: cv2.VideoCapture, index: int) -> tuple[bool, int]:
+    def _read_until_break(self, cap: CvCapture | AvCapture, index: int) -> tuple[bool, int]:
         """Read frames until the source breaks (False) or a file ends (True)."""
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        fps = cap.fps
         period = 1.0 / fps if (not self.live and 1.0 <= fps <= 240.0) else 0.0
         t_next = time.monotonic()
         last_frame = time.monotonic()
@@ -248,7 +303,7 @@ class VideoSource:
             if not ok:
                 if not self.live:
                     if self.loop and got_any:
-                        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                        cap.rewind()
                         got_any = False
                         continue
                     return True, index
@@ -264,11 +319,9 @@ class VideoSource:
                     self._stop.wait(delay)
                 else:
                     t_next = time.monotonic()
-            image = None
-            if time.monotonic() >= self._want_at:
-                retrieved, image = cap.retrieve()
-                if not retrieved:
-                    image = None
+            image, size = None, (0, 0)
+            if cap.keyframes or time.monotonic() >= self._want_at:  # keyframes are few: each is kept
+                image, size = cap.retrieve(self.max_side)
                 self.converted += int(image is not None)
             got_any = True
             last_frame = time.monotonic()
@@ -277,7 +330,7 @@ class VideoSource:
             if image is None:  # decoded, never to be sampled: not converted
                 index += 1
                 continue
-            frame = CapturedFrame(index=index, t_capture=time.time(), image=image)
+            frame = CapturedFrame(index=index, t_capture=time.time(), image=image, size=size)
             index += 1
             with self._cond:
                 self._latest = frame

@@ -24,11 +24,12 @@ pytestmark = [
 ]
 
 
-def _ffmpeg_clip(path: Path, *, size: str, codec: str, seconds: float, fps: int = 15) -> Path:
+def _ffmpeg_clip(path: Path, *, size: str, codec: str, seconds: float, fps: int = 15, gop: int | None = None) -> Path:
     """The demo's shapes would need the clip; FFmpeg's testsrc2 is a real encoder's real stream."""
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}", "-t", str(seconds),
-         "-c:v", codec, "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)],
+         "-c:v", codec, "-preset", "ultrafast", "-pix_fmt", "yuv420p", *(["-g", str(gop)] if gop else []),
+         str(path)],
         check=True, timeout=120,
     )  # fmt: skip
     return path
@@ -43,11 +44,15 @@ def _codec(path: Path) -> str:
     return out.stdout.strip()
 
 
-def test_an_h265_camera_recording_is_detected_end_to_end(r, procs, tmp_path):
+@pytest.mark.parametrize("decode", ["cpu", "pyav"])
+def test_an_h265_camera_recording_is_detected_end_to_end(r, procs, tmp_path, decode):
     clip = _ffmpeg_clip(tmp_path / "cam.mp4", size="1280x720", codec="libx265", seconds=2)
     assert _codec(clip) == "hevc,1280,720"
     procs.rtai("worker", "--threads", "1")
-    producer = procs.rtai("producer", "--source", str(clip), "--stream", "hevc", "--max-fps", "15", "--batch-size", "2")
+    producer = procs.rtai(
+        "producer", "--source", str(clip), "--stream", "hevc", "--max-fps", "15", "--batch-size", "2",
+        "--decode", decode,
+    )  # fmt: skip
     assert procs.finish(producer, timeout=120) == 0, procs.output(producer)
     c = wait_for(lambda: (c := counts(r, "hevc"))["in_flight"] == 0 and c, timeout=60, what="every frame settled")
     assert c["produced"] >= 25 and c["failed"] == 0 and c["published"] > 0, c
@@ -56,11 +61,12 @@ def test_an_h265_camera_recording_is_detected_end_to_end(r, procs, tmp_path):
     assert (result.w, result.h) == (1280, 720)
 
 
-def test_a_4k_frame_is_resized_to_the_inference_size_before_it_is_queued(r, procs, tmp_path):
+@pytest.mark.parametrize("decode", ["cpu", "pyav"])
+def test_a_4k_frame_is_resized_to_the_inference_size_before_it_is_queued(r, procs, tmp_path, decode):
     clip = _ffmpeg_clip(tmp_path / "4k.mp4", size="3840x2160", codec="libx264", seconds=1, fps=5)
     producer = procs.rtai(
         "producer", "--source", str(clip), "--stream", "uhd", "--imgsz", "640", "--max-fps", "30",
-        "--batch-size", "1", "--no-credit-flow",
+        "--batch-size", "1", "--no-credit-flow", "--decode", decode,
     )  # fmt: skip
     assert procs.finish(producer, timeout=120) == 0, procs.output(producer)
     blobs = [decode_batch(r.get(k)) for k in r.keys(keys.batch_blob("uhd", "*"))]
@@ -69,3 +75,34 @@ def test_a_4k_frame_is_resized_to_the_inference_size_before_it_is_queued(r, proc
     assert (frame.w, frame.h, frame.dw, frame.dh) == (3840, 2160, 640, 360)
     assert decode_frame(frame).shape == (360, 640, 3)
     assert len(frame.data) < 200_000  # a 640x360 JPEG, not a 4K picture
+
+
+@pytest.mark.parametrize("gop", [5, 10])
+def test_keyframes_decode_hands_on_only_keyframes_at_once(r, procs, tmp_path, gop):
+    """--decode keyframes: a 2 s, 15 fps file with a keyframe every `gop` frames gives exactly its
+    keyframes (at the camera's size, boxes in its pixels), each as soon as it is read."""
+    clip = _ffmpeg_clip(tmp_path / f"gop{gop}.mp4", size="1280x720", codec="libx264", seconds=2, gop=gop)
+    producer = procs.rtai(
+        "producer", "--source", str(clip), "--stream", f"key{gop}", "--imgsz", "320", "--max-fps", "15",
+        "--batch-size", "1", "--no-credit-flow", "--decode", "keyframes",
+    )  # fmt: skip
+    assert procs.finish(producer, timeout=120) == 0, procs.output(producer)
+    blobs = sorted((decode_batch(r.get(k)) for k in r.keys(keys.batch_blob(f"key{gop}", "*"))), key=lambda b: b.batch)
+    assert len(blobs) == 30 // gop, [b.batch for b in blobs]
+    frame = blobs[0].frames[0]
+    assert (frame.w, frame.h, frame.dw, frame.dh) == (1280, 720, 320, 180)
+    assert r.hget(keys.stream(f"key{gop}"), "decode") == b"keyframes"
+    gaps = [b.frames[0].t_capture - a.frames[0].t_capture for a, b in zip(blobs, blobs[1:], strict=False)]
+    assert all(abs(g - gop / 15) < 0.2 for g in gaps), gaps  # paced as the file plays: one per GOP
+
+
+def test_vaapi_falls_back_to_the_cpu_where_there_is_none_and_says_so(r, procs, tmp_path):
+    clip = _ffmpeg_clip(tmp_path / "cam.mp4", size="640x360", codec="libx264", seconds=1)
+    producer = procs.rtai(
+        "producer", "--source", str(clip), "--stream", "va", "--max-fps", "15", "--batch-size", "1",
+        "--no-credit-flow", "--decode", "vaapi",
+    )  # fmt: skip
+    assert procs.finish(producer, timeout=120) == 0, procs.output(producer)
+    assert "VAAPI not available" in procs.output(producer) and "decoding on the CPU" in procs.output(producer)
+    assert r.hget(keys.stream("va"), "decode") == b"pyav"
+    assert len(r.keys(keys.batch_blob("va", "*"))) == 15

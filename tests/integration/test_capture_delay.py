@@ -28,8 +28,9 @@ def rtsp_stamp() -> Iterator[str]:
 
 
 @pytest.mark.timeout(60)
-def test_capture_decodes_on_one_thread_and_frames_arrive_within_two_frame_times(rtsp_stamp):
-    src = VideoSource(rtsp_stamp).start()
+@pytest.mark.parametrize("decode", ["cpu", "pyav"])
+def test_capture_decodes_on_one_thread_and_frames_arrive_within_two_frame_times(rtsp_stamp, decode):
+    src = VideoSource(rtsp_stamp, decode=decode).start()
     delays, last = [], -1
     try:
         while len(delays) < 90:

@@ -131,13 +131,13 @@ def test_missing_or_unreadable_file_is_the_same_clear_error(r, procs, tmp_path):
 
 @pytest.mark.timeout(60)
 def test_decode_auto_falls_back_to_cpu_and_says_so(r, procs, tmp_path):
-    """No NVDEC here (the pip OpenCV's FFmpeg has no CUVID): auto decodes on the CPU, logs why and
-    records the decoder in the stream's hash; nvdec alone is an error that names NVDEC."""
+    """No NVDEC here (the pip OpenCV's FFmpeg has no CUVID): auto decodes on the CPU (PyAV, the default),
+    logs why and records the decoder in the stream's hash; nvdec alone is an error that names NVDEC."""
     clip = _clip(tmp_path / "clip.mp4", 12)
     proc = procs.rtai("producer", "--source", str(clip), "--stream", "hw", "--max-fps", "100", "--decode", "auto")
     assert procs.finish(proc) == 0, procs.output(proc)
     assert counts(r, "hw")["produced"] == 12
-    assert r.hget(keys.stream("hw"), "decode") == b"cpu"
+    assert r.hget(keys.stream("hw"), "decode") == b"pyav"
     assert "NVDEC (h264_cuvid/hevc_cuvid) not available: decoding on the CPU" in procs.output(proc)
     proc = procs.rtai("producer", "--source", str(clip), "--stream", "hw2", "--decode", "nvdec")
     assert procs.finish(proc) == EXIT_SOURCE, procs.output(proc)
