@@ -1,20 +1,23 @@
 """What a real camera costs the producer, against FFmpeg decoding the same source alone (issue 20).
 
-    .venv/bin/python -m benchmarks.cameras --seconds 20
+    .venv/bin/python -m benchmarks.cameras --seconds 12 --reps 2 --keyframes
 
-Makes its source with FFmpeg (20 s of testsrc2 at 1920x1080, 30 fps, H.264 at 4 Mbit/s, GOP 30), then
-in one run, round-robin over `--reps`:
-- FFmpeg decoding it alone, paced (`ffmpeg -re -threads 1 -i clip -f null -`);
-- `rtai producer --source clip --imgsz 640 --max-fps F` for each F, with a no-op worker behind it
-  (with `--motion`, each F once more with motion gating on: the check's cost, since testsrc2 moves).
+Makes its sources with FFmpeg (testsrc2 at 30 fps, 4 Mbit/s: `h264` 1920x1080 H.264 GOP 30,
+`h265` the same in H.265, `4k` 3840x2160 H.264 GOP 30; `gop10` 1080p H.264 GOP 10 for the
+keyframes rows), then in one run, round-robin over `--reps`:
+- FFmpeg decoding each source alone, paced (`ffmpeg -re -threads 1 -i clip -f null -`);
+- `rtai producer --source clip --imgsz 640 --max-fps F --decode D` for each source, decoder and F,
+  with a no-op worker behind it (with `--motion`, once more with motion gating on: the check's cost,
+  since testsrc2 always moves);
+- with `--keyframes`, `--decode keyframes` on `h264` at `--max-fps 1` and on `gop10` at 3.
+Each row: cores (CPU-seconds per second of wall time, from /proc: user + system, every thread,
+after a 2 s warm-up), the ratio to FFmpeg's decode of the same source in the same round, the
+producer's peak memory (VmHWM), and the age of the frame a sampling tick takes (now minus its
+capture stamp, median; measured after the rounds on the source itself, ticks at random phase).
 With `--daemon 1,4,8,16`: that many cameras (the same file, declared with `rtai stream add`) in one
 producer daemon at `--max-fps 5`, the daemon's CPU per camera and its frames sampled per camera a
 second (a daemon runs each camera on its own thread: when its CPU stops growing with the cameras,
-something serialises them).
-CPU is CPU-seconds per second of wall time, from /proc (user + system, the process and its threads),
-over the whole run. Prints one table with each row's ratio to FFmpeg's decode from the same round,
-and how many decoded frames the producer converted to BGR. `PYTHONPATH=<tree>` measures another
-checkout with the same venv (a before/after comparison).
+something serialises them). `PYTHONPATH=<tree>` measures another checkout with the same venv.
 """
 
 from __future__ import annotations
@@ -34,14 +37,32 @@ from control.redis_server import PrivateRedis
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+#: name -> (size, codec, GOP) of the sources the benchmark makes.
+SOURCES = {
+    "h264": ("1920x1080", "libx264", 30),
+    "h265": ("1920x1080", "libx265", 30),
+    "4k": ("3840x2160", "libx264", 30),
+    "gop10": ("1920x1080", "libx264", 10),
+}
+
+
 def make_clip(path: Path, seconds: float, size: str = "1920x1080", codec: str = "libx264", gop: int = 30) -> Path:
     if not path.exists():
         subprocess.run(
             ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30", "-t", str(seconds),
-             "-c:v", codec, "-b:v", "4M", "-g", str(gop), "-pix_fmt", "yuv420p", "-preset", "veryfast", str(path)],
+             "-c:v", codec, "-b:v", "4M", "-g", str(gop), "-pix_fmt", "yuv420p", "-preset", "veryfast",
+             *(["-x265-params", f"keyint={gop}:log-level=error"] if codec == "libx265" else []), str(path)],
             check=True,
         )  # fmt: skip
     return path
+
+
+def source_clip(root: Path, name: str, seconds: float) -> Path:
+    size, codec, gop = SOURCES[name]
+    old = root / "1080p-h264-gop30.mp4"  # the name earlier runs used for `h264`
+    if name == "h264" and old.exists():
+        return old
+    return make_clip(root / f"{name}.mp4", seconds, size=size, codec=codec, gop=gop)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,14 +70,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -> float:
-    """Cores (CPU-seconds per second) of `cmd` over `seconds` after a 2 s warm-up, then it is stopped."""
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure_run(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(cores, peak MB) of `cmd` over `seconds` after a 2 s warm-up, then it is stopped."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2.0)
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
-        return (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+        return (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0), peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -65,100 +93,117 @@ def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -
             proc.kill()
 
 
+def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -> float:
+    """Cores (CPU-seconds per second) of `cmd` over `seconds` after a 2 s warm-up, then it is stopped."""
+    return measure_run(cmd, seconds, env)[0]
+
+
 @click.command()
 @click.option("--seconds", type=float, default=15.0, show_default=True, help="Measuring window of each run.")
 @click.option("--reps", type=int, default=2, show_default=True)
 @click.option("--fps", "rates", default="5,30", show_default=True, help="--max-fps values of the producer.")
 @click.option("--imgsz", type=int, default=640, show_default=True)
-@click.option("--decodes", default="cpu", show_default=True, help="--decode values to compare, e.g. cpu,pyav.")
-@click.option(
-    "--keyframes", is_flag=True, help="Also --decode keyframes: GOP-30 at --max-fps 1, GOP-10 at --max-fps 3."
-)
+@click.option("--sources", default="h264,h265,4k", show_default=True, help="Sources to measure (h264, h265, 4k).")
+@click.option("--decodes", default="pyav,cpu", show_default=True, help="--decode values to compare.")
+@click.option("--keyframes", is_flag=True, help="Also --decode keyframes: GOP 30 at --max-fps 1, GOP 10 at 3.")
 @click.option("--daemon", "daemon_counts", default="", help="Camera counts for one producer daemon, e.g. 1,4,8,16.")
 @click.option(
     "--motion", is_flag=True, help="Also each rate with --motion (testsrc2 always moves: the check's cost, all sent)."
 )
 def main(
-    seconds: float, reps: int, rates: str, imgsz: int, decodes: str, keyframes: bool, daemon_counts: str, motion: bool
+    seconds: float,
+    reps: int,
+    rates: str,
+    imgsz: int,
+    sources: str,
+    decodes: str,
+    keyframes: bool,
+    daemon_counts: str,
+    motion: bool,
 ) -> None:
     root = Path(tempfile.gettempdir()) / "rtai-cameras"
     root.mkdir(exist_ok=True)
-    clips = {"gop30": make_clip(root / "1080p-h264-gop30.mp4", seconds + 10)}
-    if keyframes:
-        clips["gop10"] = make_clip(root / "1080p-h264-gop10.mp4", seconds + 10, gop=10)
-    clip = clips["gop30"]
+    names = sources.split(",") + (["gop10"] if keyframes else [])
+    if keyframes and "h264" not in names:
+        names.insert(0, "h264")
+    clips = {name: source_clip(root, name, seconds + 10) for name in names}
     server = PrivateRedis()
     env = {**os.environ, "RTAI_REDIS_URL": server.url}
     worker = subprocess.Popen(
         role_command("control", "worker", "--detector", "noop", "--preload", ""), env=env, stdout=subprocess.DEVNULL
     )
-    #: row -> (cores each round, ratio to FFmpeg's decode of the row's source each round)
-    rows: dict[str, tuple[list[float], list[float]]] = {}
+    #: (source, run) -> cores, ratios to the source's decode, peak MB (one each round)
+    rows: dict[tuple[str, str], tuple[list[float], list[float], list[float]]] = {}
+    #: (source, run) -> (decode, rate) for the frame-age measurement
+    plans: dict[tuple[str, str], tuple[str, float]] = {}
 
-    def run(name: str, cmd: list[str], decode: float) -> None:
-        cores = measure(cmd, seconds, env)
-        got = rows.setdefault(name, ([], []))
+    def add(key: tuple[str, str], cores: float, ratio: float, mb: float) -> None:
+        got = rows.setdefault(key, ([], [], []))
         got[0].append(cores)
-        got[1].append(cores / decode)
+        got[1].append(ratio)
+        got[2].append(mb)
 
     try:
         if daemon_counts:
             counts = [int(n) for n in daemon_counts.split(",")]
-            _daemon_scaling(env, clip, seconds, imgsz, counts, decodes.split(",")[0])
+            _daemon_scaling(env, clips[names[0]], seconds, imgsz, counts, decodes.split(",")[0])
             return
         for _ in range(reps):
-            ffmpeg = {}
             for src, path in clips.items():
-                ffmpeg[src] = measure(
-                    ["ffmpeg", "-v", "error", "-re", "-threads", "1", "-i", str(path), "-f", "null", "-"], seconds
-                )
-                got = rows.setdefault(f"ffmpeg decode, {src}", ([], []))
-                got[0].append(ffmpeg[src])
-                got[1].append(1.0)
-            for decode in decodes.split(","):
-                for rate in rates.split(","):
-                    for gate in ([], ["--motion"]) if motion else ([],):
-                        cmd = role_command("control", "producer", "--source", str(clip), "--stream", "cam", "--loop")
-                        cmd += ["--imgsz", str(imgsz), "--max-fps", rate, "--decode", decode, *gate]
-                        run(f"--decode {decode} --max-fps {rate}{' --motion' if gate else ''}", cmd, ffmpeg["gop30"])
-            if keyframes:
-                for src, rate in (("gop30", "1"), ("gop10", "3")):
-                    cmd = role_command("control", "producer", "--source", str(clips[src]), "--stream", "key", "--loop")
-                    cmd += ["--imgsz", str(imgsz), "--max-fps", rate, "--decode", "keyframes"]
-                    run(f"--decode keyframes --max-fps {rate}, {src}", cmd, ffmpeg[src])
+                ffmpeg = ["ffmpeg", "-v", "error", "-re", "-threads", "1", "-i", str(path), "-f", "null", "-"]
+                decode, mb = measure_run(ffmpeg, seconds)
+                add((src, "ffmpeg decode"), decode, 1.0, mb)
+                runs: list[tuple[str, str, list[str]]] = []
+                if src != "gop10":
+                    for dec in decodes.split(","):
+                        for rate in rates.split(","):
+                            for gate in ([], ["--motion"]) if motion else ([],):
+                                runs.append((dec, rate, gate))
+                if keyframes and src in ("h264", "gop10"):
+                    runs.append(("keyframes", "1" if src == "h264" else "3", []))
+                for dec, rate, gate in runs:
+                    cmd = role_command("control", "producer", "--source", str(path), "--stream", "cam", "--loop")
+                    cmd += ["--imgsz", str(imgsz), "--max-fps", rate, "--decode", dec, *gate]
+                    cores, mb = measure_run(cmd, seconds, env)
+                    key = (src, f"--decode {dec} --max-fps {rate}{' --motion' if gate else ''}")
+                    add(key, cores, cores / decode, mb)
+                    plans[key] = (dec, float(rate))
     finally:
         worker.terminate()
         worker.wait(timeout=30)
         server.stop()
-    click.echo(f"sources: 1080p H.264 30 fps ({', '.join(clips)}); imgsz {imgsz}; {seconds:.0f} s a run")
+    ages = {key: _ages(clips[key[0]], dec, rate, imgsz) for key, (dec, rate) in plans.items()}
+    click.echo(f"sources: testsrc2 30 fps 4 Mbit/s ({', '.join(clips)}); imgsz {imgsz}; {seconds:.0f} s a run")
     click.echo(f"load {os.getloadavg()[0]:.2f}; cores {os.cpu_count()}")
-    click.echo("| run | cores (median of rounds) | each round | x FFmpeg's decode of its source (median) |")
-    click.echo("|---|---|---|---|")
-    for name, (values, ratios) in rows.items():
+    click.echo("| source | run | cores (median) | each round | x FFmpeg's decode | peak MB | frame age at a tick |")
+    click.echo("|---|---|---|---|---|---|---|")
+    for (src, name), (values, ratios, mbs) in rows.items():
         each = ", ".join(f"{v:.2f}" for v in values)
-        click.echo(f"| {name} | {statistics.median(values):.2f} | {each} | {statistics.median(ratios):.2f} |")
-    if keyframes:
-        for src, rate in (("gop30", 1.0), ("gop10", 3.0)):
-            ages = _ages(clips[src], rate, imgsz)
-            click.echo(
-                f"keyframes, {src} at {rate:g} a second: age of the frame a tick takes, median "
-                f"{statistics.median(ages) * 1000:.0f} ms, max {max(ages) * 1000:.0f} ms ({len(ages)} ticks)"
-            )
+        age = ages.get((src, name))
+        shown = f"{statistics.median(age) * 1000:.0f} ms (max {max(age) * 1000:.0f})" if age else "-"
+        click.echo(
+            f"| {src} | {name} | {statistics.median(values):.2f} | {each} | {statistics.median(ratios):.2f} "
+            f"| {max(mbs):.0f} | {shown} |"
+        )
 
 
-def _ages(clip: Path, rate: float, imgsz: int, ticks: int = 12) -> list[float]:
-    """Sample a keyframes-only source as the producer does (a tick every 1/rate s, the newest frame):
-    how old is the frame each tick takes (now minus its capture time)."""
+def _ages(clip: Path, decode: str, rate: float, imgsz: int, ticks: int = 20) -> list[float]:
+    """Sample a source as the producer does (about one tick every 1/rate s, at a random phase, as a
+    camera's would be; the newest frame): how old is the frame each tick takes (now minus its
+    capture stamp)."""
+    import random  # noqa: PLC0415
+
     from producer.source import VideoSource  # noqa: PLC0415
 
-    src = VideoSource(str(clip), decode="keyframes", max_side=imgsz, loop=True).start()
-    ages, last = [], -1
+    src = VideoSource(str(clip), decode=decode, max_side=imgsz, loop=True).start()
+    ages, rng = [], random.Random(1)
     try:
-        frame = src.newest(last, timeout=5)
+        frame = src.newest(-1, timeout=5)
         assert frame is not None
-        last, tick = frame.index, time.monotonic()
+        tick = time.monotonic()
         for _ in range(ticks):
-            tick += 1.0 / rate
+            tick += rng.uniform(0.5, 1.5) / rate
+            src.want_from(tick - 0.02)
             time.sleep(max(0.0, tick - time.monotonic()))
             frame = src.newest(-1, timeout=1)
             if frame is not None:

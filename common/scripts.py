@@ -18,6 +18,7 @@ Key map (built in common/keys.py; `<w>` a worker, `<s>` a stream, `<q>` a queue)
 | SET_ERROR       | worker jobs: model failed        | stream hash, removed marker                        |
 | SLOT            | worker routing                   | the stream's slots                                 |
 | REFRESH         | producer enqueue                 | queue, blob, ledger                                |
+| RECONCILE       | producer enqueue                 | stream hash, ledger                                |
 | LEASE_RENEW     | tracker                          | the claim                                          |
 | LEASE_RENEW_ALL | producer daemon                  | every claim held                                   |
 | LEASE_RELEASE   | producer daemon, tracker         | the claim                                          |
@@ -219,6 +220,36 @@ return 1
 """,
 )
 
+RECONCILE = Script(
+    "RECONCILE",
+    """
+-- KEYS[1]: the stream's hash, KEYS[2]: its ledger.
+-- ARGV[1]: the next-seq field, ARGV[2]: the last seq counter value this producer got, ARGV[3]: the
+-- next-batch field, ARGV[4]: the last batch number likewise, ARGV[5]: the produced counter,
+-- ARGV[6]: produced as this producer counted it (its baseline plus every frame Redis acknowledged),
+-- ARGV[7]: its baseline (produced when it started), ARGV[8]: the dropped_redis_failover counter,
+-- ARGV[9]: a field only the producer's registration writes.
+-- After a failover the new master may lack the old one's last writes. The counters never go back
+-- (a seq already published is never handed out again), and frames this producer had counted that
+-- Redis no longer counts are counted dropped_redis_failover. A stream Redis lost whole (restarted
+-- empty: its registration gone, or its ledger below the baseline) is not a tail: -1, and the
+-- producer reports it at exit instead. Returns {frames counted lost or -1, produced now}.
+local whole = redis.call('HEXISTS', KEYS[1], ARGV[9]) == 0
+for i = 1, 3, 2 do
+  if (tonumber(redis.call('HGET', KEYS[1], ARGV[i])) or 0) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+local produced = tonumber(redis.call('HGET', KEYS[2], ARGV[5]) or '0')
+local expected, baseline = tonumber(ARGV[6]), tonumber(ARGV[7])
+if whole or produced < baseline then return {-1, produced} end
+if produced >= expected then return {0, produced} end
+redis.call('HINCRBY', KEYS[2], ARGV[5], expected - produced)
+redis.call('HINCRBY', KEYS[2], ARGV[8], expected - produced)
+return {expected - produced, expected}
+""",
+)
+
 LEASE_RENEW = Script(
     "LEASE_RENEW",
     """
@@ -359,6 +390,7 @@ ALL = (
     SET_ERROR,
     SLOT,
     REFRESH,
+    RECONCILE,
     LEASE_RENEW,
     LEASE_RENEW_ALL,
     LEASE_RELEASE,

@@ -33,5 +33,7 @@ class Outcome(str, Enum):
     DROPPED_STALE = "dropped_stale"
     DROPPED_UNREACHABLE = "dropped_unreachable"  # Redis was down when the producer had them
     DROPPED_REDIS_FULL = "dropped_redis_full"  # Redis refused the batch (out of memory, read-only)
+    #: Redis lost the batch after acknowledging it: a failover's unreplicated tail (producer/enqueue.py)
+    DROPPED_REDIS_FAILOVER = "dropped_redis_failover"
     FAILED = "failed"
     SKIPPED_STATIC = "skipped_static"  # motion gating held the frame back: nothing moved, nothing to see

@@ -39,6 +39,10 @@ JOB_TIMEOUT_S = 120
 RESULT_TTL_S = 10
 #: Failed jobs stay a day for `rq info` and post-mortems.
 FAILURE_TTL_S = 86_400
+#: The stream hash's counters of seqs and batch numbers handed out.
+NEXT_SEQ, NEXT_BATCH = "next_seq", "next_batch"
+#: A field of the stream hash only `register` writes: without it, Redis lost the stream whole.
+REGISTERED_FIELD = "source"
 
 
 class BatchSink:
@@ -58,11 +62,16 @@ class BatchSink:
         #: More than the ledger says afterwards: Redis lost acknowledged writes (a restart from empty,
         #: or a failover before they reached a replica).
         self.counted = 0
+        #: The ledger's `produced` when this producer first registered (None: not yet).
+        self.baseline: int | None = None
+        #: The last values the stream's seq and batch counters gave this producer: they never go back.
+        self._seq_floor = self._batch_floor = 0
+        self._reconcile = scripts.RECONCILE.bind(client)
 
     def register(self) -> None:
         s = self.settings
         fields: dict[FieldT, EncodableT] = {
-            "source": redact(s.source),  # shown by status readers: never the password
+            REGISTERED_FIELD: redact(s.source),  # shown by status readers: never the password
             "model": s.model,
             "imgsz": s.imgsz,
             "max_fps": s.max_fps,
@@ -74,7 +83,43 @@ class BatchSink:
         with self.client.pipeline() as pipe:
             pipe.sadd(keys.STREAMS, self.stream)
             pipe.hset(keys.stream(self.stream), mapping=fields)
-            pipe.execute()
+            pipe.hget(keys.ledger(self.stream), ledger.PRODUCED)
+            produced = pipe.execute()[-1]
+        if self.baseline is None:
+            self.baseline = int(produced or 0)
+
+    def reconcile(self) -> int:
+        """After a failover (or now and then): frames this producer had counted that Redis no longer
+        counts are counted produced and dropped_redis_failover, and the seq and batch counters are
+        raised back to what this producer already used. The frames counted lost (-1: Redis lost the
+        whole ledger, a restart from empty, which the producer reports at exit instead)."""
+        if self.baseline is None or not self._batch_floor:
+            return 0
+        lost, produced = self._reconcile(
+            keys=[keys.stream(self.stream), keys.ledger(self.stream)],
+            args=[
+                NEXT_SEQ,
+                self._seq_floor,
+                NEXT_BATCH,
+                self._batch_floor,
+                ledger.PRODUCED,
+                self.baseline + self.counted,
+                self.baseline,
+                Outcome.DROPPED_REDIS_FAILOVER.value,
+                REGISTERED_FIELD,
+            ],
+        )
+        lost = int(lost)
+        if lost < 0:  # lost whole: from now on, compare with what Redis counts now
+            self.baseline = int(produced) - self.counted
+        if lost > 0:
+            log.warning(
+                "stream %s: Redis lost %d frames this producer had counted (acknowledged writes a failover's "
+                "new master lacks); counted dropped_redis_failover",
+                self.stream,
+                lost,
+            )
+        return lost
 
     def set_state(self, state: StreamState, reason: str = "") -> None:
         self.client.hset(
@@ -120,9 +165,10 @@ class BatchSink:
         stream_key = keys.stream(self.stream)
         with self.client.pipeline() as pipe:
             pipe.llen(self.queue.key)
-            pipe.hincrby(stream_key, "next_batch", 1)
-            pipe.hincrby(stream_key, "next_seq", n)
+            pipe.hincrby(stream_key, NEXT_BATCH, 1)
+            pipe.hincrby(stream_key, NEXT_SEQ, n)
             depth, batch_no, seq_end = pipe.execute()
+        self._seq_floor, self._batch_floor = max(self._seq_floor, seq_end), max(self._batch_floor, batch_no)
         if depth >= self.settings.queue_bound:
             with self.client.pipeline() as pipe:
                 ledger.count(pipe, self.stream, ledger.PRODUCED, n)

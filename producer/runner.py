@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 RATE_EVERY_S = 2.0
 
 
+#: How often the producer checks that Redis still counts every frame it counted (producer/enqueue.py
+#: reconcile: a failover's lost tail); also at once whenever Redis comes back.
+RECONCILE_EVERY_S = 5.0
+
 #: Frames motion gating held back are added to the ledger at most this often (and with every batch).
 STATIC_COUNT_EVERY_S = 1.0
 
@@ -66,6 +70,7 @@ class StreamProducer:
         self._owed_skipped = 0  # frames skipped for lack of room, not yet in the ledger
         self._owed_static = 0  # frames motion gating held back, not yet in the ledger
         self._static_at = time.monotonic()
+        self._reconciled_at = time.monotonic()
         motion = settings.analytics.motion if settings.analytics else None
         self.gate = MotionGate(motion) if motion is not None else None
         self._rate_at, self._rate_frames = time.monotonic(), 0
@@ -301,6 +306,9 @@ class StreamProducer:
             return
         try:
             self._report_rate()
+            if time.monotonic() - self._reconciled_at >= RECONCILE_EVERY_S:
+                self._reconciled_at = time.monotonic()
+                self.sink.reconcile()
         except redis.RedisError as exc:
             log.debug("stream %s: could not record the frame rate: %s", self.settings.stream, describe(exc))
 
@@ -310,6 +318,9 @@ class StreamProducer:
         if self._owed_skipped:
             self.sink.count_skipped(self._owed_skipped)
             self._owed_skipped = 0
+        if self._owed or self._owed_full:
+            # Redis is back, perhaps a new master without the old one's last writes: count them first.
+            self.sink.reconcile()
         if self._owed:
             # Redis is back: register the stream again (it may have restarted empty).
             self.sink.register()
