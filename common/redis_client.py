@@ -195,10 +195,12 @@ _WRITE_REJECTED = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyE
 
 
 def write_rejected(exc: BaseException) -> bool:
-    """True when Redis refused a write for a reason that passes (OOM, READONLY, MISCONF)."""
+    """True when Redis refused a write for a reason that passes (OOM, READONLY, MISCONF, and
+    NOREPLICAS: a master with `min-replicas-to-write` while too few replicas keep up)."""
     if isinstance(exc, _WRITE_REJECTED):
         return True
-    return isinstance(exc, redis.ResponseError) and "MISCONF" in str(exc)[:300]
+    head = str(exc)[:300]
+    return isinstance(exc, redis.ResponseError) and ("MISCONF" in head or "NOREPLICAS" in head)
 
 
 def describe(exc: BaseException) -> str:

@@ -12,6 +12,8 @@ left alone: the producer says so at exit instead (tests/chaos/test_outages.py).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -69,3 +71,34 @@ def test_a_lost_tail_is_counted_dropped_redis_failover_and_seqs_are_never_reused
     final = ledger.read(r, stream)
     assert final["produced"] == final["in_flight"] + ledger.dropped(final) + final["published"], got
     assert r.llen(queue) == final["in_flight"], "every frame still counted in flight is queued"
+
+
+@pytest.mark.timeout(90)
+def test_a_master_that_refuses_writes_without_replicas_is_ridden_out_and_counted(tmp_path):
+    """The stricter choice docs/faults.md offers: `min-replicas-to-write 1` on a master with no
+    replica refuses every write (NOREPLICAS). The producer counts those frames dropped_redis_full,
+    logs why, and carries on once writes are taken again."""
+    from control.redis_server import PrivateRedis  # noqa: PLC0415
+
+    from ..helpers import Procs  # noqa: PLC0415
+
+    server = PrivateRedis()
+    r = redis.Redis.from_url(server.url)
+    procs = Procs(server.url, tmp_path)
+    try:
+        prod = procs.rtai("producer", "--source", "demo", "--stream", "strict", "--loop", "--max-fps", "10",
+                          "--no-credit-flow", "--queue-bound", "100000")  # fmt: skip
+        wait_for(lambda: ledger.read(r, "strict")["produced"] >= 5, timeout=30, what="frames before")
+        r.config_set("min-replicas-to-write", 1)
+        time.sleep(2.0)
+        r.config_set("min-replicas-to-write", 0)
+        wait_for(lambda: ledger.read(r, "strict")["dropped_redis_full"] > 0, timeout=20, what="refused frames counted")
+        before = ledger.read(r, "strict")["produced"]
+        wait_for(lambda: ledger.read(r, "strict")["produced"] > before + 5, timeout=20, what="frames again")
+        assert prod.poll() is None, procs.output(prod)
+        prod.terminate()
+        assert procs.finish(prod, timeout=30) == 0
+        assert "counted dropped_redis_full" in procs.output(prod), procs.output(prod)
+    finally:
+        procs.close()
+        server.stop()
