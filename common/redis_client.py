@@ -21,10 +21,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from .backoff import Backoff
 from .config import redis_start_timeout_s
@@ -60,8 +61,15 @@ class SentinelUrl:
     def master_kwargs(self) -> dict[str, Any]:
         return {"db": self.db, "username": self.username, "password": self.password, "ssl": self.ssl}
 
-    def sentinel_kwargs(self) -> dict[str, Any]:
-        return {"password": self.sentinel_password, "socket_timeout": CONNECT_TIMEOUT_S}
+    def sentinel_kwargs(self, *, asyncio: bool = False) -> dict[str, Any]:
+        # No retries on a sentinel: discovery moves on to the next one. redis-py's default (3 retries,
+        # backing off up to 10 s) held every discovery ~40 s on a sentinel cut off by a partition.
+        return {
+            "password": self.sentinel_password,
+            "socket_timeout": CONNECT_TIMEOUT_S,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "retry": AsyncRetry(NoBackoff(), 0) if asyncio else Retry(NoBackoff(), 0),
+        }
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl | None:
@@ -104,6 +112,38 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
     )
 
 
+class _TimeoutRediscovers:
+    """A Sentinel-managed connection that asks the sentinels for the master whenever it connects.
+
+    redis-py 8 reconnects a dropped connection to the address it had (`send_packed_command` calls
+    `connect_check_health`, not the Sentinel connection's `connect`), and retries a timed-out
+    command on it. A master cut off by a partition (its packets vanish, nobody gets an error) then
+    held every command for all its retries, 4 x 10 s, to the old address, although the sentinels
+    had promoted a replica after 2 s (tests/chaos/test_sentinel_partition.py). Here a timed-out
+    read drops the socket, and every connect asks the sentinels first."""
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+        pool = self.connection_pool  # type: ignore[attr-defined]
+        if not self._sock and pool.is_master:  # type: ignore[attr-defined]
+            self.host, self.port = pool.get_master_address()
+        return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.TimeoutError:
+            self.disconnect()  # type: ignore[attr-defined]
+            raise
+
+
+class RediscoveringConnection(_TimeoutRediscovers, SentinelManagedConnection):
+    pass
+
+
+class RediscoveringSSLConnection(_TimeoutRediscovers, SentinelManagedSSLConnection):
+    pass
+
+
 def _client(url: str, **options: Any) -> redis.Redis:
     """A client for a plain or Sentinel URL, with `options` for its connections."""
     sentinel = parse_sentinel_url(url)
@@ -111,6 +151,7 @@ def _client(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     keep = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
     group = Sentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs(), **keep)  # type: ignore[no-untyped-call]
+    options["connection_class"] = RediscoveringSSLConnection if sentinel.ssl else RediscoveringConnection
     master = group.master_for(sentinel.service, redis_class=redis.Redis, **sentinel.master_kwargs(), **options)  # type: ignore[no-untyped-call]
     return cast(redis.Redis, master)
 
@@ -137,7 +178,7 @@ def connect_async(url: str) -> aioredis.Redis:
     sentinel = parse_sentinel_url(url)
     if sentinel is None:
         return aioredis.from_url(url)
-    group = AsyncSentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs())  # type: ignore[no-untyped-call]
+    group = AsyncSentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs(asyncio=True))  # type: ignore[no-untyped-call]
     return cast(
         aioredis.Redis, group.master_for(sentinel.service, redis_class=aioredis.Redis, **sentinel.master_kwargs())
     )

@@ -89,8 +89,10 @@ class Hosts:
     def heal(self, host: str) -> None:
         _ip("-n", self.switch, "link", "set", f"p-{host}", "up")
 
-    def run(self, host: str, args: list[str], *, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = self.workdir / f"{host}.log"
+    def run(
+        self, host: str, args: list[str], *, env: dict[str, str] | None = None, log_name: str | None = None
+    ) -> subprocess.Popen:
+        log = self.workdir / f"{log_name or host}.log"
         with log.open("wb") as out:  # the child keeps its own copy of the file descriptor
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.ns(host), *args],

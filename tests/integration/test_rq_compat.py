@@ -110,3 +110,20 @@ def test_rq_records_of_a_failed_job_and_of_rq_suspend(r, redis_server, procs):
     proc.terminate()
     assert procs.finish(proc) == 0, procs.output(proc)
     assert Worker.find_by_key("rq:worker:w2", connection=r) is None or r.hexists("rq:worker:w2", "death")
+
+
+def test_the_worker_record_keeps_the_fleets_socket_timeout(redis_server):
+    """RQ's Worker raises its connection's socket timeout to 415 s for a blocking dequeue this fleet
+    never runs; kept, one read from a Redis cut off by a partition held a worker that long."""
+    from common.redis_client import SOCKET_TIMEOUT_S, connect  # noqa: PLC0415
+    from worker.broker.rq_compat import WorkerRecord  # noqa: PLC0415
+
+    client = connect(redis_server)
+    WorkerRecord(client, "timeout-probe")
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == SOCKET_TIMEOUT_S
+    client.ping()
+    conn = client.connection_pool.get_connection()
+    try:
+        assert conn.socket_timeout == SOCKET_TIMEOUT_S
+    finally:
+        client.connection_pool.release(conn)

@@ -75,7 +75,15 @@ class WorkerRecord:
 
     def __init__(self, client: redis.Redis, name: str) -> None:
         self.client = client
+        kwargs = client.connection_pool.connection_kwargs
+        timeout = kwargs.get("socket_timeout")
         self.rq = SimpleWorker([], connection=client, name=name, serializer=MsgpackSerializer)
+        # RQ's Worker raises the pool's socket timeout to 415 s for its blocking dequeue, which this
+        # fleet never runs (its dequeue is a script that answers at once). Kept, one read from a Redis
+        # cut off by a partition held the worker 415 s (tests/chaos/test_sentinel_partition.py).
+        if kwargs.get("socket_timeout") != timeout:
+            kwargs["socket_timeout"] = timeout
+            client.connection_pool.reset()  # connections made meanwhile took the long timeout too
         self.key = self.rq.key
 
     def birth(self, queue_keys: list[str]) -> None:
