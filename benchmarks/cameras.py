@@ -200,13 +200,14 @@ def _ages(clip: Path, decode: str, rate: float, imgsz: int, ticks: int = 20) -> 
     try:
         frame = src.newest(-1, timeout=5)
         assert frame is not None
-        tick = time.monotonic()
+        last, tick = frame.index, time.monotonic()
         for _ in range(ticks):
             tick += rng.uniform(0.5, 1.5) / rate
-            src.want_from(tick - 0.02)
+            src.want_from(tick - 0.02)  # as producer/runner.py does (WANT_SLACK_S)
             time.sleep(max(0.0, tick - time.monotonic()))
-            frame = src.newest(-1, timeout=1)
+            frame = src.newest(last, timeout=2)  # a frame newer than the last one taken, as the runner asks
             if frame is not None:
+                last = frame.index
                 ages.append(time.time() - frame.t_capture)
     finally:
         src.stop()

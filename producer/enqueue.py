@@ -126,38 +126,30 @@ class BatchSink:
             keys.stream(self.stream), mapping={"state": state.value, "reason": reason, "t_state": time.time()}
         )
 
-    def count_unreachable(self, n: int) -> None:
-        """Frames the producer had while Redis was down: produced, and dropped for that reason."""
+    def _count(self, n: int, outcome: Outcome) -> None:
+        """n frames that never reached a queue: produced, and `outcome`, in one step."""
         with self.client.pipeline() as pipe:
             ledger.count(pipe, self.stream, ledger.PRODUCED, n)
-            ledger.count(pipe, self.stream, Outcome.DROPPED_UNREACHABLE.value, n)
+            ledger.count(pipe, self.stream, outcome.value, n)
             pipe.execute()
         self.counted += n
 
+    def count_unreachable(self, n: int) -> None:
+        """Frames the producer had while Redis was down: produced, and dropped for that reason."""
+        self._count(n, Outcome.DROPPED_UNREACHABLE)
+
     def count_redis_full(self, n: int) -> None:
         """Frames Redis refused to store (out of memory, read-only): produced, and dropped for that."""
-        with self.client.pipeline() as pipe:
-            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
-            ledger.count(pipe, self.stream, Outcome.DROPPED_REDIS_FULL.value, n)
-            pipe.execute()
-        self.counted += n
+        self._count(n, Outcome.DROPPED_REDIS_FULL)
 
     def count_skipped(self, n: int) -> None:
         """Frames skipped at the source while the stream had no room (producer/flow.py): produced,
         and dropped for backpressure, without ever being encoded or shipped."""
-        with self.client.pipeline() as pipe:
-            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
-            ledger.count(pipe, self.stream, Outcome.DROPPED_BACKPRESSURE.value, n)
-            pipe.execute()
-        self.counted += n
+        self._count(n, Outcome.DROPPED_BACKPRESSURE)
 
     def count_static(self, n: int) -> None:
         """Frames motion gating held back (producer/motion.py): produced, and skipped_static."""
-        with self.client.pipeline() as pipe:
-            ledger.count(pipe, self.stream, ledger.PRODUCED, n)
-            ledger.count(pipe, self.stream, Outcome.SKIPPED_STATIC.value, n)
-            pipe.execute()
-        self.counted += n
+        self._count(n, Outcome.SKIPPED_STATIC)
 
     def push(self, frames: list[Frame]) -> bool:
         """Enqueue one batch; False when it was dropped for backpressure."""
@@ -170,11 +162,7 @@ class BatchSink:
             depth, batch_no, seq_end = pipe.execute()
         self._seq_floor, self._batch_floor = max(self._seq_floor, seq_end), max(self._batch_floor, batch_no)
         if depth >= self.settings.queue_bound:
-            with self.client.pipeline() as pipe:
-                ledger.count(pipe, self.stream, ledger.PRODUCED, n)
-                ledger.count(pipe, self.stream, Outcome.DROPPED_BACKPRESSURE.value, n)
-                pipe.execute()
-            self.counted += n
+            self._count(n, Outcome.DROPPED_BACKPRESSURE)
             log.warning(
                 "stream %s: queue depth %d >= %d, dropped a batch of %d",
                 self.stream,
