@@ -118,7 +118,7 @@ def test_the_master_cut_off_by_a_partition_is_replaced_and_the_fleet_carries_on(
         f"{t_flowing - t_promoted:.1f} s after the promotion (clients' socket timeout 10 s)"
     )
     hosts.heal("ra")
-    wait_for(lambda: servers["ra"].info("replication")["role"] == "slave", timeout=30, what="the old master a replica")
+    wait_for(lambda: servers["ra"].info("replication")["role"] == "slave", timeout=60, what="the old master a replica")
     assert producer.poll() is None and worker.poll() is None, "no process exited"
 
     producer.terminate()
