@@ -121,12 +121,12 @@ class ProducerSettings(_Settings):
     #: Reconnect backoff: the longest wait.
     reconnect_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = Field(None, ge=0)
-    #: Video decode: pyav (PyAV: FFmpeg's decoder, YUV straight to BGR at the size sent), cpu (OpenCV's
-    #: FFmpeg backend, full-size conversion then a resize), keyframes (PyAV, keyframes only: for sampling
-    #: at or below the keyframe rate), vaapi (PyAV on a VAAPI device where FFmpeg has one, else PyAV on
-    #: the CPU, with a warning), nvdec (FFmpeg's CUVID through OpenCV; an error where absent), auto
-    #: (NVDEC where it works, else pyav).
-    decode: Literal["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"] = "pyav"
+    #: Video decode: cpu (OpenCV's FFmpeg backend: full-size conversion, then a resize; the cheaper
+    #: below 1280x720), pyav (PyAV: YUV straight to BGR at the size sent; the cheaper for HD and 4K),
+    #: keyframes (PyAV, keyframes only: for sampling at or below the keyframe rate), vaapi (PyAV on a
+    #: VAAPI device where FFmpeg has one, else PyAV on the CPU, with a warning), nvdec (FFmpeg's CUVID
+    #: through OpenCV; an error where absent), auto (NVDEC where it works, else pyav).
+    decode: Literal["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"] = "cpu"
     # Routing (which workers take the stream; see worker/routing.py)
     #: Which workers may take the stream: auto (any), cpu, cuda (any GPU) or cuda:N.
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")

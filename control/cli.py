@@ -204,7 +204,7 @@ def stream() -> None:
     "--decode",
     type=click.Choice(["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"]),
     default=None,
-    help="Video decode (see rtai producer --decode; default pyav).",
+    help="Video decode (see rtai producer --decode; default cpu).",
 )
 @click.option("--track", is_flag=True, help="Track objects (rtai tracker); zones, lines and dwell need it.")
 @click.option(

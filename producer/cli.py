@@ -48,9 +48,9 @@ from common.states import StreamState
     "--decode",
     type=click.Choice(["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"]),
     default=None,
-    help="Video decode: pyav (default: converts straight to the size sent), cpu (OpenCV), keyframes (PyAV, "
-    "keyframes only), vaapi (PyAV on VAAPI, else the CPU), nvdec (NVIDIA GPU), auto (NVDEC where available) "
-    "[env RTAI_DECODE].",
+    help="Video decode: cpu (OpenCV, default), pyav (converts straight to the size sent: for HD and 4K), "
+    "keyframes (PyAV, keyframes only), vaapi (PyAV on VAAPI, else the CPU), nvdec (NVIDIA GPU), "
+    "auto (NVDEC where available) [env RTAI_DECODE].",
 )
 @click.option(
     "--motion",

@@ -83,7 +83,7 @@ class VideoSource:
         reconnect_max_s: float = 10.0,
         max_reconnects: int | None = None,
         on_state: StateCallback | None = None,
-        decode: str = "pyav",
+        decode: str = "cpu",
         max_side: int = 16_384,
     ) -> None:
         self.url = url
