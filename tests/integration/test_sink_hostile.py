@@ -102,7 +102,9 @@ def test_webhook_sink_survives_garbage_truncation_trickle_and_a_huge_answer(r, p
     assert sink.poll() is None, procs.output(sink)
     stats = sink_stats(r, "webhook")
     assert stats["dead_letter"] == 3 and stats["failed"] == 6 and stats["delivered"] == 5, stats
-    assert max(rx.held["trickle"]) < 2.0  # cut at the 1 s deadline, not held 0.5 s a byte
+    # Cut at the 1 s deadline, not held 0.5 s a byte (19 s for this answer). The receiver only sees
+    # the hang-up at a later byte's send, up to two bytes (1 s) after it: a CI run measured 2.004 s.
+    assert max(rx.held["trickle"]) < 3.5
     assert rx.big_sent < BIG // 3  # the 50 MB answer was not read whole
 
 
