@@ -113,22 +113,28 @@ INTERNAL = {"fault_point", "fault_batch", "data"}
 def field_comments(cls_name: str) -> dict[str, str]:
     """field -> the `#:` comment above it in common/config.py.
 
-    Read from the lines, not with `ast`: CPython 3.11's parser keeps a process-wide recursion
-    counter that another thread's `ast.parse` (a traceback being formatted) can corrupt, which
-    failed a CI run with `SystemError: AST constructor recursion depth mismatch`.
+    Read from the file's lines, with neither `ast` nor `inspect` (whose class lookup parses with
+    `ast`): CPython 3.11's parser keeps a process-wide recursion counter that another thread's parse
+    (a traceback being formatted) can corrupt, which failed two CI runs with `SystemError: AST
+    constructor recursion depth mismatch`.
     """
     from common import config  # noqa: PLC0415
 
-    cls = getattr(config, cls_name)
-    lines, _ = inspect.getsourcelines(cls)
+    lines = (ROOT / "common" / "config.py").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"class {re.escape(cls_name)}\b", line))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace() and lines[i][0] != "#"),
+        len(lines),
+    )
+    body = lines[start + 1 : end]
     out: dict[str, str] = {}
-    for name in cls.__annotations__:
-        field_line = re.compile(rf"^\s+{re.escape(name)}\s*:")
-        for i, line in enumerate(lines):
+    for name in getattr(config, cls_name).__annotations__:
+        field_line = re.compile(rf"^    {re.escape(name)}\s*:")
+        for i, line in enumerate(body):
             if field_line.match(line):
                 comment = []
-                while i > 0 and lines[i - 1].strip().startswith("#:"):
-                    comment.insert(0, lines[i - 1].strip()[2:].strip())
+                while i > 0 and body[i - 1].strip().startswith("#:"):
+                    comment.insert(0, body[i - 1].strip()[2:].strip())
                     i -= 1
                 if comment:
                     out[name] = " ".join(comment)
