@@ -117,9 +117,10 @@ def decode_costs(frames: list[np.ndarray], batch: int, imgsz: int) -> dict[str, 
     }
 
 
-def run_workers(client, url: str, stream: str, n: int, *args: str) -> None:
+def run_workers(client, url: str, stream: str, n: int, *args: str, on_start=None) -> None:
     """Run n workers over the queued stream, all starting at the same moment (the fleet is held
-    with `rq suspend` until every worker has its model loaded), until every frame is accounted for."""
+    with `rq suspend` until every worker has its model loaded), until every frame is accounted for.
+    `on_start()` is called just before the fleet is let go."""
     env = dict(os.environ, RTAI_REDIS_URL=url)
     client.set(keys.RQ_SUSPENDED, 1)
     procs = [subprocess.Popen(role_command("control", "worker", *args), env=env, cwd=ROOT) for _ in range(n)]
@@ -129,6 +130,8 @@ def run_workers(client, url: str, stream: str, n: int, *args: str) -> None:
             timeout=180,
             what="workers",
         )
+        if on_start is not None:
+            on_start()
         client.delete(keys.RQ_SUSPENDED)
         wait_for(
             lambda: ledger.read(client, stream)["in_flight"] == 0, timeout=600, interval=0.1, what="the queue to drain"

@@ -6,7 +6,8 @@ On a private redis-server, Redis' own CPU (INFO cpu: used_cpu_user + used_cpu_sy
 process) is read before and after each phase:
 - enqueue: the producer's path (blob SET, RQ job, ledger, in one MULTI) for the demo frames as
   640x480 JPEG, in batches of 8 and of 1;
-- drain: one no-op worker taking those batches (fetch, job records, settle, publish, history);
+- drain: one no-op worker taking those batches (fetch, job records, settle, publish, history),
+  from the moment it is let go (its start-up and model load are not counted);
 - floor: the least any design must do in the same run: per batch, in one round trip, SET the same
   blob, GET it, DEL it, and PUBLISH + XADD a 200-byte result per frame;
 - idle: one worker with no stream, Redis CPU per second over `--idle-s`;
@@ -41,6 +42,25 @@ def redis_cpu_s(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def command_stats(client: redis.Redis) -> dict[str, tuple[int, int]]:
+    """Calls and microseconds of Redis CPU per command (INFO commandstats)."""
+    out: dict[str, tuple[int, int]] = {}
+    for name, row in client.info("commandstats").items():
+        out[name.removeprefix("cmdstat_")] = (int(row["calls"]), int(row["usec"]))
+    return out
+
+
+def command_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], frames: int) -> dict[str, str]:
+    """Per command, calls and Redis CPU µs per frame between two readings, costliest first (a
+    command inside a script is counted both as itself and within EVALSHA's time)."""
+    rows = {}
+    for name, (calls, usec) in after.items():
+        c0, u0 = before.get(name, (0, 0))
+        if calls > c0:
+            rows[name] = (round((calls - c0) / frames, 2), round((usec - u0) / frames, 1))
+    return {k: f"{c} calls, {u} us" for k, (c, u) in sorted(rows.items(), key=lambda kv: -kv[1][1]) if u >= 0.2}
+
+
 def _per_frame_us(before: float, after: float, frames: int) -> float:
     return round((after - before) * 1e6 / frames, 1)
 
@@ -64,6 +84,17 @@ def floor_us(client: redis.Redis, blobs: list[bytes], batch: int) -> float:
     return _per_frame_us(t0, redis_cpu_s(client), frames)
 
 
+def warm(client: redis.Redis, blobs: list[bytes]) -> None:
+    """Store and free as much memory as a phase will hold, so the phase reuses pages Redis' allocator
+    already has, as a fleet at steady state does (its blobs are freed as fast as they are made).
+    Without it, the enqueue phase's figure is mostly the kernel's page faults for fresh memory."""
+    with client.pipeline(transaction=False) as pipe:
+        for i, blob in enumerate(blobs):
+            pipe.set(f"warm:{i}", blob)
+        pipe.execute()
+    client.flushdb()
+
+
 def idle_per_s(url: str, client: redis.Redis, seconds: float) -> float:
     """Redis CPU seconds per second with one worker running and no stream (its polling alone)."""
     env = dict(os.environ, RTAI_REDIS_URL=url)
@@ -85,7 +116,8 @@ def idle_per_s(url: str, client: redis.Redis, seconds: float) -> float:
 @click.option("--frames", "n", default=960, show_default=True)
 @click.option("--imgsz", default=640, show_default=True)
 @click.option("--idle-s", default=10.0, show_default=True)
-def main(n: int, imgsz: int, idle_s: float) -> None:
+@click.option("--commands", is_flag=True, help="Also print each command's calls and Redis CPU per frame, per phase.")
+def main(n: int, imgsz: int, idle_s: float, commands: bool) -> None:
     frames = load_frames(n)
     server = PrivateRedis()
     report: dict[str, object] = {"frames": n, "imgsz": imgsz}
@@ -94,15 +126,30 @@ def main(n: int, imgsz: int, idle_s: float) -> None:
         for batch in (8, 1):
             client.flushdb()
             stream = f"cost{batch}"
-            mem0, t0 = int(client.info("memory")["used_memory"]), redis_cpu_s(client)
-            enqueue_all(client, frames, stream, batch, imgsz, "rtai-shapes")
-            t1, mem1 = redis_cpu_s(client), int(client.info("memory")["used_memory"])
-            run_workers(client, server.url, stream, 1, "--detector", "noop", "--preload", "", "--max-batch-frames", "8")
-            t2 = redis_cpu_s(client)
             encoded = [encode_frame(f, seq=i, t_capture=0.0, imgsz=imgsz).data for i, f in enumerate(frames)]
             blobs = [b"".join(encoded[i : i + batch]) for i in range(0, n, batch)]
+            warm(client, blobs)
+            client.config_resetstat()
+            mem0, t0, s0 = int(client.info("memory")["used_memory"]), redis_cpu_s(client), command_stats(client)
+            enqueue_all(client, frames, stream, batch, imgsz, "rtai-shapes")
+            te, mem1, se = redis_cpu_s(client), int(client.info("memory")["used_memory"]), command_stats(client)
+            started: dict[str, object] = {}
+
+            def at_start(started: dict[str, object] = started) -> None:
+                started.update(cpu=redis_cpu_s(client), stats=command_stats(client))
+
+            run_workers(
+                client,
+                server.url,
+                stream,
+                1,
+                *("--detector", "noop", "--preload", "", "--max-batch-frames", "8"),
+                on_start=at_start,
+            )
+            t1, s1 = float(started["cpu"]), started["stats"]  # the worker's start-up is not the drain's
+            t2, s2 = redis_cpu_s(client), command_stats(client)
             floor = floor_us(client, blobs, batch)
-            enqueue, drain = _per_frame_us(t0, t1, n), _per_frame_us(t1, t2, n)
+            enqueue, drain = _per_frame_us(t0, te, n), _per_frame_us(t1, t2, n)
             report[f"batches of {batch}"] = {
                 "enqueue_us": enqueue,
                 "drain_us": drain,
@@ -112,6 +159,11 @@ def main(n: int, imgsz: int, idle_s: float) -> None:
                 "memory_bytes_per_queued_frame": round((mem1 - mem0) / n),
                 "frame_bytes": round(sum(len(e) for e in encoded) / n),
             }
+            if commands:
+                report[f"commands at batches of {batch}"] = {
+                    "enqueue": command_delta(s0, se, n),
+                    "drain": command_delta(s1, s2, n),
+                }
         client.flushdb()
         report["idle_worker_redis_cpu_per_s"] = idle_per_s(server.url, client, idle_s)
     finally:

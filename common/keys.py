@@ -5,6 +5,7 @@ rtai:streams                         SET      none             ids of streams th
 rtai:stream:<stream>                 HASH     none             stream settings and producer state
 rtai:ledger:<stream>                 HASH     none             produced / published / dropped_* / failed
 rtai:batch:<stream>:<batch>          STRING   BLOB_TTL_S       msgpack batch of frames (one job's input)
+rtai:upload:<stream>:<producer>      STRING   BLOB_TTL_S       a producer's next batch, renamed to its blob once queued
 rtai:settled:<stream>:<batch>        STRING   SETTLED_TTL_S    marker: this batch's frames are accounted for
 rtai:attempts:<stream>               HASH     ATTEMPTS_TTL_S   batch -> failed attempts (poison detection)
 rtai:gpus:<stream>                   HASH     none             gpu label -> frames of the stream it published
@@ -48,6 +49,7 @@ rtai:snapindex:<stream>              ZSET     none             kept snapshots "<
 rq:queue:rtai:<stream>               LIST     none             RQ queue of a stream (RQ builds the key)
 rq:wip:rtai:<stream>                 ZSET     RQ's             RQ's started-job registry (job_id:execution_id)
 rq:suspended                         STRING   none             set by `rq suspend`: workers take no new job
+rq:queues                            SET      none             RQ's set of queues (`rq info` lists them)
 rq:worker:<name>                     HASH     RQ's             RQ's record of a worker (its `state`: idle / busy)
 rq:job:<job id>                      HASH     RQ's             RQ's record of a job (status, timestamps, result)
 """
@@ -83,6 +85,8 @@ KILLS_TTL_S = 3600
 #: RQ's key prefixes of a queue and of its started-job registry (RQ builds both keys).
 RQ_QUEUE_PREFIX = Queue.redis_queue_namespace_prefix
 RQ_STARTED_PREFIX = StartedJobRegistry.key_template.format("")
+#: RQ's set of every queue's key (`Queue.all`, `rq info`); the enqueue script adds a stream's queue.
+RQ_QUEUES = Queue.redis_queues_keys
 #: RQ's own flag (`rq suspend` / `rq resume`); our dequeue script honours it.
 RQ_SUSPENDED = WORKERS_SUSPENDED
 #: RQ's key prefix of a worker's hash.
@@ -120,6 +124,11 @@ def ledger(stream_id: str) -> str:
 
 def batch_blob(stream_id: str, batch: int) -> str:
     return f"{PREFIX}batch:{stream_id}:{batch}"
+
+
+def batch_upload(stream_id: str, producer: str) -> str:
+    """Where one producer writes its next batch before the enqueue script names it (RENAME: no copy)."""
+    return f"{PREFIX}upload:{stream_id}:{producer}"
 
 
 def settled(stream_id: str, batch: int) -> str:

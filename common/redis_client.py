@@ -150,9 +150,9 @@ def _client(url: str, **options: Any) -> redis.Redis:
     if sentinel is None:
         return redis.Redis.from_url(url, **options)
     keep = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
-    group = Sentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs(), **keep)  # type: ignore[no-untyped-call]
+    group = Sentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs(), **keep)  # type: ignore[no-untyped-call, unused-ignore]
     options["connection_class"] = RediscoveringSSLConnection if sentinel.ssl else RediscoveringConnection
-    master = group.master_for(sentinel.service, redis_class=redis.Redis, **sentinel.master_kwargs(), **options)  # type: ignore[no-untyped-call]
+    master = group.master_for(sentinel.service, redis_class=redis.Redis, **sentinel.master_kwargs(), **options)  # type: ignore[no-untyped-call, unused-ignore]
     return cast(redis.Redis, master)
 
 
@@ -178,7 +178,7 @@ def connect_async(url: str) -> aioredis.Redis:
     sentinel = parse_sentinel_url(url)
     if sentinel is None:
         return aioredis.from_url(url)
-    group = AsyncSentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs(asyncio=True))  # type: ignore[no-untyped-call]
+    group = AsyncSentinel(list(sentinel.sentinels), sentinel_kwargs=sentinel.sentinel_kwargs(asyncio=True))  # type: ignore[no-untyped-call, unused-ignore]
     return cast(
         aioredis.Redis, group.master_for(sentinel.service, redis_class=aioredis.Redis, **sentinel.master_kwargs())
     )

@@ -17,6 +17,7 @@ Key map (built in common/keys.py; `<w>` a worker, `<s>` a stream, `<q>` a queue)
 | SETTLE          | worker broker: settle            | settled, ledger, blob, history, worker, GPUs, channel |
 | SET_ERROR       | worker jobs: model failed        | stream hash, removed marker                        |
 | SLOT            | worker routing                   | the stream's slots                                 |
+| ENQUEUE         | producer enqueue                 | stream, queue, RQ queues, job, blob, streams, ledger, upload |
 | REFRESH         | producer enqueue                 | queue, blob, ledger                                |
 | RECONCILE       | producer enqueue                 | stream hash, ledger                                |
 | LEASE_RENEW     | tracker                          | the claim                                          |
@@ -220,6 +221,48 @@ return 1
 """,
 )
 
+ENQUEUE = Script(
+    "ENQUEUE",
+    """
+-- KEYS[1]: the stream's hash, KEYS[2]: its RQ queue, KEYS[3]: RQ's set of queues, KEYS[4]: the
+-- job's hash, KEYS[5]: the batch's blob, KEYS[6]: the set of streams, KEYS[7]: the stream's ledger,
+-- KEYS[8]: the producer's upload key, where the same round trip SET the blob just before.
+-- ARGV[1], ARGV[2]: the next-batch and next-seq fields, ARGV[3]: the batch number the producer
+-- expects, ARGV[4]: its first seq, ARGV[5]: frames, ARGV[6]: the queue bound, ARGV[7]: the stream
+-- id, ARGV[8]: the job id, ARGV[9], ARGV[10]: the produced and dropped_backpressure counters,
+-- ARGV[11 ..]: the RQ job hash, field, value, ...
+-- A batch in one round trip, when the stream's counters are where its producer expects them (it is
+-- the stream's only producer: the normal case); otherwise the upload is deleted, nothing else is
+-- written, and the counters come back ({0, next batch, next seq}) for the producer to number the
+-- batch again. The counters move, then either the whole batch is queued ({1}: the upload renamed
+-- to the blob, without a copy; the job as RQ's enqueue writes it; queue; produced) or, over the
+-- bound, its frames are counted produced and dropped ({2, depth}). The blob never passes through
+-- the script (a copy in Lua would cost more than the round trip saved).
+local counters = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2])
+local nb, ns = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
+if nb + 1 ~= tonumber(ARGV[3]) or ns ~= tonumber(ARGV[4]) or redis.call('EXISTS', KEYS[8]) == 0 then
+  redis.call('DEL', KEYS[8])
+  return {0, nb, ns}
+end
+local n = tonumber(ARGV[5])
+local depth = redis.call('LLEN', KEYS[2])
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[1], ARGV[2], n)
+redis.call('SADD', KEYS[6], ARGV[7])
+redis.call('HINCRBY', KEYS[7], ARGV[9], n)
+if depth >= tonumber(ARGV[6]) then
+  redis.call('HINCRBY', KEYS[7], ARGV[10], n)
+  redis.call('DEL', KEYS[8])
+  return {2, depth}
+end
+redis.call('RENAME', KEYS[8], KEYS[5])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('HSET', KEYS[4], unpack(ARGV, 11))
+redis.call('RPUSH', KEYS[2], ARGV[8])
+return {1}
+""",
+)
+
 RECONCILE = Script(
     "RECONCILE",
     """
@@ -389,6 +432,7 @@ ALL = (
     SETTLE,
     SET_ERROR,
     SLOT,
+    ENQUEUE,
     REFRESH,
     RECONCILE,
     LEASE_RENEW,

@@ -188,6 +188,7 @@ PLACEHOLDERS = {
     "job_id": "<job id>",
     "point": "<point>",
     "digest": "<digest>",
+    "producer": "<producer>",
 }
 
 

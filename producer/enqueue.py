@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import replace
 
 import redis
 from redis.typing import EncodableT, FieldT
 from rq import Queue
+from rq.job import Job, JobStatus
+from rq.utils import now
 
 from common import keys, ledger, scripts
 from common.clock import RedisClock
@@ -67,6 +70,9 @@ class BatchSink:
         #: The last values the stream's seq and batch counters gave this producer: they never go back.
         self._seq_floor = self._batch_floor = 0
         self._reconcile = scripts.RECONCILE.bind(client)
+        self._enqueue = scripts.ENQUEUE.bind(client)
+        #: Names this producer's upload key (a batch before the enqueue script queues it).
+        self.token = uuid.uuid4().hex[:12]
 
     def register(self) -> None:
         s = self.settings
@@ -152,10 +158,16 @@ class BatchSink:
         self._count(n, Outcome.SKIPPED_STATIC)
 
     def push(self, frames: list[Frame]) -> bool:
-        """Enqueue one batch; False when it was dropped for backpressure."""
+        """Enqueue one batch; False when it was dropped for backpressure. One round trip when the
+        stream's counters are where this producer left them (ENQUEUE); two otherwise (the first
+        batch, or another producer numbered batches meanwhile)."""
+        if self._batch_floor:
+            done = self._push_numbered(frames, self._batch_floor + 1, self._seq_floor)
+            if done is not None:
+                return done
         n = len(frames)
         stream_key = keys.stream(self.stream)
-        with self.client.pipeline() as pipe:
+        with self.client.pipeline(transaction=False) as pipe:
             pipe.llen(self.queue.key)
             pipe.hincrby(stream_key, NEXT_BATCH, 1)
             pipe.hincrby(stream_key, NEXT_SEQ, n)
@@ -163,29 +175,10 @@ class BatchSink:
         self._seq_floor, self._batch_floor = max(self._seq_floor, seq_end), max(self._batch_floor, batch_no)
         if depth >= self.settings.queue_bound:
             self._count(n, Outcome.DROPPED_BACKPRESSURE)
-            log.warning(
-                "stream %s: queue depth %d >= %d, dropped a batch of %d",
-                self.stream,
-                depth,
-                self.settings.queue_bound,
-                n,
-            )
+            self._say_dropped(depth, n)
             return False
         seq0 = seq_end - n
-        frames = [replace(f, seq=seq0 + i) for i, f in enumerate(frames)]
-        s = self.settings
-        batch = Batch(
-            stream=self.stream,
-            batch=batch_no,
-            model=s.model,
-            conf=s.conf,
-            imgsz=s.imgsz,
-            t_enqueue=self.clock.now(),
-            frames=frames,
-            half=s.half,
-            classes=s.analytics.classes if s.analytics else None,
-            snapshots=bool(s.analytics and s.analytics.snapshots),
-        )
+        batch = self._batch(frames, batch_no, seq0)
         args = JobArgs.for_batch(self.stream, batch_no, n)
         # RQ calls MULTI on the pipeline it is given: the enqueue must be its first command.
         with self.client.pipeline(transaction=True) as pipe:
@@ -206,6 +199,103 @@ class BatchSink:
         self.last_seq0 = seq0
         self._last = (job.id, batch)
         return True
+
+    def _batch(self, frames: list[Frame], batch_no: int, seq0: int) -> Batch:
+        s = self.settings
+        return Batch(
+            stream=self.stream,
+            batch=batch_no,
+            model=s.model,
+            conf=s.conf,
+            imgsz=s.imgsz,
+            t_enqueue=self.clock.now(),
+            frames=[replace(f, seq=seq0 + i) for i, f in enumerate(frames)],
+            half=s.half,
+            classes=s.analytics.classes if s.analytics else None,
+            snapshots=bool(s.analytics and s.analytics.snapshots),
+        )
+
+    def _job(self, batch: Batch) -> Job:
+        """The batch's RQ job, as `Queue.enqueue_call` makes it (queued, on this stream's queue)."""
+        n = len(batch.frames)
+        job = self.queue.create_job(
+            JOB_FUNC,
+            kwargs=JobArgs.for_batch(self.stream, batch.batch, n).to_kwargs(),
+            timeout=JOB_TIMEOUT_S,
+            result_ttl=RESULT_TTL_S,
+            failure_ttl=FAILURE_TTL_S,
+            description=f"{self.stream}#{batch.batch} ({n} frames)",
+            status=JobStatus.QUEUED,
+        )
+        job.origin, job.enqueued_at = self.queue.name, now()
+        job.redis_server_version = self.queue.get_redis_server_version()
+        return job
+
+    def _push_numbered(self, frames: list[Frame], batch_no: int, seq0: int) -> bool | None:
+        """The batch numbered `batch_no` from `seq0`, in one round trip (ENQUEUE); None when the
+        stream's counters are not there (nothing written: the caller numbers it afresh)."""
+        n = len(frames)
+        batch = self._batch(frames, batch_no, seq0)
+        job = self._job(batch)
+        args = JobArgs.for_batch(self.stream, batch_no, n)
+        fields = [v for kv in job.to_dict().items() for v in kv]
+        upload = keys.batch_upload(self.stream, self.token)
+        call_keys = [
+            keys.stream(self.stream),
+            self.queue.key,
+            keys.RQ_QUEUES,
+            job.key,
+            args.blob,
+            keys.STREAMS,
+            keys.ledger(self.stream),
+            upload,
+        ]
+        call_args = [
+            NEXT_BATCH,
+            NEXT_SEQ,
+            batch_no,
+            seq0,
+            n,
+            self.settings.queue_bound,
+            self.stream,
+            job.id,
+            ledger.PRODUCED,
+            Outcome.DROPPED_BACKPRESSURE.value,
+            *fields,
+        ]
+        blob = encode_batch(batch)
+        for _ in range(2):  # a second time only when Redis did not have the script (loaded, or restarted)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(upload, blob, ex=BLOB_TTL_S)
+                # EVALSHA itself: a script object on a pipeline asks SCRIPT EXISTS first (a round trip)
+                pipe.evalsha(self._enqueue.sha, len(call_keys), *call_keys, *call_args)
+                stored, reply = pipe.execute(raise_on_error=False)
+            if isinstance(stored, Exception):
+                raise stored
+            if not isinstance(reply, redis.exceptions.NoScriptError):
+                break
+            self.client.script_load(scripts.ENQUEUE.source)
+        if isinstance(reply, Exception):
+            raise reply
+        if int(reply[0]) == 0:
+            self._batch_floor, self._seq_floor = (
+                max(self._batch_floor, int(reply[1])),
+                max(self._seq_floor, int(reply[2])),
+            )
+            return None
+        self._batch_floor, self._seq_floor = batch_no, seq0 + n
+        self.counted += n
+        if int(reply[0]) == 2:
+            self._say_dropped(int(reply[1]), n)
+            return False
+        self.last_seq0 = seq0
+        self._last = (job.id, batch)
+        return True
+
+    def _say_dropped(self, depth: int, n: int) -> None:
+        log.warning(
+            "stream %s: queue depth %d >= %d, dropped a batch of %d", self.stream, depth, self.settings.queue_bound, n
+        )
 
     def refreshable(self) -> bool:
         """A batch of one frame was enqueued (it may still wait): `refresh` can try it."""

@@ -44,11 +44,13 @@ class GroupJob:
 
 @dataclass
 class Group:
-    """In: the jobs, the batches a prefetch has ready (by blob key), a hook called at each stage of
-    the detector call. Out: each job's outcome, and the latencies of the frames settled."""
+    """In: the jobs, the batches a prefetch has ready (by blob key), the other blobs as read, a hook
+    called at each stage of the detector call. Out: each job's outcome, and the latencies of the frames settled."""
 
     jobs: list[GroupJob]
     ready: dict[str, Prepared] = field(default_factory=dict)
+    #: Blobs read with the group's start records (by blob key; None: gone), in the same round trip.
+    stored: dict[str, bytes | None] = field(default_factory=dict)
     on_stage: Callable[[str], None] | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     latencies: list[tuple[str, list[float]]] = field(default_factory=list)
@@ -56,6 +58,11 @@ class Group:
     @property
     def frames(self) -> int:
         return sum(j.args.n for j in self.jobs)
+
+    @property
+    def unread(self) -> list[str]:
+        """Blob keys of the jobs a prefetch has not got ready."""
+        return [j.args.blob for j in self.jobs if j.args.blob not in self.ready]
 
     @property
     def suspect(self) -> bool:

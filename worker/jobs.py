@@ -52,7 +52,7 @@ def run_group(rt: runtime.Runtime, group: Group) -> None:
     """Run a group's jobs in as few detector calls as their settings allow; each job's outcome and
     the latencies of the frames settled are left in the group."""
     jobs = [(j.id, j.args) for j in group.jobs]
-    group.outcomes = _run(rt, jobs, group.ready, group.stage, group.latencies)
+    group.outcomes = _run(rt, jobs, group.ready, group.stage, group.latencies, group.stored)
 
 
 @dataclass
@@ -76,9 +76,11 @@ def _run(
     prefetched: dict[str, Prepared],
     stage: Callable[[str], None] | None,
     latencies: list[tuple[str, list[float]]],
+    stored: dict[str, bytes | None] | None = None,
 ) -> dict[str, Outcome]:
     """Decode every job's batch, run one detector call per set of batches with the same settings,
-    settle each batch; returns each job's result dict or the error that ends it."""
+    settle each batch; returns each job's result dict or the error that ends it. `stored`: blobs
+    already read (with the job records); the rest are read here."""
     t_start = rt.now()  # Redis time, like the producer's t_capture: host clocks may disagree
     outcomes: dict[str, Outcome] = {}
     held: list[_Held] = []
@@ -86,9 +88,10 @@ def _run(
     # A prefetched batch is ready (worker/prefetch.py); the others come in one round trip.
     ready = {args.blob: p for _job_id, args in jobs if (p := prefetched.get(args.blob)) is not None}
     rt.prefetched_jobs += len(ready)
-    missing = [args.blob for _job_id, args in jobs if args.blob not in ready]
+    fetched = dict(stored or {})
+    missing = [args.blob for _job_id, args in jobs if args.blob not in ready and args.blob not in fetched]
     blobs = cast(list[bytes | None], rt.client.mget(missing) if missing else [])
-    fetched = dict(zip(missing, blobs, strict=True))
+    fetched.update(zip(missing, blobs, strict=True))
     for job_id, args in jobs:
         prepared = ready.get(args.blob)
         try:
@@ -117,12 +120,16 @@ def _run(
     if stage is not None:
         stage("settle")
     t_done = rt.now()
-    for h in held:
-        if h.job_id not in outcomes:
-            try:
-                outcomes[h.job_id] = _settle(rt, h, t_start, t_done, latencies)
-            except FrameDecodeError as exc:
-                outcomes[h.job_id] = exc
+    to_settle = [h for h in held if h.job_id not in outcomes]
+    for h in to_settle:
+        _results(rt, h, t_start, t_done)
+    settled = rt.publisher.settle_many([h.settlement for h in to_settle])  # one round trip for the group
+    rt.fault("after_publish")
+    for h, done in zip(to_settle, settled, strict=True):
+        try:
+            outcomes[h.job_id] = _finish(h, done, t_done, latencies)
+        except FrameDecodeError as exc:
+            outcomes[h.job_id] = exc
     return outcomes
 
 
@@ -203,9 +210,8 @@ def _detect(rt: runtime.Runtime, group: list[_Held]) -> None:
             _model_recovered(rt, h.b.stream)
 
 
-def _settle(
-    rt: runtime.Runtime, h: _Held, t_start: float, t_done: float, latencies: list[tuple[str, list[float]]]
-) -> dict[str, Any]:
+def _results(rt: runtime.Runtime, h: _Held, t_start: float, t_done: float) -> None:
+    """The batch's result messages, boxes scaled back to camera pixels (and its snapshots kept)."""
     b, settlement, live = h.b, h.settlement, h.live
     for frame, boxes in zip(live, h.boxes, strict=True):
         sx, sy = frame.w / frame.dw, frame.h / frame.dh
@@ -242,10 +248,13 @@ def _settle(
         )
     if b.snapshots:  # before the results are out: the tracking stage extends the TTL of an event's frame
         keep_snapshots(rt.client, b.stream, live, settlement.messages)
-    settled = rt.publisher.settle(settlement)
-    if settled and live:  # written with the job's records (one round trip fewer a job)
+
+
+def _finish(h: _Held, settled: bool, t_done: float, latencies: list[tuple[str, list[float]]]) -> dict[str, Any]:
+    """A settled batch's outcome: its latencies (written with the job's records), or its frame errors."""
+    b, settlement, live = h.b, h.settlement, h.live
+    if settled and live:
         latencies.append((b.stream, [(t_done - f.t_capture) * 1000 for f in live]))
-    rt.fault("after_publish")
     if h.errors:
         raise FrameDecodeError(f"batch {b.stream}#{b.batch}: {len(h.errors)} frame(s) failed: " + "; ".join(h.errors))
     return {

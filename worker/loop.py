@@ -173,11 +173,16 @@ class WorkerLoop:
     def _run(self, group: Group) -> None:
         set_title(f"rtai-worker:{self._label()} running {len(group.jobs)} job(s) of {group.jobs[0].job.origin}")
         try:
+            unread = group.unread
             with self.client.pipeline() as pipe:
                 for gj in group.jobs:
                     gj.execution = self.record.record_start(pipe, gj.job)
                 self.record.started(pipe, self.record.rq.get_heartbeat_ttl(group.jobs[0].job))
-                pipe.execute()
+                if unread:  # the blobs come back in the same round trip
+                    pipe.mget(unread)
+                replies = pipe.execute()
+            if unread:
+                group.stored = dict(zip(unread, replies[-1], strict=True))
         except redis.ResponseError as exc:
             if not write_rejected(exc):
                 raise

@@ -53,7 +53,10 @@ class Outcomes:
         finished = [(gj, o) for gj in group.jobs if isinstance(o := group.outcomes.get(gj.id), dict)]
         try:
             with self.client.pipeline() as pipe:
-                for stream, latencies_ms in group.latencies:
+                by_stream: dict[str, list[float]] = {}
+                for stream, latencies_ms in group.latencies:  # one histogram write a stream, not a job
+                    by_stream.setdefault(stream, []).extend(latencies_ms)
+                for stream, latencies_ms in by_stream.items():
                     ledger.record_latencies(pipe, stream, latencies_ms)
                 for gj, result in finished:
                     self.record.record_success(pipe, gj.job, gj.taken.queue_key, result, gj.execution)

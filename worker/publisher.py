@@ -66,8 +66,36 @@ class Publisher:
                 time.sleep(delay)
                 delay = min(delay * 2, SETTLE_RETRY_MAX_S)
 
+    def settle_many(self, settlements: list[Settlement]) -> list[bool]:
+        """Publish and count several batches in one round trip (a group's batches: one settle script
+        each, pipelined). A batch whose settle Redis refused is settled again on its own, with
+        `settle`'s retries. Each: False when another worker had already settled it."""
+        if len(settlements) <= 1:
+            return [self.settle(s) for s in settlements]
+        with self.client.pipeline(transaction=False) as pipe:
+            for s in settlements:
+                call = self._call(s)
+                # EVALSHA itself: a script object on a pipeline asks SCRIPT EXISTS first (a round trip)
+                pipe.evalsha(self._settle.sha, len(call["keys"]), *call["keys"], *call["args"])
+            replies = pipe.execute(raise_on_error=False)
+        done: list[bool] = []
+        for s, reply in zip(settlements, replies, strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError) or (
+                isinstance(reply, redis.ResponseError) and write_rejected(reply)
+            ):
+                done.append(self.settle(s))  # not loaded yet (or Redis restarted), or refused: on its own
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                done.append(bool(reply))
+        return done
+
     def _settle_once(self, s: Settlement) -> bool:
-        done = self._settle(
+        return bool(self._settle(**self._call(s)))
+
+    def _call(self, s: Settlement) -> dict[str, list]:
+        """The settle script's keys and arguments for one batch."""
+        return dict(
             keys=[
                 keys.settled(s.stream, s.batch),
                 keys.ledger(s.stream),
@@ -91,7 +119,6 @@ class Publisher:
                 *s.messages,
             ],
         )
-        return bool(done)
 
     def is_settled(self, stream: str, batch: int) -> bool:
         return bool(self.client.exists(keys.settled(stream, batch)))

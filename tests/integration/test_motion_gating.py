@@ -41,7 +41,9 @@ def test_motion_gating_sends_fewer_frames_and_keeps_every_event(r, procs, tmp_pa
     analytics = {"track": {}, "zones": [ZONE], "lines": [LINE]}
     for stream in ("plain", "gated"):  # the tracker reads the zones and lines from the desired state
         desired.put(r, ProducerSettings(stream=stream, source=str(clip), analytics=analytics))
-    common = ("--source", str(clip), "--max-fps", "30", "--imgsz", "320", "--batch-size", "1")
+    # Sampling faster than the clip's 30 fps: each tick waits for the next frame, so a late tick
+    # rarely skips one (at 30 against 30, one loaded run sampled 239 of the 240).
+    common = ("--source", str(clip), "--max-fps", "60", "--imgsz", "320", "--batch-size", "1")
     common += ("--no-credit-flow", "--queue-bound", "100000", "--model", "rtai-shapes")
     env = {"RTAI_MAX_FRAME_AGE_MS": "600000"}  # a shared CPU: no frame goes stale, so both runs see every frame
     procs.rtai("tracker")
@@ -60,10 +62,13 @@ def test_motion_gating_sends_fewer_frames_and_keeps_every_event(r, procs, tmp_pa
         )
     worker.terminate()
     plain_counts, gated_counts = ledger.read(r, "plain"), ledger.read(r, "gated")
-    assert plain_counts["produced"] == gated_counts["produced"] == N_FRAMES, (plain_counts, gated_counts)
-    assert plain_counts["published"] == N_FRAMES and plain_counts["skipped_static"] == 0
+    # Every frame sampled is accounted for; a tick late by a whole frame on a loaded CPU samples the
+    # newer frame (the newest-frame rule), so a run may sample a frame or two fewer than the clip has.
+    for c in (plain_counts, gated_counts):
+        assert N_FRAMES - 2 <= c["produced"] <= N_FRAMES, (plain_counts, gated_counts)
+    assert plain_counts["published"] == plain_counts["produced"] and plain_counts["skipped_static"] == 0
     sent = gated_counts["published"]
-    assert gated_counts["skipped_static"] == N_FRAMES - sent, gated_counts
+    assert gated_counts["skipped_static"] == gated_counts["produced"] - sent, gated_counts
     object_frames = sum(1 for boxes in truth if boxes)
     print(f"gated: {sent} of {N_FRAMES} frames to inference ({object_frames} show an object)")
     assert object_frames <= sent <= object_frames + N_FRAMES // 4, "static frames were sent, or object frames held"
