@@ -4,7 +4,7 @@
 
 Makes its sources with FFmpeg (testsrc2 at 30 fps, 4 Mbit/s: `h264` 1920x1080 H.264 GOP 30,
 `h265` the same in H.265, `4k` 3840x2160 H.264 GOP 30; `gop10` 1080p H.264 GOP 10 for the
-keyframes rows), then in one run, round-robin over `--reps`:
+keyframes rows; `vga` 640x480 H.264 GOP 30, a camera's substream), then in one run, round-robin over `--reps`:
 - FFmpeg decoding each source alone, paced (`ffmpeg -re -threads 1 -i clip -f null -`);
 - `rtai producer --source clip --imgsz 640 --max-fps F --decode D` for each source, decoder and F,
   with a no-op worker behind it (with `--motion`, once more with motion gating on: the check's cost,
@@ -43,6 +43,7 @@ SOURCES = {
     "h265": ("1920x1080", "libx265", 30),
     "4k": ("3840x2160", "libx264", 30),
     "gop10": ("1920x1080", "libx264", 10),
+    "vga": ("640x480", "libx264", 30),  # a substream: which decoder is the cheaper for small frames
 }
 
 
@@ -103,7 +104,7 @@ def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -
 @click.option("--reps", type=int, default=2, show_default=True)
 @click.option("--fps", "rates", default="5,30", show_default=True, help="--max-fps values of the producer.")
 @click.option("--imgsz", type=int, default=640, show_default=True)
-@click.option("--sources", default="h264,h265,4k", show_default=True, help="Sources to measure (h264, h265, 4k).")
+@click.option("--sources", default="h264,h265,4k", show_default=True, help="Sources to measure (h264, h265, 4k, vga).")
 @click.option("--decodes", default="pyav,cpu", show_default=True, help="--decode values to compare.")
 @click.option("--keyframes", is_flag=True, help="Also --decode keyframes: GOP 30 at --max-fps 1, GOP 10 at 3.")
 @click.option("--daemon", "daemon_counts", default="", help="Camera counts for one producer daemon, e.g. 1,4,8,16.")

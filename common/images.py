@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+import simplejpeg
 
 from .errors import FrameDecodeError
 from .wire import MAX_FRAME_PIXELS, Frame
@@ -15,6 +18,55 @@ _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0x
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
 
 
+@dataclass(frozen=True, slots=True)
+class YuvImage:
+    """A picture in JPEG's own layout: full-range YCbCr 4:2:0 planes, Cb (`u`) and Cr (`v`) at half
+    the width and height (rounded up), BT.601 as JFIF says.
+
+    PyAV hands pictures on this way (producer/capture.py): the JPEG is encoded from the planes and
+    no BGR copy is made. `bgr()` is there for what needs pixels (raw encoding)."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.y.shape[1]), int(self.y.shape[0])
+
+    def resized(self, w: int, h: int) -> YuvImage:
+        """Each plane scaled by area averaging to a w x h picture."""
+        cw, ch = (w + 1) // 2, (h + 1) // 2
+        return YuvImage(
+            cv2.resize(self.y, (w, h), interpolation=cv2.INTER_AREA),
+            cv2.resize(self.u, (cw, ch), interpolation=cv2.INTER_AREA),
+            cv2.resize(self.v, (cw, ch), interpolation=cv2.INTER_AREA),
+        )
+
+    def jpeg(self, quality: int) -> bytes:
+        try:
+            return bytes(simplejpeg.encode_jpeg_yuv_planes(self.y, self.u, self.v, quality=quality))
+        except ValueError as exc:
+            raise FrameDecodeError(f"JPEG encoding failed: {exc}") from exc
+
+    def bgr(self) -> np.ndarray:
+        size = self.size
+        u = cv2.resize(self.u, size, interpolation=cv2.INTER_LINEAR)
+        v = cv2.resize(self.v, size, interpolation=cv2.INTER_LINEAR)
+        return cv2.cvtColor(cv2.merge([self.y, v, u]), cv2.COLOR_YCrCb2BGR)
+
+
+#: A captured picture: BGR pixels (OpenCV's decoders) or YUV planes (PyAV's).
+Picture = np.ndarray | YuvImage
+
+
+def picture_size(image: Picture) -> tuple[int, int]:
+    """(width, height) of a captured picture."""
+    if isinstance(image, YuvImage):
+        return image.size
+    return int(image.shape[1]), int(image.shape[0])
+
+
 def fit_size(w: int, h: int, imgsz: int) -> tuple[int, int]:
     """Size with the long side at most imgsz, aspect kept; never upscales."""
     scale = min(1.0, imgsz / max(w, h))
@@ -22,7 +74,7 @@ def fit_size(w: int, h: int, imgsz: int) -> tuple[int, int]:
 
 
 def encode_frame(
-    img: np.ndarray,
+    img: Picture,
     *,
     seq: int,
     t_capture: float,
@@ -33,11 +85,14 @@ def encode_frame(
 ) -> Frame:
     """One frame resized to fit imgsz and encoded. `camera_size` (w, h): the camera's frame size when
     `img` was already scaled down by the decoder (boxes are given in the camera's pixels)."""
-    h, w = img.shape[:2]
-    dw, dh = fit_size(w, h, imgsz)
-    if camera_size is not None:
-        w, h = camera_size
-    small = img if (dw, dh) == (w, h) else cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)
+    iw, ih = picture_size(img)
+    dw, dh = fit_size(iw, ih, imgsz)
+    w, h = camera_size if camera_size is not None else (iw, ih)
+    if isinstance(img, YuvImage):
+        planes = img if (dw, dh) == (iw, ih) else img.resized(dw, dh)
+        data = planes.jpeg(quality) if enc == "jpeg" else planes.bgr().tobytes()
+        return Frame(seq=seq, t_capture=t_capture, w=w, h=h, enc=enc, dw=dw, dh=dh, data=data)
+    small = img if (dw, dh) == (iw, ih) else cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA)
     if enc == "jpeg":
         ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:

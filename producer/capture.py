@@ -1,14 +1,16 @@
 """The two ways producer/source.py reads a video: OpenCV's FFmpeg backend, or PyAV (FFmpeg's own API).
 
 Both answer the same few calls: `grab` takes the source's next frame (decoded, or skipped by a
-keyframes-only decoder), `retrieve` converts the frame grabbed to BGR, `rewind` starts a file again.
+keyframes-only decoder), `retrieve` converts the frame grabbed, `rewind` starts a file again.
 
-- `CvCapture` (`--decode cpu`, the default, and `nvdec`): cv2.VideoCapture. `retrieve` converts at
-  full size; the producer resizes afterwards.
+- `CvCapture` (`--decode cpu`, the default, and `nvdec`): cv2.VideoCapture. `retrieve` converts to
+  BGR at full size; the producer resizes afterwards.
 - `AvCapture` (`--decode pyav` and `keyframes`): PyAV. `retrieve` converts straight from the
-  decoder's YUV to BGR at the size the producer sends (its long side at most `max_side`), in one
-  swscale call. A 1080p frame for imgsz 640 costs 1.5 ms that way, against 1.4 ms for OpenCV's
-  full-size conversion plus 4.5 ms for its resize (measured here, one thread).
+  decoder's YUV at the size the producer sends (its long side at most `max_side`), in one swscale
+  call on one context kept for the stream. For a JPEG stream it converts to JPEG's own layout
+  (full-range BT.601 YUV 4:2:0, `YuvImage`) and the JPEG is encoded from those planes: no BGR copy
+  is ever made. 1080p to 640x360 costs about 1.0 ms that way, 1.6 ms to BGR, and 3.2 ms with a new
+  swscale context a frame as `frame.to_ndarray` makes (measured here, one thread).
   With `keyframes`, the decoder skips every frame but keyframes (FFmpeg's `skip_frame=nokey`), so a
   GOP-30 camera costs about a twentieth of its full decode. The frames handed on are the keyframes
   only, e.g. one a second.
@@ -25,19 +27,30 @@ import av.error
 import cv2
 import numpy as np
 from av.codec.hwaccel import HWAccel, hwdevices_available
+from av.video.reformatter import Colorspace, VideoReformatter
 
-from common.images import fit_size
+from common.images import Picture, YuvImage, fit_size
 
 log = logging.getLogger(__name__)
 
 #: swscale's filter for the scaled conversion: area averaging, as the producer's own resize uses.
 SCALE_INTERPOLATION = "AREA"
+#: swscale threads: one. The conversion runs on the source's own thread, as the decode does; more
+#: threads cost more CPU in all for the same frame (a camera per thread is how a host scales).
+SCALE_THREADS = 1
 
 
 def has_hwdevice(kind: str) -> bool:
     """The FFmpeg PyAV loaded can drive this kind of device (vaapi, cuda, qsv...); a host without one
     still fails at open, and then falls back."""
     return kind in hwdevices_available()
+
+
+def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
+    """Plane i of a planar frame as a 2-D view of its pixels (the row padding left out)."""
+    plane = frame.planes[i]
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+    return rows[: plane.height, : plane.width]
 
 
 class CvCapture:
@@ -63,8 +76,9 @@ class CvCapture:
     def grab(self) -> bool:
         return bool(self.cap.grab())
 
-    def retrieve(self, max_side: int | None = None) -> tuple[np.ndarray | None, tuple[int, int]]:
-        """The frame grabbed as BGR at full size (None if it cannot be converted), and the camera's (w, h)."""
+    def retrieve(self, max_side: int | None = None, *, yuv: bool = False) -> tuple[np.ndarray | None, tuple[int, int]]:
+        """The frame grabbed as BGR at full size (None if it cannot be converted), and the camera's
+        (w, h). OpenCV converts to BGR whatever `yuv` asks."""
         ok, image = self.cap.retrieve()
         if not ok or image is None:
             return None, (0, 0)
@@ -101,6 +115,10 @@ class AvCapture:
         self.bad_packets = 0
         self._container: av.container.InputContainer | None = None
         self._frame: av.VideoFrame | None = None
+        #: One swscale context for the whole stream. `frame.reformat` makes a new one for each frame,
+        #: with a pool of scaling threads started and stopped each time: twice the CPU (measured here,
+        #: 1080p to 640x360: 3.2 against 1.6 ms a frame).
+        self._reformatter = VideoReformatter()
         self._pending: deque[av.VideoFrame] = deque()
         options = {"rtsp_transport": "tcp"} if url.startswith(("rtsp://", "rtsps://")) else {}
         #: The device decoding, e.g. "vaapi" (None: the CPU); FFmpeg falls back to software by itself
@@ -189,19 +207,32 @@ class AvCapture:
             return []
         return frames
 
-    def retrieve(self, max_side: int | None = None) -> tuple[np.ndarray | None, tuple[int, int]]:
-        """The frame grabbed as BGR, scaled in the same step to fit max_side (default: the one given at
-        open); and the camera's (w, h). None when the grab decoded no picture (a skipped non-keyframe)."""
+    def retrieve(self, max_side: int | None = None, *, yuv: bool = False) -> tuple[Picture | None, tuple[int, int]]:
+        """The frame grabbed, scaled in the same step to fit max_side (default: the one given at open),
+        and the camera's (w, h); the picture is None when the grab decoded no picture (a skipped
+        non-keyframe). As BGR, or with `yuv` as the JPEG-ready YUV planes (`YuvImage`): half the
+        conversion, and the JPEG is encoded from them with no BGR copy (BENCHMARKS.md)."""
         frame = self._frame
         if frame is None:
             return None, (0, 0)
         w, h = frame.width, frame.height
         dw, dh = fit_size(w, h, max_side or self.max_side)
-        if (dw, dh) == (w, h):
-            image = frame.to_ndarray(format="bgr24")
-        else:
-            image = frame.to_ndarray(format="bgr24", width=dw, height=dh, interpolation=SCALE_INTERPOLATION)
-        return np.ascontiguousarray(image), (w, h)
+        if yuv:
+            # JPEG's matrix (BT.601, full range) from whatever the camera tags (an HD camera: BT.709).
+            out = self._reformatter.reformat(
+                frame,
+                format="yuvj420p",
+                width=dw,
+                height=dh,
+                interpolation=SCALE_INTERPOLATION,
+                dst_colorspace=Colorspace.ITU601,
+                threads=SCALE_THREADS,
+            )
+            return YuvImage(*(_plane(out, i) for i in range(3))), (w, h)
+        bgr = self._reformatter.reformat(
+            frame, format="bgr24", width=dw, height=dh, interpolation=SCALE_INTERPOLATION, threads=SCALE_THREADS
+        )
+        return np.ascontiguousarray(bgr.to_ndarray()), (w, h)
 
     def rewind(self) -> None:
         if self._container is None:

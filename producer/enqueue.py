@@ -215,12 +215,12 @@ class BatchSink:
             snapshots=bool(s.analytics and s.analytics.snapshots),
         )
 
-    def _job(self, batch: Batch) -> Job:
+    def _job(self, batch: Batch, args: JobArgs) -> Job:
         """The batch's RQ job, as `Queue.enqueue_call` makes it (queued, on this stream's queue)."""
         n = len(batch.frames)
         job = self.queue.create_job(
             JOB_FUNC,
-            kwargs=JobArgs.for_batch(self.stream, batch.batch, n).to_kwargs(),
+            kwargs=args.to_kwargs(),
             timeout=JOB_TIMEOUT_S,
             result_ttl=RESULT_TTL_S,
             failure_ttl=FAILURE_TTL_S,
@@ -236,8 +236,8 @@ class BatchSink:
         stream's counters are not there (nothing written: the caller numbers it afresh)."""
         n = len(frames)
         batch = self._batch(frames, batch_no, seq0)
-        job = self._job(batch)
         args = JobArgs.for_batch(self.stream, batch_no, n)
+        job = self._job(batch, args)
         fields = [v for kv in job.to_dict().items() for v in kv]
         upload = keys.batch_upload(self.stream, self.token)
         call_keys = [

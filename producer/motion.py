@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from common.analytics_settings import MotionSettings
+from common.images import Picture, YuvImage
 
 #: Width of the grey copy compared (height follows the frame's aspect).
 WIDTH = 160
@@ -44,8 +45,10 @@ class MotionGate:
         self._last_sent = 0.0
         self._held = 0  # held since the last frame sent
 
-    def small(self, image: np.ndarray) -> np.ndarray:
-        """The grey, blurred copy WIDTH pixels wide that frames are compared on."""
+    def small(self, image: Picture) -> np.ndarray:
+        """The grey, blurred copy WIDTH pixels wide that frames are compared on (from YUV: its Y plane)."""
+        if isinstance(image, YuvImage):
+            image = image.y
         h, w = image.shape[:2]
         size = (WIDTH, max(1, round(h * WIDTH / w)))
         step = max(1, w // (2 * WIDTH))  # every step-th pixel first: a 1080p frame costs 0.3 ms, not 1.7
@@ -74,7 +77,7 @@ class MotionGate:
         moved = (cv2.absdiff(small, ref) > self.settings.pixel_delta) & counting
         return float(moved.sum()) / max(1, int(counting.sum()))
 
-    def decide(self, image: np.ndarray, now: float, objects_present: Callable[[], bool]) -> bool:
+    def decide(self, image: Picture, now: float, objects_present: Callable[[], bool]) -> bool:
         """True: send this frame to inference (and it becomes the reference); False: hold it back."""
         small = self.small(image)
         st = self.stats

@@ -19,6 +19,7 @@ import numpy as np
 import redis
 
 from common import keys
+from common.images import Picture, YuvImage, picture_size
 from common.redis_client import describe
 from common.wire import Frame, Preview, encode_preview
 
@@ -42,9 +43,13 @@ PREVIEW_QUALITY = 70
 WATCH_CHECK_S = 1.0
 
 
-def watched_jpeg(image: np.ndarray, *, width: int = WATCHED_WIDTH) -> bytes:
-    """A large preview from the captured BGR picture (never upscaled)."""
-    h, w = image.shape[:2]
+def watched_jpeg(image: Picture, *, width: int = WATCHED_WIDTH) -> bytes:
+    """A large preview from the captured picture (never upscaled)."""
+    w, h = picture_size(image)
+    if isinstance(image, YuvImage):
+        if w > width:
+            image = image.resized(width, max(1, round(h * width / w)))
+        return image.jpeg(WATCHED_QUALITY)
     if w > width:
         image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, WATCHED_QUALITY])
@@ -105,7 +110,7 @@ class PreviewWriter:
                 self._watched = False
         return self._watched
 
-    def offer(self, frames: list[Frame], seq0: int | None, images: list[np.ndarray | None] | None = None) -> None:
+    def offer(self, frames: list[Frame], seq0: int | None, images: list[Picture | None] | None = None) -> None:
         """Write previews of this batch's frames that are due (capture times at least 1/rate apart).
 
         `images`: the captured pictures of `frames` (the runner keeps them only while `watched`);
@@ -126,7 +131,7 @@ class PreviewWriter:
                     on_time = frame.t_capture - self._next < gap
                     self._next = (self._next if on_time else frame.t_capture) + gap
                     image = images[i] if watched and images is not None else None
-                    if image is not None and image.shape[1] > frame.dw:
+                    if image is not None and picture_size(image)[0] > frame.dw:
                         jpeg, reused = watched_jpeg(image), False
                         self.large += 1
                     else:

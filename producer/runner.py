@@ -9,14 +9,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-import numpy as np
 import redis
 
 from common import keys
 from common.clock import RedisClock
 from common.config import ProducerSettings, resolve_source
 from common.errors import SchemaError
-from common.images import encode_frame
+from common.images import Picture, encode_frame
 from common.redis_client import connect, describe, wait_until_up, write_rejected
 from common.states import StreamState
 from common.wire import Frame, decode_result_boxes
@@ -86,6 +85,7 @@ class StreamProducer:
             on_state=self._on_state,
             decode=settings.decode,
             max_side=settings.imgsz,
+            yuv=settings.encoding == "jpeg",
         )
 
     def _on_state(self, state: StreamState, reason: str) -> None:
@@ -113,7 +113,7 @@ class StreamProducer:
         last_index = -1
         pending: list[Frame] = []
         #: The captured pictures of `pending` while a stream page is open (a larger preview), else None.
-        pictures: list[np.ndarray | None] = []
+        pictures: list[Picture | None] = []
         first_at = 0.0
         try:
             while not self.stop_event.is_set():
@@ -130,25 +130,29 @@ class StreamProducer:
                 if wait > 0:
                     self.stop_event.wait(wait)
                     continue
-                if not pending and s.fresh_batches and self.sink.refreshable() and not self._has_room(flow):
-                    # No room: the batch that waits takes this tick's frame in place of its own.
-                    next_t = max(next_t + interval, now - interval)
-                    captured = self.source.newest(last_index, timeout=interval)
-                    if captured is None:
+                early: CapturedFrame | None = None
+                if not pending and s.fresh_batches and self.sink.refreshable():
+                    # This tick's frame first, then the room: a worker that takes the waiting batch
+                    # while the frame comes leaves room for a new one (no refresh tried in vain).
+                    early = self.source.newest(last_index, timeout=interval)
+                    if early is None:
                         if self.source.finished:
                             break
                         continue
-                    last_index = captured.index
-                    self.source.want_from(next_t - min(interval / 2, WANT_SLACK_S))
-                    if self._gated(captured):
+                    if not self._has_room(flow):
+                        # No room: the batch that waits takes this tick's frame in place of its own.
+                        next_t = max(next_t + interval, now - interval)
+                        last_index = early.index
+                        self.source.want_from(next_t - min(interval / 2, WANT_SLACK_S))
+                        if self._gated(early):
+                            continue
+                        self._refresh(self._encode(early), self._picture(early))
                         continue
-                    self._refresh(self._encode(captured), self._picture(captured))
-                    continue
                 # A sampling tick. A new batch starts only when the stream has room for it.
-                waited = 0.0 if pending else self._wait_for_room(flow)
+                waited = 0.0 if pending or early is not None else self._wait_for_room(flow)
                 now = time.monotonic()
                 next_t = now + interval if waited > interval else max(next_t + interval, now - interval)
-                captured = self.source.newest(last_index, timeout=max(1.0, 2 * interval))
+                captured = early or self.source.newest(last_index, timeout=max(1.0, 2 * interval))
                 if captured is None:
                     if self.source.finished:
                         break
@@ -226,7 +230,7 @@ class StreamProducer:
             return True
         return len(boxes) > 0
 
-    def _picture(self, captured: CapturedFrame) -> np.ndarray | None:
+    def _picture(self, captured: CapturedFrame) -> Picture | None:
         """The captured picture, kept for a larger preview only while a stream page is open. A decoder
         that converts at the size sent (PyAV) is asked for pictures wide enough for it meanwhile."""
         watched = self.preview.watched
@@ -241,7 +245,7 @@ class StreamProducer:
             log.debug("stream %s: queue depth unknown: %s", self.settings.stream, describe(exc))
             return True
 
-    def _refresh(self, frame: Frame, picture: np.ndarray | None = None) -> None:
+    def _refresh(self, frame: Frame, picture: Picture | None = None) -> None:
         """The waiting batch stays fresh: `frame` replaces the frame of the batch that still waits
         (that one is counted produced and dropped_backpressure). When a worker took the batch
         meanwhile, the frame starts a new batch instead."""
@@ -292,7 +296,7 @@ class StreamProducer:
             mapping={"fps_in": round(fps, 2), "clock_offset_s": round(self.clock.offset, 3)},
         )
 
-    def _flush(self, frames: list[Frame], pictures: list[np.ndarray | None] | None = None) -> None:
+    def _flush(self, frames: list[Frame], pictures: list[Picture | None] | None = None) -> None:
         try:
             self._settle_owed()
             if self.sink.push(frames):

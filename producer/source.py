@@ -5,7 +5,7 @@ paced at their own frame rate and can loop. A source that cannot be opened, ends
 connected without sending frames (stalled) is reopened with exponential backoff.
 
 Sample before you convert: every frame is decoded (`grab`), but only a frame the consumer will
-sample is converted to a full-size BGR image (`retrieve`, FFmpeg's swscale): the consumer says when
+sample is converted (`retrieve`: BGR, or with PyAV JPEG-ready YUV at the size sent): the consumer says when
 it next wants one (`want_from`), and from then on each new frame is converted until it takes one.
 At 5 samples a second from a 30 fps camera that converts about one frame in three instead of every
 frame; the newest-frame rule is unchanged (a converted frame is at most one source frame older than
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from common.backoff import Backoff
 from common.config import apply_capture_options, extra_capture_option
+from common.images import Picture, picture_size
 from common.sources import redact
 from common.states import StreamState
 
@@ -58,13 +58,14 @@ _vaapi_missing = threading.Event()
 class CapturedFrame:
     index: int
     t_capture: float
-    image: np.ndarray
+    #: BGR, or YUV planes from PyAV when the source was asked for them (`yuv`).
+    image: Picture
     #: The camera's frame size (w, h); the image may be smaller (PyAV converts at the size sent).
     size: tuple[int, int] = (0, 0)
 
     @property
     def camera_size(self) -> tuple[int, int]:
-        return self.size if self.size != (0, 0) else (self.image.shape[1], self.image.shape[0])
+        return self.size if self.size != (0, 0) else picture_size(self.image)
 
 
 def is_live(url: str) -> bool:
@@ -85,6 +86,7 @@ class VideoSource:
         on_state: StateCallback | None = None,
         decode: str = "cpu",
         max_side: int = 16_384,
+        yuv: bool = False,
     ) -> None:
         self.url = url
         #: cpu | pyav | keyframes | nvdec | auto (see _open_nvdec); `decoder` is what the last open uses.
@@ -92,6 +94,9 @@ class VideoSource:
         #: PyAV converts frames straight to this long side (the size the producer sends; the runner
         #: raises it while a stream page wants a larger preview).
         self.max_side = max_side
+        #: Hand on YUV planes (`YuvImage`) where the decoder can (PyAV), for a consumer that encodes
+        #: JPEG: no BGR copy is made. OpenCV's decoders give BGR whatever this says.
+        self.yuv = yuv
         self.decoder = "cpu"
         #: What logs, reasons and the thread name show: the URL without its password.
         self.shown = redact(url)
@@ -321,7 +326,7 @@ class VideoSource:
                     t_next = time.monotonic()
             image, size = None, (0, 0)
             if cap.keyframes or time.monotonic() >= self._want_at:  # keyframes are few: each is kept
-                image, size = cap.retrieve(self.max_side)
+                image, size = cap.retrieve(self.max_side, yuv=self.yuv)
                 self.converted += int(image is not None)
             got_any = True
             last_frame = time.monotonic()
