@@ -102,8 +102,7 @@ class SinkRunner:
             for entry_id, fields in entries:
                 if not fields:  # trimmed from the log while pending
                     log.warning("sink %s: event %s lost: trimmed from the log while pending", self.name, entry_id)
-                    self.client.hincrby(keys.sink(self.name), "lost_trimmed", 1)
-                    self.client.xack(keys.EVENT_LOG, self.group, entry_id)
+                    self._ack(entry_id, "lost_trimmed")
                     continue
                 try:
                     event = decode_event(fields.get(b"e"))
@@ -113,11 +112,17 @@ class SinkRunner:
                         time.sleep(RETRY_PAUSE_S)
                 except SchemaError as exc:
                     log.warning("sink %s: entry %s skipped: %s", self.name, entry_id.decode(), exc)
-                    self.client.xack(keys.EVENT_LOG, self.group, entry_id)
-                    self.client.hincrby(keys.sink(self.name), "bad", 1)
+                    self._ack(entry_id, "bad")
                     continue
-                self.client.xack(keys.EVENT_LOG, self.group, entry_id)
-                self.client.hincrby(keys.sink(self.name), "delivered", 1)
+                self._ack(entry_id, "delivered")
+
+    def _ack(self, entry_id: bytes, counter: str) -> None:
+        """XACK an entry and count it in one transaction: a sink killed between the two would leave the
+        event acked (never delivered again) and uncounted."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xack(keys.EVENT_LOG, self.group, entry_id)
+            pipe.hincrby(keys.sink(self.name), counter, 1)
+            pipe.execute()
 
     def _count_trimmed(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """New entries just read: a gap in their ordinals (from the last one this sink read) is events the log

@@ -105,7 +105,7 @@ def measure(cmd: list[str], seconds: float, env: dict[str, str] | None = None) -
 @click.option("--fps", "rates", default="5,30", show_default=True, help="--max-fps values of the producer.")
 @click.option("--imgsz", type=int, default=640, show_default=True)
 @click.option("--sources", default="h264,h265,4k", show_default=True, help="Sources to measure (h264, h265, 4k, vga).")
-@click.option("--decodes", default="pyav,cpu", show_default=True, help="--decode values to compare.")
+@click.option("--decodes", default="auto-cpu,cpu", show_default=True, help="--decode values to compare.")
 @click.option("--keyframes", is_flag=True, help="Also --decode keyframes: GOP 30 at --max-fps 1, GOP 10 at 3.")
 @click.option("--daemon", "daemon_counts", default="", help="Camera counts for one producer daemon, e.g. 1,4,8,16.")
 @click.option(

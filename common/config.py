@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,6 +41,10 @@ DEFAULT_MAX_FPS = 30.0
 DEFAULT_QUEUE_BOUND = 64
 #: A batch leaves as soon as it has a frame: waiting to fill it only adds latency (issue 10).
 DEFAULT_MAX_BATCH_WAIT_MS = 0.0
+#: How a producer decodes video (ProducerSettings.decode says what each does).
+DecodeMode = Literal["auto-cpu", "cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"]
+DECODES: tuple[str, ...] = get_args(DecodeMode)
+DEFAULT_DECODE: DecodeMode = "auto-cpu"
 #: Frames older than this at dequeue are dropped and counted: stale alerts are worse than none.
 DEFAULT_MAX_FRAME_AGE_MS = 10_000
 #: Heartbeat every 0.25 s with a 1.5 s lease (six missed beats): a lost worker's job is requeued
@@ -121,12 +125,13 @@ class ProducerSettings(_Settings):
     #: Reconnect backoff: the longest wait.
     reconnect_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = Field(None, ge=0)
-    #: Video decode: cpu (OpenCV's FFmpeg backend: full-size conversion, then a resize; the cheaper
-    #: below 1280x720), pyav (PyAV: YUV straight to BGR at the size sent; the cheaper for HD and 4K),
-    #: keyframes (PyAV, keyframes only: for sampling at or below the keyframe rate), vaapi (PyAV on a
-    #: VAAPI device where FFmpeg has one, else PyAV on the CPU, with a warning), nvdec (FFmpeg's CUVID
-    #: through OpenCV; an error where absent), auto (NVDEC where it works, else pyav).
-    decode: Literal["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"] = "cpu"
+    #: Video decode: auto-cpu (the default: the cheaper CPU decoder for the camera's size, PyAV from
+    #: 1280x720 up, OpenCV below), cpu (OpenCV's FFmpeg backend: full-size conversion, then a
+    #: resize), pyav (PyAV: YUV straight to the size sent, the JPEG from the planes), keyframes
+    #: (PyAV, keyframes only: for sampling at or below the keyframe rate), vaapi (PyAV on a VAAPI
+    #: device where FFmpeg has one, else PyAV on the CPU, with a warning), nvdec (FFmpeg's CUVID
+    #: through OpenCV; an error where absent), auto (NVDEC where it works, else as auto-cpu).
+    decode: DecodeMode = DEFAULT_DECODE
     # Routing (which workers take the stream; see worker/routing.py)
     #: Which workers may take the stream: auto (any), cpu, cuda (any GPU) or cuda:N.
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")

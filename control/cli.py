@@ -14,7 +14,7 @@ from typing import cast
 
 import click
 
-from common.config import redis_url, setup_logging
+from common.config import DECODES, redis_url, setup_logging
 from common.exitcodes import run_main
 
 #: name -> ("module:attribute", one-line help). Loaded on first use.
@@ -202,9 +202,9 @@ def stream() -> None:
 @click.option("--loop/--no-loop", default=None, help="Loop a video file (default off).")
 @click.option(
     "--decode",
-    type=click.Choice(["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"]),
+    type=click.Choice(DECODES),
     default=None,
-    help="Video decode (see rtai producer --decode; default cpu).",
+    help="Video decode (see rtai producer --decode; default auto-cpu).",
 )
 @click.option("--track", is_flag=True, help="Track objects (rtai tracker); zones, lines and dwell need it.")
 @click.option(

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import redis
 
-from common.config import ProducerSettings, build, env_value, redis_url
+from common.config import DECODES, ProducerSettings, build, env_value, redis_url
 from common.exitcodes import EXIT_OK, EXIT_SOURCE
 from common.proctitle import set_title
 from common.states import StreamState
@@ -46,11 +46,11 @@ from common.states import StreamState
 @click.option("--half/--no-half", default=None, help="FP16 for this stream on CUDA workers (default: the worker's).")
 @click.option(
     "--decode",
-    type=click.Choice(["cpu", "pyav", "keyframes", "vaapi", "nvdec", "auto"]),
+    type=click.Choice(DECODES),
     default=None,
-    help="Video decode: cpu (OpenCV, default), pyav (converts straight to the size sent: for HD and 4K), "
-    "keyframes (PyAV, keyframes only), vaapi (PyAV on VAAPI, else the CPU), nvdec (NVIDIA GPU), "
-    "auto (NVDEC where available) [env RTAI_DECODE].",
+    help="Video decode: auto-cpu (default: PyAV from 1280x720 up, OpenCV below), cpu (OpenCV), pyav "
+    "(converts straight to the size sent: for HD and 4K), keyframes (PyAV, keyframes only), vaapi (PyAV "
+    "on VAAPI, else the CPU), nvdec (NVIDIA GPU), auto (NVDEC where available, else auto-cpu) [env RTAI_DECODE].",
 )
 @click.option(
     "--motion",

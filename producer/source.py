@@ -48,6 +48,9 @@ StateCallback = Callable[[StreamState, str], None]
 CAPTURE_DECODE_THREADS = 1
 
 
+#: `auto-cpu` decodes a camera this large (width x height; 1280x720 and up) with PyAV, a smaller one with OpenCV.
+PYAV_FROM_PIXELS = 1280 * 720
+
 #: The decode modes that read through PyAV (producer/capture.py).
 PYAV_DECODES = ("pyav", "keyframes", "vaapi")
 #: Set once VAAPI was found missing in this process: warned once, then PyAV on the CPU each time.
@@ -84,12 +87,12 @@ class VideoSource:
         reconnect_max_s: float = 10.0,
         max_reconnects: int | None = None,
         on_state: StateCallback | None = None,
-        decode: str = "cpu",
+        decode: str = "auto-cpu",
         max_side: int = 16_384,
         yuv: bool = False,
     ) -> None:
         self.url = url
-        #: cpu | pyav | keyframes | nvdec | auto (see _open_nvdec); `decoder` is what the last open uses.
+        #: One of common.config.DECODES (auto-cpu: _open_by_size); `decoder` is what the last open uses.
         self.decode = decode
         #: PyAV converts frames straight to this long side (the size the producer sends; the runner
         #: raises it while a stream page wants a larger preview).
@@ -175,9 +178,33 @@ class VideoSource:
                 return CvCapture(cap, live=self.live)
             if self.decode == "nvdec":
                 return CvCapture(cv2.VideoCapture(), live=self.live)
-            self.decoder = "pyav"  # auto without NVDEC: the default decoder
-            return self._open_pyav()
+        if self.decode in ("auto-cpu", "auto"):
+            return self._open_by_size()
         self.decoder = "cpu"
+        return CvCapture(self._open_cpu(), live=self.live)
+
+    def _open_by_size(self) -> CvCapture | AvCapture:
+        """`auto-cpu` (and `auto` without NVDEC): the cheaper CPU decoder for the camera's size.
+
+        OpenCV opens the source (as `cpu` would: a camera that cannot be reached costs one open
+        timeout, not two) and reports its size. Below PYAV_FROM_PIXELS OpenCV keeps it: its full-size
+        BGR conversion is small there and it measured the cheaper. From 1280x720 up the capture is
+        reopened with PyAV, which converts only sampled frames, straight to the size sent
+        (BENCHMARKS.md: 1080p H.264 at 30 fps costs 1.6x FFmpeg's decode through PyAV, 2.7-3x through
+        OpenCV). Should PyAV not open what OpenCV did, OpenCV opens it again."""
+        cv = self._open_cpu()
+        width, height = cv.get(cv2.CAP_PROP_FRAME_WIDTH), cv.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        self.decoder = "cpu"
+        if not cv.isOpened() or width * height < PYAV_FROM_PIXELS:
+            return CvCapture(cv, live=self.live)
+        cv.release()
+        av_cap = self._open_pyav()
+        if av_cap.is_open():
+            self.decoder = "pyav"
+            log.info("source %s: %dx%d: decoding with PyAV", self.shown, width, height)
+            return av_cap
+        why = redact(av_cap.open_error)
+        log.warning("source %s: PyAV could not open it (%s): decoding with OpenCV", self.shown, why)
         return CvCapture(self._open_cpu(), live=self.live)
 
     def _open_pyav(self) -> AvCapture:

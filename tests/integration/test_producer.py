@@ -130,14 +130,29 @@ def test_missing_or_unreadable_file_is_the_same_clear_error(r, procs, tmp_path):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize(("size", "decoder"), [((640, 360), b"cpu"), ((1280, 720), b"pyav")])
+def test_the_default_decoder_is_chosen_by_the_cameras_size(r, procs, tmp_path, size, decoder):
+    """The default (auto-cpu): OpenCV below 1280x720, PyAV (sampled frames only, converted straight to
+    the size sent) from 1280x720 up. Every frame arrives either way, at the size asked for."""
+    clip = _clip(tmp_path / "clip.mp4", 8, size=size)
+    proc = procs.rtai("producer", "--source", str(clip), "--stream", "size", "--max-fps", "100", "--imgsz", "320",
+                      "--no-credit-flow")  # fmt: skip
+    assert procs.finish(proc) == 0, procs.output(proc)
+    assert r.hget(keys.stream("size"), "decode") == decoder
+    frames = [f for b in _blobs(r, "size") for f in b.frames]
+    assert len(frames) == 8
+    assert (frames[0].w, frames[0].h, frames[0].dw) == (*size, 320)
+
+
 def test_decode_auto_falls_back_to_cpu_and_says_so(r, procs, tmp_path):
-    """No NVDEC here (the pip OpenCV's FFmpeg has no CUVID): auto decodes on the CPU (PyAV, the default),
-    logs why and records the decoder in the stream's hash; nvdec alone is an error that names NVDEC."""
+    """No NVDEC here (the pip OpenCV's FFmpeg has no CUVID): auto decodes on the CPU as auto-cpu does
+    (OpenCV for this 640x360 clip), logs why and records the decoder in the stream's hash; nvdec alone
+    is an error that names NVDEC."""
     clip = _clip(tmp_path / "clip.mp4", 12)
     proc = procs.rtai("producer", "--source", str(clip), "--stream", "hw", "--max-fps", "100", "--decode", "auto")
     assert procs.finish(proc) == 0, procs.output(proc)
     assert counts(r, "hw")["produced"] == 12
-    assert r.hget(keys.stream("hw"), "decode") == b"pyav"
+    assert r.hget(keys.stream("hw"), "decode") == b"cpu"
     assert "NVDEC (h264_cuvid/hevc_cuvid) not available: decoding on the CPU" in procs.output(proc)
     proc = procs.rtai("producer", "--source", str(clip), "--stream", "hw2", "--decode", "nvdec")
     assert procs.finish(proc) == EXIT_SOURCE, procs.output(proc)

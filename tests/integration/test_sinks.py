@@ -107,7 +107,7 @@ def test_mqtt_sink_delivers_every_event_through_a_kill_and_a_broker_restart(r, p
     sink.send_signal(signal.SIGKILL)  # mid-stream
     sink.wait(timeout=10)
     ids += add_events(r, 60, 40)
-    procs.rtai("sink", "mqtt", url, "--topic", "rtai")
+    sink = procs.rtai("sink", "mqtt", url, "--topic", "rtai")
     wait_for(lambda: set(ids) <= set(listener.events), timeout=20, what="every event after the kill")
     broker.stop()
     ids += add_events(r, 100, 50)  # the broker is down: they wait in the log
@@ -117,7 +117,11 @@ def test_mqtt_sink_delivers_every_event_through_a_kill_and_a_broker_restart(r, p
     # broker's PUBACK. Whether the broker hands those to a subscriber that reconnects after the sink
     # did is the broker's session handling (it raced here), so the listener is checked on what
     # comes after it is back.
-    wait_for(lambda: int(r.hget(keys.sink("mqtt"), "delivered") or 0) >= len(ids), timeout=30, what="the backlog")
+    try:
+        wait_for(lambda: int(r.hget(keys.sink("mqtt"), "delivered") or 0) >= len(ids), timeout=30, what="the backlog")
+    except AssertionError as exc:
+        delivered = r.hget(keys.sink("mqtt"), "delivered")
+        raise AssertionError(f"{exc}: {delivered} of {len(ids)}; sink's log:\n{procs.output(sink)}") from None
     wait_for(listener.client.is_connected, timeout=15, what="the listener back")
     ids += add_events(r, 150, 20)
     wait_for(lambda: set(ids[-20:]) <= set(listener.events), timeout=30, what="events after the broker restart")
