@@ -44,10 +44,17 @@ def _codec(path: Path) -> str:
     return out.stdout.strip()
 
 
-@pytest.mark.parametrize("decode", ["cpu", "pyav"])
-def test_an_h265_camera_recording_is_detected_end_to_end(r, procs, tmp_path, decode):
-    clip = _ffmpeg_clip(tmp_path / "cam.mp4", size="1280x720", codec="libx265", seconds=2)
+@pytest.fixture(scope="module")
+def hevc_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 720p H.265 recording for both decoders (libx265 takes seconds to make it)."""
+    clip = _ffmpeg_clip(tmp_path_factory.mktemp("hevc") / "cam.mp4", size="1280x720", codec="libx265", seconds=2)
     assert _codec(clip) == "hevc,1280,720"
+    return clip
+
+
+@pytest.mark.parametrize("decode", ["cpu", "pyav"])
+def test_an_h265_camera_recording_is_detected_end_to_end(r, procs, hevc_clip, decode):
+    clip = hevc_clip
     procs.rtai("worker", "--threads", "1")
     producer = procs.rtai(
         "producer", "--source", str(clip), "--stream", "hevc", "--max-fps", "15", "--batch-size", "2",
