@@ -122,6 +122,11 @@ class WorkerLoop:
         if ids:
             log.warning("worker %s: requeued %s held when Redis went away", self.name, ids)
 
+    def _requeue_orphans(self) -> None:
+        ids = self.broker.requeue_dead(self.name, force=True)
+        if ids:
+            log.warning("worker %s: requeued %s, left in flight when Redis failed under it", self.name, ids)
+
     # -- taking a group -----------------------------------------------------------------------
     def _next_group(self, burst: bool) -> Group | None:
         got = self.prefetcher.take()
@@ -137,13 +142,22 @@ class WorkerLoop:
         self.state = WorkerState.IDLE
         set_title(f"rtai-worker:{self._label()} idle")
         pause, backoff = POLL_MIN_S, Backoff(first=0.1, cap=5.0, jitter=DEQUEUE_JITTER)
+        # Idle, this worker holds nothing; after a Redis error, whatever its in-flight hash holds is
+        # an orphan: a dequeue whose reply was lost, or (after a failover) a job whose settle went to
+        # the old master and was not replicated. Nothing else would requeue it: the worker is alive.
+        orphans = self.prefetcher.dequeue_failed
+        self.prefetcher.dequeue_failed = False
         while not self.stop_requested:
             try:
+                if orphans:
+                    self._requeue_orphans()
+                    orphans = False
                 self._beat_if_due()
                 self.queues.refresh()
                 taken = self.broker.fetch(self.intake.jobs_to_take(), self.queues.rotated())
                 backoff.reset()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                orphans = True
                 delay = backoff.next()
                 log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, delay)
                 time.sleep(delay)
@@ -151,6 +165,7 @@ class WorkerLoop:
             except redis.ResponseError as exc:
                 if not write_rejected(exc):
                     raise
+                orphans = True
                 delay = min(backoff.next(), HOLD_RETRY_MAX_S)  # Redis is up: retry sooner
                 log.warning("worker %s: %s; retrying in %.1f s", self.name, describe(exc), delay)
                 time.sleep(delay)

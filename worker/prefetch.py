@@ -81,6 +81,8 @@ class Prefetcher:
         self._read_jobs = read_jobs
         self._allowed = allowed
         self._pool: ThreadPoolExecutor | None = None
+        #: A prefetch's dequeue raised a Redis error: what it took may sit in the in-flight hash.
+        self.dequeue_failed = False
         self._pending: Future[Prefetched | None] | None = None
 
     @property
@@ -116,6 +118,7 @@ class Prefetcher:
             taken = dequeue()
         except redis.RedisError as exc:
             log.debug("worker %s: prefetch dequeue failed: %s", self.name, exc)
+            self.dequeue_failed = True  # the script may have run and its reply been lost: see WorkerLoop
             return None
         if not taken:
             return None

@@ -104,3 +104,35 @@ def test_a_prefetch_takes_nothing_while_a_live_peer_is_idle(r):
     r.hset(keys.rq_worker("peer"), "state", "idle")
     r.delete(keys.worker_alive("peer"))
     assert len(prefetch()) == 1, "an idle peer whose lease ran out is no peer"
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_worker_requeues_what_its_in_flight_hash_holds_after_redis_fails_under_it(r, procs):
+    """A dequeue whose reply was lost (or, after a failover, a settle the new master never got) leaves
+    a job in a live worker's in-flight hash that the worker does not know it holds; its lease keeps
+    it from the reaper. After the next Redis error the idle worker puts it back, and it is published
+    (tests/chaos/test_sentinel_partition.py once ended with such a frame in flight)."""
+    proc = procs.rtai("worker", "--detector", "noop", "--preload", "", "--name", "w1")
+    wait_for(lambda: r.exists(keys.worker_alive("w1")), timeout=30, what="the worker up")
+    s = sink(r, STREAM, batch_size=1)
+    proc.send_signal(signal.SIGSTOP)  # the worker takes nothing while the orphan is made
+    try:
+        assert s.push(frames(1))
+        # The dequeue script, run as w1 whose reply never reached it: the job now sits in w1's hash.
+        taken = RedisBroker(r, "w1").fetch(1, [keys.queue_key(STREAM)])
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert len(taken) == 1 and r.hlen(keys.inflight("w1")) == 1
+    time.sleep(1.0)
+    assert counts(r, STREAM)["published"] == 0, "the worker does not know it holds the job"
+    # Redis fails under the idle worker: it refuses writes for a moment, as a demoted master does
+    # (READONLY) or one that lost its replicas (NOREPLICAS, here).
+    r.config_set("min-replicas-to-write", 1)
+    wait_for(lambda: "retrying in" in procs.output(proc), timeout=20, what="the worker's poll refused")
+    r.config_set("min-replicas-to-write", 0)
+    try:
+        wait_for(lambda: counts(r, STREAM)["published"] == 1, timeout=20, what="the orphan requeued and published")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{procs.output(proc)}") from None
+    assert r.hlen(keys.inflight("w1")) == 0 and counts(r, STREAM)["in_flight"] == 0
+    assert "left in flight when Redis failed under it" in procs.output(proc)
