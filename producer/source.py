@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 
 from common.backoff import Backoff
-from common.config import apply_capture_options, extra_capture_option
+from common.config import DEFAULT_DECODE, apply_capture_options, extra_capture_option
 from common.images import Picture, picture_size
 from common.sources import redact
 from common.states import StreamState
@@ -87,7 +87,7 @@ class VideoSource:
         reconnect_max_s: float = 10.0,
         max_reconnects: int | None = None,
         on_state: StateCallback | None = None,
-        decode: str = "auto-cpu",
+        decode: str = DEFAULT_DECODE,
         max_side: int = 16_384,
         yuv: bool = False,
     ) -> None:

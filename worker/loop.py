@@ -118,9 +118,7 @@ class WorkerLoop:
         wait_until_up(self.client, what=f"worker {self.name}", stop=lambda: self.stop_requested)
         if self.stop_requested:
             return
-        ids = self.broker.requeue_dead(self.name, force=True)
-        if ids:
-            log.warning("worker %s: requeued %s held when Redis went away", self.name, ids)
+        self._requeue_orphans()
 
     def _requeue_orphans(self) -> None:
         ids = self.broker.requeue_dead(self.name, force=True)
