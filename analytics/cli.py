@@ -16,6 +16,7 @@ from common.exitcodes import EXIT_CONFIG
 from common.proctitle import set_title
 from common.redis_client import connect
 from common.replies import text
+from common.shards import Shards, home_of
 
 
 @click.command()
@@ -69,12 +70,13 @@ def events(
             seen += 1
 
 
-def known_streams(client: redis.Redis) -> set[str]:
-    """Streams declared (desired state) or known to the fleet (ever run)."""
-    return set(desired.streams(client)) | {text(s) for s in client.smembers(keys.STREAMS)}
+def known_streams(client: redis.Redis | Shards) -> set[str]:
+    """Streams declared (desired state) or known to the fleet (ever run, on any shard)."""
+    places = [c for _i, c in client.clients()] if isinstance(client, Shards) else [client]
+    return set(desired.streams(home_of(client))) | {text(s) for c in places for s in c.smembers(keys.STREAMS)}
 
 
-def check_known(client: redis.Redis, stream: str, *, command: str = "events") -> None:
+def check_known(client: redis.Redis | Shards, stream: str, *, command: str = "events") -> None:
     """A stream nobody declared or ran: say so (with the close match) instead of waiting silently."""
     known = known_streams(client)
     if stream in known:

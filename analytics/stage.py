@@ -24,9 +24,10 @@ import redis
 from common import desired, keys, scripts
 from common.analytics_settings import AnalyticsSettings, TrackSettings
 from common.config import host_name
-from common.errors import RtaiError
+from common.errors import ConfigError, RtaiError
 from common.redis_client import connect, wait_until_up
 from common.replies import text
+from common.shards import split_urls
 from common.wire import Result, TrackedBox, TrackedFrame, decode_result_boxes, encode_tracked, unpackb
 
 from .bytetrack import ByteTrack
@@ -111,6 +112,13 @@ def tracked_streams(
 
 class TrackingStage:
     def __init__(self, redis_url: str, *, name: str | None = None, lease_s: float = LEASE_S) -> None:
+        if len(split_urls(redis_url)) > 1:
+            # A tracked frame and its events are written in one transaction with the stream's cursor;
+            # with shards the event log (home) and the stream's keys are on different Redis servers.
+            raise ConfigError(
+                "rtai tracker reaches one Redis: it does not run on a fleet of several Redis shards yet "
+                "(RTAI_REDIS_URL names several); see docs/design.md, 'Shards'"
+            )
         self.client = connect(redis_url, check=False)
         self.name = name or f"{host_name()}:tracker:{os.getpid()}:{uuid.uuid4().hex[:4]}"
         self.lease_ms = int(lease_s * 1000)

@@ -7,6 +7,7 @@ with a renewed lease so that exactly one producer runs it and another takes over
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from .config import ProducerSettings
 from .errors import ConfigError, SchemaError
 from .replies import texts
 from .wire import packb, unpackb
+
+#: The client of the shard that holds a stream's keys (common/shards.Shards.for_stream).
+DataFor = Callable[[str], redis.Redis]
 
 #: Settings that belong to the producer process, not to the stream's desired state.
 PROCESS_FIELDS = {"redis_url"}
@@ -31,41 +35,68 @@ def reserve(client: redis.Redis, stream: str, cap: int) -> bool:
     return bool(client.eval(scripts.RESERVE.source, 1, keys.DESIRED, keys.check_stream_id(stream), cap))
 
 
-def put(client: redis.Redis, settings: ProducerSettings, extra: dict[str, Any] | None = None) -> None:
-    """Declare (or update) a stream the fleet should run."""
+def put(
+    client: redis.Redis,
+    settings: ProducerSettings,
+    extra: dict[str, Any] | None = None,
+    *,
+    data: redis.Redis | None = None,
+) -> None:
+    """Declare (or update) a stream the fleet should run. `client`: the home shard (desired
+    state); `data`: the stream's shard when the fleet has several (common/shards.py)."""
     stream = keys.check_stream_id(settings.stream)
     with client.pipeline() as pipe:
         _put(pipe, stream, settings, extra)
+        if data is None:
+            _revive(pipe, stream)
         pipe.execute()
+    if data is not None:
+        with data.pipeline() as pipe:
+            _revive(pipe, stream)
+            pipe.execute()
 
 
 def _put(pipe: Any, stream: str, settings: ProducerSettings, extra: dict[str, Any] | None) -> None:
     data = settings.model_dump(exclude=PROCESS_FIELDS)
     pipe.set(keys.desired(stream), packb({"settings": data, **(extra or {})}))
     pipe.sadd(keys.DESIRED, stream)
-    # Declared again after a removal: its keys are kept again, and the views show it again.
+
+
+def _revive(pipe: Any, stream: str) -> None:
+    """Declared again after a removal: its keys are kept again, and the views show it again."""
     pipe.delete(keys.removed(stream))
     for key in keys.stream_keys(stream):
         pipe.persist(key)
 
 
-def remove(client: redis.Redis, stream: str) -> bool:
+def _retire(pipe: Any, stream: str) -> None:
+    pipe.set(keys.removed(stream), 1, ex=keys.REMOVED_TTL_S)
+    for key in keys.stream_keys(stream):
+        pipe.expire(key, keys.REMOVED_TTL_S)
+
+
+def remove(client: redis.Redis, stream: str, *, data: redis.Redis | None = None) -> bool:
     """Undeclare `stream`: its daemon stops it; its keys expire after REMOVED_TTL_S, and once its
-    queued frames are accounted for it leaves `rtai status`, the API and the live view."""
+    queued frames are accounted for it leaves `rtai status`, the API and the live view. `data`:
+    the stream's shard, as for put."""
     with client.pipeline() as pipe:
         pipe.srem(keys.DESIRED, stream)
         pipe.delete(keys.desired(stream))
-        pipe.set(keys.removed(stream), 1, ex=keys.REMOVED_TTL_S)
-        for key in keys.stream_keys(stream):
-            pipe.expire(key, keys.REMOVED_TTL_S)
+        if data is None:
+            _retire(pipe, stream)
         removed = pipe.execute()[0]
+    if data is not None:
+        with data.pipeline() as pipe:
+            _retire(pipe, stream)
+            pipe.execute()
     return bool(removed)
 
 
-def purge(client: redis.Redis, stream: str) -> int:
+def purge(client: redis.Redis, stream: str, *, data: redis.Redis | None = None) -> int:
     """Remove `stream` and delete every key it has now (queued batches included); the number deleted."""
     stream = keys.check_stream_id(stream)
-    remove(client, stream)
+    remove(client, stream, data=data)
+    client = data if data is not None else client
     doomed = [k for k in keys.stream_keys(stream) if client.exists(k)]
     for pattern in keys.stream_key_patterns(stream):
         doomed += [k.decode() if isinstance(k, bytes) else k for k in client.scan_iter(match=pattern, count=1000)]
@@ -133,12 +164,14 @@ def settings_for(client: redis.Redis, stream: str, redis_url: str) -> ProducerSe
         raise ConfigError(f"desired state of {stream!r} has bad settings: {exc}") from exc
 
 
-def load_file(client: redis.Redis, path: Path, redis_url: str) -> list[str]:
+def load_file(client: redis.Redis, path: Path, redis_url: str, *, data_for: DataFor | None = None) -> list[str]:
     """Declare every stream of a YAML camera list; all or nothing, with the bad entry named."""
-    return declare_file(client, path, redis_url)[0]
+    return declare_file(client, path, redis_url, data_for=data_for)[0]
 
 
-def declare_file(client: redis.Redis, path: Path, redis_url: str) -> tuple[list[str], str]:
+def declare_file(
+    client: redis.Redis, path: Path, redis_url: str, *, data_for: DataFor | None = None
+) -> tuple[list[str], str]:
     """Declare a camera list as load_file does; returns its streams and the key of its marker.
 
     The marker (`rtai:streamsfile:<digest of path and content>`) is written in the same
@@ -148,7 +181,7 @@ def declare_file(client: redis.Redis, path: Path, redis_url: str) -> tuple[list[
 
     The file holds `streams:`, a list of maps with `id`, `source` and any producer setting
     (max_fps, batch_size, imgsz, model, conf, loop, device, gpu_devices, pinned, max_workers,
-    gpu_memory_mb, half).
+    gpu_memory_mb, half). `data_for`: each stream's shard, when the fleet has several.
     """
     try:
         text = path.read_text()
@@ -161,8 +194,15 @@ def declare_file(client: redis.Redis, path: Path, redis_url: str) -> tuple[list[
     with client.pipeline() as pipe:
         for settings in parsed:
             _put(pipe, settings.stream, settings, {"from_file": str(path)})
+            if data_for is None:
+                _revive(pipe, settings.stream)
         pipe.set(marker, packb({"path": str(path), "streams": streams}))
         pipe.execute()
+    if data_for is not None:
+        for stream in streams:
+            with data_for(stream).pipeline() as pipe:
+                _revive(pipe, stream)
+                pipe.execute()
     return streams, marker
 
 

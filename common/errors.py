@@ -45,7 +45,12 @@ class JobRejectedError(RtaiError):
 
 
 class RedisUnavailableError(RtaiError):
-    """The fleet's Redis could not be reached."""
+    """The fleet's Redis could not be reached. `permanent`: waiting will not help (a wrong URL,
+    password or TLS setting), as opposed to a Redis that did not answer in time."""
+
+    def __init__(self, message: str, *, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class SourceRefusedError(ConfigError):

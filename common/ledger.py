@@ -23,7 +23,15 @@ def count(pipe: Any, stream: str, counter: str, n: int = 1) -> None:
 
 def read(client: redis.Redis, stream: str) -> dict[str, int]:
     raw = client.hgetall(keys.ledger(stream))
-    values = {text(k): int(v) for k, v in raw.items()}
+    return _counts({text(k): int(v) for k, v in raw.items()})
+
+
+def read_empty() -> dict[str, int]:
+    """A ledger with nothing counted (a stream whose Redis cannot be read now)."""
+    return _counts({})
+
+
+def _counts(values: dict[str, int]) -> dict[str, int]:
     out = {name: values.get(name, 0) for name in COUNTERS}
     out["in_flight"] = out[PRODUCED] - sum(out[o.value] for o in Outcome)
     return out

@@ -157,7 +157,16 @@ def _client(url: str, **options: Any) -> redis.Redis:
 
 
 def connect(url: str, *, check: bool = True) -> redis.Redis:
-    """A client for `url`; with check, fail now with a clear error if Redis does not answer."""
+    """A client for `url`; with check, fail now with a clear error if Redis does not answer.
+
+    A URL setting that names several deployments (shards, common/shards.py) gives the first one,
+    the home shard, where the control plane's state lives; with check, every shard must answer."""
+    urls = url.split()
+    if len(urls) > 1:
+        if check:
+            for other in urls:
+                check_at_start(other)
+        return connect(urls[0], check=False)
     try:
         client = _client(
             url,
@@ -201,8 +210,9 @@ def check_at_start(url: str, *, timeout_s: float | None = None) -> None:
                 return
             except redis.RedisError as exc:
                 delay = backoff.next()
-                if permanent(probe, exc) or time.monotonic() + delay > deadline:
-                    raise RedisUnavailableError(diagnose(probe, exc, waited_s=limit)) from None
+                lasting = permanent(probe, exc)
+                if lasting or time.monotonic() + delay > deadline:
+                    raise RedisUnavailableError(diagnose(probe, exc, waited_s=limit), permanent=lasting) from None
                 log.info("Redis not reachable yet (%s); retrying", type(exc).__name__)
                 time.sleep(delay)
     finally:

@@ -10,12 +10,15 @@ import importlib
 import json
 import time
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
 
 from common.config import DECODES, redis_url, setup_logging
 from common.exitcodes import run_main
+
+if TYPE_CHECKING:
+    from common.shards import Shards
 
 #: name -> ("module:attribute", one-line help). Loaded on first use.
 LAZY_COMMANDS = {
@@ -67,12 +70,10 @@ def cli(verbose: int) -> None:
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between redraws (--watch).")
 def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Streams (state, ledger, queue depth, latency), workers and GPUs (frames, fps, GPU stats)."""
-    from common.redis_client import connect  # noqa: PLC0415
-
     from . import status as status_mod  # noqa: PLC0415
     from .printable import printable  # noqa: PLC0415
 
-    client = connect(_url(redis_url))
+    client = _shards(redis_url)
     if watch and not as_json:
         from .status_view import watch as watch_tables  # noqa: PLC0415
 
@@ -113,17 +114,17 @@ def subscribe(
     """Print detections of STREAMS (all streams when none is named) as they arrive."""
     from analytics.cli import check_known  # noqa: PLC0415
     from common import keys  # noqa: PLC0415
-    from common.redis_client import connect  # noqa: PLC0415
 
-    from .subscriber import Subscriber  # noqa: PLC0415
+    from .subscriber import Subscriber, subscriber  # noqa: PLC0415
 
-    client = connect(_url(redis_url))
+    shards = _shards(redis_url)
+    client = shards.home
     for stream in streams if not wait else ():
-        check_known(client, keys.check_stream_id(stream), command="subscribe")
+        check_known(shards, keys.check_stream_id(stream), command="subscribe")
     if tracks:
         _subscribe_tracks(client, list(streams), replay, count, timeout, as_json=as_json)
         return
-    sub = Subscriber(client, list(streams))
+    sub = subscriber(shards, list(streams))
     names: dict[str, list[str]] = {}
     seen = 0
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -230,12 +231,12 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     """Declare STREAM_ID; a producer daemon (`rtai producer` without --source) picks it up."""
     from common import desired  # noqa: PLC0415
     from common.config import ProducerSettings, build  # noqa: PLC0415
-    from common.redis_client import connect  # noqa: PLC0415
 
     url = _url(redis_url)
     analytics = _analytics_flags(flags)
     settings = build(ProducerSettings, stream=stream_id, redis_url=url, analytics=analytics, **flags)
-    desired.put(connect(url), settings)
+    shards = _shards(redis_url)
+    desired.put(shards.home, settings, data=shards.for_stream(stream_id) if shards.sharded else None)
     click.echo(f"stream {stream_id} declared; a producer daemon will claim it")
 
 
@@ -245,10 +246,10 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
 def stream_load(path: Path, redis_url: str | None) -> None:
     """Declare every stream of a YAML camera list (see cameras.yml)."""
     from common import desired  # noqa: PLC0415
-    from common.redis_client import connect  # noqa: PLC0415
 
     url = _url(redis_url)
-    declared = desired.load_file(connect(url), path, url)
+    shards = _shards(redis_url)
+    declared = desired.load_file(shards.home, path, url, data_for=shards.for_stream if shards.sharded else None)
     click.echo(f"declared {len(declared)} stream(s): {', '.join(declared) or '-'}")
 
 
@@ -259,17 +260,19 @@ def stream_load(path: Path, redis_url: str | None) -> None:
 def stream_rm(stream_id: str, purge: bool, redis_url: str | None) -> None:
     """Stop running STREAM_ID (its producer daemon stops it within a second); its keys expire in 7 days."""
     from common import desired, keys  # noqa: PLC0415
-    from common.redis_client import connect  # noqa: PLC0415
 
-    client = connect(_url(redis_url))
+    shards = _shards(redis_url)
+    client = shards.home
     stream_id = keys.check_stream_id(stream_id)
+    data = shards.for_stream(stream_id) if shards.sharded else None
     if purge:
-        known = client.sismember(keys.STREAMS, stream_id) or stream_id in desired.streams(client)
+        known = (data or client).sismember(keys.STREAMS, stream_id) or stream_id in desired.streams(client)
         if not known:
             raise click.ClickException(f"no stream {stream_id!r} is declared or known")
-        click.echo(f"stream {stream_id} removed and purged ({desired.purge(client, stream_id)} keys deleted)")
+        purged = desired.purge(client, stream_id, data=data)
+        click.echo(f"stream {stream_id} removed and purged ({purged} keys deleted)")
         return
-    if not desired.remove(client, stream_id):
+    if not desired.remove(client, stream_id, data=data):
         raise click.ClickException(f"no stream {stream_id!r} is declared")
     click.echo(f"stream {stream_id} removed (its keys expire in {keys.REMOVED_TTL_S // 86400} days; --purge: now)")
 
@@ -328,6 +331,17 @@ def _analytics_flags(flags: dict[str, object]) -> dict[str, object] | None:
 
 def _url(override: str | None) -> str:
     return redis_url(override)
+
+
+def _shards(override: str | None) -> Shards:
+    """The fleet's shards (one, unless the URL names several); a wrong URL for the home shard
+    fails now, saying why."""
+    from common.redis_client import connect  # noqa: PLC0415
+    from common.shards import Shards  # noqa: PLC0415
+
+    shards = Shards.from_url(_url(override))
+    connect(shards.urls[0]).close()
+    return shards
 
 
 def main() -> None:

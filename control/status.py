@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -10,7 +10,9 @@ import redis
 from common import desired, keys, ledger
 from common.clock import SKEW_WARN_S
 from common.errors import SchemaError
+from common.redis_client import describe
 from common.replies import text, text_map
+from common.shards import Shards
 from common.sources import redact, redact_text
 from common.wire import decode_result
 
@@ -50,40 +52,117 @@ def latency(client: redis.Redis, stream: str) -> dict[str, Any]:
     }
 
 
-def collect(client: redis.Redis) -> dict[str, Any]:
+#: A worker's counters: summed over the shards it serves.
+WORKER_COUNTS = ("frames", "published", "failed", "dropped_stale", "batches", "rejected")
+
+
+def collect(source: redis.Redis | Shards) -> dict[str, Any]:
+    """The fleet from one Redis, or from every shard of a sharded fleet as one fleet: each stream
+    read from its shard, each worker's counters summed over the shards it serves. A shard that does
+    not answer is listed under `shards` with its error, and its streams show state `unknown`."""
+    shards = source if isinstance(source, Shards) else None
+    home = shards.home if shards is not None else cast(redis.Redis, source)
+    places = [(0, home)] if shards is None else list(shards.clients())
+    declared = set(desired.streams(home))
+    listed: dict[str, int] = {}
+    down: dict[int, str] = {}
+    for i, client in places:
+        try:
+            for raw in client.smembers(keys.STREAMS):
+                listed[text(raw)] = i
+        except redis.RedisError as exc:
+            down[i] = describe(exc)
     streams = {}
-    declared = set(desired.streams(client))
-    for sid in sorted({text(raw) for raw in client.smembers(keys.STREAMS)} | declared):
-        info = text_map(client.hgetall(keys.stream(sid)))
-        counts = ledger.read(client, sid)
-        if sid not in declared and desired.is_removed(client, sid) and counts["in_flight"] == 0:
-            continue  # removed, and every frame accounted for: it leaves the views
-        state, reason = info.get("state", "pending"), info.get("reason", "")
-        # Declared, and no daemon runs it (a worker's `error`, e.g. a missing model, says more: it stays).
-        if sid in declared and state != "error" and (why := desired.unclaimed_reason(client, sid)):
-            state, reason = why.split(":", 1)[0], why
-        streams[sid] = {
-            "state": state,
-            "reason": redact_text(reason),
-            "source": redact(info.get("source", "")),
-            "model": info.get("model", ""),
-            "queue_depth": client.llen(keys.queue_key(sid)),
-            "clock_offset_s": float(info.get("clock_offset_s") or 0.0),
-            "ledger": counts,
-            **latency(client, sid),
-        }
+    for sid in sorted(set(listed) | declared):
+        where = shards.index_for(sid) if shards is not None else 0
+        if where in down:
+            streams[sid] = _unknown(sid, where, down[where])
+            continue
+        try:
+            entry = _stream(home, places[where][1], sid, sid in declared)
+        except redis.RedisError as exc:
+            down[where] = describe(exc)
+            entry = _unknown(sid, where, down[where])
+        if entry is not None:
+            streams[sid] = {**entry, "shard": where} if shards is not None and shards.sharded else entry
     workers: dict[str, dict[str, Any]] = {}
+    fleet: dict[str, int] = {}
+    for i, client in places:
+        if i in down:
+            continue
+        try:
+            _add_workers(client, workers)
+            for k, v in text_map(client.hgetall(keys.FLEET)).items():
+                fleet[k] = fleet.get(k, 0) + int(v)
+        except redis.RedisError as exc:
+            down[i] = describe(exc)
+    report: dict[str, Any] = {"streams": streams, "workers": dict(sorted(workers.items())), "fleet": fleet}
+    if shards is not None and shards.sharded:
+        report["shards"] = [
+            {"shard": i, "id": shards.ids[i], "up": i not in down, "error": down.get(i, "")} for i in range(len(shards))
+        ]
+    return report
+
+
+def _stream(home: redis.Redis, client: redis.Redis, sid: str, is_declared: bool) -> dict[str, Any] | None:
+    info = text_map(client.hgetall(keys.stream(sid)))
+    counts = ledger.read(client, sid)
+    if not is_declared and desired.is_removed(client, sid) and counts["in_flight"] == 0:
+        return None  # removed, and every frame accounted for: it leaves the views
+    state, reason = info.get("state", "pending"), info.get("reason", "")
+    # Declared, and no daemon runs it (a worker's `error`, e.g. a missing model, says more: it stays).
+    if is_declared and state != "error" and (why := desired.unclaimed_reason(home, sid)):
+        state, reason = why.split(":", 1)[0], why
+    return {
+        "state": state,
+        "reason": redact_text(reason),
+        "source": redact(info.get("source", "")),
+        "model": info.get("model", ""),
+        "queue_depth": client.llen(keys.queue_key(sid)),
+        "clock_offset_s": float(info.get("clock_offset_s") or 0.0),
+        "ledger": counts,
+        **latency(client, sid),
+    }
+
+
+def _unknown(sid: str, shard: int, error: str) -> dict[str, Any]:
+    """A stream whose shard does not answer: nothing about it can be read now."""
+    return {
+        "state": "unknown",
+        "reason": f"its Redis shard {shard} does not answer: {error}",
+        "source": "",
+        "model": "",
+        "queue_depth": 0,
+        "clock_offset_s": 0.0,
+        "ledger": ledger.read_empty(),
+        "latency_ms": {"p50": None, "p95": None, "p99": None},
+        "fps_out": 0.0,
+        "samples": 0,
+        "shard": shard,
+    }
+
+
+def _add_workers(client: redis.Redis, workers: dict[str, dict[str, Any]]) -> None:
+    """The workers registered on one shard, merged into `workers`: counters and rates summed; the
+    first shard's record gives the rest (device, GPU stats); alive and busy on any shard counts."""
     for raw in sorted(client.smembers(keys.WORKERS)):
         name = text(raw)
         w: dict[str, Any] = text_map(client.hgetall(keys.worker(name)))
         if not w:
             continue
         w["alive"] = bool(client.exists(keys.worker_alive(name)))
-        for field in ("frames", "published", "failed", "dropped_stale", "batches", "rejected"):
+        for field in WORKER_COUNTS:
             w[field] = int(w.get(field, 0))
-        workers[name] = w
-    fleet = text_map(client.hgetall(keys.FLEET))
-    return {"streams": streams, "workers": workers, "fleet": {k: int(v) for k, v in fleet.items()}}
+        seen = workers.get(name)
+        if seen is None:
+            workers[name] = w
+            continue
+        for field in WORKER_COUNTS:
+            seen[field] += w[field]
+        seen["fps"] = str(round(float(seen.get("fps") or 0) + float(w.get("fps") or 0), 2))
+        seen["alive"] = seen["alive"] or w["alive"]
+        if w.get("state") == "busy":
+            seen["state"] = "busy"
 
 
 def _skew(offset: float) -> str:
@@ -138,4 +217,11 @@ def render(report: dict[str, Any]) -> str:
     if report["fleet"]:
         lines.append("")
         lines.append("fleet: " + ", ".join(f"{k}={v}" for k, v in report["fleet"].items()))
+    if report.get("shards"):
+        lines.append("")
+        lines.append("SHARD  REDIS                                    STREAMS  UP")
+        for sh in report["shards"]:
+            held = sum(1 for st in report["streams"].values() if st.get("shard") == sh["shard"])
+            up = "yes" if sh["up"] else f"no: {sh['error']}"
+            lines.append(f"{sh['shard']:<6} {sh['id'][:40]:<40} {held:>7}  {up}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from common import ledger
 from common.clock import SKEW_WARN_S
+from common.shards import Shards
 
 from . import status
 from .printable import printable
@@ -145,7 +146,7 @@ def view(report: dict[str, Any], width: int = FULL_WIDTH) -> Group:
     return Group(*parts)
 
 
-def watch(client: redis.Redis, interval: float, *, console: Console | None = None) -> None:
+def watch(client: redis.Redis | Shards, interval: float, *, console: Console | None = None) -> None:
     """Redraw the report every `interval` seconds until Ctrl-C, fitted to the terminal's width."""
     console = console or Console()
 

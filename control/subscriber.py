@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from common.backoff import Backoff
 from common.errors import SchemaError
 from common.redis_client import describe
 from common.replies import texts
+from common.shards import Fleet, Shards, home_of
 from common.wire import Result, TrackedFrame, decode_result, unpackb
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,68 @@ class Subscriber:
             label = names[int(cls)] if 0 <= cls < len(names) else str(cls)
             parts.append(f"{label} {conf:.2f} [{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]")
         return f"{result.stream} #{result.seq} {result.latency_ms:.0f} ms {result.worker}: " + (", ".join(parts) or "-")
+
+
+class ShardedSubscriber:
+    """Results of a sharded fleet (common/shards.py) as one feed: a Subscriber on each shard that
+    holds one of the streams (every shard, for all streams), each on its own thread."""
+
+    def __init__(self, shards: Shards, streams: list[str]) -> None:
+        groups = shards.by_shard(streams) if streams else {i: [] for i in range(len(shards))}
+        self.shards = shards
+        self.parts = {i: Subscriber(shards.client(i), ss) for i, ss in sorted(groups.items())}
+
+    @property
+    def bad_messages(self) -> int:
+        return sum(p.bad_messages for p in self.parts.values())
+
+    def class_names(self, model: str) -> list[str]:
+        for part in self.parts.values():
+            names = part.class_names(model)
+            if names:
+                return names
+        return []
+
+    def replay(self, stream: str, count: int) -> list[Result]:
+        return Subscriber(self.shards.for_stream(stream), [stream]).replay(stream, count)
+
+    def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
+        out: queue.Queue[Result] = queue.Queue(maxsize=10_000)
+        done = threading.Event()
+
+        def pump(part: Subscriber) -> None:
+            for result in part.results(replay=replay, deadline=deadline):
+                while not done.is_set():
+                    try:
+                        out.put(result, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if done.is_set():
+                    return
+
+        threads = [
+            threading.Thread(target=pump, args=(p,), name=f"rtai-subscribe:{i}", daemon=True)
+            for i, p in self.parts.items()
+        ]
+        for t in threads:
+            t.start()
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                try:
+                    yield out.get(timeout=0.2)
+                except queue.Empty:
+                    if not any(t.is_alive() for t in threads) and out.empty():
+                        return
+        finally:
+            done.set()
+
+
+def subscriber(fleet: Fleet, streams: list[str]) -> Subscriber | ShardedSubscriber:
+    """A subscriber to one Redis, or to every shard of a sharded fleet."""
+    if isinstance(fleet, Shards) and fleet.sharded:
+        return ShardedSubscriber(fleet, streams)
+    return Subscriber(home_of(fleet), streams)
 
 
 def describe_tracked(frame: TrackedFrame, names: list[str]) -> str:

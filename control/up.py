@@ -30,6 +30,7 @@ from common.config import (
     write_run_file,
 )
 from common.redis_client import connect
+from common.shards import Shards
 from common.sources import redact
 
 from . import status
@@ -70,7 +71,8 @@ class Fleet:
             url = self.private.url
             self.run_file = write_run_file(url)  # other rtai commands find this Redis by themselves
         self.url = url
-        self.client = connect(url)
+        self.client = connect(url)  # the home shard, when RTAI_REDIS_URL names several
+        self.shards = Shards.from_url(url)
         self.producers: list[subprocess.Popen] = []
         #: Runs what the live view's "Add camera", the REST API and `rtai stream add` declare.
         self.daemon: subprocess.Popen | None = None
@@ -160,7 +162,7 @@ class Fleet:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         every = set(self.streams) | set(desired.streams(self.client))  # the daemon's streams drain too
         while time.monotonic() < deadline and self.workers is not None and self.workers.poll() is None:
-            if all(ledger.read(self.client, s)["in_flight"] == 0 for s in every):
+            if all(ledger.read(self.shards.for_stream(s), s)["in_flight"] == 0 for s in every):
                 break
             time.sleep(0.1)
         for proc in (self.workers, self.api):
@@ -232,7 +234,7 @@ def run(opts: UpOptions) -> dict[str, Any]:
             STATUS_EVERY_S if deadline is None else max(0.0, min(STATUS_EVERY_S, deadline - time.monotonic()))
         ):
             now = time.monotonic()
-            for line in status_lines(status.collect(fleet.client), previous, now - last):
+            for line in status_lines(status.collect(fleet.shards), previous, now - last):
                 click.echo(line)
             last = now
             if deadline is not None and now >= deadline:
@@ -242,7 +244,7 @@ def run(opts: UpOptions) -> dict[str, Any]:
                 break
         click.echo("rtai up: stopping (producers, then workers once the queues drain)...")
         fleet.stop()
-        report = status.collect(fleet.client)
+        report = status.collect(fleet.shards)
         click.echo(status.render(report))
         return report
     finally:

@@ -88,11 +88,14 @@ def producer(max_streams: int | None, streams_file: Path | None, **flags: object
         flags["analytics"] = {"motion": motion}
     settings = build(ProducerSettings, **flags)
     from common.redis_client import connect  # noqa: PLC0415
+    from common.shards import Shards  # noqa: PLC0415
 
     from .runner import StreamProducer  # noqa: PLC0415
 
     set_title(f"rtai-producer:{settings.stream}")
-    prod = StreamProducer(settings, client=connect(settings.redis_url))  # fails fast on a wrong URL
+    # The shard that holds the stream (the only one, unless the URL names several); fails fast on a wrong URL.
+    client = connect(Shards.from_url(settings.redis_url).url_for(settings.stream))
+    prod = StreamProducer(settings, client=client)
 
     def _stop(_signum: int, _frame: object) -> None:
         prod.stop()
@@ -162,9 +165,10 @@ def _daemon(url: str | None, max_streams: int | None, streams_file: Path | None)
     set_title("rtai-producer-daemon")
     if streams_file is not None:
         if streams_file.is_file():
-            client = connect(daemon.redis_url, check=False)
+            client = daemon.client
             wait_until_up(client, what="producer daemon")
-            declared, marker = desired.declare_file(client, streams_file, daemon.redis_url)
+            data_for = daemon.shards.for_stream if daemon.shards.sharded else None
+            declared, marker = desired.declare_file(client, streams_file, daemon.redis_url, data_for=data_for)
             daemon.watch_file(streams_file, marker)
             click.echo(f"declared {len(declared)} stream(s) from {streams_file}", err=True)
         else:

@@ -25,7 +25,8 @@ import redis
 from common import desired, keys, scripts
 from common.config import host_name
 from common.errors import ConfigError, RtaiError
-from common.redis_client import connect, wait_until_up
+from common.redis_client import wait_until_up
+from common.shards import Shards
 from common.sources import redact
 
 from .runner import StreamProducer
@@ -62,7 +63,9 @@ class ProducerDaemon:
         self, redis_url: str, *, name: str | None = None, max_streams: int | None = None, lease_s: float = CLAIM_LEASE_S
     ) -> None:
         self.redis_url = redis_url
-        self.client = connect(redis_url, check=False)
+        #: The fleet's shards: the control plane on the home shard, each stream's keys on its own.
+        self.shards = Shards.from_url(redis_url)
+        self.client = self.shards.home
         self.name = name or f"{host_name()}:producer:{os.getpid()}:{uuid.uuid4().hex[:4]}"
         self.max_streams = max_streams
         self.lease_ms = int(lease_s * 1000)
@@ -213,7 +216,9 @@ class ProducerDaemon:
         if not desired.file_forgotten(self.client, marker):
             return
         try:
-            streams, marker = desired.declare_file(self.client, path, self.redis_url)
+            streams, marker = desired.declare_file(
+                self.client, path, self.redis_url, data_for=self.shards.for_stream if self.shards.sharded else None
+            )
         except ConfigError as exc:
             if str(exc) != self._file_error:  # once per distinct problem, not every tick
                 log.error("producer daemon %s: cannot declare %s again: %s", self.name, path, exc)
@@ -236,12 +241,12 @@ class ProducerDaemon:
             settings = desired.settings_for(self.client, stream, self.redis_url)
         except RtaiError as exc:
             log.error("producer daemon %s: cannot run %s: %s", self.name, stream, exc)
-            self.client.hset(keys.stream(stream), mapping={"state": "error", "reason": str(exc)})
+            self.shards.for_stream(stream).hset(keys.stream(stream), mapping={"state": "error", "reason": str(exc)})
             return
         if settings is None or version is None:
             self._release(keys=[keys.claim(stream)], args=[self.name])
             return
-        producer = StreamProducer(settings, client=self.client)
+        producer = StreamProducer(settings, client=self.shards.for_stream(stream))
         thread = threading.Thread(target=producer.run, name=f"rtai-producer:{stream}", daemon=True)
         thread.start()
         with self._lock:

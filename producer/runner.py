@@ -16,7 +16,8 @@ from common.clock import RedisClock
 from common.config import ProducerSettings, resolve_source
 from common.errors import SchemaError
 from common.images import Picture, encode_frame
-from common.redis_client import connect, describe, wait_until_up, write_rejected
+from common.redis_client import describe, wait_until_up, write_rejected
+from common.shards import Shards
 from common.states import StreamState
 from common.wire import Frame, decode_result_boxes
 
@@ -59,7 +60,8 @@ class ProducerStats:
 class StreamProducer:
     def __init__(self, settings: ProducerSettings, *, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.client = client or connect(settings.redis_url, check=False)
+        # The shard that holds the stream's keys (the only one, unless the URL names several).
+        self.client = client or Shards.from_url(settings.redis_url).for_stream(settings.stream)
         self.clock = RedisClock(self.client, what=f"producer {settings.stream}")
         self.sink = BatchSink(self.client, settings, clock=self.clock)
         self.preview = PreviewWriter(self.client, settings.stream)

@@ -7,6 +7,9 @@
   a job whose worker died holding it too often is a poison batch (policies.Attempts).
 - The group is passed to the job code (worker/jobs.run_group) and comes back with each job's
   outcome; RQ's records follow (rq_compat), one pipeline when the group starts, one when it ends.
+- With several Redis shards (common/shards.py) the worker has a lane on each (worker/lane.py):
+  lanes are tried deepest queue first (as of their last refresh, once a second), equally deep ones
+  in turn, and a lane whose Redis fails is set aside while the others keep working.
 - First SIGTERM/SIGINT: finish the group in hand, then stop; a second: stop now, the jobs in hand
   go back to the front of their queues.
 """
@@ -14,29 +17,21 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
+from collections.abc import Sequence
 from types import FrameType
 
 import redis
 
-from common import keys
-from common.backoff import Backoff
-from common.config import host_name
 from common.proctitle import set_title
-from common.redis_client import describe, wait_until_up, write_rejected
+from common.redis_client import write_rejected
 from common.states import WorkerState
 
-from .broker import Admission, Attempts, Prefetch, RedisBroker, Taken, rq_compat
+from .broker import Prefetch, Taken
 from .group import Group
-from .intake import Intake
-from .jobs import ALLOWED, run_group
-from .lease import WORKER_TTL_S, Lease
-from .outcomes import Outcomes
-from .prefetch import Prefetcher
-from .queues import Queues
-from .routing import Router
+from .jobs import run_group
+from .lane import Lane
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,12 +39,6 @@ log = logging.getLogger(__name__)
 #: Idle polling starts fast (a new batch is picked up within ~2 ms) and backs off to 20 ms.
 POLL_MIN_S = 0.002
 POLL_MAX_S = 0.02
-#: Dequeue retry delays are shortened by up to this fraction: workers that lost Redis together spread out.
-DEQUEUE_JITTER = 0.25
-#: While Redis refuses writes (full), a dequeue is retried at most this far apart.
-HOLD_RETRY_MAX_S = 0.5
-#: RQ's heartbeat of the worker record, at most this often while idle.
-RQ_BEAT_S = 1.0
 
 
 class ForceStop(BaseException):
@@ -57,26 +46,28 @@ class ForceStop(BaseException):
 
 
 class WorkerLoop:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.client = runtime.client
-        self.name = runtime.name
-        s = runtime.settings
-        self.broker = RedisBroker(self.client, self.name)
-        self.record = rq_compat.WorkerRecord(self.client, self.name)
-        self.router = Router(self.client, name=self.name, gpu=runtime.gpu)
-        self.queues = Queues(self.client, self.router, self.record, lambda: int(runtime.now() * 1000))
-        self.lease = Lease(runtime, self.router, state=lambda: self.state)
-        attempts = Attempts()
-        self.outcomes = Outcomes(self.broker, self.record, attempts, runtime.publisher, stopping=lambda: self.force)
-        self.intake = Intake(self.broker, Admission(ALLOWED), attempts, self.outcomes, max_frames=s.max_batch_frames)
-        self.prefetch = Prefetch(s.prefetch_stage)
-        self.prefetcher = Prefetcher(self.client, name=self.name, read_jobs=self.broker.read_jobs, allowed=ALLOWED)
+    def __init__(self, runtime: Runtime | Sequence[Runtime], labels: Sequence[str] = ()) -> None:
+        """One runtime per shard (the first is the home shard's); `labels` name them in logs."""
+        runtimes = [runtime] if isinstance(runtime, Runtime) else list(runtime)
+        self.rt = runtimes[0]
+        self.name = self.rt.name
+        self.lanes = [
+            Lane(
+                rt,
+                label=labels[i] if i < len(labels) else "",
+                state=lambda: self.state,
+                stopping=lambda: self.force,
+            )
+            for i, rt in enumerate(runtimes)
+        ]
+        self.prefetch = Prefetch(self.rt.settings.prefetch_stage)
         self.state = WorkerState.STARTING
         self.stop_requested = False
         self.force = False
         self.jobs_done = 0
-        self._beat_at = 0.0
+        self._turn = 0
+        #: The lane whose prefetcher may hold the next group.
+        self._prefetched: Lane | None = None
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, *, burst: bool = False, max_jobs: int | None = None) -> None:
@@ -86,13 +77,14 @@ class WorkerLoop:
         self.bootstrap()
         try:
             while not self.stop_requested:
+                got = self._next_group(burst)
+                if got is None:
+                    break
+                lane, group = got
                 try:
-                    group = self._next_group(burst)
-                    if group is None:
-                        break
-                    self._run(group)
+                    self._run(lane, group)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    self._resume_after(exc)
+                    lane.lost(exc)
                     continue
                 self.jobs_done += len(group.jobs)
                 if max_jobs and self.jobs_done >= max_jobs:
@@ -110,87 +102,71 @@ class WorkerLoop:
         if self.state == WorkerState.BUSY:
             log.warning("worker %s: stopping after the jobs in hand (again to stop now)", self.name)
 
-    def _resume_after(self, exc: redis.RedisError) -> None:
-        """Redis went away mid-step: wait for it, then put back whatever this worker held (its
-        in-flight hash, a prefetch's group included) and take jobs again."""
-        log.warning("worker %s: Redis lost (%s); waiting for it to resume", self.name, describe(exc))
-        self.prefetcher.close()
-        wait_until_up(self.client, what=f"worker {self.name}", stop=lambda: self.stop_requested)
-        if self.stop_requested:
-            return
-        self._requeue_orphans()
-
-    def _requeue_orphans(self) -> None:
-        ids = self.broker.requeue_dead(self.name, force=True)
-        if ids:
-            log.warning("worker %s: requeued %s, left in flight when Redis failed under it", self.name, ids)
-
     # -- taking a group -----------------------------------------------------------------------
-    def _next_group(self, burst: bool) -> Group | None:
-        got = self.prefetcher.take()
-        if got is not None:
+    def _ordered(self) -> list[Lane]:
+        """The lanes to try, deepest queue first; equally deep ones in turn."""
+        if len(self.lanes) == 1:
+            return self.lanes
+        k = self._turn % len(self.lanes)
+        self._turn += 1
+        turned = self.lanes[k:] + self.lanes[:k]
+        return sorted(turned, key=lambda lane: -lane.depth())
+
+    def _next_group(self, burst: bool) -> tuple[Lane, Group] | None:
+        lane, self._prefetched = self._prefetched, None
+        got = lane.prefetcher.take() if lane is not None else None
+        if lane is not None and got is not None:
             self.state = WorkerState.BUSY
-            self._beat_if_due()
-            self.queues.refresh()
-            self.rt.fault("after_dequeue")
-            group = self.intake.admit([Taken(q, i) for q, i in got.taken], got.reads)
+            try:
+                lane.beat_if_due()
+                lane.queues.refresh()
+                self.rt.fault("after_dequeue")
+                group = lane.intake.admit([Taken(q, i) for q, i in got.taken], got.reads)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                lane.lost(exc)
+                group = None
             if group is not None:
                 group.ready = got.ready
-                return group
+                return lane, group
         self.state = WorkerState.IDLE
         set_title(f"rtai-worker:{self._label()} idle")
-        pause, backoff = POLL_MIN_S, Backoff(first=0.1, cap=5.0, jitter=DEQUEUE_JITTER)
-        # Idle, this worker holds nothing; after a Redis error, whatever its in-flight hash holds is
-        # an orphan: a dequeue whose reply was lost, or (after a failover) a job whose settle went to
-        # the old master and was not replicated. Nothing else would requeue it: the worker is alive.
-        orphans = self.prefetcher.dequeue_failed
-        self.prefetcher.dequeue_failed = False
+        pause = POLL_MIN_S
         while not self.stop_requested:
-            try:
-                if orphans:
-                    self._requeue_orphans()
-                    orphans = False
-                self._beat_if_due()
-                self.queues.refresh()
-                taken = self.broker.fetch(self.intake.jobs_to_take(), self.queues.rotated())
-                backoff.reset()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                orphans = True
-                delay = backoff.next()
-                log.error("worker %s: Redis unreachable (%s); retrying in %.1f s", self.name, exc, delay)
-                time.sleep(delay)
-                continue
-            except redis.ResponseError as exc:
-                if not write_rejected(exc):
-                    raise
-                orphans = True
-                delay = min(backoff.next(), HOLD_RETRY_MAX_S)  # Redis is up: retry sooner
-                log.warning("worker %s: %s; retrying in %.1f s", self.name, describe(exc), delay)
-                time.sleep(delay)
-                continue
-            if taken:
+            tried = False
+            for lane in self._ordered():
+                if not lane.ready():
+                    continue
+                tried = True
+                taken = lane.take()
+                if not taken:
+                    continue
                 self.state = WorkerState.BUSY  # from here a first SIGTERM lets it finish the group
-                self.rt.fault("after_dequeue")
-                group = self.intake.admit(taken, None)
+                lane.rt.fault("after_dequeue")
+                try:
+                    group = lane.intake.admit(taken, None)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    lane.lost(exc)
+                    group = None
                 if group is not None:
-                    return group
+                    return lane, group
                 self.state, pause = WorkerState.IDLE, POLL_MIN_S
-                continue
-            if burst:
-                return None
-            time.sleep(pause)
-            pause = min(pause * 2, POLL_MAX_S)
+                break
+            else:
+                if burst and tried and all(lane.ready() for lane in self.lanes):
+                    return None
+                time.sleep(pause if tried else POLL_MAX_S)  # untried: every lane is set aside
+                pause = min(pause * 2, POLL_MAX_S)
         return None
 
     # -- running a group ----------------------------------------------------------------------
-    def _run(self, group: Group) -> None:
+    def _run(self, lane: Lane, group: Group) -> None:
         set_title(f"rtai-worker:{self._label()} running {len(group.jobs)} job(s) of {group.jobs[0].job.origin}")
         try:
             unread = group.unread
-            with self.client.pipeline() as pipe:
+            with lane.client.pipeline() as pipe:
                 for gj in group.jobs:
-                    gj.execution = self.record.record_start(pipe, gj.job)
-                self.record.started(pipe, self.record.rq.get_heartbeat_ttl(group.jobs[0].job))
+                    gj.execution = lane.record.record_start(pipe, gj.job)
+                lane.record.started(pipe, lane.record.rq.get_heartbeat_ttl(group.jobs[0].job))
                 if unread:  # the blobs come back in the same round trip
                     pipe.mget(unread)
                 replies = pipe.execute()
@@ -199,100 +175,59 @@ class WorkerLoop:
         except redis.ResponseError as exc:
             if not write_rejected(exc):
                 raise
-            self.outcomes.hold(group, exc)  # Redis full: nothing ran; back to the front
+            lane.outcomes.hold(group, exc)  # Redis full: nothing ran; back to the front
             return
-        group.on_stage = self._prefetch_hook(group)
+        group.on_stage = self._prefetch_hook(lane, group)
         try:
-            run_group(self.rt, group)
+            run_group(lane.rt, group)
         except redis.ResponseError as exc:
             if not write_rejected(exc):
                 raise
-            self.outcomes.hold(group, exc)  # a batch that did settle is a duplicate when it runs again
+            lane.outcomes.hold(group, exc)  # a batch that did settle is a duplicate when it runs again
             return
         except (redis.ConnectionError, redis.TimeoutError):
             raise
         except Exception as exc:  # noqa: BLE001 - the job boundary: an error of the job code is its jobs' failure
             group.outcomes = {gj.id: exc for gj in group.jobs}
-        if self.outcomes.write(group):
-            self._beat_at = time.monotonic()  # the records carried RQ's heartbeat
+        if lane.outcomes.write(group):
+            lane.beaten()
 
-    def _prefetch_hook(self, group: Group):
+    def _prefetch_hook(self, lane: Lane, group: Group):
         def at(stage: str) -> None:
             if not self.prefetch.starts_at(
                 stage,
                 stopping=self.stop_requested or self.force,
                 suspect=group.suspect,
-                pending=self.prefetcher.pending,
-                queues=bool(self.queues.keys),
+                pending=lane.prefetcher.pending,
+                queues=bool(lane.queues.keys),
             ):
                 return
-            take, queue_keys, peers = self.intake.jobs_to_take(), self.queues.rotated(), list(self.queues.peers)
-            self.prefetcher.start(lambda: [(t.queue_key, t.job_id) for t in self.broker.fetch(take, queue_keys, peers)])
+            take, queue_keys, peers = lane.intake.jobs_to_take(), lane.queues.rotated(), list(lane.queues.peers)
+            lane.prefetcher.start(lambda: [(t.queue_key, t.job_id) for t in lane.broker.fetch(take, queue_keys, peers)])
+            self._prefetched = lane
 
         return at
 
     # -- birth and teardown -------------------------------------------------------------------
-    def _beat_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._beat_at >= RQ_BEAT_S:
-            try:
-                self.record.heartbeat()
-            except redis.ResponseError as exc:  # Redis full: RQ's record waits
-                if not write_rejected(exc):
-                    raise
-            self._beat_at = now
-
     def _label(self) -> str:
         return "cpu" if self.rt.gpu == "cpu" else f"gpu{self.rt.gpu}"
 
     def bootstrap(self) -> None:
-        # A worker resuming under the same name may have left jobs in its in-flight hash that no
-        # teardown could requeue: it holds nothing yet, so put whatever is there back.
-        leftover = self.broker.requeue_dead(self.name, force=True)
-        if leftover:
-            log.warning("worker %s: requeued %s left from before", self.name, leftover)
-        rt = self.rt
-        with self.client.pipeline() as pipe:
-            pipe.sadd(keys.WORKERS, self.name)
-            pipe.set(keys.worker_alive(self.name), os.getpid(), px=int(rt.settings.lease_s * 1000))
-            pipe.hset(
-                keys.worker(self.name),
-                mapping={
-                    "host": host_name(),
-                    "pid": os.getpid(),
-                    "device": rt.settings.device,
-                    "gpu": rt.gpu,
-                    "started": time.time(),
-                    "state": WorkerState.IDLE.value,
-                },
-            )
-            pipe.expire(keys.worker(self.name), WORKER_TTL_S)
-            pipe.execute()
-        self.queues.refresh(force=True)
-        self.record.birth(self.queues.keys)
-        self.lease.start()
+        """Join every shard. With one Redis a failure raises (worker/process.py retries); with
+        several, a shard that does not answer is set aside and joined when it does, unless none does."""
+        if len(self.lanes) == 1:
+            self.lanes[0].join()
+            return
+        failed: redis.RedisError | None = None
+        for lane in self.lanes:
+            try:
+                lane.join()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                lane.set_aside(exc, log.error, "unreachable at start")
+                failed = exc
+        if failed is not None and not any(lane.joined for lane in self.lanes):
+            raise failed
 
     def teardown(self) -> None:
-        # A prefetch still running ends before the in-flight jobs go back (what it took is in the
-        # in-flight hash, and goes back with the rest).
-        try:
-            self.prefetcher.close()
-        except redis.RedisError as exc:
-            log.warning("worker %s: prefetch ended with %s", self.name, describe(exc))
-        self.lease.stop()
-        try:
-            leftover = self.broker.requeue_dead(self.name, force=True)
-            if leftover:
-                log.warning("worker %s: requeued %s on the way out", self.name, leftover)
-            self.router.release()
-            with self.client.pipeline() as pipe:
-                pipe.delete(keys.worker_alive(self.name))
-                pipe.hset(
-                    keys.worker(self.name),
-                    mapping={"state": WorkerState.STOPPED.value, **self.rt.inference_counts()},
-                )
-                self.queues.leave(pipe)
-                pipe.execute()
-            self.record.death()
-        except redis.RedisError as exc:
-            log.warning("worker %s: could not clean up: %s", self.name, describe(exc))
+        for lane in self.lanes:
+            lane.teardown()

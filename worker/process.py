@@ -10,8 +10,9 @@ import redis
 
 from common import gpu
 from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
-from common.errors import ConfigError
-from common.redis_client import connect, describe, wait_until_up
+from common.errors import ConfigError, RedisUnavailableError
+from common.redis_client import check_at_start, describe, wait_until_up
+from common.shards import Shards
 
 from .loop import WorkerLoop
 from .publisher import Publisher
@@ -39,7 +40,9 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
     if settings.detector == "yolo":
         # Every core this process was given unless told otherwise, held through Ultralytics' reset.
         hold_threads(settings.threads or default_threads())
-    client = connect(settings.redis_url)  # a process that never reached Redis fails fast, saying why
+    shards = Shards.from_url(settings.redis_url)
+    check_shards(shards)  # a process that never reached Redis fails fast, saying why
+    client = shards.home
     label = gpu_label(settings.device)
     name = settings.name or f"{host_name()}:{'cpu' if label == 'cpu' else 'gpu' + label}:{os.getpid()}"
     runtime = Runtime(client=client, name=name, settings=settings, gpu=label, publisher=Publisher(client, name, label))
@@ -48,14 +51,41 @@ def build_runtime(settings: WorkerSettings) -> Runtime:
     return runtime
 
 
+def check_shards(shards: Shards) -> None:
+    """Every shard answers at start, or the worker fails now saying why. With several, one that is
+    merely unreachable is joined later (the worker serves the others meanwhile); a wrong URL fails."""
+    if not shards.sharded:
+        check_at_start(shards.urls[0])
+        return
+    reached = 0
+    for i, url in enumerate(shards.urls):
+        try:
+            check_at_start(url)
+            reached += 1
+        except RedisUnavailableError as exc:
+            if exc.permanent:
+                raise
+            log.error("worker: %s does not answer yet (%s); serving the others meanwhile", shards.label(i), exc)
+    if not reached:
+        raise RedisUnavailableError("worker: no Redis shard answers")
+
+
+def lane_runtimes(runtime: Runtime, shards: Shards) -> list[Runtime]:
+    """The worker's runtime on each shard, the home shard's first."""
+    return [runtime] + [runtime.for_shard(client) for i, client in shards.clients() if i > 0]
+
+
 def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> WorkerLoop:
     """Work until asked to stop; a Redis that is lost or refuses writes at start is waited for."""
     runtime = build_runtime(settings)
     for variant in preload:
         runtime.detector(variant)
+    shards = Shards.from_url(settings.redis_url)
+    runtimes = lane_runtimes(runtime, shards)
+    labels = [shards.label(i) for i in range(len(shards))] if shards.sharded else []
     delay = 0.1
     while True:
-        loop = WorkerLoop(runtime)
+        loop = WorkerLoop(runtimes, labels)
         log.info("worker %s on %s (gpu %s) joining the fleet", runtime.name, settings.device, runtime.gpu)
         try:
             loop.run(burst=settings.burst, max_jobs=settings.max_jobs)

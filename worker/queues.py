@@ -33,6 +33,9 @@ class Queues:
         #: The streams served (their producers' credits, producer/flow.py) and the other workers serving them.
         self.served: list[str] = []
         self.peers: list[str] = []
+        #: The deepest of these queues at the last refresh (a worker with several shards tries the
+        #: shard with the deepest queue first).
+        self.depth = 0
         self._read_at = 0.0
         self._turn = 0
 
@@ -49,8 +52,10 @@ class Queues:
             self.record.set_queues(old, new)
 
     def _renew_servers(self, streams: list[str]) -> None:
-        """Tell each stream's producer this worker takes its jobs (its credits, producer/flow.py)."""
+        """Tell each stream's producer this worker takes its jobs (its credits, producer/flow.py); see
+        how deep the deepest queue is."""
         if not streams:
+            self.depth = 0
             return
         self.served = streams
         now_ms = self._now_ms()
@@ -59,8 +64,10 @@ class Queues:
                 pipe.zadd(keys.servers(stream), {self.name: now_ms + SERVER_LAPSE_MS})
                 pipe.expire(keys.servers(stream), keys.SERVERS_TTL_S)
                 pipe.zrangebyscore(keys.servers(stream), now_ms, "+inf")
+                pipe.llen(keys.queue_key(stream))
             replies = pipe.execute()
-        self.peers = sorted({text(w) for members in replies[2::3] for w in members} - {self.name})
+        self.peers = sorted({text(w) for members in replies[2::4] for w in members} - {self.name})
+        self.depth = max(int(n) for n in replies[3::4])
 
     def rotated(self) -> list[str]:
         """The queue keys, starting one further each time: equally deep queues (with credit-based

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -58,6 +58,8 @@ class Runtime:
     publisher: Publisher
     _detectors: dict[tuple[str, bool | None], Detector] = field(default_factory=dict)
     _failures: dict[str, ModelFailure] = field(default_factory=dict)
+    #: Where a loaded model's class names are written: every shard this worker serves (for_shard).
+    name_stores: list[redis.Redis] = field(default_factory=list)
     #: Streams whose model this worker has run since it last failed to load it (see jobs.py).
     model_ok_streams: set[str] = field(default_factory=set)
     #: (stream, model) pairs whose unknown class names were said in the stream's reason.
@@ -72,6 +74,12 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.clock = RedisClock(self.client, what=f"worker {self.name}")
+
+    def for_shard(self, client: redis.Redis) -> Runtime:
+        """The same worker on another shard (common/shards.py): its own client, publisher and
+        clock; the loaded models and their failures shared."""
+        self.name_stores.append(client)
+        return replace(self, client=client, publisher=Publisher(client, self.name, self.gpu))
 
     def now(self) -> float:
         """Now, in Redis time."""
@@ -104,10 +112,11 @@ class Runtime:
             return det
 
     def _publish_names(self, variant: str, names: list[str]) -> None:
-        try:
-            self.client.set(keys.model_names(variant), packb(names))
-        except redis.ResponseError as exc:  # Redis full: subscribers miss the names until the next load
-            log.warning("%s: class names of %s not stored: %s", self.name, variant, describe(exc))
+        for client in [self.client, *(c for c in self.name_stores if c is not self.client)]:
+            try:
+                client.set(keys.model_names(variant), packb(names))
+            except redis.RedisError as exc:  # Redis full or away: subscribers miss the names until the next load
+                log.warning("%s: class names of %s not stored: %s", self.name, variant, describe(exc))
 
     def _load(self, variant: str, half: bool | None) -> Detector:
         s = self.settings

@@ -28,6 +28,7 @@ from common.exitcodes import EXIT_OK
 from common.parentdeath import die_with_parent
 from common.proctitle import set_title
 from common.redis_client import connect, describe
+from common.shards import Shards
 from common.states import WorkerState
 
 from .broker import requeue_dead
@@ -63,7 +64,10 @@ class Supervisor:
         self.restart_budget = restart_budget
         self.redis_url = redis_url
         self.child_args = child_args
-        self.client = connect(redis_url)
+        connect(redis_url).close()  # a wrong URL fails fast, saying why
+        #: The fleet's shards: a dead child held jobs on any of them.
+        self.shards = Shards.from_url(redis_url)
+        self.client = self.shards.home
         self.stopping = False
         self.requeued: list[str] = []
         self._signals = 0
@@ -152,14 +156,19 @@ class Supervisor:
         """The dead child's jobs back to their queues (each counts a death of its job, unless the
         supervisor is stopping); when Redis refuses (full, away) the lease backstop does it later
         (the child's alive key is gone), and the supervisor carries on."""
-        try:
-            ids = requeue_dead(self.client, name, force=True, died=not self.stopping)
-            self.client.delete(keys.worker_alive(name))
-        except redis.RedisError as exc:
-            log.warning(
-                "supervisor: could not requeue the jobs of %s now (%s); the lease reaper will", name, describe(exc)
-            )
-            return []
+        ids: list[str] = []
+        for i, client in self.shards.clients():
+            try:
+                ids += requeue_dead(client, name, force=True, died=not self.stopping)
+                client.delete(keys.worker_alive(name))
+            except redis.RedisError as exc:
+                where = f" on {self.shards.label(i)}" if self.shards.sharded else ""
+                log.warning(
+                    "supervisor: could not requeue the jobs of %s%s now (%s); the lease reaper will",
+                    name,
+                    where,
+                    describe(exc),
+                )
         return ids
 
     def run(self) -> int:

@@ -9,19 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from common import desired, keys
 from common.replies import text
+from common.shards import Fleet, client_for, home_of
 
 Family = tuple[str, str, str, list[tuple[dict[str, Any], float]]]
 
 
-def families(client: redis.Redis) -> list[Family]:
+def families(fleet: Fleet) -> list[Family]:
     events, zones, frames = [], [], []
-    for stream in desired.streams(client):
+    for stream in desired.streams(home_of(fleet)):
+        client = client_for(fleet, stream)
         for kind, n in client.hgetall(keys.event_counts(stream)).items():
             events.append(({"stream": stream, "type": text(kind)}, float(n)))
         for zone, n in client.hgetall(keys.zone_counts(stream)).items():
@@ -44,7 +45,7 @@ def families(client: redis.Redis) -> list[Family]:
 class AnalyticsCollector(Collector):
     """The analytics families, read from Redis when Prometheus scrapes."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Fleet) -> None:
         self.client = client
 
     def describe(self) -> Iterator[Metric]:

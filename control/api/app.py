@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from common.config import ApiSettings, build
-from common.redis_client import connect
+from common.shards import Shards
 from common.sources import SourcePolicy
 
 from .guards import Guard, HostPolicy
@@ -56,7 +56,8 @@ def create_app(
         hosts=hosts,
         docs_paths=frozenset({docs} if docs else ()),
     )
-    client = connect(redis_url, check=False)
+    shards = Shards.from_url(redis_url)  # desired state on the home shard; each stream's keys on its own
+    client = shards.home
     policy = SourcePolicy.parse(limits.api_allow_private, limits.media_root)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -79,17 +80,17 @@ def create_app(
         return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))})
 
     guarded = [Depends(auth)]
-    app.include_router(services.make_router(client, limits, policy), prefix=PREFIX, dependencies=guarded)
-    app.include_router(gpus.make_router(client), prefix=PREFIX, dependencies=guarded)
+    app.include_router(services.make_router(shards, limits, policy), prefix=PREFIX, dependencies=guarded)
+    app.include_router(gpus.make_router(shards), prefix=PREFIX, dependencies=guarded)
     app.include_router(models.make_router(), prefix=PREFIX, dependencies=guarded)
-    app.include_router(metrics.make_router(client), dependencies=guarded)
+    app.include_router(metrics.make_router(shards), dependencies=guarded)
     app.include_router(analytics.make_router(client), prefix=PREFIX, dependencies=guarded)
-    add_live_view(app, redis_url, client, token=token, auth=auth)
+    add_live_view(app, redis_url, shards, token=token, auth=auth)
     return app
 
 
 def add_live_view(
-    app: FastAPI, redis_url: str, client: redis.Redis, *, token: str | None, auth: Callable[..., None]
+    app: FastAPI, redis_url: str, client: redis.Redis | Shards, *, token: str | None, auth: Callable[..., None]
 ) -> None:
     """The web page (`/`, `/stream/{id}`, `/static`) and its push endpoint (`/live`)."""
     feed = LiveFeed(redis_url, client)

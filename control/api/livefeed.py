@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -40,6 +41,7 @@ from common.analytics_settings import AnalyticsSettings
 from common.errors import RecordError, SchemaError
 from common.redis_client import connect_async
 from common.replies import text_map
+from common.shards import Fleet, client_for, home_of, split_urls
 from common.wire import decode_event, decode_preview, decode_result, decode_tracked, record_seq, unpackb
 from control import status
 
@@ -117,9 +119,11 @@ class Page:
 
 
 class LiveFeed:
-    def __init__(self, redis_url: str, client: redis.Redis) -> None:
+    def __init__(self, redis_url: str, client: Fleet) -> None:
+        """`client`: the one Redis, or every shard (common/shards.py): one listener each."""
         self.redis_url = redis_url
-        self.client = client
+        self.fleet = client
+        self.client = home_of(client)
         self.pages: set[Page] = set()
         self.fleet_chunk: bytes | None = None
         self.last_frame: dict[str, bytes] = {}
@@ -151,8 +155,12 @@ class LiveFeed:
         page = Page(stream)
         self.pages.add(page)
         if not self._tasks:
+            urls = split_urls(self.redis_url)
             self._tasks = [
-                asyncio.create_task(self._supervise("listener", self._listen)),
+                *(
+                    asyncio.create_task(self._supervise(f"listener{i}" if i else "listener", partial(self._listen, u)))
+                    for i, u in enumerate(urls)
+                ),
                 asyncio.create_task(self._supervise("tick", self._tick)),
             ]
         if self.fleet_chunk:
@@ -267,10 +275,10 @@ class LiveFeed:
                 page.put(chunk)
 
     # -- previews and results ------------------------------------------------------------------
-    async def _listen(self) -> None:
+    async def _listen(self, url: str) -> None:
         patterns = (keys.results_pattern(), keys.previews_pattern(), keys.tracks_pattern(), keys.events_pattern())
         while True:
-            conn = connect_async(self.redis_url)
+            conn = connect_async(url)
             try:
                 async with conn.pubsub() as ps:
                     await ps.psubscribe(*patterns)
@@ -426,15 +434,19 @@ class LiveFeed:
         c = self.client
         for sid in watched:
             if keys.STREAM_ID_RE.match(sid):
-                c.set(keys.preview_watch(sid), 1, ex=keys.PREVIEW_WATCH_TTL_S)
-        report = status.collect(c)
+                client_for(self.fleet, sid).set(keys.preview_watch(sid), 1, ex=keys.PREVIEW_WATCH_TTL_S)
+        report = status.collect(self.fleet)
         wanted = set(desired.streams(c))
         streams, models = {}, set()
         for sid, s in report["streams"].items():
             if sid not in wanted and s["state"] in ("stopped", "unknown"):
                 continue  # stopped and no longer declared: its tile goes away
-            info = text_map(c.hgetall(keys.stream(sid)))
-            gpus = {k: int(v) for k, v in text_map(c.hgetall(keys.stream_gpus(sid))).items()}
+            if s["state"] == "unknown" and "shard" in s:  # its shard does not answer
+                streams[sid] = {**s, "fps_in": 0.0, "p50": None, "p99": None, "gpus": {}}
+                continue
+            data = client_for(self.fleet, sid)
+            info = text_map(data.hgetall(keys.stream(sid)))
+            gpus = {k: int(v) for k, v in text_map(data.hgetall(keys.stream_gpus(sid))).items()}
             streams[sid] = {
                 "state": s["state"],
                 "reason": s["reason"],
@@ -446,7 +458,7 @@ class LiveFeed:
                 "ledger": s["ledger"],
                 "queue_depth": s["queue_depth"],
                 "gpus": gpus,
-                **self._scene(sid, info.get("analytics")),
+                **self._scene(data, sid, info.get("analytics")),
             }
             models.add(s["model"])
         self.tracking = frozenset(sid for sid, s in streams.items() if s.get("tracking"))
@@ -462,7 +474,7 @@ class LiveFeed:
         }
         return {"t": time.time(), "streams": streams, "workers": workers, "names": names}
 
-    def _scene(self, sid: str, analytics: str | None) -> dict[str, Any]:
+    def _scene(self, data: redis.Redis, sid: str, analytics: str | None) -> dict[str, Any]:
         """Tracking, zones and lines (normalized points) from the stream's analytics settings (JSON in
         its hash), with the live zone counts and event count; nothing for a stream without them."""
         if not analytics:
@@ -471,8 +483,8 @@ class LiveFeed:
             settings = AnalyticsSettings.model_validate_json(analytics)
         except ValueError:
             return {}
-        counts = text_map(self.client.hgetall(keys.zone_counts(sid)))
-        events = text_map(self.client.hgetall(keys.event_counts(sid)))
+        counts = text_map(data.hgetall(keys.zone_counts(sid)))
+        events = text_map(data.hgetall(keys.event_counts(sid)))
         return {
             "tracking": settings.track is not None,
             "zones": [{"name": z.name, "points": z.points} for z in settings.zones],

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from common import ledger
+from common.shards import Fleet, client_for
 from control import status
 
 from .analytics_metrics import AnalyticsCollector
@@ -37,7 +37,7 @@ _GPU_GAUGES = (
 class FleetCollector(Collector):
     """Every metric, read from Redis when Prometheus scrapes."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Fleet) -> None:
         self.client = client
 
     def describe(self) -> Iterator[Metric]:
@@ -76,7 +76,9 @@ class FleetCollector(Collector):
             in_flight.add_metric([s], info["ledger"]["in_flight"])
             depth.add_metric([s], info["queue_depth"])
             state.add_metric([s, info["state"]], 1)
-            h = ledger.read_latency_hist(self.client, s)
+            if "shard" in info and info["state"] == "unknown":
+                continue  # its shard does not answer (status.collect): no histogram to read
+            h = ledger.read_latency_hist(client_for(self.client, s), s)
             buckets_ms, buckets_s, cumulative = [], [], 0.0
             for bound in (*ledger.LATENCY_BUCKETS_MS, "+Inf"):
                 cumulative += h.get(str(bound), 0.0)
@@ -103,7 +105,7 @@ class FleetCollector(Collector):
         yield from (frames, fps, up, *gpu.values())
 
 
-def registry(client: redis.Redis) -> CollectorRegistry:
+def registry(client: Fleet) -> CollectorRegistry:
     """A registry holding only the fleet's collector (no process or platform metrics of the API)."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(FleetCollector(client))

@@ -128,7 +128,7 @@ def test_an_idle_worker_requeues_what_its_in_flight_hash_holds_after_redis_fails
     # Redis fails under the idle worker: it refuses writes for a moment, as a demoted master does
     # (READONLY) or one that lost its replicas (NOREPLICAS, here).
     r.config_set("min-replicas-to-write", 1)
-    wait_for(lambda: "retrying in" in procs.output(proc), timeout=20, what="the worker's poll refused")
+    wait_for(lambda: "Redis refuses writes" in procs.output(proc), timeout=20, what="the worker's poll refused")
     r.config_set("min-replicas-to-write", 0)
     try:
         wait_for(lambda: counts(r, STREAM)["published"] == 1, timeout=20, what="the orphan requeued and published")

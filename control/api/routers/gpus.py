@@ -7,12 +7,13 @@ from fastapi import APIRouter
 
 from common import gpu
 from common.config import host_name
+from common.shards import Shards
 from control import status
 
 from ..models import GpuEntry, GpuInfoResponse
 
 
-def make_router(client: redis.Redis) -> APIRouter:
+def make_router(client: redis.Redis | Shards) -> APIRouter:
     router = APIRouter()
 
     @router.get("/gpu-info", response_model=GpuInfoResponse)

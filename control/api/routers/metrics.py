@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import redis
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from prometheus_client import generate_latest
 
+from common.shards import Fleet
+
 from .. import metrics
 
 
-def make_router(client: redis.Redis) -> APIRouter:
+def make_router(client: Fleet) -> APIRouter:
     router = APIRouter()
     registry = metrics.registry(client)
 

@@ -6,7 +6,6 @@ import time
 import uuid
 from typing import Any
 
-import redis
 from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
 
@@ -14,6 +13,7 @@ from common import desired, keys, ledger, models
 from common.config import ApiSettings, ProducerSettings
 from common.errors import SourceRefusedError
 from common.replies import text, text_map
+from common.shards import Shards
 from common.sources import SourcePolicy, check_api_source, redact, redact_text
 from control import status
 
@@ -53,8 +53,10 @@ def _check_classes(variant: str, wanted: list[str] | None) -> None:
         raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": message, "type": "value_error"}])
 
 
-def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) -> APIRouter:
+def make_router(shards: Shards, limits: ApiSettings, policy: SourcePolicy) -> APIRouter:
+    """`shards`: desired state on the home shard, each service's own keys on its stream's shard."""
     router = APIRouter()
+    client = shards.home
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "no such service"}}
     too_many: dict[int | str, dict[str, Any]] = {
         429: {"description": "the fleet already declares RTAI_MAX_SERVICES services"}
@@ -91,7 +93,8 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
                 status_code=429,
                 detail=f"the fleet already declares {limits.max_services} services (RTAI_MAX_SERVICES): stop one first",
             )
-        desired.put(client, settings, {"request": body.model_dump(), "created": time.time()})
+        data = shards.for_stream(service_id) if shards.sharded else None
+        desired.put(client, settings, {"request": body.model_dump(), "created": time.time()}, data=data)
         return StartResponse(
             service_id=service_id,
             stream_id=service_id,
@@ -108,7 +111,9 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
 
     def _known(service_id: str) -> dict:
         entry = desired.get(client, service_id) if keys.STREAM_ID_RE.match(service_id) else None
-        if entry is None and not (keys.STREAM_ID_RE.match(service_id) and client.sismember(keys.STREAMS, service_id)):
+        if entry is None and not (
+            keys.STREAM_ID_RE.match(service_id) and shards.for_stream(service_id).sismember(keys.STREAMS, service_id)
+        ):
             raise HTTPException(status_code=404, detail=f"no service {service_id!r}")
         return entry or {"settings": {}}
 
@@ -116,22 +121,23 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
     def service_status(service_id: str) -> StatusResponse:
         """State, rates, ledger, latency, queue depth and which GPUs served the service."""
         entry = _known(service_id)
-        info = text_map(client.hgetall(keys.stream(service_id)))
+        data = shards.for_stream(service_id)
+        info = text_map(data.hgetall(keys.stream(service_id)))
         declared = service_id in desired.streams(client)
         if declared and info.get("state") != "error" and (why := desired.unclaimed_reason(client, service_id)):
             info["state"], info["reason"] = why.split(":", 1)[0], why  # declared, and no daemon runs it
-        lat = status.latency(client, service_id)
+        lat = status.latency(data, service_id)
         owner = client.get(keys.claim(service_id))
-        gpus = {text(k): int(v) for k, v in client.hgetall(keys.stream_gpus(service_id)).items()}
+        gpus = {text(k): int(v) for k, v in data.hgetall(keys.stream_gpus(service_id)).items()}
         return StatusResponse(
             service_id=service_id,
             state=info.get("state", "pending"),
             reason=redact_text(info.get("reason", "")),
             fps_in=float(info.get("fps_in", 0) or 0),
             fps_out=lat["fps_out"],
-            ledger=ledger.read(client, service_id),
+            ledger=ledger.read(data, service_id),
             latency_ms=lat["latency_ms"],
-            queue_depth=client.llen(keys.queue_key(service_id)),
+            queue_depth=data.llen(keys.queue_key(service_id)),
             gpus=gpus,
             producer=text(owner) if owner else None,
             settings=_shown(entry["settings"]),
@@ -140,7 +146,9 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
     @router.post("/stop/{service_id}", response_model=StopResponse, responses=not_found)
     def stop(service_id: str) -> StopResponse:
         """Stop a service: its producer stops within a second; queued frames are still processed."""
-        if not keys.STREAM_ID_RE.match(service_id) or not desired.remove(client, service_id):
+        if not keys.STREAM_ID_RE.match(service_id):
+            raise HTTPException(status_code=404, detail=f"no service {service_id!r}")
+        if not desired.remove(client, service_id, data=shards.for_stream(service_id) if shards.sharded else None):
             raise HTTPException(status_code=404, detail=f"no service {service_id!r}")
         return StopResponse(service_id=service_id, status="stopping")
 
@@ -150,7 +158,7 @@ def make_router(client: redis.Redis, limits: ApiSettings, policy: SourcePolicy) 
         out = []
         for sid in desired.streams(client):
             entry = desired.get(client, sid) or {"settings": {}}
-            state = client.hget(keys.stream(sid), "state")
+            state = shards.for_stream(sid).hget(keys.stream(sid), "state")
             owner = client.get(keys.claim(sid))
             out.append(
                 ServiceSummary(

@@ -1,0 +1,130 @@
+"""Two Redis shards (common/shards.py), on real processes: two redis-servers, one worker serving
+both, a producer per stream (each stream placed on its own shard by its id), `rtai subscribe` on
+both streams. One shard is SIGKILLed mid-stream: the other shard's stream keeps publishing at its
+rate through the same worker, no process exits, and when the killed shard comes back (from its
+append-only file) its stream resumes. Once the producers stop, every frame of both streams is
+accounted for, no result was given twice, and `rtai status` shows both shards as one fleet."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.ledger import read as read_counts
+from common.shards import Shards
+from control.redis_server import PrivateRedis
+
+from ..helpers import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+#: Every write reaches the append-only file before it is answered: a SIGKILL loses nothing.
+DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def _placed(shards: Shards) -> tuple[str, str]:
+    """A stream id on shard 0 and one on shard 1 (placement by rendezvous hashing of the id)."""
+    by = {}
+    for i in range(100):
+        by.setdefault(shards.index_for(f"cam-{i}"), f"cam-{i}")
+    return by[0], by[1]
+
+
+@pytest.fixture
+def two_shards(tmp_path: Path) -> Iterator[tuple[PrivateRedis, PrivateRedis, Path]]:
+    data = tmp_path / "shard-b"
+    data.mkdir()
+    a, b = PrivateRedis(), PrivateRedis(data_dir=data, extra_args=DURABLE)
+    try:
+        yield a, b, data
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _published(client: redis.Redis, stream: str) -> int:
+    try:
+        return int(read_counts(client, stream)["published"])
+    except redis.RedisError:
+        return -1
+
+
+def _received(procs, proc) -> list[dict]:
+    return [json.loads(line) for line in procs.output(proc).splitlines() if line.startswith("{")]
+
+
+def test_a_killed_shard_stops_only_its_own_streams_and_every_frame_is_accounted_for(two_shards, procs):
+    a, b, data = two_shards
+    url = f"{a.url} {b.url}"
+    shards = Shards.from_url(url)
+    on_a, on_b = _placed(shards)
+    env = {"RTAI_REDIS_URL": url}
+    ca, cb = redis.Redis.from_url(a.url), redis.Redis.from_url(b.url)
+    worker = procs.rtai("worker", "--threads", "1", env=env, log="worker.log")
+    producers = {
+        s: procs.rtai(
+            "producer", "--source", "demo", "--stream", s, "--loop", "--max-fps", "8", "--batch-size", "2", env=env
+        )
+        for s in (on_a, on_b)
+    }
+    subscriber = procs.rtai("subscribe", "--json", "--wait", on_a, on_b, env=env, log="subscriber.log")
+    wait_for(lambda: _published(ca, on_a) >= 16 and _published(cb, on_b) >= 16, timeout=90, what="both shards")
+    # Each stream's keys are on its own shard only.
+    assert not ca.exists(f"rtai:ledger:{on_b}") and not cb.exists(f"rtai:ledger:{on_a}")
+
+    t0, before = time.monotonic(), _published(ca, on_a)
+    time.sleep(3)
+    rate_before = (_published(ca, on_a) - before) / (time.monotonic() - t0)
+
+    b.kill()
+    time.sleep(1)  # the worker notices on its next poll of the dead shard
+    t0, before = time.monotonic(), _published(ca, on_a)
+    time.sleep(5)
+    rate_during = (_published(ca, on_a) - before) / (time.monotonic() - t0)
+    heard_a = [m for m in _received(procs, subscriber) if m["stream"] == on_a]
+    print(f"{on_a}: {rate_before:.1f} results/s before the kill of shard 1, {rate_during:.1f} while it was down")
+    assert rate_during >= 0.7 * rate_before, (rate_before, rate_during, procs.output(worker)[-3000:])
+    assert all(p.poll() is None for p in (worker, subscriber, *producers.values())), "a process exited"
+
+    b2 = PrivateRedis(port=b.port, data_dir=data, extra_args=DURABLE)
+    try:
+        cb = redis.Redis.from_url(b2.url)
+        resumed = _published(cb, on_b)
+        wait_for(lambda: _published(cb, on_b) > resumed + 8, timeout=60, what="the killed shard's stream again")
+        assert len([m for m in _received(procs, subscriber) if m["stream"] == on_a]) > len(heard_a)
+
+        for p in producers.values():
+            p.send_signal(signal.SIGTERM)
+        assert all(procs.finish(p) == 0 for p in producers.values())
+        counts = {
+            s: wait_for(lambda c=c, s=s: (n := read_counts(c, s))["in_flight"] == 0 and n, timeout=60, what="balanced")
+            for s, c in ((on_a, ca), (on_b, cb))
+        }
+        for s, n in counts.items():
+            print(s, n)
+            assert n["published"] > 0 and n["failed"] == 0, n
+        assert counts[on_b]["dropped_unreachable"] > 0, "the producer on the killed shard counted what it lost"
+
+        time.sleep(1)  # the subscriber prints what was published last
+        for s in (on_a, on_b):
+            seqs = [m["seq"] for m in _received(procs, subscriber) if m["stream"] == s]
+            assert len(seqs) == len(set(seqs)), f"{s}: a result was given twice"
+        assert worker.poll() is None
+
+        st = procs.rtai("status", "--json", env=env, log="status.log")
+        assert procs.finish(st) == 0
+        report = json.loads(procs.output(st))
+        assert {s["shard"] for s in report["streams"].values()} == {0, 1}
+        assert report["streams"][on_b]["shard"] == 1 and report["streams"][on_a]["shard"] == 0
+        assert [s["up"] for s in report["shards"]] == [True, True]
+        (w,) = [w for w in report["workers"].values() if w["alive"]]
+        published = sum(counts[s]["published"] for s in counts)
+        assert w["frames"] >= published - 2, (w, published)  # one worker did both shards' frames
+    finally:
+        b2.stop()
