@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 import redis
 
 from . import keys
-from .errors import ConfigError
+from .errors import ConfigError, RedisUnavailableError
 from .redis_client import connect, parse_sentinel_url
-from .sources import redact_text
+from .sources import redact, redact_text
 
 
 def split_urls(value: str) -> list[str]:
@@ -52,8 +52,8 @@ def identity(url: str) -> str:
     path = parts.path.strip("/") or "0"
     try:
         port = parts.port or 6379
-    except ValueError as exc:
-        raise ConfigError(f"Redis URL {redact_text(url)!r}: {exc}") from exc
+    except ValueError as exc:  # the same words connect() uses for a URL it cannot parse
+        raise RedisUnavailableError(f"bad Redis URL {redact(url)!r}: {redact_text(str(exc))}") from exc
     return f"{(parts.hostname or 'localhost').lower()}:{port}/{path}"
 
 

@@ -120,7 +120,7 @@ class WorkerLoop:
             try:
                 lane.beat_if_due()
                 lane.queues.refresh()
-                self.rt.fault("after_dequeue")
+                lane.rt.fault("after_dequeue")
                 group = lane.intake.admit([Taken(q, i) for q, i in got.taken], got.reads)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 lane.lost(exc)

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from common import keys
 from common.ledger import read as read_counts
 from common.shards import Shards
 from control.redis_server import PrivateRedis
 
 from ..helpers import wait_for
+from ..integration.fleet import frames, sink
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -128,3 +130,27 @@ def test_a_killed_shard_stops_only_its_own_streams_and_every_frame_is_accounted_
         assert w["frames"] >= published - 2, (w, published)  # one worker did both shards' frames
     finally:
         b2.stop()
+
+
+@pytest.mark.timeout(90)
+def test_a_dead_workers_job_on_a_second_shard_is_requeued_by_that_shards_lease_reaper(two_shards, procs):
+    """Failover by lease works per shard: a worker SIGKILLs itself mid-inference holding a job of a
+    stream on shard 1 (no supervisor to requeue it); another worker's reaper on that shard finds its
+    lease there run out and requeues the job, which is published once."""
+    a, b, _data = two_shards
+    url = f"{a.url} {b.url}"
+    _on_a, on_b = _placed(Shards.from_url(url))
+    cb = redis.Redis.from_url(b.url)
+    env = {"RTAI_REDIS_URL": url}
+    noop = ("--detector", "sleep", "--sleep-ms", "20", "--preload", "")
+    victim = procs.rtai("worker", *noop, "--name", "victim", "--fault-point", "during_inference", env=env)
+    wait_for(lambda: cb.exists(keys.worker_alive("victim")), timeout=30, what="the victim on shard 1")
+    s = sink(cb, on_b, batch_size=1)
+    assert s.push(frames(1))
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+    assert cb.hlen(keys.inflight("victim")) == 1, "the victim died holding the job on shard 1"
+    assert read_counts(cb, on_b)["published"] == 0
+    other = procs.rtai("worker", *noop, "--name", "other", env=env, log="other.log")
+    wait_for(lambda: read_counts(cb, on_b)["published"] == 1, timeout=30, what="the job requeued and run")
+    assert cb.hlen(keys.inflight("victim")) == 0 and read_counts(cb, on_b)["in_flight"] == 0
+    assert "lease of victim ran out" in procs.output(other)
