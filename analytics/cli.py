@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import signal
 import time
 
 import click
@@ -17,6 +16,7 @@ from common.proctitle import set_title
 from common.redis_client import connect
 from common.replies import text
 from common.shards import Shards, home_of
+from common.stopping import stop_on_signals
 
 
 @click.command()
@@ -26,18 +26,19 @@ def tracker(redis_url: str | None, name: str | None) -> None:
     """Track every stream declared with tracking on that no other tracker holds; emit its events."""
     from common.sources import redact  # noqa: PLC0415
 
-    from .stage import TrackingStage, tracked_streams  # noqa: PLC0415
+    from .stage import run_all, stages, tracked_streams  # noqa: PLC0415
 
-    stage = TrackingStage(_url(redis_url), name=name)
-    set_title(f"rtai-tracker:{stage.name}")
-    wanted = sorted(tracked_streams(stage.client))
+    url = _url(redis_url)
+    parts = stages(url, name=name)
+    set_title(f"rtai-tracker:{parts[0].name}")
+    wanted = sorted(tracked_streams(parts[0].home))
+    where = f"{len(parts)} Redis shards" if len(parts) > 1 else "Redis"
     click.echo(
-        f"rtai tracker {stage.name}: tracking the streams declared with tracking on that no other tracker holds "
-        f"(declared now: {', '.join(wanted) or 'none'}); Redis {redact(_url(redis_url))}"
+        f"rtai tracker {parts[0].name}: tracking the streams declared with tracking on that no other tracker holds "
+        f"(declared now: {', '.join(wanted) or 'none'}); {where} {redact(url)}"
     )
-    signal.signal(signal.SIGTERM, lambda *_: stage.stop())
-    signal.signal(signal.SIGINT, lambda *_: stage.stop())
-    stage.run()
+    stop_on_signals(parts)
+    run_all(parts)
 
 
 @click.command()
@@ -53,9 +54,12 @@ def events(
     """Print STREAM's events (entered/left zone, crossed line, dwell, appeared/lost) as JSON lines."""
     from .eventlog import recent_events  # noqa: PLC0415
 
-    client = connect(_url(redis_url))
+    url = _url(redis_url)
+    connect(url)  # every shard checked: a wrong URL is said now
+    shards = Shards.from_url(url)
     if not wait:
-        check_known(client, keys.check_stream_id(stream))
+        check_known(shards, keys.check_stream_id(stream))
+    client = shards.for_stream(keys.check_stream_id(stream))  # its events are on its shard
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.events_channel(keys.check_stream_id(stream)))
     seen = 0

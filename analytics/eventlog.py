@@ -10,6 +10,8 @@ never fatal to its reader.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -18,6 +20,7 @@ import redis
 
 from common import keys, scripts
 from common.errors import SchemaError
+from common.shards import Fleet, Shards
 from common.wire import decode_event, encode_event
 
 log = logging.getLogger(__name__)
@@ -61,10 +64,40 @@ class Recent:
     events: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
     scan_stopped: bool = False
+    #: shards that did not answer (their events are missing)
+    unreachable: int = 0
 
 
-def read_recent(client: redis.Redis, *, stream: str | None = None, kind: str | None = None, limit: int = 100) -> Recent:
-    """The newest events first, at most `limit`, filtered by stream and type; bad entries skipped."""
+def read_recent(client: Fleet, *, stream: str | None = None, kind: str | None = None, limit: int = 100) -> Recent:
+    """The newest events first, at most `limit`, filtered by stream and type; bad entries skipped.
+    With shards a stream's events are read from its shard, and all events from every shard's log,
+    merged by capture time."""
+    if not isinstance(client, Shards):
+        return _read_one(client, stream=stream, kind=kind, limit=limit)
+    if stream is not None:
+        return _read_one(client.for_stream(stream), stream=stream, kind=kind, limit=limit)
+    parts, unreachable = [], 0
+    for i, c in client.clients():
+        try:
+            parts.append(_read_one(c, stream=None, kind=kind, limit=limit))
+        except redis.RedisError as exc:  # one shard down: the others' events still answer
+            log.info("events of %s unreadable: %s", client.label(i), exc)
+            unreachable += 1
+    if not parts:
+        raise redis.ConnectionError("no Redis shard answers")
+    out = Recent(skipped=sum(p.skipped for p in parts), scan_stopped=any(p.scan_stopped for p in parts))
+    out.unreachable = unreachable
+    merged = heapq.merge(*(p.events for p in parts), key=_newest_first)
+    out.events = list(itertools.islice(merged, limit))
+    return out
+
+
+def _newest_first(event: dict[str, Any]) -> float:
+    t = event.get("t")
+    return -float(t) if isinstance(t, int | float) and not isinstance(t, bool) else 0.0
+
+
+def _read_one(client: redis.Redis, *, stream: str | None, kind: str | None, limit: int) -> Recent:
     out = Recent()
     if limit <= 0:
         return out
@@ -88,7 +121,7 @@ def read_recent(client: redis.Redis, *, stream: str | None = None, kind: str | N
 
 
 def recent_events(
-    client: redis.Redis, *, stream: str | None = None, kind: str | None = None, limit: int = 100
+    client: Fleet, *, stream: str | None = None, kind: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     """read_recent's events alone (what analytics.feed.recent_events returns, without its failure modes)."""
     return read_recent(client, stream=stream, kind=kind, limit=limit).events

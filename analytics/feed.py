@@ -7,11 +7,10 @@ import time
 from collections.abc import Iterator
 from typing import cast
 
-import redis
-
 from analytics.eventlog import recent_events
 from common import keys
 from common.errors import RecordError
+from common.shards import Fleet, Shards, client_for
 from common.wire import TrackedFrame, decode_tracked
 
 __all__ = ["recent_events", "tracked_frames"]
@@ -36,23 +35,32 @@ def _checked(data: object, where: str) -> TrackedFrame | None:
 
 
 def tracked_frames(
-    client: redis.Redis, streams: list[str], *, replay: int = 0, deadline: float | None = None
+    client: Fleet, streams: list[str], *, replay: int = 0, deadline: float | None = None
 ) -> Iterator[TrackedFrame]:
-    """Tracked frames of `streams`: the last `replay` of each from history, then live ones; a record
-    that is not a tracked frame is skipped (logged), never raised."""
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(*[keys.tracks_channel(keys.check_stream_id(s)) for s in streams])
+    """Tracked frames of `streams` (each read from its shard): the last `replay` of each from history,
+    then live ones; a record that is not a tracked frame is skipped (logged), never raised."""
+    by_shard = client.by_shard(streams) if isinstance(client, Shards) else {0: streams}
+    pubsubs = []
     try:
+        for i, names in by_shard.items():
+            place = client.client(i) if isinstance(client, Shards) else client
+            pubsub = place.pubsub(ignore_subscribe_messages=True)
+            pubsubs.append(pubsub)
+            pubsub.subscribe(*[keys.tracks_channel(keys.check_stream_id(s)) for s in names])
         for s in streams if replay else []:
-            for _id, fields in reversed(_entries(client.xrevrange(keys.tracks_history(s), count=replay))):
+            history = client_for(client, s).xrevrange(keys.tracks_history(s), count=replay)
+            for _id, fields in reversed(_entries(history)):
                 frame = _checked(fields.get(b"t"), keys.tracks_history(s))
                 if frame is not None:
                     yield frame
+        wait = 0.2 / max(1, len(pubsubs))
         while deadline is None or time.monotonic() < deadline:
-            msg = pubsub.get_message(timeout=0.2)
-            if msg is not None:
-                frame = _checked(msg["data"], str(msg.get("channel")))
-                if frame is not None:
-                    yield frame
+            for pubsub in pubsubs:
+                msg = pubsub.get_message(timeout=wait)
+                if msg is not None:
+                    frame = _checked(msg["data"], str(msg.get("channel")))
+                    if frame is not None:
+                        yield frame
     finally:
-        pubsub.close()
+        for pubsub in pubsubs:
+            pubsub.close()

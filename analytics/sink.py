@@ -8,11 +8,15 @@ in the log. A new sink starts with the events logged after it (`from_start` repl
 The log is capped (EVENT_LOG_MAXLEN): events trimmed before a stopped sink read them are counted in
 the sink's `lost_trimmed` (a gap in the entries' ordinal `n`) and logged. An entry that is not an event,
 or that a target refuses as malformed (SchemaError), is acked and counted in `bad`.
+
+With several Redis shards each shard has its own event log (its streams' events): a sink runs one
+runner per shard, each with that shard's consumer group and counters, and one target between them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Protocol, cast
 
@@ -48,12 +52,20 @@ class Target(Protocol):
 
 class SinkRunner:
     def __init__(
-        self, client: redis.Redis, target: Target, *, name: str, consumer: str | None = None, from_start: bool = False
+        self,
+        client: redis.Redis,
+        target: Target,
+        *,
+        name: str,
+        consumer: str | None = None,
+        from_start: bool = False,
+        where: str = "",
     ) -> None:
         self.client, self.target, self.name = client, target, name
         self.group = f"sink:{name}"
         self.consumer = consumer or name
         self.from_start = from_start
+        self.where = where
         self.stopping = False
         self._gap = scripts.SINK_GAP.bind(self.client)
 
@@ -76,17 +88,25 @@ class SinkRunner:
             self.client.hset(keys.sink(self.name), "last_n", int(seq or 0))
 
     def run(self) -> None:
+        """Deliver until stopped. After a Redis error the start is redone (the group ensured, this
+        consumer's pending entries delivered again), so a restarted Redis loses no event either."""
+        started = False
+        while not self.stopping:
+            try:
+                if not started:
+                    self._start()
+                    started = True
+                self._drain(">")
+            except redis.RedisError as exc:
+                log.warning("sink %s%s: Redis error: %s", self.name, self.where, exc)
+                started = False
+                time.sleep(RETRY_PAUSE_S)
+
+    def _start(self) -> None:
         self.ensure_group()
         self._drain("0")  # our own pending entries first: delivered before a kill, never acked
         self.client.xautoclaim(keys.EVENT_LOG, self.group, self.consumer, CLAIM_IDLE_MS, count=READ_COUNT)
         self._drain("0")
-        while not self.stopping:
-            try:
-                self._drain(">")
-            except redis.RedisError as exc:
-                log.warning("sink %s: Redis error: %s", self.name, exc)
-                time.sleep(RETRY_PAUSE_S)
-        self.target.close()
 
     def _drain(self, start: str) -> None:
         reply = self.client.xreadgroup(
@@ -137,3 +157,31 @@ class SinkRunner:
             lost = int(cast(int, self._gap(keys=[keys.sink(self.name)], args=ordinals)))
             if lost:
                 log.warning("sink %s: %d event(s) lost: trimmed from the log before it read them", self.name, lost)
+
+
+class OneAtATime:
+    """A target shared by the runners of several shards: one delivery at a time."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+
+    def deliver(self, event: dict[str, Any]) -> bool:
+        with self._lock:
+            return self.target.deliver(event)
+
+    def close(self) -> None:
+        self.target.close()
+
+
+def run_runners(runners: list[SinkRunner]) -> None:
+    """Run a sink's runners (one per Redis shard) until each is stopped, one thread each."""
+    if len(runners) == 1:
+        runners[0].run()
+        return
+    threads = [threading.Thread(target=r.run, name=f"sink{r.where}", daemon=True) for r in runners]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=0.5)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import signal
-
 import click
 
 from common.config import redis_url
 from common.proctitle import set_title
 from common.redis_client import connect
+from common.shards import Shards
+from common.stopping import stop_on_signals
 
-from .sink import SinkRunner, Target
+from .sink import OneAtATime, SinkRunner, Target, run_runners
 from .webhook_sink import DELIVERY_TIMEOUT_S
 
 FROM_START_HELP = "A new sink delivers the whole event log (default: only events logged from now on)."
@@ -21,15 +21,29 @@ def sink() -> None:
     """Deliver the event log to MQTT or a webhook, at least once (a Redis consumer group per sink)."""
 
 
-def _run(client: object, target: Target, name: str, from_start: bool, url: str) -> None:
+def _run(shards: Shards, target: Target, name: str, from_start: bool, url: str) -> None:
+    """One runner per Redis shard (each shard's event log holds its streams' events), one target."""
     from common.sources import redact  # noqa: PLC0415
 
-    runner = SinkRunner(client, target, name=name, from_start=from_start)  # type: ignore[arg-type]
+    shared: Target = OneAtATime(target) if shards.sharded else target
+    where = {i: f" on {shards.label(i)}" if shards.sharded else "" for i in range(len(shards))}
+    runners = [SinkRunner(c, shared, name=name, from_start=from_start, where=where[i]) for i, c in shards.clients()]
     set_title(f"rtai-sink:{name}")
-    click.echo(f"rtai sink {name}: delivering {'the whole event log' if from_start else 'new events'} to {redact(url)}")
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    signal.signal(signal.SIGINT, lambda *_: runner.stop())
-    runner.run()
+    logs = f"the event logs of {len(shards)} Redis shards" if shards.sharded else "the event log"
+    what = f"the whole of {logs}" if from_start else f"new events of {logs}"
+    click.echo(f"rtai sink {name}: delivering {what} to {redact(url)}")
+    stop_on_signals(runners)
+    try:
+        run_runners(runners)
+    finally:
+        target.close()
+
+
+def _shards(override: str | None) -> Shards:
+    """Every shard, each checked now: a sink that cannot reach one says so at start."""
+    url = redis_url(override)
+    connect(url)
+    return Shards.from_url(url)
 
 
 @sink.command()
@@ -42,8 +56,9 @@ def mqtt(url: str, topic: str, name: str, from_start: bool, redis_url: str | Non
     """Publish events to an MQTT broker at URL (mqtt://host:port), QoS 1."""
     from .mqtt_sink import MqttTarget  # noqa: PLC0415
 
+    shards = _shards(redis_url)
     target = MqttTarget(url, prefix=topic, client_id=f"rtai-sink-{name}")
-    _run(connect(_url(redis_url)), target, name, from_start, f"{url} (topics {topic}/...)")
+    _run(shards, target, name, from_start, f"{url} (topics {topic}/...)")
 
 
 @sink.command()
@@ -70,10 +85,8 @@ def webhook(
     """POST each event as signed JSON to URL, retried with backoff."""
     from .webhook_sink import WebhookTarget  # noqa: PLC0415
 
-    client = connect(_url(redis_url))
-    target = WebhookTarget(url, secret=secret, client=client, name=name, rate=rate, attempts=attempts, timeout=timeout)
-    _run(client, target, name, from_start, url)
-
-
-def _url(override: str | None) -> str:
-    return redis_url(override)
+    shards = _shards(redis_url)
+    target = WebhookTarget(
+        url, secret=secret, client=shards.home, name=name, rate=rate, attempts=attempts, timeout=timeout
+    )
+    _run(shards, target, name, from_start, url)

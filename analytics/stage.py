@@ -7,14 +7,20 @@ tracking resumes (history cursor + next seq) is written in the same transaction 
 events and counters of the frames before it, so a takeover neither repeats nor loses a frame.
 A takeover costs the tracks' state: tracks go on under new ids (never reused) and zone counts
 start from zero.
+
+With several Redis shards, `rtai tracker` runs one stage per shard (`stages`, `run_all`): each tracks
+the streams placed on its shard and writes all of the above there, events to that shard's event log.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,10 +30,10 @@ import redis
 from common import desired, keys, scripts
 from common.analytics_settings import AnalyticsSettings, TrackSettings
 from common.config import host_name
-from common.errors import ConfigError, RtaiError
+from common.errors import RtaiError
 from common.redis_client import connect, wait_until_up
 from common.replies import text
-from common.shards import split_urls
+from common.shards import Shards
 from common.wire import Result, TrackedBox, TrackedFrame, decode_result_boxes, encode_tracked, unpackb
 
 from .bytetrack import ByteTrack
@@ -111,16 +117,24 @@ def tracked_streams(
 
 
 class TrackingStage:
-    def __init__(self, redis_url: str, *, name: str | None = None, lease_s: float = LEASE_S) -> None:
-        if len(split_urls(redis_url)) > 1:
-            # A tracked frame and its events are written in one transaction with the stream's cursor;
-            # with shards the event log (home) and the stream's keys are on different Redis servers.
-            raise ConfigError(
-                "rtai tracker reaches one Redis: it does not run on a fleet of several Redis shards yet "
-                "(RTAI_REDIS_URL names several); see docs/design.md, 'Shards'"
-            )
-        self.client = connect(redis_url, check=False)
+    """Tracks the streams of one Redis. With shards, one stage per shard (`stages`): each reads the desired
+    state from the home shard and writes its streams' tracks, cursors and events on its own."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        home: redis.Redis | None = None,
+        owns: Callable[[str], bool] | None = None,
+        name: str | None = None,
+        where: str = "",
+        lease_s: float = LEASE_S,
+    ) -> None:
+        self.client = client
+        self.home = client if home is None else home
+        self.owns = owns
         self.name = name or f"{host_name()}:tracker:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+        self.where = where
         self.lease_ms = int(lease_s * 1000)
         self.runs: dict[str, StreamRun] = {}
         self.stopping = False
@@ -129,12 +143,17 @@ class TrackingStage:
         self._next_claim = 0.0
         self._known: dict[bytes, AnalyticsSettings | None] = {}
 
+    @classmethod
+    def from_url(cls, redis_url: str, *, name: str | None = None, lease_s: float = LEASE_S) -> TrackingStage:
+        """The stage of a one-Redis fleet (tests, benchmarks)."""
+        return cls(connect(redis_url, check=False), name=name, lease_s=lease_s)
+
     def stop(self) -> None:
         self.stopping = True
 
     def run(self) -> None:
-        wait_until_up(self.client, what=f"tracker {self.name}", stop=lambda: self.stopping)
-        log.info("tracker %s claiming streams", self.name)
+        wait_until_up(self.client, what=f"tracker {self.name}{self.where}", stop=lambda: self.stopping)
+        log.info("tracker %s claiming streams%s", self.name, self.where)
         while not self.stopping:
             try:
                 if time.monotonic() >= self._next_claim:
@@ -144,14 +163,26 @@ class TrackingStage:
             except redis.RedisError as exc:
                 # What was tracked but not written is redone from the stored resume point: drop every
                 # stream (its lease lapses) and claim again once Redis answers.
-                log.warning("tracker %s: Redis error, dropping %d stream(s): %s", self.name, len(self.runs), exc)
+                log.warning(
+                    "tracker %s%s: Redis error, dropping %d stream(s): %s", self.name, self.where, len(self.runs), exc
+                )
                 self.runs.clear()
                 time.sleep(POLL_S)
         for stream in list(self.runs):
             self._drop(stream)
 
     def claim_tick(self) -> None:
-        wanted = tracked_streams(self.client, self._known)
+        try:
+            wanted = tracked_streams(self.home, self._known)
+        except redis.RedisError as exc:
+            if self.home is self.client:
+                raise
+            # The home shard (desired state) is down, this one is not: go on with the streams held.
+            log.warning("tracker %s%s: desired state unreadable, keeping %d stream(s): %s",
+                        self.name, self.where, len(self.runs), exc)  # fmt: skip
+            wanted = {s: (run.settings, run.version) for s, run in self.runs.items()}
+        if self.owns is not None:
+            wanted = {s: v for s, v in wanted.items() if self.owns(s)}
         held = list(self.runs)
         with self.client.pipeline(transaction=False) as pipe:
             for stream in held:
@@ -371,3 +402,51 @@ class TrackingStage:
             except RtaiError:
                 run.names[model] = []
         return run.names[model]
+
+
+def _on_shard(shards: Shards, index: int, stream: str) -> bool:
+    return shards.index_for(stream) == index
+
+
+def stages(redis_url: str, *, name: str | None = None) -> list[TrackingStage]:
+    """One stage per Redis shard (one for a one-Redis fleet), all under one tracker name."""
+    shards = Shards.from_url(redis_url)
+    if not shards.sharded:
+        return [TrackingStage(shards.home, name=name)]
+    name = name or f"{host_name()}:tracker:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+    return [
+        TrackingStage(
+            client,
+            home=shards.home,
+            owns=functools.partial(_on_shard, shards, i),
+            name=name,
+            where=f" on {shards.label(i)}",
+        )
+        for i, client in shards.clients()
+    ]
+
+
+def run_all(parts: list[TrackingStage]) -> None:
+    """Run the stages until each is stopped, one thread per shard. A stage that ends on an error stops
+    the others and the error is raised here: the process exits, as a one-Redis tracker does."""
+    if len(parts) == 1:
+        parts[0].run()
+        return
+    failed: list[BaseException] = []
+
+    def guarded(stage: TrackingStage) -> None:
+        try:
+            stage.run()
+        except BaseException as exc:  # noqa: BLE001 - a shard's thread's outer loop: raised again in the caller
+            failed.append(exc)
+            for p in parts:
+                p.stop()
+
+    threads = [threading.Thread(target=guarded, args=(p,), name=f"tracker{p.where}", daemon=True) for p in parts]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=0.5)
+    if failed:
+        raise failed[0]

@@ -81,7 +81,7 @@ def main(fps: float, width: int, height: int, minutes: float, objects: int, max_
             "snapshot_max_bytes": max_bytes,
         }
         desired.put(client, ProducerSettings(stream=STREAM, source="demo", analytics=analytics))
-        stage = TrackingStage(server.url)
+        stage = TrackingStage.from_url(server.url)
         stage.claim_tick()
         t0 = time.monotonic()
         for first in range(0, n, CHUNK):

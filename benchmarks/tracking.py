@@ -81,7 +81,7 @@ def throughput(url: str, tracker: str, n_boxes: int, n_frames: int, rep: int) ->
         for f in range(n_frames):
             pipe.xadd(keys.history(stream), {"r": result(stream, f, boxes_at(n_boxes, f, rng, starts))})
         pipe.execute()
-    stage = TrackingStage(url, name=f"bench-{stream}")
+    stage = TrackingStage.from_url(url, name=f"bench-{stream}")
     stage.claim_tick()
     for other in [s for s in stage.runs if s != stream]:
         stage.runs.pop(other)

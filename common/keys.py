@@ -1,8 +1,9 @@
 """Every Redis key and channel realtime-ai uses, built here and nowhere else.
 
 With several Redis shards (common/shards.py): a key named for a stream lives on the stream's
-shard, a worker's keys on every shard it serves, and the control plane's (desired, claims,
-daemons, camera-list markers) and the event log's on the home shard (docs/design.md, "Shards").
+shard, a worker's keys on every shard it serves, the control plane's (desired, claims, daemons,
+camera-list markers) on the home shard, and each shard has its own event log, of its streams'
+events (docs/design.md, "Shards").
 
 key                                  type     TTL              holds
 rtai:streams                         SET      none             ids of streams the fleet knows

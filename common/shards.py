@@ -134,11 +134,6 @@ class Shards:
         """A shard as logs and status name it (no password)."""
         return f"shard {index} ({self.ids[index]})"
 
-    def close(self) -> None:
-        for c in self._clients.values():
-            c.close()
-        self._clients.clear()
-
 
 #: What the views read the fleet from: one Redis, or every shard.
 Fleet = redis.Redis | Shards

@@ -118,11 +118,10 @@ def subscribe(
     from .subscriber import Subscriber, subscriber  # noqa: PLC0415
 
     shards = _shards(redis_url)
-    client = shards.home
     for stream in streams if not wait else ():
         check_known(shards, keys.check_stream_id(stream), command="subscribe")
     if tracks:
-        _subscribe_tracks(client, list(streams), replay, count, timeout, as_json=as_json)
+        _subscribe_tracks(shards, list(streams), replay, count, timeout, as_json=as_json)
         return
     sub = subscriber(shards, list(streams))
     names: dict[str, list[str]] = {}
@@ -140,7 +139,7 @@ def subscribe(
 
 
 def _subscribe_tracks(
-    client: object, streams: list[str], replay: int, count: int | None, timeout: float | None, *, as_json: bool
+    shards: Shards, streams: list[str], replay: int, count: int | None, timeout: float | None, *, as_json: bool
 ) -> None:
     from analytics.feed import tracked_frames  # noqa: PLC0415
 
@@ -150,12 +149,12 @@ def _subscribe_tracks(
         raise click.UsageError("--tracks needs the stream(s) to follow")
     deadline = None if timeout is None else time.monotonic() + timeout
     names: dict[str, list[str]] = {}
-    for seen, frame in enumerate(tracked_frames(client, streams, replay=replay, deadline=deadline), 1):  # type: ignore[arg-type]
+    for seen, frame in enumerate(tracked_frames(shards, streams, replay=replay, deadline=deadline), 1):
         if as_json:
             click.echo(json.dumps(frame.to_map()))
         else:
             model = frame.model or ""
-            model_names = names.setdefault(model, Subscriber(client, []).class_names(model))  # type: ignore[arg-type]
+            model_names = names.setdefault(model, Subscriber(shards.home, []).class_names(model))
             click.echo(describe_tracked(frame, model_names))
         if count is not None and seen >= count:
             break

@@ -151,7 +151,6 @@ class ShardedSubscriber:
 
     def __init__(self, shards: Shards, streams: list[str]) -> None:
         groups = shards.by_shard(streams) if streams else {i: [] for i in range(len(shards))}
-        self.shards = shards
         self.parts = {i: Subscriber(shards.client(i), ss) for i, ss in sorted(groups.items())}
 
     @property
@@ -164,9 +163,6 @@ class ShardedSubscriber:
             if names:
                 return names
         return []
-
-    def replay(self, stream: str, count: int) -> list[Result]:
-        return Subscriber(self.shards.for_stream(stream), [stream]).replay(stream, count)
 
     def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
         out: queue.Queue[Result] = queue.Queue(maxsize=10_000)

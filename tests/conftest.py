@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,38 +75,85 @@ def clip_frames_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _start_rtsp(args: list[str]) -> tuple[subprocess.Popen, str]:
-    if not Path(SYSTEM_PYTHON).exists():
-        pytest.fail(f"{SYSTEM_PYTHON} with python3-gi is needed for the RTSP server: run `make test`")
-    port = free_port()
-    proc = subprocess.Popen(
-        [SYSTEM_PYTHON, str(ROOT / "scripts" / "rtsp_server.py"), "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        proc.kill()
-        pytest.fail(f"RTSP server did not start: {line}{proc.stdout.read()}")
-    return proc, line.split()[1]
+class RtspServer:
+    """scripts/rtsp_server.py under the system Python, its output in a file (a pipe nobody reads
+    fills up and stops the server). `url()` restarts it, with a warning naming its exit and last
+    output, when it has exited: one lost server is one warning, not every later test timing out."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        if not Path(SYSTEM_PYTHON).exists():
+            pytest.fail(f"{SYSTEM_PYTHON} with python3-gi is needed for the RTSP server: run `make test`")
+        self.args, self.log = args, log
+        self._start()
+
+    def _start(self) -> None:
+        port = free_port()
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [SYSTEM_PYTHON, str(ROOT / "scripts" / "rtsp_server.py"), "--port", str(port), *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            text = self.log.read_bytes()[offset:].decode(errors="replace")
+            ready = [line for line in text.splitlines() if line.startswith("READY ")]
+            if ready:
+                self._url = ready[0].split()[1]
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"RTSP server did not start: {text[-2000:]}")
+            time.sleep(0.05)
+
+    def url(self) -> str:
+        rc = self.proc.poll()
+        if rc is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            warnings.warn(
+                f"the RTSP test server {self.args} exited ({rc}); restarted. Its last output:\n{tail}", stacklevel=2
+            )
+            self._start()
+        return self._url
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _start_rtsp(args: list[str], log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A server of a test's own (stopped by the test)."""
+    if log is None:
+        fd, name = tempfile.mkstemp(prefix="rtsp-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
+    server = RtspServer(args, log)
+    return server.proc, server.url()
 
 
 @pytest.fixture(scope="session")
-def rtsp_clip(clip_frames_dir: Path) -> Iterator[str]:
-    """rtsp://... serving the demo clip in a loop at 15 fps."""
-    proc, url = _start_rtsp(["--frames", str(clip_frames_dir), "--fps", "15"])
+def _rtsp_clip_server(clip_frames_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspServer]:
+    server = RtspServer(["--frames", str(clip_frames_dir), "--fps", "15"], tmp_path_factory.mktemp("rtsp") / "clip.log")
     time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rtsp_clip(_rtsp_clip_server: RtspServer) -> str:
+    """rtsp://... serving the demo clip in a loop at 15 fps (one server for the session)."""
+    return _rtsp_clip_server.url()
 
 
 @pytest.fixture(scope="session")
-def rtsp_pattern() -> Iterator[str]:
-    """rtsp://... serving a live test pattern."""
-    proc, url = _start_rtsp(["--pattern", "--fps", "15"])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+def _rtsp_pattern_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspServer]:
+    server = RtspServer(["--pattern", "--fps", "15"], tmp_path_factory.mktemp("rtsp") / "pattern.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rtsp_pattern(_rtsp_pattern_server: RtspServer) -> str:
+    """rtsp://... serving a live test pattern (one server for the session)."""
+    return _rtsp_pattern_server.url()

@@ -46,15 +46,16 @@ class Procs:
     def rtai(self, *args: str, env: dict[str, str] | None = None, log: str | None = None) -> subprocess.Popen:
         full_env = dict(os.environ, RTAI_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
         full_env.update(env or {})
-        out = open(self.tmp / (log or f"proc{len(self.procs)}.log"), "wb")
-        proc = subprocess.Popen(
-            role_command("control", *args),
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        proc.log_path = out.name  # type: ignore[attr-defined]
+        path = self.tmp / (log or f"proc{len(self.procs)}.log")
+        with path.open("wb") as out:  # the child holds its own copy of the descriptor
+            proc = subprocess.Popen(
+                role_command("control", *args),
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        proc.log_path = str(path)  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
 

@@ -57,7 +57,6 @@ def create_app(
         docs_paths=frozenset({docs} if docs else ()),
     )
     shards = Shards.from_url(redis_url)  # desired state on the home shard; each stream's keys on its own
-    client = shards.home
     policy = SourcePolicy.parse(limits.api_allow_private, limits.media_root)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -84,7 +83,7 @@ def create_app(
     app.include_router(gpus.make_router(shards), prefix=PREFIX, dependencies=guarded)
     app.include_router(models.make_router(), prefix=PREFIX, dependencies=guarded)
     app.include_router(metrics.make_router(shards), dependencies=guarded)
-    app.include_router(analytics.make_router(client), prefix=PREFIX, dependencies=guarded)
+    app.include_router(analytics.make_router(shards), prefix=PREFIX, dependencies=guarded)
     add_live_view(app, redis_url, shards, token=token, auth=auth)
     return app
 

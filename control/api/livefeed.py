@@ -363,7 +363,7 @@ class LiveFeed:
     def recent_events(self, stream: str) -> bytes:
         """The stream's newest events, newest first, for a stream page that opens (plain Redis calls)."""
         try:
-            return sse("events", recent_events(self.client, stream=stream, limit=EVENTS_ON_OPEN))
+            return sse("events", recent_events(client_for(self.fleet, stream), stream=stream, limit=EVENTS_ON_OPEN))
         except redis.RedisError as exc:
             log.warning("live view: recent events of %s unreadable: %s", stream, exc)
             return sse("events", [])

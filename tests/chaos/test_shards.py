@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
-from common import keys
+from common import desired, keys
+from common.config import ProducerSettings
+from common.images import encode_frame
 from common.ledger import read as read_counts
 from common.shards import Shards
 from control.redis_server import PrivateRedis
 
 from ..helpers import wait_for
 from ..integration.fleet import frames, sink
+from ..integration.test_sinks import Receiver
+from ..integration.test_tracking_fleet import SLOW_OK, clip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -154,3 +161,83 @@ def test_a_dead_workers_job_on_a_second_shard_is_requeued_by_that_shards_lease_r
     wait_for(lambda: read_counts(cb, on_b)["published"] == 1, timeout=30, what="the job requeued and run")
     assert cb.hlen(keys.inflight("victim")) == 0 and read_counts(cb, on_b)["in_flight"] == 0
     assert "lease of victim ran out" in procs.output(other)
+
+
+def _events(client: redis.Redis) -> list[dict]:
+    return [json.loads(f[b"e"]) for _id, f in client.xrange(keys.EVENT_LOG)]
+
+
+def _tracked(client: redis.Redis, stream: str) -> int:
+    return int(client.hget(keys.track_stats(stream), "tracked") or 0)
+
+
+@pytest.mark.timeout(150)
+def test_tracker_and_sink_serve_every_shard_and_a_dead_home_shard_stops_only_its_own_tracking(two_shards, procs):
+    """`rtai tracker` and `rtai sink webhook` on a sharded URL: each stream is tracked on its own shard
+    (tracks, cursor and events in one transaction there), each shard's event log holds its streams'
+    events, the one sink delivers both logs, and GET /events merges them. With the home shard (shard 0,
+    the desired state) SIGKILLed, the stream on shard 1 is still tracked and its events still
+    delivered; no process exits."""
+    a, b, _data = two_shards
+    url = f"{a.url} {b.url}"
+    shards = Shards.from_url(url)
+    on_a, on_b = _placed(shards)
+    ca, cb = redis.Redis.from_url(a.url), redis.Redis.from_url(b.url)
+    env = {"RTAI_REDIS_URL": url}
+    Receiver.got, Receiver.fail_first = [], 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_port}/hook"
+    settings = dict(batch_size=2, model="rtai-shapes", imgsz=320, queue_bound=10_000, analytics={"track": {}})
+    for s in (on_a, on_b):
+        desired.put(shards.home, ProducerSettings(stream=s, source="demo", **settings), data=shards.for_stream(s))
+    images = clip(30)
+    batches = {s: sink(shards.for_stream(s), s, **settings) for s in (on_a, on_b)}
+
+    def push(stream: str, imgs: list) -> None:
+        for i in range(0, len(imgs), 2):
+            chunk = imgs[i : i + 2]
+            assert batches[stream].push([encode_frame(img, seq=0, t_capture=time.time(), imgsz=320) for img in chunk])
+
+    tracker = procs.rtai("tracker", env=env, log="tracker.log")
+    hook_sink = procs.rtai("sink", "webhook", hook, "--secret", "s3cret", "--rate", "500", "--from-start", env=env)
+    worker = procs.rtai("worker", "--threads", "1", env={**env, **SLOW_OK}, log="worker.log")
+    for s in (on_a, on_b):
+        push(s, images[:30])
+    wait_for(lambda: _tracked(ca, on_a) == 30 and _tracked(cb, on_b) == 30, timeout=90, what="both streams tracked")
+    # Each shard's event log holds its own streams' events, and the one sink delivered both.
+    logged = {s: _events(c) for s, c in ((on_a, ca), (on_b, cb))}
+    assert logged[on_a] and logged[on_b]
+    assert {e["stream"] for e in logged[on_a]} == {on_a} and {e["stream"] for e in logged[on_b]} == {on_b}
+    ids = {e["id"] for evs in logged.values() for e in evs}
+    wait_for(lambda: ids <= set(Receiver.got), timeout=30, what="both shards' events at the webhook")
+    from control.api.app import create_app  # noqa: PLC0415
+
+    api = TestClient(create_app(url))
+    got = api.get("/api/v1/realtime-ai/events", params={"limit": 1000}).json()
+    assert {e["stream"] for e in got} == {on_a, on_b} and {e["id"] for e in got} == ids
+    assert {e["stream"] for e in api.get("/api/v1/realtime-ai/events", params={"stream": on_b}).json()} == {on_b}
+    metrics = api.get("/metrics").text  # each stream's tracking counters, read from its shard
+    for s in (on_a, on_b):
+        assert f'rtai_tracking_frames_total{{outcome="tracked",stream="{s}"}} 30.0' in metrics, s
+        assert f'rtai_events_total{{stream="{s}",type="appeared"}}' in metrics, s
+    replay = procs.rtai("events", on_b, "--replay", "2", "--count", "2", env=env, log="events.log")
+    assert procs.finish(replay) == 0
+    assert [json.loads(line)["stream"] for line in procs.output(replay).splitlines() if line.startswith("{")] == [
+        on_b,
+        on_b,
+    ]
+
+    a.kill()  # the home shard: desired state, claims and shard 0's streams
+    push(on_b, images[:30])  # the scene jumps back to the clip's start: tracks are lost and new ones appear
+    wait_for(lambda: _tracked(cb, on_b) == 60, timeout=60, what=f"{on_b} tracked with the home shard down")
+    wait_for(lambda: len(_events(cb)) > len(logged[on_b]), timeout=30, what=f"new events of {on_b}")
+    after = {e["id"] for e in _events(cb)}
+    wait_for(lambda: after <= set(Receiver.got), timeout=30, what=f"{on_b}'s new events at the webhook")
+    down = api.get("/api/v1/realtime-ai/events", params={"limit": 1000})
+    assert down.status_code == 200 and down.headers["X-RTAI-Shards-Unreachable"] == "1"
+    assert {e["id"] for e in down.json()} == after
+    assert all(p.poll() is None for p in (tracker, hook_sink, worker)), "a process exited"
+    assert "desired state unreadable, keeping 1 stream(s)" in procs.output(tracker)
+    server.shutdown()
+    server.server_close()

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-import redis
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
@@ -22,6 +21,7 @@ from common.analytics_settings import EventType
 from common.errors import FrameDecodeError, RecordError
 from common.images import jpeg_size
 from common.keys import STREAM_ID_PATTERN
+from common.shards import Fleet, client_for
 from common.wire import MAX_FRAME_PIXELS, MAX_SIDE, decode_snapshot
 
 StreamId = Annotated[str, Path(pattern=STREAM_ID_PATTERN)]
@@ -72,7 +72,7 @@ def draw_boxes(jpeg: bytes, w: object, h: object, boxes: object) -> bytes:
     return out.tobytes()
 
 
-def make_router(client: redis.Redis) -> APIRouter:
+def make_router(fleet: Fleet) -> APIRouter:
     router = APIRouter()
 
     @router.get("/events")
@@ -85,12 +85,15 @@ def make_router(client: redis.Redis) -> APIRouter:
         """Recent events, newest first: entered/left (zone), crossed (line, direction), dwell, appeared/lost.
 
         `X-RTAI-Skipped`: log entries skipped as not events; `X-RTAI-Scan-Stopped: 1` when the scan ended at
-        its depth with fewer than `limit` matches (older matching events may exist)."""
-        recent = read_recent(client, stream=stream, kind=type, limit=limit)
+        its depth with fewer than `limit` matches (older matching events may exist); `X-RTAI-Shards-Unreachable`:
+        Redis shards that did not answer, whose events are missing."""
+        recent = read_recent(fleet, stream=stream, kind=type, limit=limit)
         if recent.skipped:
             response.headers["X-RTAI-Skipped"] = str(recent.skipped)
         if recent.scan_stopped:
             response.headers["X-RTAI-Scan-Stopped"] = "1"
+        if recent.unreachable:
+            response.headers["X-RTAI-Shards-Unreachable"] = str(recent.unreachable)
         return recent.events
 
     @router.get(
@@ -100,7 +103,7 @@ def make_router(client: redis.Redis) -> APIRouter:
     )
     def snapshot(stream: StreamId, seq: Annotated[int, Path(ge=0)], boxes: bool = False) -> Response:
         """The JPEG of frame `seq` of a stream with snapshots on (kept for events); `?boxes=1` draws the boxes."""
-        raw = client.get(keys.snapshot(stream, seq))
+        raw = client_for(fleet, stream).get(keys.snapshot(stream, seq))
         if raw is None:
             raise HTTPException(status_code=404, detail=f"no snapshot of {stream} frame {seq} (expired or never kept)")
         try:
