@@ -241,3 +241,40 @@ def test_tracker_and_sink_serve_every_shard_and_a_dead_home_shard_stops_only_its
     assert "desired state unreadable, keeping 1 stream(s)" in procs.output(tracker)
     server.shutdown()
     server.server_close()
+
+
+@pytest.mark.timeout(120)
+def test_services_started_through_the_rest_api_run_on_their_own_shards(two_shards, procs, monkeypatch):
+    """The REST API on a sharded URL, with a producer daemon and a worker on the same URL: a service
+    started on each shard runs there, `/status` and `/services` report both, and `/stop` stops both."""
+    from control.api.app import create_app  # noqa: PLC0415
+
+    a, b, _data = two_shards
+    url = f"{a.url} {b.url}"
+    on_a, on_b = _placed(Shards.from_url(url))
+    clients = {on_a: redis.Redis.from_url(a.url), on_b: redis.Redis.from_url(b.url)}
+    env = {"RTAI_REDIS_URL": url}
+    procs.rtai("producer", env=env, log="daemon.log")
+    procs.rtai("worker", "--detector", "noop", "--preload", "", env=env, log="worker.log")
+    monkeypatch.setenv("RTAI_API_ALLOW_PRIVATE", "all")
+    api = TestClient(create_app(url))
+    p = "/api/v1/realtime-ai"
+    for s in (on_a, on_b):
+        body = {
+            "stream_config": {"url": "demo", "protocol": "file", "loop": True, "stream_id": s},
+            "model_settings": {"variant": "rtai-shapes"},
+            "processing_settings": {"max_fps": 10, "batch_size": 2},
+        }
+        resp = api.post(f"{p}/start", json=body)
+        assert resp.status_code == 200 and resp.json()["service_id"] == s, resp.text
+    for s in (on_a, on_b):
+        wait_for(lambda s=s: api.get(f"{p}/status/{s}").json()["ledger"]["published"] >= 10, timeout=60, what=s)
+        assert read_counts(clients[s], s)["published"] >= 10, "published on the stream's own shard"
+        assert api.get(f"{p}/status/{s}").json()["state"] == "running"
+    assert {x["service_id"] for x in api.get(f"{p}/services").json()["services"]} == {on_a, on_b}
+    assert not clients[on_a].exists(keys.ledger(on_b)) and not clients[on_b].exists(keys.ledger(on_a))
+    for s in (on_a, on_b):
+        assert api.post(f"{p}/stop/{s}").status_code == 200
+    for s in (on_a, on_b):
+        wait_for(lambda s=s: api.get(f"{p}/status/{s}").json()["state"] == "stopped", timeout=20, what=f"{s} stopped")
+        wait_for(lambda s=s: read_counts(clients[s], s)["in_flight"] == 0, timeout=30, what=f"{s} drained")
