@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import shutil
 import subprocess
@@ -23,6 +25,15 @@ MODEL = ASSETS_DIR / "rtai-shapes.pt"
 CLIP = ASSETS_DIR / "demo.mp4"
 CLIP_GT = ASSETS_DIR / "demo.gt.json"
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+# schemathesis' pytest-xdist hook imports its report writers at session finish, when a test's leftover
+# thread may be running: pytest's assertion rewriter then parses them and can hit CPython 3.11's AST
+# thread race (gh-106905, "AST constructor recursion depth mismatch"; once in CI). Imported here, at
+# collection, they are parsed before any test starts a thread.
+for _writer in ("allure", "html.writer", "junitxml"):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(f"schemathesis.reporting.{_writer}")
 
 
 #: Run alone, after the parallel phase of `make test` (Makefile): tests whose thresholds are real time
