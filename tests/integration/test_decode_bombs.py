@@ -4,6 +4,7 @@ flat, and it goes on to the next batch."""
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def test_jpeg_bombs_are_refused_before_decoding_and_memory_stays_flat(r, procs):
     before = _peak_rss_mb(proc.pid)
     rss_before = psutil.Process(proc.pid).memory_info().rss / 2**20
 
+    # The worker waits (SIGSTOP) while the bombs are queued: batches 3 and 4 are rewritten after their
+    # push, and a worker idle beside them could take one first (it did under load).
+    proc.send_signal(signal.SIGSTOP)
     # Batch 2: two frames that say 64x48 in the payload, with JPEG headers claiming 16384x16384.
     liars = [replace(f, data=_claiming(f.data, 16384, 16384)) for f in frames(2)]
     assert s.push(liars)
@@ -64,6 +68,7 @@ def test_jpeg_bombs_are_refused_before_decoding_and_memory_stays_flat(r, procs):
             fr.update(dw=16384, dh=16384, data=_claiming(fr["data"], 16384, 16384))
         r.set(keys.batch_blob("cam1", batch), packb(obj))
     assert s.push(frames(4))  # a good batch after the bombs
+    proc.send_signal(signal.SIGCONT)
 
     wait_for(lambda: counts(r, "cam1")["in_flight"] == 0, timeout=30, what="every frame accounted for")
     c = counts(r, "cam1")
