@@ -16,7 +16,7 @@ from common.proctitle import set_title
 from common.redis_client import connect
 from common.replies import text
 from common.shards import Shards, home_of
-from common.stopping import stop_on_signals
+from common.stopping import run_loops, stop_on_signals
 
 
 @click.command()
@@ -26,7 +26,7 @@ def tracker(redis_url: str | None, name: str | None) -> None:
     """Track every stream declared with tracking on that no other tracker holds; emit its events."""
     from common.sources import redact  # noqa: PLC0415
 
-    from .stage import run_all, stages, tracked_streams  # noqa: PLC0415
+    from .stage import stages, tracked_streams  # noqa: PLC0415
 
     url = _url(redis_url)
     parts = stages(url, name=name)
@@ -38,7 +38,7 @@ def tracker(redis_url: str | None, name: str | None) -> None:
         f"(declared now: {', '.join(wanted) or 'none'}); {where} {redact(url)}"
     )
     stop_on_signals(parts)
-    run_all(parts)
+    run_loops(parts, "tracker")
 
 
 @click.command()

@@ -172,16 +172,3 @@ class OneAtATime:
 
     def close(self) -> None:
         self.target.close()
-
-
-def run_runners(runners: list[SinkRunner]) -> None:
-    """Run a sink's runners (one per Redis shard) until each is stopped, one thread each."""
-    if len(runners) == 1:
-        runners[0].run()
-        return
-    threads = [threading.Thread(target=r.run, name=f"sink{r.where}", daemon=True) for r in runners]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        for t in threads:
-            t.join(timeout=0.5)

@@ -8,9 +8,9 @@ from common.config import redis_url
 from common.proctitle import set_title
 from common.redis_client import connect
 from common.shards import Shards
-from common.stopping import stop_on_signals
+from common.stopping import run_loops, stop_on_signals
 
-from .sink import OneAtATime, SinkRunner, Target, run_runners
+from .sink import OneAtATime, SinkRunner, Target
 from .webhook_sink import DELIVERY_TIMEOUT_S
 
 FROM_START_HELP = "A new sink delivers the whole event log (default: only events logged from now on)."
@@ -34,7 +34,7 @@ def _run(shards: Shards, target: Target, name: str, from_start: bool, url: str) 
     click.echo(f"rtai sink {name}: delivering {what} to {redact(url)}")
     stop_on_signals(runners)
     try:
-        run_runners(runners)
+        run_loops(runners, "sink")
     finally:
         target.close()
 

@@ -8,8 +8,9 @@ events and counters of the frames before it, so a takeover neither repeats nor l
 A takeover costs the tracks' state: tracks go on under new ids (never reused) and zone counts
 start from zero.
 
-With several Redis shards, `rtai tracker` runs one stage per shard (`stages`, `run_all`): each tracks
-the streams placed on its shard and writes all of the above there, events to that shard's event log.
+With several Redis shards, `rtai tracker` runs one stage per shard (`stages`, each on its thread by
+`common.stopping.run_loops`): each tracks the streams placed on its shard and writes all of the
+above there, events to that shard's event log.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -133,7 +133,7 @@ class TrackingStage:
         self.client = client
         self.home = client if home is None else home
         self.owns = owns
-        self.name = name or f"{host_name()}:tracker:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+        self.name = name or default_name()
         self.where = where
         self.lease_ms = int(lease_s * 1000)
         self.runs: dict[str, StreamRun] = {}
@@ -408,12 +408,17 @@ def _on_shard(shards: Shards, index: int, stream: str) -> bool:
     return shards.index_for(stream) == index
 
 
+def default_name() -> str:
+    """A tracker's name when none is given: host, pid and a random tail (a restarted pid differs)."""
+    return f"{host_name()}:tracker:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+
+
 def stages(redis_url: str, *, name: str | None = None) -> list[TrackingStage]:
     """One stage per Redis shard (one for a one-Redis fleet), all under one tracker name."""
     shards = Shards.from_url(redis_url)
     if not shards.sharded:
         return [TrackingStage(shards.home, name=name)]
-    name = name or f"{host_name()}:tracker:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+    name = name or default_name()
     return [
         TrackingStage(
             client,
@@ -424,29 +429,3 @@ def stages(redis_url: str, *, name: str | None = None) -> list[TrackingStage]:
         )
         for i, client in shards.clients()
     ]
-
-
-def run_all(parts: list[TrackingStage]) -> None:
-    """Run the stages until each is stopped, one thread per shard. A stage that ends on an error stops
-    the others and the error is raised here: the process exits, as a one-Redis tracker does."""
-    if len(parts) == 1:
-        parts[0].run()
-        return
-    failed: list[BaseException] = []
-
-    def guarded(stage: TrackingStage) -> None:
-        try:
-            stage.run()
-        except BaseException as exc:  # noqa: BLE001 - a shard's thread's outer loop: raised again in the caller
-            failed.append(exc)
-            for p in parts:
-                p.stop()
-
-    threads = [threading.Thread(target=guarded, args=(p,), name=f"tracker{p.where}", daemon=True) for p in parts]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        for t in threads:
-            t.join(timeout=0.5)
-    if failed:
-        raise failed[0]

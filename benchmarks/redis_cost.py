@@ -35,6 +35,9 @@ from control.redis_server import PrivateRedis
 from .fleet_vs_direct import enqueue_all, load_frames, run_workers
 
 RESULT_BYTES = 200
+#: The pause before each round trip of the paced floor: about what a no-op worker spends in Python
+#: between its own round trips here, so Redis wakes for each request as it does beside the fleet.
+PACE_S = 0.001
 
 
 def redis_cpu_s(client: redis.Redis) -> float:
@@ -61,6 +64,19 @@ def command_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int
     return {k: f"{c} calls, {u} us" for k, (c, u) in sorted(rows.items(), key=lambda kv: -kv[1][1]) if u >= 0.2}
 
 
+def commands_per_frame(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], frames: int) -> float:
+    """Commands Redis ran per frame, those inside scripts and MULTI included (the benchmark's own
+    INFO and CONFIG calls left out): unlike CPU time, the same in every run of the same code."""
+    calls = sum(c - before.get(k, (0, 0))[0] for k, (c, _u) in after.items() if not k.startswith(("info", "config")))
+    return round(calls / frames, 2)
+
+
+def reads(client: redis.Redis) -> int:
+    """Read events Redis has processed (INFO stats): about one per request a client sends, so the
+    round trips (a large blob may take a few)."""
+    return int(client.info("stats")["total_reads_processed"])
+
+
 def _per_frame_us(before: float, after: float, frames: int) -> float:
     return round((after - before) * 1e6 / frames, 1)
 
@@ -82,6 +98,43 @@ def floor_us(client: redis.Redis, blobs: list[bytes], batch: int) -> float:
                 pipe.xadd("floor:history", {"r": result}, maxlen=1000, approximate=True)
             pipe.execute()
     return _per_frame_us(t0, redis_cpu_s(client), frames)
+
+
+def queue_floor_us(client: redis.Redis, blobs: list[bytes], batch: int, pace_s: float = 0.0) -> float:
+    """The least any producer -> queue -> worker design asks of Redis: three round trips per batch
+    (the producer's push of the blob, the worker's pop of it, and after inference a PUBLISH + XADD
+    of a 200-byte result per frame), with no ledger, no job record and no acknowledgement. `pace_s`:
+    a pause before each round trip, so Redis sleeps between requests as it does beside a fleet that
+    is not saturating it (0: back to back, as `floor_us`)."""
+    result = b"r" * RESULT_BYTES
+    frames = len(blobs) * batch
+    t0 = redis_cpu_s(client)
+    for blob in blobs:
+        if pace_s:
+            time.sleep(pace_s)
+        client.rpush("qfloor:queue", blob)
+        if pace_s:
+            time.sleep(pace_s)
+        client.lpop("qfloor:queue")
+        if pace_s:
+            time.sleep(pace_s)
+        with client.pipeline(transaction=False) as pipe:
+            for _ in range(batch):
+                pipe.publish("qfloor:results", result)
+                pipe.xadd("qfloor:history", {"r": result}, maxlen=1000, approximate=True)
+            pipe.execute()
+    return _per_frame_us(t0, redis_cpu_s(client), frames)
+
+
+def round_trip_us(client: redis.Redis, n: int = 2000, pace_s: float = 0.0) -> float:
+    """Redis CPU per PING: back to back, or with `pace_s` between them (Redis asleep in epoll_wait
+    before each, as beside a fleet that does not saturate it: the wake-up is the cost)."""
+    t0 = redis_cpu_s(client)
+    for _ in range(n):
+        if pace_s:
+            time.sleep(pace_s)
+        client.ping()
+    return round((redis_cpu_s(client) - t0) * 1e6 / n, 1)
 
 
 def warm(client: redis.Redis, blobs: list[bytes]) -> None:
@@ -130,13 +183,23 @@ def main(n: int, imgsz: int, idle_s: float, commands: bool) -> None:
             blobs = [b"".join(encoded[i : i + batch]) for i in range(0, n, batch)]
             warm(client, blobs)
             client.config_resetstat()
-            mem0, t0, s0 = int(client.info("memory")["used_memory"]), redis_cpu_s(client), command_stats(client)
+            mem0, t0, s0, r0 = (
+                int(client.info("memory")["used_memory"]),
+                redis_cpu_s(client),
+                command_stats(client),
+                reads(client),
+            )
             enqueue_all(client, frames, stream, batch, imgsz, "rtai-shapes")
-            te, mem1, se = redis_cpu_s(client), int(client.info("memory")["used_memory"]), command_stats(client)
+            te, mem1, se, re_ = (
+                redis_cpu_s(client),
+                int(client.info("memory")["used_memory"]),
+                command_stats(client),
+                reads(client),
+            )
             started: dict[str, object] = {}
 
             def at_start(started: dict[str, object] = started) -> None:
-                started.update(cpu=redis_cpu_s(client), stats=command_stats(client))
+                started.update(cpu=redis_cpu_s(client), stats=command_stats(client), reads=reads(client))
 
             run_workers(
                 client,
@@ -147,8 +210,10 @@ def main(n: int, imgsz: int, idle_s: float, commands: bool) -> None:
                 on_start=at_start,
             )
             t1, s1 = float(started["cpu"]), started["stats"]  # the worker's start-up is not the drain's
-            t2, s2 = redis_cpu_s(client), command_stats(client)
+            t2, s2, r2 = redis_cpu_s(client), command_stats(client), reads(client)
             floor = floor_us(client, blobs, batch)
+            queue_floor = queue_floor_us(client, blobs, batch)
+            queue_floor_paced = queue_floor_us(client, blobs, batch, PACE_S)
             enqueue, drain = _per_frame_us(t0, te, n), _per_frame_us(t1, t2, n)
             report[f"batches of {batch}"] = {
                 "enqueue_us": enqueue,
@@ -156,6 +221,18 @@ def main(n: int, imgsz: int, idle_s: float, commands: bool) -> None:
                 "total_us": round(enqueue + drain, 1),
                 "floor_us": floor,
                 "total_over_floor": round((enqueue + drain) / floor, 2),
+                "queue_floor_us": queue_floor,
+                "total_over_queue_floor": round((enqueue + drain) / queue_floor, 2),
+                "queue_floor_paced_us": queue_floor_paced,
+                "total_over_queue_floor_paced": round((enqueue + drain) / queue_floor_paced, 2),
+                "commands_per_frame": {
+                    "enqueue": commands_per_frame(s0, se, n),
+                    "drain": commands_per_frame(s1, s2, n),
+                },
+                "reads_per_frame": {
+                    "enqueue": round((re_ - r0) / n, 2),
+                    "drain": round((r2 - int(started["reads"])) / n, 2),
+                },
                 "memory_bytes_per_queued_frame": round((mem1 - mem0) / n),
                 "frame_bytes": round(sum(len(e) for e in encoded) / n),
             }
@@ -165,6 +242,10 @@ def main(n: int, imgsz: int, idle_s: float, commands: bool) -> None:
                     "drain": command_delta(s1, s2, n),
                 }
         client.flushdb()
+        report["round_trip_us"] = {
+            "back_to_back": round_trip_us(client),
+            f"paced_{PACE_S * 1000:g}ms": round_trip_us(client, 1000, PACE_S),
+        }
         report["idle_worker_redis_cpu_per_s"] = idle_per_s(server.url, client, idle_s)
     finally:
         server.stop()

@@ -42,8 +42,6 @@ DEQUEUE_JITTER = 0.25
 HOLD_RETRY_MAX_S = 0.5
 #: A lane set aside pings its Redis with backoff up to this pause.
 PROBE_MAX_S = 5.0
-#: RQ's heartbeat of the worker record, at most this often while idle.
-RQ_BEAT_S = 1.0
 
 
 class Lane:
@@ -75,7 +73,6 @@ class Lane:
         self._up.set()
         self._closing = threading.Event()
         self._probe: threading.Thread | None = None
-        self._beat_at = 0.0
 
     def where(self) -> str:
         return f"worker {self.name}{' on ' + self.label if self.label else ''}"
@@ -152,18 +149,12 @@ class Lane:
 
     # -- RQ's heartbeat -----------------------------------------------------------------------
     def beat_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._beat_at >= RQ_BEAT_S:
+        if self.record.beat_due():
             try:
                 self.record.heartbeat()
-            except redis.ResponseError as exc:  # Redis full: RQ's record waits
+            except redis.ResponseError as exc:  # Redis full: RQ's record waits (a second, then again)
                 if not write_rejected(exc):
                     raise
-            self._beat_at = now
-
-    def beaten(self) -> None:
-        """A group's records carried RQ's heartbeat."""
-        self._beat_at = time.monotonic()
 
     # -- birth and teardown -------------------------------------------------------------------
     def join(self) -> None:

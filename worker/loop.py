@@ -189,8 +189,7 @@ class WorkerLoop:
             raise
         except Exception as exc:  # noqa: BLE001 - the job boundary: an error of the job code is its jobs' failure
             group.outcomes = {gj.id: exc for gj in group.jobs}
-        if lane.outcomes.write(group):
-            lane.beaten()
+        lane.outcomes.write(group)
 
     def _prefetch_hook(self, lane: Lane, group: Group):
         def at(stage: str) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 import redis
 from rq.executions import Execution
 from rq.job import Job
-from rq.worker import WorkerStatus
 
 from common import keys, ledger
 from common.errors import RtaiError
@@ -58,11 +57,11 @@ class Outcomes:
                     by_stream.setdefault(stream, []).extend(latencies_ms)
                 for stream, latencies_ms in by_stream.items():
                     ledger.record_latencies(pipe, stream, latencies_ms)
+                working_s = 0.0
                 for gj, result in finished:
-                    self.record.record_success(pipe, gj.job, gj.taken.queue_key, result, gj.execution)
+                    working_s += self.record.record_success(pipe, gj.job, gj.taken.queue_key, result, gj.execution)
                     pipe.hdel(self.broker.inflight, gj.id)
-                self.record.set_state(WorkerStatus.IDLE, pipe)
-                self.record.heartbeat(pipe)
+                self.record.ended(pipe, len(finished), working_s)
                 pipe.execute()
         except redis.ResponseError as exc:
             if not write_rejected(exc):

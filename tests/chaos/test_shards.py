@@ -278,3 +278,87 @@ def test_services_started_through_the_rest_api_run_on_their_own_shards(two_shard
     for s in (on_a, on_b):
         wait_for(lambda s=s: api.get(f"{p}/status/{s}").json()["state"] == "stopped", timeout=20, what=f"{s} stopped")
         wait_for(lambda s=s: read_counts(clients[s], s)["in_flight"] == 0, timeout=30, what=f"{s} drained")
+
+
+def _split(a: PrivateRedis, b: PrivateRedis, first: str, second: str) -> str:
+    """A URL naming both servers where `first` lives on the home shard and `second` on the other
+    (placement hashes each shard's host, port and db: the db of the second is picked for it)."""
+    for db in range(16):
+        url = f"{a.url} {b.url.rsplit('/', 1)[0]}/{db}"
+        shards = Shards.from_url(url)
+        if (shards.index_for(first), shards.index_for(second)) == (0, 1):
+            return url
+    raise AssertionError(f"no db of {b.url} splits {first} and {second}")
+
+
+@pytest.mark.timeout(150)
+def test_rtai_up_against_an_external_sharded_redis_runs_a_camera_on_each_shard(two_shards, procs, tmp_path):
+    """`rtai up` given two external Redis servers: its two cameras run on their own shards through
+    its one worker, its status lines and final report read both shards, and once it stops every
+    frame of both streams is accounted for, on the shard that holds it."""
+    a, b, _data = two_shards
+    url = _split(a, b, "cam1", "cam2")
+    shards = Shards.from_url(url)
+    up = procs.rtai(
+        *("up", "--no-export", "--threads", "1", "--duration", "14", "--source", "demo", "--source", "demo"),
+        *("--max-fps", "5", "--batch-size", "2"),
+        env={"RTAI_REDIS_URL": url, "XDG_RUNTIME_DIR": str(tmp_path)},
+        log="up.log",
+    )
+    assert up.wait(timeout=120) == 0, procs.output(up)[-3000:]
+    out = procs.output(up)
+    for i, s in enumerate(("cam1", "cam2")):
+        counts = read_counts(shards.for_stream(s), s)
+        assert counts["published"] > 0 and counts["in_flight"] == 0, (s, counts)
+        assert not shards.client(1 - i).exists(keys.ledger(s)), f"{s} wrote to the other shard"
+        assert f"[{s}] running" in out, f"up's status lines never showed {s} running"
+        (row,) = [line.split() for line in out.splitlines() if line.split()[:2] == [s, "stopped"]]
+        assert (int(row[2]), int(row[3]), int(row[6])) == (counts["produced"], counts["published"], 0), row
+    shard_rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    # The final report's shard table: each shard up, holding one stream.
+    got = [(row[0], row[-2], row[-1]) for row in shard_rows[-2:]]
+    assert got == [("0", "1", "yes"), ("1", "1", "yes")], out[-1500:]
+
+
+@pytest.mark.timeout(60)
+def test_the_live_view_shows_every_shards_streams_and_a_dead_shard_stops_only_its_own(two_shards, caplog):
+    """The API's live feed on a sharded URL (one pub/sub listener per shard): a frame published on
+    each shard reaches the overview page and its own stream's page. Once shard 1 is SIGKILLed, its
+    listener says so and retries, while the stream on shard 0 still reaches the page."""
+    import asyncio  # noqa: PLC0415
+
+    from control.api.livefeed import LiveFeed  # noqa: PLC0415
+
+    from ..integration.test_livefeed_guard import WAIT_S, _good_frame_arrives, _next, _until  # noqa: PLC0415
+
+    a, b, _data = two_shards
+    url = f"{a.url} {b.url}"
+    shards = Shards.from_url(url)
+    on_a, on_b = _placed(shards)
+    ca, cb = redis.Redis.from_url(a.url), redis.Redis.from_url(b.url)
+
+    async def scenario() -> tuple[list[dict], dict[str, int]]:
+        feed = LiveFeed(url, shards)
+        overview, page_b = feed.open(None), feed.open(on_b)
+        try:
+            await _next(overview, "fleet", until=time.monotonic() + WAIT_S)
+            got = [
+                await _good_frame_arrives(ca, overview, on_a, 10),
+                await _good_frame_arrives(cb, overview, on_b, 20),
+                await _next(page_b, "frame", until=time.monotonic() + WAIT_S, cond=lambda d: d["stream"] == on_b),
+            ]
+            b.kill()
+            await _until(lambda: "subscription lost" in caplog.text, "the dead shard's listener saying so")
+            got.append(await _good_frame_arrives(ca, overview, on_a, 100))
+            return got, dict(feed.restarts)
+        finally:
+            await feed.stop()
+
+    got, restarts = asyncio.run(scenario())
+    assert [(d["stream"], d["seq"] >= seq) for d, seq in zip(got, (10, 20, 20, 100), strict=True)] == [
+        (on_a, True),
+        (on_b, True),
+        (on_b, True),
+        (on_a, True),
+    ]
+    assert restarts == {}, "no feed task died: the dead shard's listener retries in place"

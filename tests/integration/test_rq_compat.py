@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import pytest
 from rq import Queue, Worker
@@ -60,6 +61,10 @@ def test_rq_records_of_jobs_run_through_the_lean_path(r, redis_server, procs):
     assert worker.get_state() == "idle"
     assert (worker.successful_job_count, worker.failed_job_count) == (JOBS, 0)
     assert worker.total_working_time > 0
+    # RQ's heartbeat, at most once a second (not on every group): still within a second or two.
+    beat = worker.last_heartbeat
+    assert beat is not None and (datetime.now(UTC) - beat.replace(tzinfo=UTC)).total_seconds() < 2.5
+    assert r.ttl(worker.key) > 60, "the worker record outlives any job by far"
     assert worker.get_current_job_id() is None
     assert not r.smembers("rq:worker:w1:executions")
     # `rq info` lists the queue's jobs finished and the worker on its queue with its count.

@@ -17,7 +17,7 @@ that changes the contract fails loudly.
 |   started registry, job started (status, started_at,    |                 |
 |   worker_name, last_heartbeat), job persisted           |                 |
 | handle_job_success: job finished, Result, finished      | record_success  |
-|   registry, job TTL, execution cleanup, worker counts   |                 |
+|   registry, job TTL, execution cleanup, worker counts   | (counts: ended) |
 | handle_job_failure: job failed, Result, failed registry | record_failure  |
 """
 
@@ -52,6 +52,11 @@ QUEUED = JobStatus.QUEUED.value
 FAILURE_TTL_S = 86_400
 #: The default result TTL RQ's worker applies to a job that sets none.
 DEFAULT_RESULT_TTL_S = 500
+#: RQ's heartbeat of the worker record, at most this often. Its TTL is minutes (the job timeout
+#: plus a minute while busy, RQ's worker_ttl while idle), so a beat a second keeps the record alive
+#: and `rq info`'s last_heartbeat within a second, without three commands on every group's start
+#: and end (issue 19, part 3).
+BEAT_EVERY_S = 1.0
 
 
 def queue_for(queue_key: str, client: redis.Redis) -> Queue:
@@ -85,6 +90,7 @@ class WorkerRecord:
             kwargs["socket_timeout"] = timeout
             client.connection_pool.reset()  # connections made meanwhile took the long timeout too
         self.key = self.rq.key
+        self._beat_at = float("-inf")
 
     def birth(self, queue_keys: list[str]) -> None:
         """Register this worker; a record of the same name left by a process that is gone (its
@@ -109,8 +115,13 @@ class WorkerRecord:
                 pipe.sadd(worker_registration.WORKERS_BY_QUEUE_KEY % name, self.key)
             pipe.execute()
 
-    def heartbeat(self, pipe: Pipeline | None = None) -> None:
-        self.rq.heartbeat(pipeline=pipe)
+    def heartbeat(self, pipe: Pipeline | None = None, ttl: int | None = None) -> None:
+        self.rq.heartbeat(ttl, pipeline=pipe)
+        self._beat_at = time.monotonic()
+
+    def beat_due(self) -> bool:
+        """The last heartbeat is BEAT_EVERY_S old (or there was none)."""
+        return time.monotonic() - self._beat_at >= BEAT_EVERY_S
 
     def set_state(self, state: WorkerStatus, pipe: Pipeline | None = None) -> None:
         self.rq.set_state(state, pipeline=pipe)
@@ -124,14 +135,27 @@ class WorkerRecord:
         return execution
 
     def started(self, pipe: Pipeline, ttl: int) -> None:
-        """The worker busy, with RQ's heartbeat (once a group)."""
+        """The worker busy (once a group), with RQ's heartbeat when one is due."""
         self.rq.set_state(WorkerStatus.BUSY, pipeline=pipe)
-        self.rq.heartbeat(ttl, pipeline=pipe)
+        if self.beat_due():
+            self.heartbeat(pipe, ttl)
+
+    def ended(self, pipe: Pipeline, jobs: int, working_s: float) -> None:
+        """The worker idle after a group, with RQ's counts of the `jobs` that finished in it
+        (`working_s` seconds between them; one HINCRBY each, as RQ's increment_successful_job_count
+        and increment_total_working_time write them one job at a time) and RQ's heartbeat when due."""
+        if jobs:
+            pipe.hincrby(self.key, "successful_job_count", jobs)
+            pipe.hincrbyfloat(self.key, "total_working_time", working_s)
+        self.rq.set_state(WorkerStatus.IDLE, pipeline=pipe)
+        if self.beat_due():
+            self.heartbeat(pipe)
 
     def record_success(
         self, pipe: Pipeline, job: Job, queue_key: str, return_value: Any, execution: Execution | None
-    ) -> None:
-        """RQ's records of a job that returned `return_value`, queued on `pipe`."""
+    ) -> float:
+        """RQ's records of a job that returned `return_value`, queued on `pipe`; the seconds it
+        worked, for the worker's counts (`ended`, once a group)."""
         ttl = job.get_result_ttl(DEFAULT_RESULT_TTL_S)
         job.ended_at = now()
         job.last_heartbeat = job.ended_at
@@ -161,8 +185,8 @@ class WorkerRecord:
         if execution is not None:
             execution.delete(job=job, pipeline=pipe)
             if job.started_at is not None:
-                self.rq.increment_total_working_time(job.ended_at - job.started_at, pipe)
-        self.rq.increment_successful_job_count(pipeline=pipe)
+                return (job.ended_at - job.started_at).total_seconds()
+        return 0.0
 
     def record_failure(
         self,
