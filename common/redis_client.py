@@ -156,8 +156,10 @@ def _client(url: str, **options: Any) -> redis.Redis:
     return cast(redis.Redis, master)
 
 
-def connect(url: str, *, check: bool = True) -> redis.Redis:
+def connect(url: str, *, check: bool = True, socket_timeout: float = SOCKET_TIMEOUT_S, retries: int = 3) -> redis.Redis:
     """A client for `url`; with check, fail now with a clear error if Redis does not answer.
+    `socket_timeout` and `retries` (of a command that failed to connect or timed out) as given;
+    a worker's lanes on several shards give up sooner (worker/process.py SHARD_SOCKET_TIMEOUT_S).
 
     A URL setting that names several deployments (shards, common/shards.py) gives the first one,
     the home shard, where the control plane's state lives; with check, every shard must answer."""
@@ -166,14 +168,14 @@ def connect(url: str, *, check: bool = True) -> redis.Redis:
         if check:
             for other in urls:
                 check_at_start(other)
-        return connect(urls[0], check=False)
+        return connect(urls[0], check=False, socket_timeout=socket_timeout, retries=retries)
     try:
         client = _client(
             url,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=min(CONNECT_TIMEOUT_S, socket_timeout),
             health_check_interval=15,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 3),
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         )
     except ValueError as exc:
         raise RedisUnavailableError(f"bad Redis URL {redact(url)!r}: {redact_text(str(exc))}") from exc

@@ -51,12 +51,15 @@ SERIAL = (
     "tests/integration/test_daemon_claims.py",
     "tests/integration/test_scale_out.py",
     "tests/integration/test_threads.py",
+    # A file is paced at its own frame rate and the newest frame kept: a producer tick held up by
+    # the parallel phase's load missed one of its 30 frames (CI, de9a9b2).
+    "tests/integration/test_producer.py::test_file_source_every_frame_sampled_resized_and_counted",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        where = Path(item.path).resolve().relative_to(ROOT).as_posix()
+        where = f"{Path(item.path).resolve().relative_to(ROOT).as_posix()}::{item.name}"  # a file, or one test
         if where.startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
 
