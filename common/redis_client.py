@@ -159,7 +159,7 @@ def _client(url: str, **options: Any) -> redis.Redis:
 def connect(url: str, *, check: bool = True, socket_timeout: float = SOCKET_TIMEOUT_S, retries: int = 3) -> redis.Redis:
     """A client for `url`; with check, fail now with a clear error if Redis does not answer.
     `socket_timeout` and `retries` (of a command that failed to connect or timed out) as given;
-    a worker's lanes on several shards give up sooner (worker/process.py SHARD_SOCKET_TIMEOUT_S).
+    a worker's lanes and the readers of several shards give up sooner (common/shards.GIVE_UP_S).
 
     A URL setting that names several deployments (shards, common/shards.py) gives the first one,
     the home shard, where the control plane's state lives; with check, every shard must answer."""

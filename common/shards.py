@@ -69,11 +69,22 @@ def place(shard_ids: list[str], stream_id: str) -> int:
     return max(range(len(shard_ids)), key=lambda i: (weight(shard_ids[i], stream_id), -i))
 
 
+#: A worker's lanes and the readers of every shard (`rtai status`, the REST API, `rtai up`) give up
+#: on one shard's command after this many seconds, without retrying it. A shard that hangs (stopped,
+#: or behind a partition: no reply and no refusal) then costs the rest of the fleet seconds, where a
+#: client's usual 10 s and three retries held every shard's streams for as long as it hung. A fetch,
+#: a settle or a status read takes milliseconds; this only has to outlast a busy Redis's stalls.
+GIVE_UP_S = 2.0
+
+
 @dataclass
 class Shards:
     """The fleet's deployments and a client for each, opened when first used."""
 
     urls: list[str]
+    #: With several shards, each client gives up on a command after this long, unretried (GIVE_UP_S);
+    #: None: the usual timeout and retries (one Redis always has them: there is nothing else to serve).
+    give_up_s: float | None = None
     ids: list[str] = field(init=False)
     _clients: dict[int, redis.Redis] = field(default_factory=dict, init=False, repr=False)
 
@@ -88,8 +99,8 @@ class Shards:
             seen[ident] = i
 
     @classmethod
-    def from_url(cls, value: str) -> Shards:
-        return cls(split_urls(value))
+    def from_url(cls, value: str, *, give_up_s: float | None = None) -> Shards:
+        return cls(split_urls(value), give_up_s=give_up_s)
 
     def __len__(self) -> int:
         return len(self.urls)
@@ -107,7 +118,10 @@ class Shards:
 
     def client(self, index: int) -> redis.Redis:
         if index not in self._clients:
-            self._clients[index] = connect(self.urls[index], check=False)
+            if self.sharded and self.give_up_s is not None:
+                self._clients[index] = connect(self.urls[index], check=False, socket_timeout=self.give_up_s, retries=0)
+            else:
+                self._clients[index] = connect(self.urls[index], check=False)
         return self._clients[index]
 
     def for_stream(self, stream_id: str) -> redis.Redis:

@@ -70,10 +70,12 @@ def cli(verbose: int) -> None:
 @click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between redraws (--watch).")
 def status(redis_url: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Streams (state, ledger, queue depth, latency), workers and GPUs (frames, fps, GPU stats)."""
+    from common.shards import GIVE_UP_S  # noqa: PLC0415
+
     from . import status as status_mod  # noqa: PLC0415
     from .printable import printable  # noqa: PLC0415
 
-    client = _shards(redis_url)
+    client = _shards(redis_url, give_up_s=GIVE_UP_S)  # a hung shard is shown down within seconds
     if watch and not as_json:
         from .status_view import watch as watch_tables  # noqa: PLC0415
 
@@ -332,13 +334,13 @@ def _url(override: str | None) -> str:
     return redis_url(override)
 
 
-def _shards(override: str | None) -> Shards:
+def _shards(override: str | None, *, give_up_s: float | None = None) -> Shards:
     """The fleet's shards (one, unless the URL names several); a wrong URL for the home shard
-    fails now, saying why."""
+    fails now, saying why. `give_up_s`: a reader of every shard gives up on a hung one that soon."""
     from common.redis_client import connect  # noqa: PLC0415
     from common.shards import Shards  # noqa: PLC0415
 
-    shards = Shards.from_url(_url(override))
+    shards = Shards.from_url(_url(override), give_up_s=give_up_s)
     connect(shards.urls[0]).close()
     return shards
 

@@ -30,7 +30,7 @@ from common.config import (
     write_run_file,
 )
 from common.redis_client import connect
-from common.shards import Shards
+from common.shards import GIVE_UP_S, Shards
 from common.sources import redact
 
 from . import status
@@ -72,7 +72,7 @@ class Fleet:
             self.run_file = write_run_file(url)  # other rtai commands find this Redis by themselves
         self.url = url
         self.client = connect(url)  # the home shard, when RTAI_REDIS_URL names several
-        self.shards = Shards.from_url(url)
+        self.shards = Shards.from_url(url, give_up_s=GIVE_UP_S)  # its status lines read every shard
         self.producers: list[subprocess.Popen] = []
         #: Runs what the live view's "Add camera", the REST API and `rtai stream add` declare.
         self.daemon: subprocess.Popen | None = None

@@ -11,18 +11,14 @@ import redis
 from common import gpu
 from common.config import WorkerSettings, apply_offline_model_env, host_name, visible_cuda_devices
 from common.errors import ConfigError, RedisUnavailableError
-from common.redis_client import check_at_start, connect, describe, wait_until_up
-from common.shards import Shards
+from common.redis_client import check_at_start, describe, wait_until_up
+from common.shards import GIVE_UP_S, Shards
 
 from .loop import WorkerLoop
 from .publisher import Publisher
 from .runtime import Runtime, install
 from .threads import default_threads
 from .threads import hold as hold_threads
-
-#: With several shards, a lane's Redis command gives up after this long (see lane_runtimes). A fetch,
-#: a settle or a group's records take milliseconds; this only has to outlast a busy Redis's stalls.
-SHARD_SOCKET_TIMEOUT_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +72,14 @@ def check_shards(shards: Shards) -> None:
 
 def lane_runtimes(runtime: Runtime, shards: Shards) -> list[Runtime]:
     """The worker's runtime on each shard, the home shard's first. With several shards, each lane's
-    client gives up on a command after SHARD_SOCKET_TIMEOUT_S, without retrying it: a shard that
+    client gives up on a command after common/shards.GIVE_UP_S, without retrying it: a shard that
     hangs (stopped, or cut off by a partition: no reply and no refusal) is set aside within that
     time, and the loop serves the other shards meanwhile. With the usual 10 s and three retries, one
     hung shard held every shard's streams (a SIGSTOPped shard: 15 s without a result anywhere)."""
     if not shards.sharded:
         return [runtime]
-    return [
-        runtime.for_shard(connect(url, check=False, socket_timeout=SHARD_SOCKET_TIMEOUT_S, retries=0))
-        for url in shards.urls
-    ]
+    lanes = Shards(shards.urls, give_up_s=GIVE_UP_S)
+    return [runtime.for_shard(client) for _i, client in lanes.clients()]
 
 
 def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> WorkerLoop:

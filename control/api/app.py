@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from common.config import ApiSettings, build
-from common.shards import Shards
+from common.shards import GIVE_UP_S, Shards
 from common.sources import SourcePolicy
 
 from .guards import Guard, HostPolicy
@@ -56,7 +56,9 @@ def create_app(
         hosts=hosts,
         docs_paths=frozenset({docs} if docs else ()),
     )
-    shards = Shards.from_url(redis_url)  # desired state on the home shard; each stream's keys on its own
+    # Desired state on the home shard, each stream's keys on its own; a hung shard costs a request
+    # GIVE_UP_S, not the usual 10 s and three retries.
+    shards = Shards.from_url(redis_url, give_up_s=GIVE_UP_S)
     policy = SourcePolicy.parse(limits.api_allow_private, limits.media_root)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:

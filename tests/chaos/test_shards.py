@@ -92,19 +92,27 @@ def test_a_hung_or_killed_shard_stops_only_its_own_streams_and_every_frame_is_ac
     time.sleep(3)
     rate_before = (_published(ca, on_a) - before) / (time.monotonic() - t0)
 
-    # Shard 1 hangs: the worker's lanes give up on it within their 2 s socket timeout (worker/process.py
-    # SHARD_SOCKET_TIMEOUT_S) and set it aside. With the usual 10 s and retries, a hung shard held the
-    # other shard's stream for as long as it hung.
+    # Shard 1 hangs: the worker's lanes give up on it within 2 s (common/shards.GIVE_UP_S) and set it
+    # aside. With the usual 10 s and retries, a hung shard held the other shard's stream for as long as
+    # it hung. `rtai status` gives up on it as soon and shows it down.
     b.proc.send_signal(signal.SIGSTOP)
     try:
         time.sleep(2.5)
         t0, before = time.monotonic(), _published(ca, on_a)
         time.sleep(4)
         rate_hung = (_published(ca, on_a) - before) / (time.monotonic() - t0)
+        t_status = time.monotonic()
+        st = procs.rtai("status", "--json", env=env, log="status-hung.log")
+        assert procs.finish(st) == 0, procs.output(st)
+        t_status = time.monotonic() - t_status
     finally:
         b.proc.send_signal(signal.SIGCONT)
     print(f"{on_a}: {rate_before:.1f} results/s before, {rate_hung:.1f} while shard 1 hung")
     assert rate_hung >= 0.7 * rate_before, (rate_before, rate_hung, procs.output(worker)[-3000:])
+    hung = json.loads(procs.output(st))
+    assert [s["up"] for s in hung["shards"]] == [True, False], hung["shards"]
+    assert hung["streams"][on_a]["state"] == "running", hung["streams"]  # on_b is listed on its shard only
+    assert t_status < 10, f"rtai status took {t_status:.1f} s beside a hung shard"
     resumed = _published(cb, on_b)
     wait_for(lambda: _published(cb, on_b) > resumed + 4, timeout=30, what="the hung shard's stream again")
     assert all(p.poll() is None for p in (worker, subscriber, *producers.values())), "a process exited"
@@ -300,13 +308,15 @@ def test_services_started_through_the_rest_api_run_on_their_own_shards(two_shard
 
 def _split(a: PrivateRedis, b: PrivateRedis, first: str, second: str) -> str:
     """A URL naming both servers where `first` lives on the home shard and `second` on the other
-    (placement hashes each shard's host, port and db: the db of the second is picked for it)."""
-    for db in range(16):
-        url = f"{a.url} {b.url.rsplit('/', 1)[0]}/{db}"
-        shards = Shards.from_url(url)
-        if (shards.index_for(first), shards.index_for(second)) == (0, 1):
-            return url
-    raise AssertionError(f"no db of {b.url} splits {first} and {second}")
+    (placement hashes each shard's host, port and db: the dbs are picked for it; each pair splits
+    them with odds 1 in 4, so 256 pairs all fail with odds of 1e-32)."""
+    for db_a in range(16):
+        for db_b in range(16):
+            url = f"{a.url.rsplit('/', 1)[0]}/{db_a} {b.url.rsplit('/', 1)[0]}/{db_b}"
+            shards = Shards.from_url(url)
+            if (shards.index_for(first), shards.index_for(second)) == (0, 1):
+                return url
+    raise AssertionError(f"no dbs of {a.url} and {b.url} split {first} and {second}")
 
 
 @pytest.mark.timeout(150)
