@@ -71,15 +71,15 @@ def check_shards(shards: Shards) -> None:
 
 
 def lane_runtimes(runtime: Runtime, shards: Shards) -> list[Runtime]:
-    """The worker's runtime on each shard, the home shard's first. With several shards, each lane's
-    client gives up on a command after common/shards.GIVE_UP_S, without retrying it: a shard that
-    hangs (stopped, or cut off by a partition: no reply and no refusal) is set aside within that
-    time, and the loop serves the other shards meanwhile. With the usual 10 s and three retries, one
-    hung shard held every shard's streams (a SIGSTOPped shard: 15 s without a result anywhere)."""
+    """The worker's runtime on each shard, the home shard's first. With several shards, each lane
+    uses the shard's client from `shards`, which `run` opens to give up on a command after
+    common/shards.GIVE_UP_S, without retrying it: a shard that hangs (stopped, or cut off by a
+    partition: no reply and no refusal) is set aside within that time, and the loop serves the other
+    shards meanwhile. With the usual 10 s and three retries, one hung shard held every shard's
+    streams (a SIGSTOPped shard: 15 s without a result anywhere)."""
     if not shards.sharded:
         return [runtime]
-    lanes = Shards(shards.urls, give_up_s=GIVE_UP_S)
-    return [runtime.for_shard(client) for _i, client in lanes.clients()]
+    return [runtime.for_shard(client) for _i, client in shards.clients()]
 
 
 def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> WorkerLoop:
@@ -87,7 +87,7 @@ def run(settings: WorkerSettings, *, preload: tuple[str, ...] = ()) -> WorkerLoo
     runtime = build_runtime(settings)
     for variant in preload:
         runtime.detector(variant)
-    shards = Shards.from_url(settings.redis_url)
+    shards = Shards.from_url(settings.redis_url, give_up_s=GIVE_UP_S)
     runtimes = lane_runtimes(runtime, shards)
     labels = [shards.label(i) for i in range(len(shards))] if shards.sharded else []
     delay = 0.1
