@@ -8,7 +8,11 @@ one producer looping the demo clip and two workers, all given only the `redis+se
 subscriber (in this process, re-subscribing after each failover) records every result message it
 gets. For each kill: wait until the replicas are in sync, SIGKILL the master, and measure the
 promotion (the sentinels agree on a new master) and the first result received after the kill; the
-killed server comes back as a replica. At the end the producer stops and the ledger must balance.
+killed server comes back as a replica. `--hang` SIGSTOPs the master instead, which then answers
+nothing and refuses nothing, as when a partition cuts it off; it is SIGKILLed once the new master's
+ledger counts a publish. The first publish is read from that ledger, because a subscriber on the
+hung master hears nothing until its connection's health check (15 s). At the end the producer
+stops and the ledger must balance.
 Prints one JSON object: promotion and time to first result (median, max), duplicate results, the
 ledger, and the frames lost with writes the old masters acknowledged but never replicated (the
 producer compares what it counted with what the last master's ledger holds).
@@ -70,7 +74,13 @@ def _spawn(url: str, log: Path, *args: str) -> subprocess.Popen:
 @click.command()
 @click.option("--kills", type=int, default=5, show_default=True)
 @click.option("--between-s", type=float, default=4.0, show_default=True, help="Steady running between kills.")
-def main(kills: int, between_s: float) -> None:
+@click.option(
+    "--hang",
+    is_flag=True,
+    help="SIGSTOP the master instead of killing it: it answers nothing and refuses nothing, as when a "
+    "partition cuts it off (SIGKILLed after the fleet publishes again).",
+)
+def main(kills: int, between_s: float, hang: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="rtai-failover-"))
     dep = Deployment(root)
     workers = [_spawn(dep.url, root / f"worker{i}.log", "worker", "--threads", "1") for i in range(2)]
@@ -87,14 +97,31 @@ def main(kills: int, between_s: float) -> None:
             time.sleep(between_s)
             wait_until(lambda: dep.in_sync(2), timeout=30, what="the replicas in sync")
             old = dep.master_name()
-            dep.kill(old)
+            if hang:
+                dep.procs[old].send_signal(signal.SIGSTOP)
+            else:
+                dep.kill(old)
             t_kill = time.monotonic()
             wait_until(lambda o=old: dep.master_port() not in (None, dep.ports[o]), timeout=30, what="a promotion")
             t_promoted = time.monotonic()
             seen = len(listener.got)
-            wait_until(lambda s=seen: len(listener.got) > s, timeout=30, what="a result after the kill")
+            new = dep.client()
+            at_promotion = read_ledger(new, STREAM)["published"]
+            wait_until(
+                lambda c=new, n=at_promotion: read_ledger(c, STREAM)["published"] > n, timeout=60, what="a publish"
+            )
+            t_published = time.monotonic()
+            if hang:
+                dep.kill(old)
+            wait_until(lambda s=seen: len(listener.got) > s, timeout=60, what="a result after the kill")
             t_first = next(t for t, _seq in listener.got[seen:])
-            rows.append({"promotion_s": round(t_promoted - t_kill, 2), "first_result_s": round(t_first - t_kill, 2)})
+            rows.append(
+                {
+                    "promotion_s": round(t_promoted - t_kill, 2),
+                    "first_publish_s": round(t_published - t_kill, 2),
+                    "first_result_s": round(t_first - t_kill, 2),
+                }
+            )
             dep.start_server(old, replica_of=dep.master_port())  # back, as a replica of the new master
         alive = all(p.poll() is None for p in [*workers, producer])
         producer.send_signal(signal.SIGTERM)
@@ -114,6 +141,7 @@ def main(kills: int, between_s: float) -> None:
     lost, counted = (int(said.group(1)), int(said.group(2))) if said else (0, ledger["produced"])
     promotions = [r["promotion_s"] for r in rows]
     firsts = [r["first_result_s"] for r in rows]
+    published = [r["first_publish_s"] for r in rows]
     print(
         json.dumps(
             {
@@ -123,6 +151,11 @@ def main(kills: int, between_s: float) -> None:
                 "first_result_after_promotion_s_max": round(
                     max(f - p for f, p in zip(firsts, promotions, strict=True)), 2
                 ),
+                "first_publish_after_promotion_s": {
+                    "median": round(statistics.median(f - p for f, p in zip(published, promotions, strict=True)), 2),
+                    "max": round(max(f - p for f, p in zip(published, promotions, strict=True)), 2),
+                },
+                "master": "SIGSTOPped (hung)" if hang else "SIGKILLed",
                 "results_received": len(seqs),
                 "duplicate_results": len(seqs) - len(set(seqs)),
                 "no_process_exited": alive,

@@ -40,6 +40,9 @@ MAX_BACKOFF_S = 5.0
 #: Socket timeouts long enough for a busy Redis, short enough to notice a dead one.
 SOCKET_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 3.0
+#: A Sentinel-managed connection waiting this long for a reply asks the sentinels whether its
+#: server is still the master (then again each time as long again).
+PROBE_S = 1.0
 
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
@@ -120,7 +123,8 @@ class _TimeoutRediscovers:
     command on it. A master cut off by a partition (its packets vanish, nobody gets an error) then
     held every command for all its retries, 4 x 10 s, to the old address, although the sentinels
     had promoted a replica after 2 s (tests/chaos/test_sentinel_partition.py). Here a timed-out
-    read drops the socket, and every connect asks the sentinels first."""
+    read drops the socket, every connect asks the sentinels first, and a reply that is a second
+    late makes the connection ask them whether its server is still the master."""
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
         pool = self.connection_pool  # type: ignore[attr-defined]
@@ -129,11 +133,52 @@ class _TimeoutRediscovers:
         return super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        self._await_reply()
         try:
             return super().read_response(*args, **kwargs)  # type: ignore[misc]
         except redis.TimeoutError:
             self.disconnect()  # type: ignore[attr-defined]
             raise
+
+    def _await_reply(self) -> None:
+        """Wait for a reply a second at a time, and after each silent second ask the sentinels
+        whether this is still the master. A master cut off by a partition, or hung, answers
+        nothing and refuses nothing: without this a command waited out the whole socket timeout
+        (10 s) after the sentinels had promoted a replica. A master the sentinels still name is
+        waited for as before, up to the socket timeout."""
+        limit = self.socket_timeout  # type: ignore[attr-defined]
+        if not self.connection_pool.is_master or (limit is not None and limit <= PROBE_S):  # type: ignore[attr-defined]
+            return
+        waited = 0.0
+        while not self.can_read(timeout=PROBE_S):  # type: ignore[attr-defined]
+            waited += PROBE_S
+            if self._master_gone():
+                self.disconnect()  # type: ignore[attr-defined]
+                raise redis.ConnectionError(
+                    f"{self.host}:{self.port} stopped answering and the sentinels no longer name it the master"
+                )
+            if limit is not None and waited >= limit:
+                self.disconnect()  # type: ignore[attr-defined]
+                raise redis.TimeoutError(f"Timeout reading from {self.host}:{self.port}")
+
+    def _master_gone(self) -> bool:
+        """True when the first sentinel that answers names another master, or holds this one down;
+        False when it still names this one, or when no sentinel answers (nothing to go by)."""
+        pool = self.connection_pool  # type: ignore[attr-defined]
+        manager = pool.sentinel_manager
+        for i, sentinel in enumerate(list(manager.sentinels)):
+            try:
+                state = sentinel.sentinel_masters().get(pool.service_name)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                continue
+            if not state:
+                continue
+            if i:  # asked first next time, as redis-py's discovery does (one cut off costs 3 s each time)
+                manager.sentinels[0], manager.sentinels[i] = sentinel, manager.sentinels[0]
+            if not manager.check_master_state(state, pool.service_name):
+                return True
+            return (state["ip"], int(state["port"])) != (self.host, int(self.port))
+        return False
 
 
 class RediscoveringConnection(_TimeoutRediscovers, SentinelManagedConnection):

@@ -19,6 +19,8 @@ from common.replies import texts
 from common.shards import Fleet, Shards, home_of
 from common.wire import Result, TrackedFrame, decode_result, unpackb
 
+from .silence import Silence
+
 log = logging.getLogger(__name__)
 
 #: How far back in a stream's history a reconnecting subscriber looks for what it missed.
@@ -94,6 +96,7 @@ class Subscriber:
         it answers, and what each stream published meanwhile is read from its history first, so a
         reconnect leaves no gap it can fill and repeats nothing already given."""
         pubsub: redis.client.PubSub | None = self._subscribed()
+        silence = Silence()
         given: dict[str, Given] = {}
         backoff = Backoff(first=0.1, cap=2.0)
         try:
@@ -107,11 +110,18 @@ class Subscriber:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 try:
                     if pubsub is None:  # lost: subscribe again, then give what was published meanwhile
-                        pubsub = self._subscribed()
+                        pubsub, silence = self._subscribed(), Silence()
                         yield from self._missed(given)
                         backoff.reset()
                         log.warning("subscribed again")
                     message = pubsub.get_message(timeout=wait)
+                    if message is not None:
+                        silence.heard()
+                    else:
+                        silence.check()
+                        if silence.ping_due():
+                            pubsub.ping()
+                            silence.sent()
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     delay = backoff.next()
                     log.warning("subscription lost (%s); subscribing again in %.1f s", describe(exc), delay)

@@ -44,11 +44,14 @@ from common.replies import text_map
 from common.shards import Fleet, client_for, home_of, split_urls
 from common.wire import decode_event, decode_preview, decode_result, decode_tracked, record_seq, unpackb
 from control import status
+from control.silence import Silence
 
 log = logging.getLogger(__name__)
 
 #: Fleet state goes out about once a second.
 FLEET_EVERY_S = 1.0
+#: The listener's longest wait for a message before it checks its subscription has not gone silent.
+LISTEN_WAIT_S = 1.0
 #: A preview waits for its result this long (a busy CPU fleet publishes seconds late): the view lags
 #: by the fleet's latency, and every picture shows the boxes found on it.
 MATCH_WAIT_S = 15.0
@@ -282,7 +285,16 @@ class LiveFeed:
             try:
                 async with conn.pubsub() as ps:
                     await ps.psubscribe(*patterns)
-                    async for msg in ps.listen():
+                    silence = Silence()  # a hung or cut-off server is noticed, not waited on for ever
+                    while True:
+                        msg = await ps.get_message(timeout=LISTEN_WAIT_S)
+                        if msg is None:
+                            silence.check()
+                            if silence.ping_due():
+                                await ps.ping()
+                                silence.sent()
+                            continue
+                        silence.heard()
                         if msg["type"] == "pmessage":
                             self.receive(msg["channel"], msg["data"])
             except (redis.RedisError, OSError) as exc:

@@ -4,8 +4,9 @@ Real hosts as network namespaces on one switch (tests/chaos/test_partition.py): 
 and a sentinel, `rb` and `rc` a replica and a sentinel each (quorum 2), `producer` and `worker` the
 fleet, given only the `redis+sentinel://` URL. The master's switch port goes down: nobody gets an
 error, its packets just vanish. The two sentinels that still see each other promote a replica; the
-producer's and the worker's calls to the old master time out, they ask the sentinels again, and
-the fleet publishes from the new master without any process exiting. Healed, the old master comes
+producer's and the worker's calls to the old master, a second without a reply, ask the sentinels
+whether it is still the master, drop it, and the fleet publishes from the new master within seconds
+of the promotion, without any process exiting. Healed, the old master comes
 back as a replica. Once the producer stops, every frame is accounted for and none was published
 twice. The test reads every server through its Unix socket.
 """
@@ -111,12 +112,17 @@ def test_the_master_cut_off_by_a_partition_is_replaced_and_the_fleet_carries_on(
     t_promoted = time.monotonic()
     new = servers[by_ip[promoted]]
     at_promotion = _published(new)
-    wait_for(lambda: _published(new) > at_promotion + 10, timeout=90, what="results from the new master")
+    wait_for(lambda: _published(new) > at_promotion, timeout=90, what="a result from the new master")
     t_flowing = time.monotonic()
+    wait_for(lambda: _published(new) > at_promotion + 10, timeout=60, what="results from the new master")
     print(
         f"\nsentinel partition: promoted {t_promoted - t_cut:.1f} s after the cut, results again "
-        f"{t_flowing - t_promoted:.1f} s after the promotion (clients' socket timeout 10 s)"
+        f"{t_flowing - t_promoted:.1f} s after the promotion"
     )
+    # A call waiting on the silent master asks the sentinels after a second without a reply, so it
+    # does not wait out its 10 s socket timeout: that put results 11-11.7 s after the promotion, and
+    # never under 6.7 s (the promotion comes at most 3.3 s after the cut). Now 1.2-4.1 s.
+    assert t_flowing - t_promoted < 6, f"results again only {t_flowing - t_promoted:.1f} s after the promotion"
     hosts.heal("ra")
     wait_for(lambda: servers["ra"].info("replication")["role"] == "slave", timeout=60, what="the old master a replica")
     assert producer.poll() is None and worker.poll() is None, "no process exited"

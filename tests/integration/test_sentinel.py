@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,9 +91,11 @@ def test_the_fleet_publishes_again_after_the_master_dies_and_accounts_for_every_
     assert "subscription lost" in procs.output(subscriber)
 
 
-def test_the_live_view_follows_the_master_through_the_sentinels(sentinel):
+@pytest.mark.parametrize("how", ["killed", "hung"])
+def test_the_live_view_follows_the_master_through_the_sentinels(sentinel, how):
     """The API's live feed (its asyncio pub/sub client) given the Sentinel URL: a frame published on
-    the master reaches a page, and again after the master died and a replica took over."""
+    the master reaches a page, and again after the master died (or hung: SIGSTOP, it answers
+    nothing and refuses nothing) and a replica took over."""
     import asyncio  # noqa: PLC0415
 
     from common.redis_client import connect  # noqa: PLC0415
@@ -107,7 +110,10 @@ def test_the_live_view_follows_the_master_through_the_sentinels(sentinel):
             await _next(page, "fleet", until=time.monotonic() + WAIT_S)
             first = await _good_frame_arrives(sentinel.client(), page, "cam", 10)
             old = sentinel.master_name()
-            sentinel.kill(old)
+            if how == "hung":  # the feed notices its silent subscription (control/silence.py)
+                sentinel.procs[old].send_signal(signal.SIGSTOP)
+            else:
+                sentinel.kill(old)
             await asyncio.to_thread(
                 wait_for,
                 lambda: sentinel.master_port() not in (None, sentinel.ports[old]),
@@ -121,3 +127,76 @@ def test_the_live_view_follows_the_master_through_the_sentinels(sentinel):
 
     first, second = asyncio.run(scenario())
     assert first["seq"] >= 10 and second["seq"] >= 100
+
+
+def test_a_call_waiting_on_a_hung_master_goes_to_the_new_master_soon_after_the_promotion(sentinel):
+    """A master that hangs (SIGSTOP: it answers nothing and refuses nothing, as when a partition cuts
+    it off) while a client waits on it: the client asks the sentinels after a second without a reply
+    and is served by the new master soon after the promotion, not after its 10 s socket timeout."""
+    from common.redis_client import connect  # noqa: PLC0415
+
+    client = connect(sentinel.url)
+    client.set("k", "v")
+    wait_for(lambda: sentinel.in_sync(2), timeout=10, what="the replicas in sync")
+    old = sentinel.master_name()
+    sentinel.procs[old].send_signal(signal.SIGSTOP)
+    t_hung = time.monotonic()
+    errors = []
+    while True:  # as the fleet's roles do: a lost connection is retried
+        try:
+            value = client.get("k")
+            break
+        except redis.ConnectionError as exc:
+            errors.append(str(exc))
+            time.sleep(0.1)
+        assert time.monotonic() - t_hung < 30, errors[-3:]
+    t_served = time.monotonic()
+    assert value == b"v"
+    promoted = sentinel.master_port()
+    assert promoted not in (None, sentinel.ports[old]), "served by the hung master"
+    # Promotion takes 1.5-3 s here (down-after 1 s); the old path waited the whole 10 s first.
+    print(f"\nhung master: served {t_served - t_hung:.1f} s after it hung, errors meanwhile: {errors}")
+    assert t_served - t_hung < 7, f"served {t_served - t_hung:.1f} s after the master hung"
+    sentinel.kill(old)
+
+
+def test_a_subscriber_leaves_a_hung_master_for_the_new_one_and_misses_nothing(sentinel):
+    """`rtai subscribe`'s Subscriber on a master that hangs: its subscription hears nothing, not even
+    an error. A PING unanswered for 3 s makes it subscribe again through the sentinels, and what the
+    new master published meanwhile comes from its history."""
+    import queue  # noqa: PLC0415
+
+    from common.redis_client import connect  # noqa: PLC0415
+    from control.subscriber import Subscriber  # noqa: PLC0415
+
+    from .test_livefeed_guard import _result  # noqa: PLC0415
+
+    got: queue.Queue[int] = queue.Queue()
+    sub = Subscriber(connect(sentinel.url), ["cam"])
+    thread = threading.Thread(
+        target=lambda: [got.put(r.seq) for r in sub.results(deadline=time.monotonic() + 60)], daemon=True
+    )
+    thread.start()
+    master = sentinel.client()
+
+    def first() -> bool:
+        master.publish(keys.results_channel("cam"), _result("cam", 1))
+        return not got.empty()
+
+    wait_for(first, timeout=10, what="the subscription")
+    old = sentinel.master_name()
+    sentinel.procs[old].send_signal(signal.SIGSTOP)
+    t_hung = time.monotonic()
+    wait_for(lambda: sentinel.master_port() not in (None, sentinel.ports[old]), timeout=30, what="promotion")
+    new = sentinel.client()
+    for seq in (50, 51):  # into the history, as a worker's settle writes it, and published
+        new.xadd(keys.history("cam"), {"r": _result("cam", seq)})
+        new.publish(keys.results_channel("cam"), _result("cam", seq))
+    seen = []
+    while 51 not in seen:
+        seen.append(got.get(timeout=20))  # queue.Empty: the subscriber never left the hung master
+    t_back = time.monotonic()
+    print(f"\nsubscriber: results from the new master {t_back - t_hung:.1f} s after the master hung")
+    assert set(seen) - {1} == {50, 51}, seen
+    assert t_back - t_hung < 15
+    sentinel.kill(old)
