@@ -52,7 +52,7 @@ def events(
     stream: str, redis_url: str | None, replay: int, count: int | None, timeout: float | None, wait: bool
 ) -> None:
     """Print STREAM's events (entered/left zone, crossed line, dwell, appeared/lost) as JSON lines."""
-    from .eventlog import recent_events  # noqa: PLC0415
+    from .feed import live_events  # noqa: PLC0415
 
     url = _url(redis_url)
     connect(url)  # every shard checked: a wrong URL is said now
@@ -60,18 +60,13 @@ def events(
     if not wait:
         check_known(shards, keys.check_stream_id(stream))
     client = shards.for_stream(keys.check_stream_id(stream))  # its events are on its shard
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.events_channel(keys.check_stream_id(stream)))
-    seen = 0
-    for event in reversed(recent_events(client, stream=stream, limit=replay)) if replay else []:
-        click.echo(json.dumps(event))
-        seen += 1
     deadline = None if timeout is None else time.monotonic() + timeout
-    while (count is None or seen < count) and (deadline is None or time.monotonic() < deadline):
-        msg = pubsub.get_message(timeout=0.2)
-        if msg is not None:
-            click.echo(msg["data"].decode())
-            seen += 1
+    if count is not None and count <= 0:
+        return
+    for seen, event in enumerate(live_events(client, stream, replay=replay, deadline=deadline), 1):
+        click.echo(json.dumps(event))
+        if count is not None and seen >= count:
+            break
 
 
 def known_streams(client: redis.Redis | Shards) -> set[str]:

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from typing import cast
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any, cast
+
+import redis
+from redis.client import PubSub
 
 from analytics.eventlog import recent_events
 from common import keys
 from common.errors import RecordError
 from common.shards import Fleet, Shards, client_for
-from common.wire import TrackedFrame, decode_tracked
+from common.subscription import AGAIN, Given, Subscription
+from common.wire import TrackedFrame, decode_event, decode_tracked
 
-__all__ = ["recent_events", "tracked_frames"]
+__all__ = ["live_events", "recent_events", "tracked_frames"]
 
 log = logging.getLogger(__name__)
+
+#: How far back in a stream's tracks history a reconnecting subscriber looks for what it missed.
+RECONNECT_REPLAY = 1000
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -34,33 +42,116 @@ def _checked(data: object, where: str) -> TrackedFrame | None:
         return None
 
 
+def _history(client: redis.Redis, stream: str, count: int) -> list[TrackedFrame]:
+    """The last `count` tracked frames of `stream` in its history, oldest first (bad ones skipped)."""
+    history = client.xrevrange(keys.tracks_history(stream), count=count)
+    frames = (_checked(fields.get(b"t"), keys.tracks_history(stream)) for _id, fields in reversed(_entries(history)))
+    return [f for f in frames if f is not None]
+
+
+def _seq(frame: TrackedFrame) -> int:
+    return frame.seq
+
+
 def tracked_frames(
     client: Fleet, streams: list[str], *, replay: int = 0, deadline: float | None = None
 ) -> Iterator[TrackedFrame]:
     """Tracked frames of `streams` (each read from its shard): the last `replay` of each from history,
-    then live ones; a record that is not a tracked frame is skipped (logged), never raised."""
+    then live ones; a record that is not a tracked frame is skipped (logged), never raised.
+
+    Each shard's subscription subscribes again when it is lost or goes silent (a restart, a Sentinel
+    failover, a hung master: common/subscription.py), and what its streams tracked meanwhile is read
+    from their history first, so the gap is filled and nothing is given twice."""
     by_shard = client.by_shard(streams) if isinstance(client, Shards) else {0: streams}
-    pubsubs = []
+    given: dict[str, Given] = {s: Given() for s in streams}
+    subs: dict[int, Subscription] = {}
+
+    def opener(place: redis.Redis, names: list[str]) -> Callable[[], PubSub]:
+        def subscribed() -> PubSub:
+            pubsub = place.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(*[keys.tracks_channel(keys.check_stream_id(s)) for s in names])
+            return pubsub
+
+        return subscribed
+
+    def missed(i: int) -> list[TrackedFrame]:
+        place = client.client(i) if isinstance(client, Shards) else client
+        return [f for s in by_shard[i] for f in given[s].missed(_history(place, s, RECONNECT_REPLAY), _seq)]
+
     try:
         for i, names in by_shard.items():
             place = client.client(i) if isinstance(client, Shards) else client
-            pubsub = place.pubsub(ignore_subscribe_messages=True)
-            pubsubs.append(pubsub)
-            pubsub.subscribe(*[keys.tracks_channel(keys.check_stream_id(s)) for s in names])
+            subs[i] = Subscription(opener(place, names), what=f"the tracks subscription ({len(names)} streams)")
         for s in streams if replay else []:
-            history = client_for(client, s).xrevrange(keys.tracks_history(s), count=replay)
-            for _id, fields in reversed(_entries(history)):
-                frame = _checked(fields.get(b"t"), keys.tracks_history(s))
-                if frame is not None:
-                    yield frame
-        wait = 0.2 / max(1, len(pubsubs))
+            for frame in _history(client_for(client, s), s, replay):
+                given[s].add(frame.seq)
+                yield frame
+        wait = 0.2 / max(1, len(subs))
         while deadline is None or time.monotonic() < deadline:
-            for pubsub in pubsubs:
-                msg = pubsub.get_message(timeout=wait)
-                if msg is not None:
-                    frame = _checked(msg["data"], str(msg.get("channel")))
-                    if frame is not None:
+            for i, sub in subs.items():
+                msg = sub.get(wait)
+                if msg is AGAIN:  # subscribed again: first what the shard's streams tracked meanwhile
+                    for frame in sub.refill(partial(missed, i)):
+                        given[frame.stream].add(frame.seq)
                         yield frame
+                    continue
+                if msg is None or msg["type"] != "message":
+                    continue
+                live = _checked(msg["data"], str(msg.get("channel")))
+                if live is not None and live.seq not in given.setdefault(live.stream, Given()):
+                    given[live.stream].add(live.seq)
+                    yield live
     finally:
-        for pubsub in pubsubs:
-            pubsub.close()
+        for sub in subs.values():
+            sub.close()
+
+
+def _event_key(event: dict[str, Any]) -> tuple[int, str]:
+    """An event's place in its stream: its frame's seq, then its id (`stream:seq:i`)."""
+    seq = event.get("seq")
+    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else -1, str(event.get("id")))
+
+
+def live_events(
+    client: redis.Redis, stream: str, *, replay: int = 0, deadline: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """`stream`'s events (`client` is its shard): the last `replay` from its event log, then live
+    ones as the tracker publishes them; one that is not an event is skipped (logged). A lost or
+    silent subscription subscribes again (common/subscription.py) and the events published meanwhile
+    are read from the stream's event log first, so none is missed or given twice."""
+    channel = keys.events_channel(keys.check_stream_id(stream))
+
+    def subscribed() -> PubSub:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(channel)
+        return pubsub
+
+    def missed() -> list[dict[str, Any]]:
+        return given.missed(reversed(recent_events(client, stream=stream, limit=RECONNECT_REPLAY)), _event_key)
+
+    sub = Subscription(subscribed, what=f"the events subscription of {stream}")
+    given = Given()
+    try:
+        for event in reversed(recent_events(client, stream=stream, limit=replay)) if replay else []:
+            given.add(_event_key(event))
+            yield event
+        while deadline is None or time.monotonic() < deadline:
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            msg = sub.get(wait)
+            if msg is AGAIN:  # subscribed again: first what the stream's event log got meanwhile
+                for event in sub.refill(missed):
+                    given.add(_event_key(event))
+                    yield event
+                continue
+            if msg is None or msg["type"] != "message":
+                continue
+            try:
+                event = decode_event(msg["data"])
+            except RecordError as exc:
+                log.warning("a message on %s skipped: %s", channel, exc)
+                continue
+            if _event_key(event) not in given:
+                given.add(_event_key(event))
+                yield event
+    finally:
+        sub.close()

@@ -96,11 +96,11 @@ def purge(client: redis.Redis, stream: str, *, data: redis.Redis | None = None) 
     """Remove `stream` and delete every key it has now (queued batches included); the number deleted."""
     stream = keys.check_stream_id(stream)
     remove(client, stream, data=data)
-    client = data if data is not None else client
-    doomed = [k for k in keys.stream_keys(stream) if client.exists(k)]
+    shard = data if data is not None else client
+    doomed = [k for k in keys.stream_keys(stream) if shard.exists(k)]
     for pattern in keys.stream_key_patterns(stream):
-        doomed += [k.decode() if isinstance(k, bytes) else k for k in client.scan_iter(match=pattern, count=1000)]
-    with client.pipeline() as pipe:
+        doomed += [k.decode() if isinstance(k, bytes) else k for k in shard.scan_iter(match=pattern, count=1000)]
+    with shard.pipeline() as pipe:
         for i in range(0, len(doomed), 500):
             pipe.delete(*doomed[i : i + 500])
         pipe.srem(keys.STREAMS, stream)

@@ -173,7 +173,9 @@ class _TimeoutRediscovers:
                 continue
             if not state:
                 continue
-            if i:  # asked first next time, as redis-py's discovery does (one cut off costs 3 s each time)
+            # Asked first next time, as redis-py's discovery does (one cut off costs 3 s each time);
+            # unless another thread moved the list meanwhile.
+            if i and manager.sentinels[i] is sentinel:
                 manager.sentinels[0], manager.sentinels[i] = sentinel, manager.sentinels[0]
             if not manager.check_master_state(state, pool.service_name):
                 return True

@@ -6,49 +6,25 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 
 import redis
 
 from common import keys
-from common.backoff import Backoff
 from common.errors import SchemaError
-from common.redis_client import describe
 from common.replies import texts
 from common.shards import Fleet, Shards, home_of
+from common.subscription import AGAIN, Given, Subscription
 from common.wire import Result, TrackedFrame, decode_result, unpackb
-
-from .silence import Silence
 
 log = logging.getLogger(__name__)
 
 #: How far back in a stream's history a reconnecting subscriber looks for what it missed.
 RECONNECT_REPLAY = 1000
-#: Sequence numbers remembered per stream, so a result replayed after a reconnect is given once.
-GIVEN_KEPT = 4096
 
 
-class Given:
-    """The sequence numbers of one stream given out lately (the last GIVEN_KEPT)."""
-
-    def __init__(self) -> None:
-        self._order: deque[int] = deque()
-        self._set: set[int] = set()
-
-    def __contains__(self, seq: object) -> bool:
-        return seq in self._set
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._set)
-
-    def add(self, seq: int) -> None:
-        if seq in self._set:
-            return
-        self._order.append(seq)
-        self._set.add(seq)
-        if len(self._order) > GIVEN_KEPT:
-            self._set.discard(self._order.popleft())
+def _seq(result: Result) -> int:
+    return result.seq
 
 
 class Subscriber:
@@ -80,25 +56,22 @@ class Subscriber:
             pubsub.psubscribe(keys.results_pattern())
         return pubsub
 
-    def _missed(self, given: dict[str, Given]) -> Iterator[Result]:
-        """After a reconnect: what each stream published meanwhile, from its history (seq order)."""
-        for stream, seen in list(given.items()):
-            first = min(seen, default=None)  # nothing older than what this subscriber saw first
-            for result in self.replay(stream, RECONNECT_REPLAY):
-                if first is not None and result.seq > first and result.seq not in seen:
-                    seen.add(result.seq)
-                    yield result
+    def _missed(self, given: dict[str, Given]) -> list[Result]:
+        """After a reconnect: what each stream published meanwhile, from its history (seq order).
+        All of it is read before any is marked given, so a read that fails leaves nothing half-given."""
+        return [
+            r for stream, seen in list(given.items()) for r in seen.missed(self.replay(stream, RECONNECT_REPLAY), _seq)
+        ]
 
     def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
         """Results as they are published: first the last `replay` of each stream from history.
 
-        When Redis goes away (a restart, a Sentinel failover) the subscription is opened again once
-        it answers, and what each stream published meanwhile is read from its history first, so a
-        reconnect leaves no gap it can fill and repeats nothing already given."""
-        pubsub: redis.client.PubSub | None = self._subscribed()
-        silence = Silence()
+        When Redis goes away (a restart, a Sentinel failover) or goes silent, the subscription is
+        opened again once it answers (common/subscription.py), and what each stream published
+        meanwhile is read from its history first, so a reconnect leaves no gap it can fill and
+        repeats nothing already given."""
+        sub = Subscription(self._subscribed, what="the results subscription")
         given: dict[str, Given] = {}
-        backoff = Backoff(first=0.1, cap=2.0)
         try:
             if replay:
                 streams = self.streams or texts(self.client.smembers(keys.STREAMS))
@@ -108,27 +81,11 @@ class Subscriber:
                         yield result
             while deadline is None or time.monotonic() < deadline:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                try:
-                    if pubsub is None:  # lost: subscribe again, then give what was published meanwhile
-                        pubsub, silence = self._subscribed(), Silence()
-                        yield from self._missed(given)
-                        backoff.reset()
-                        log.warning("subscribed again")
-                    message = pubsub.get_message(timeout=wait)
-                    if message is not None:
-                        silence.heard()
-                    else:
-                        silence.check()
-                        if silence.ping_due():
-                            pubsub.ping()
-                            silence.sent()
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    delay = backoff.next()
-                    log.warning("subscription lost (%s); subscribing again in %.1f s", describe(exc), delay)
-                    if pubsub is not None:
-                        pubsub.close()
-                    pubsub = None
-                    time.sleep(delay)
+                message = sub.get(wait)
+                if message is AGAIN:  # subscribed again: first what was published meanwhile
+                    for result in sub.refill(lambda: self._missed(given)):
+                        given[result.stream].add(result.seq)
+                        yield result
                     continue
                 if message is None or message["type"] not in ("message", "pmessage"):
                     continue
@@ -143,8 +100,7 @@ class Subscriber:
                 seen.add(result.seq)
                 yield result
         finally:
-            if pubsub is not None:
-                pubsub.close()
+            sub.close()
 
     @staticmethod
     def describe(result: Result, names: list[str]) -> str:

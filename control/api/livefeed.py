@@ -42,9 +42,9 @@ from common.errors import RecordError, SchemaError
 from common.redis_client import connect_async
 from common.replies import text_map
 from common.shards import Fleet, client_for, home_of, split_urls
+from common.subscription import Silence
 from common.wire import decode_event, decode_preview, decode_result, decode_tracked, record_seq, unpackb
 from control import status
-from control.silence import Silence
 
 log = logging.getLogger(__name__)
 

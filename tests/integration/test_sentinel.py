@@ -110,7 +110,7 @@ def test_the_live_view_follows_the_master_through_the_sentinels(sentinel, how):
             await _next(page, "fleet", until=time.monotonic() + WAIT_S)
             first = await _good_frame_arrives(sentinel.client(), page, "cam", 10)
             old = sentinel.master_name()
-            if how == "hung":  # the feed notices its silent subscription (control/silence.py)
+            if how == "hung":  # the feed notices its silent subscription (common/subscription.py)
                 sentinel.procs[old].send_signal(signal.SIGSTOP)
             else:
                 sentinel.kill(old)
@@ -161,42 +161,54 @@ def test_a_call_waiting_on_a_hung_master_goes_to_the_new_master_soon_after_the_p
 
 
 def test_a_subscriber_leaves_a_hung_master_for_the_new_one_and_misses_nothing(sentinel):
-    """`rtai subscribe`'s Subscriber on a master that hangs: its subscription hears nothing, not even
-    an error. A PING unanswered for 3 s makes it subscribe again through the sentinels, and what the
-    new master published meanwhile comes from its history."""
+    """`rtai subscribe`'s Subscriber, its tracked frames and `rtai events`' feed on a master that
+    hangs: a subscription hears nothing, not even an error. A PING unanswered for 3 s makes each
+    subscribe again through the sentinels, and what the new master got meanwhile comes from history."""
     import queue  # noqa: PLC0415
 
+    from analytics.feed import live_events, tracked_frames  # noqa: PLC0415
     from common.redis_client import connect  # noqa: PLC0415
     from control.subscriber import Subscriber  # noqa: PLC0415
 
     from .test_livefeed_guard import _result  # noqa: PLC0415
+    from .test_resubscribe import track  # noqa: PLC0415
 
-    got: queue.Queue[int] = queue.Queue()
-    sub = Subscriber(connect(sentinel.url), ["cam"])
-    thread = threading.Thread(
-        target=lambda: [got.put(r.seq) for r in sub.results(deadline=time.monotonic() + 60)], daemon=True
-    )
-    thread.start()
+    got: queue.Queue[tuple[str, int]] = queue.Queue()
+    until = time.monotonic() + 60
+    feeds = {
+        "results": lambda: (r.seq for r in Subscriber(connect(sentinel.url), ["cam"]).results(deadline=until)),
+        "tracks": lambda: (f.seq for f in tracked_frames(connect(sentinel.url), ["cam"], deadline=until)),
+        "events": lambda: (e["seq"] for e in live_events(connect(sentinel.url), "cam", deadline=until)),
+    }
+    for kind, feed in feeds.items():
+        threading.Thread(target=lambda k=kind, f=feed: [got.put((k, seq)) for seq in f()], daemon=True).start()
     master = sentinel.client()
+    heard: set[str] = set()
 
     def first() -> bool:
         master.publish(keys.results_channel("cam"), _result("cam", 1))
-        return not got.empty()
+        track(master, 1)
+        while not got.empty():
+            heard.add(got.get()[0])
+        return heard == set(feeds)
 
-    wait_for(first, timeout=10, what="the subscription")
+    wait_for(first, timeout=10, interval=0.2, what="the subscriptions")
     old = sentinel.master_name()
     sentinel.procs[old].send_signal(signal.SIGSTOP)
     t_hung = time.monotonic()
     wait_for(lambda: sentinel.master_port() not in (None, sentinel.ports[old]), timeout=30, what="promotion")
     new = sentinel.client()
-    for seq in (50, 51):  # into the history, as a worker's settle writes it, and published
+    for seq in (50, 51):  # into the history, as a worker's settle and the tracker write it, and published
         new.xadd(keys.history("cam"), {"r": _result("cam", seq)})
         new.publish(keys.results_channel("cam"), _result("cam", seq))
-    seen = []
-    while 51 not in seen:
-        seen.append(got.get(timeout=20))  # queue.Empty: the subscriber never left the hung master
+        track(new, seq)
+    seen: dict[str, list[int]] = {kind: [] for kind in feeds}
+    while any(51 not in seqs for seqs in seen.values()):
+        kind, seq = got.get(timeout=20)  # queue.Empty: a feed never left the hung master
+        seen[kind].append(seq)
     t_back = time.monotonic()
-    print(f"\nsubscriber: results from the new master {t_back - t_hung:.1f} s after the master hung")
-    assert set(seen) - {1} == {50, 51}, seen
+    print(f"\nsubscriptions: the new master's results, tracks and events {t_back - t_hung:.1f} s after the master hung")
+    for kind, seqs in seen.items():
+        assert [s for s in seqs if s != 1] == [50, 51], (kind, seqs)
     assert t_back - t_hung < 15
     sentinel.kill(old)

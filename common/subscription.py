@@ -1,0 +1,179 @@
+"""A pub/sub subscription that outlives its server: lost, or gone silent, it subscribes again.
+
+`rtai subscribe` (results and tracked frames) and `rtai events` read through a `Subscription`. When
+Redis goes away (a restart, a Sentinel failover) the subscription is opened again once Redis
+answers, asking the sentinels for the master where there are sentinels, and the caller hears
+`AGAIN` so that it can fill the gap from history. What it already gave is kept in a `Given`.
+
+A Redis that hangs, or a master that a partition cuts off, neither sends nor refuses anything, so
+a subscriber on it would wait for ever: redis-py's health check sends a PING but never minds an
+unanswered one, and TCP gives up on its own only after many minutes. A subscriber that has heard
+nothing for PING_AFTER_S sends a PING; no answer within ANSWER_S more, and the subscription is
+lost (SilentSubscriptionError). One PING per PING_AFTER_S of quiet, nothing while messages flow.
+The live view's asyncio listener (control/api/livefeed.py) keeps its own loop but the same `Silence`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import redis
+import redis.client
+
+from .backoff import Backoff
+from .redis_client import describe
+
+log = logging.getLogger(__name__)
+
+PING_AFTER_S = 3.0
+ANSWER_S = 3.0
+#: Sequence numbers (or other ids) remembered per stream, so what is replayed after a reconnect is given once.
+GIVEN_KEPT = 4096
+#: What `Subscription.get` returns once it has subscribed again after losing the subscription.
+AGAIN: dict[str, Any] = {"type": "subscribed again"}
+
+T = TypeVar("T")
+
+
+class SilentSubscriptionError(redis.TimeoutError):
+    """Nothing came back on a subscription, not even the answer to a PING."""
+
+
+class Silence:
+    """What a subscription has heard, and when a PING is due (the caller sends it)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.last = clock()
+        self.pinged: float | None = None
+
+    def heard(self) -> None:
+        """Anything arrived: a message, a subscribe confirmation, a PONG."""
+        self.last, self.pinged = self.clock(), None
+
+    def ping_due(self) -> bool:
+        """Quiet for PING_AFTER_S and no PING out yet: send one now (then call `sent`)."""
+        return self.pinged is None and self.clock() - self.last >= PING_AFTER_S
+
+    def sent(self) -> None:
+        self.pinged = self.clock()
+
+    def check(self) -> None:
+        """SilentSubscriptionError when a PING has gone unanswered for ANSWER_S."""
+        if self.pinged is not None and (quiet := self.clock() - self.pinged) >= ANSWER_S:
+            raise SilentSubscriptionError(f"no answer to a PING in {quiet:.1f} s (the server hangs or is cut off)")
+
+
+class Given:
+    """What one stream gave out lately (the last GIVEN_KEPT sequence numbers, or other ids)."""
+
+    def __init__(self) -> None:
+        self._order: deque[Any] = deque()
+        self._set: set[Any] = set()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._set
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._set)
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+    def add(self, item: Any) -> None:
+        if item in self._set:
+            return
+        self._order.append(item)
+        self._set.add(item)
+        if len(self._order) > GIVEN_KEPT:
+            self._set.discard(self._order.popleft())
+
+    def missed(self, history: Iterable[T], key: Callable[[T], Any]) -> list[T]:
+        """Of `history` (oldest first), what came after the first thing given and was not given;
+        `key` gives what this Given holds for an item (a sequence number, or any ordered id).
+        Nothing given yet: nothing, since the subscriber never asked for what came before it."""
+        first = min(self._set, default=None)
+        if first is None:
+            return []
+        return [item for item in history if key(item) > first and key(item) not in self._set]
+
+
+class Subscription:
+    """One pub/sub subscription, opened by `open_subscription` (which subscribes, and raises while
+    Redis does not answer). The first one is opened at once, so a wrong URL is said at once."""
+
+    def __init__(
+        self,
+        open_subscription: Callable[[], redis.client.PubSub],
+        *,
+        what: str = "subscription",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open = open_subscription
+        self.what = what
+        self.clock = clock
+        self.pubsub: redis.client.PubSub | None = open_subscription()
+        self.silence = Silence(clock)
+        self.backoff = Backoff(first=0.1, cap=2.0)
+        self.retry_at = 0.0
+        #: Times the subscription was lost.
+        self.losses = 0
+
+    def get(self, timeout: float) -> dict[str, Any] | None:
+        """The next message (redis-py's dict) within `timeout`, None, or AGAIN right after the
+        subscription was opened again. A lost or silent subscription is closed, and opened again
+        after a backoff (0.1 s doubling to 2 s); nothing is raised for it."""
+        if self.pubsub is None:
+            wait = self.retry_at - self.clock()
+            if wait > 0:
+                time.sleep(min(wait, timeout))
+                if wait > timeout:
+                    return None
+            try:
+                self.pubsub = self._open()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.lost(exc)
+                return None
+            self.silence = Silence(self.clock)
+            self.backoff.reset()
+            log.warning("%s: subscribed again", self.what)
+            return AGAIN
+        try:
+            message: dict[str, Any] | None = self.pubsub.get_message(timeout=timeout)
+            if message is not None:
+                self.silence.heard()
+                return message
+            self.silence.check()
+            if self.silence.ping_due():
+                self.pubsub.ping()
+                self.silence.sent()
+            return None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.lost(exc)
+            return None
+
+    def refill(self, read: Callable[[], list[T]]) -> list[T]:
+        """After AGAIN: what `read` returns (the caller's read of what it missed, from history). A read
+        that fails loses the subscription again and returns nothing; the next AGAIN reads again."""
+        try:
+            return read()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.lost(exc)
+            return []
+
+    def lost(self, exc: BaseException) -> None:
+        """The subscription failed (here, or in the caller's read of history after AGAIN): close it;
+        `get` opens it again after the backoff, and says AGAIN then."""
+        delay = self.backoff.next()
+        self.losses += 1
+        log.warning("%s lost (%s); subscribing again in %.1f s", self.what, describe(exc), delay)
+        self.close()
+        self.retry_at = self.clock() + delay
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            pubsub, self.pubsub = self.pubsub, None
+            pubsub.close()

@@ -1,0 +1,124 @@
+"""`rtai events` and `rtai subscribe --tracks` through a Redis restart (a private, real redis-server,
+SIGKILLed and started again on its port, as compose restarts it): both subscribe again, fill the gap
+from history (what the tracker wrote while they were away) and give nothing twice."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from analytics.eventlog import append_event
+from analytics.feed import tracked_frames
+from common import keys, scripts
+from common.wire import TrackedFrame, encode_tracked
+from devkit.sentinel import pings
+
+from ..helpers import Procs, free_port, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class PrivateRedis:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen([*cmd, "--dir", str(self.root)], stdout=subprocess.DEVNULL)
+        wait_for(lambda: pings(self.port), timeout=10, what="redis-server")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+@pytest.fixture
+def private(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
+def track(client: redis.Redis, seq: int) -> None:
+    """A tracked frame and an event of it, written as the tracking stage writes them."""
+    frame = TrackedFrame("cam", seq, time.time(), time.time(), time.time(), "rtai-shapes", 640, 480)
+    client.eval(
+        scripts.EMIT_TRACKS.source,
+        2,
+        keys.tracks_channel("cam"),
+        keys.tracks_history("cam"),
+        100,
+        encode_tracked(frame),
+    )
+    append_event(client, {"id": f"cam:{seq}:0", "type": "entered", "stream": "cam", "seq": seq, "t": time.time()})
+
+
+def test_events_and_tracks_subscribe_again_after_a_redis_restart_and_fill_the_gap(private, tmp_path):
+    procs = Procs(private.url, tmp_path)
+    frames: list[int] = []
+    client = redis.Redis.from_url(private.url, socket_timeout=5)
+    feed = threading.Thread(
+        target=lambda: frames.extend(f.seq for f in tracked_frames(client, ["cam"], deadline=time.monotonic() + 45)),
+        daemon=True,
+    )
+    written = 0
+
+    def write() -> None:
+        nonlocal written
+        written += 1
+        track(private.client(), written)
+
+    def event_seqs() -> list[int]:
+        return [json.loads(line)["seq"] for line in procs.output(events).splitlines() if line.startswith("{")]
+
+    try:
+        events = procs.rtai("events", "cam", "--wait", "--timeout", "60")
+        feed.start()
+
+        def flowing() -> bool:
+            write()
+            return len(frames) >= 2 and len(event_seqs()) >= 2
+
+        wait_for(flowing, timeout=40, interval=0.3, what="the first tracked frames and events")
+        # Both have heard the last one: a Redis without persistence restarts without what it held,
+        # so what it published to nobody before dying is gone for any reader.
+        wait_for(lambda: frames[-1] == written and event_seqs()[-1] == written, timeout=10, what="the last one heard")
+        private.kill()
+        time.sleep(1.5)  # both see the loss and back off (0.1 s doubling)
+        private.start()  # empty, as a Redis without persistence restarts
+        gap = [written + 1, written + 2]
+        write()  # written while they are still away: only the history has these two
+        write()
+        time.sleep(3)
+        for _ in range(3):  # live again
+            write()
+            time.sleep(0.2)
+        wait_for(lambda: frames and frames[-1] == written, timeout=15, what=f"tracked frame {written}: {frames}")
+        wait_for(lambda: event_seqs()[-1:] == [written], timeout=15, what=f"event {written}: {event_seqs()}")
+        # Everything from the first each one heard to the last, in order, once: the gap filled from history.
+        assert frames == list(range(frames[0], written + 1)), f"tracked frames missed or repeated: {frames}"
+        seqs = event_seqs()
+        assert seqs == list(range(seqs[0], written + 1)), f"events missed or repeated: {seqs}\n{procs.output(events)}"
+        assert set(gap) <= set(frames) & set(seqs)
+        assert "subscribed again" in procs.output(events)
+    finally:
+        procs.close()
