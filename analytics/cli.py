@@ -13,9 +13,9 @@ from common import desired, keys
 from common.config import redis_url
 from common.exitcodes import EXIT_CONFIG
 from common.proctitle import set_title
-from common.redis_client import connect
+from common.redis_client import check_at_start
 from common.replies import text
-from common.shards import Shards, home_of
+from common.shards import GIVE_UP_S, Shards, home_of
 from common.stopping import run_loops, stop_on_signals
 
 
@@ -55,8 +55,9 @@ def events(
     from .feed import live_events  # noqa: PLC0415
 
     url = _url(redis_url)
-    connect(url)  # every shard checked: a wrong URL is said now
     shards = Shards.from_url(url)
+    for i in sorted({0, shards.index_for(keys.check_stream_id(stream))}):
+        check_at_start(shards.urls[i])  # the home shard and the stream's: a wrong URL is said now
     if not wait:
         check_known(shards, keys.check_stream_id(stream))
     client = shards.for_stream(keys.check_stream_id(stream))  # its events are on its shard
@@ -69,19 +70,32 @@ def events(
             break
 
 
-def known_streams(client: redis.Redis | Shards) -> set[str]:
-    """Streams declared (desired state) or known to the fleet (ever run, on any shard)."""
-    places = [c for _i, c in client.clients()] if isinstance(client, Shards) else [client]
-    return set(desired.streams(home_of(client))) | {text(s) for c in places for s in c.smembers(keys.STREAMS)}
+def known_streams(client: redis.Redis | Shards) -> tuple[set[str], list[str]]:
+    """Streams declared (desired state) or known to the fleet (ever run, on any shard), and the
+    shards that did not answer (each given up on after GIVE_UP_S: their streams are not listed)."""
+    known = set(desired.streams(home_of(client)))
+    if not isinstance(client, Shards) or not client.sharded:
+        return known | {text(s) for s in home_of(client).smembers(keys.STREAMS)}, []
+    quick, unreachable = Shards(client.urls, give_up_s=GIVE_UP_S), []
+    for i, shard in quick.clients():
+        try:
+            known |= {text(s) for s in shard.smembers(keys.STREAMS)}
+        except (redis.ConnectionError, redis.TimeoutError):
+            unreachable.append(quick.label(i))
+        finally:
+            shard.close()
+    return known, unreachable
 
 
 def check_known(client: redis.Redis | Shards, stream: str, *, command: str = "events") -> None:
     """A stream nobody declared or ran: say so (with the close match) instead of waiting silently."""
-    known = known_streams(client)
+    known, unreachable = known_streams(client)
     if stream in known:
         return
     close = difflib.get_close_matches(stream, sorted(known), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else f" Known streams: {', '.join(sorted(known)) or 'none'}."
+    if unreachable:
+        hint += f" ({', '.join(unreachable)} did not answer: streams known only there are not listed.)"
     click.echo(
         f"rtai {command}: no stream {stream!r} is declared or known.{hint} (--wait waits for it anyway.)", err=True
     )

@@ -14,6 +14,7 @@ from redis.client import PubSub
 from analytics.eventlog import recent_events
 from common import keys
 from common.errors import RecordError
+from common.redis_client import describe
 from common.shards import Fleet, Shards, client_for
 from common.subscription import AGAIN, Given, Subscription
 from common.wire import TrackedFrame, decode_event, decode_tracked
@@ -78,12 +79,21 @@ def tracked_frames(
         place = client.client(i) if isinstance(client, Shards) else client
         return [f for s in by_shard[i] for f in given[s].missed(_history(place, s, RECONNECT_REPLAY), _seq)]
 
+    sharded = isinstance(client, Shards) and client.sharded  # one shard down: the others still read
     try:
         for i, names in by_shard.items():
             place = client.client(i) if isinstance(client, Shards) else client
-            subs[i] = Subscription(opener(place, names), what=f"the tracks subscription ({len(names)} streams)")
+            what = f"the tracks subscription of {client.label(i) if isinstance(client, Shards) else 'Redis'}"
+            subs[i] = Subscription(opener(place, names), what=what, patient=sharded)
         for s in streams if replay else []:
-            for frame in _history(client_for(client, s), s, replay):
+            try:
+                history = _history(client_for(client, s), s, replay)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not sharded:
+                    raise
+                log.warning("no replay of %s: its shard does not answer (%s)", s, describe(exc))
+                continue
+            for frame in history:
                 given[s].add(frame.seq)
                 yield frame
         wait = 0.2 / max(1, len(subs))

@@ -103,24 +103,33 @@ class Given:
 
 class Subscription:
     """One pub/sub subscription, opened by `open_subscription` (which subscribes, and raises while
-    Redis does not answer). The first one is opened at once, so a wrong URL is said at once."""
+    Redis does not answer). The first one is opened at once, so a wrong URL is said at once; unless
+    `patient` (one shard of several: the others are read meanwhile), when a Redis that does not
+    answer yet is tried again as a lost one is."""
 
     def __init__(
         self,
         open_subscription: Callable[[], redis.client.PubSub],
         *,
         what: str = "subscription",
+        patient: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_subscription
         self.what = what
         self.clock = clock
-        self.pubsub: redis.client.PubSub | None = open_subscription()
         self.silence = Silence(clock)
         self.backoff = Backoff(first=0.1, cap=2.0)
         self.retry_at = 0.0
         #: Times the subscription was lost.
         self.losses = 0
+        self.pubsub: redis.client.PubSub | None = None
+        try:
+            self.pubsub = open_subscription()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not patient:
+                raise
+            self.lost(exc)
 
     def get(self, timeout: float) -> dict[str, Any] | None:
         """The next message (redis-py's dict) within `timeout`, None, or AGAIN right after the

@@ -12,6 +12,7 @@ import redis
 
 from common import keys
 from common.errors import SchemaError
+from common.redis_client import describe
 from common.replies import texts
 from common.shards import Fleet, Shards, home_of
 from common.subscription import AGAIN, Given, Subscription
@@ -28,10 +29,14 @@ def _seq(result: Result) -> int:
 
 
 class Subscriber:
-    def __init__(self, client: redis.Redis, streams: list[str]) -> None:
+    def __init__(self, client: redis.Redis, streams: list[str], *, where: str = "", patient: bool = False) -> None:
+        """`where` names the Redis in logs (a shard); `patient`: one of several shards, which may
+        not answer at first (its replay is skipped, its subscription tried again meanwhile)."""
         self.client = client
         self.streams = [keys.check_stream_id(s) for s in streams]
         self.bad_messages = 0
+        self.where = f" of {where}" if where else ""
+        self.patient = patient
 
     def class_names(self, model: str) -> list[str]:
         raw = self.client.get(keys.model_names(model))
@@ -47,6 +52,17 @@ class Subscriber:
             except (SchemaError, KeyError):
                 self.bad_messages += 1
         return out
+
+    def _replayed(self, count: int) -> list[Result]:
+        """The last `count` results of each stream; with `patient`, none from a Redis that does not answer."""
+        try:
+            streams = self.streams or texts(self.client.smembers(keys.STREAMS))
+            return [result for stream in streams for result in self.replay(stream, count)]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not self.patient:
+                raise
+            log.warning("no replay%s: %s", self.where, describe(exc))
+            return []
 
     def _subscribed(self) -> redis.client.PubSub:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -70,15 +86,12 @@ class Subscriber:
         opened again once it answers (common/subscription.py), and what each stream published
         meanwhile is read from its history first, so a reconnect leaves no gap it can fill and
         repeats nothing already given."""
-        sub = Subscription(self._subscribed, what="the results subscription")
+        sub = Subscription(self._subscribed, what=f"the results subscription{self.where}", patient=self.patient)
         given: dict[str, Given] = {}
         try:
-            if replay:
-                streams = self.streams or texts(self.client.smembers(keys.STREAMS))
-                for stream in streams:
-                    for result in self.replay(stream, replay):
-                        given.setdefault(stream, Given()).add(result.seq)
-                        yield result
+            for result in self._replayed(replay) if replay else []:
+                given.setdefault(result.stream, Given()).add(result.seq)
+                yield result
             while deadline is None or time.monotonic() < deadline:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 message = sub.get(wait)
@@ -117,7 +130,9 @@ class ShardedSubscriber:
 
     def __init__(self, shards: Shards, streams: list[str]) -> None:
         groups = shards.by_shard(streams) if streams else {i: [] for i in range(len(shards))}
-        self.parts = {i: Subscriber(shards.client(i), ss) for i, ss in sorted(groups.items())}
+        self.parts = {
+            i: Subscriber(shards.client(i), ss, where=shards.label(i), patient=True) for i, ss in sorted(groups.items())
+        }
 
     @property
     def bad_messages(self) -> int:
@@ -125,7 +140,10 @@ class ShardedSubscriber:
 
     def class_names(self, model: str) -> list[str]:
         for part in self.parts.values():
-            names = part.class_names(model)
+            try:
+                names = part.class_names(model)
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue  # a shard down: another one has the names
             if names:
                 return names
         return []

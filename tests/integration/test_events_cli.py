@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from analytics.eventlog import append_event
-from common import desired
+from common import desired, keys
 from common.config import ProducerSettings
 
 
@@ -33,3 +36,48 @@ def test_subscribe_to_an_unknown_stream_says_so_and_offers_the_close_match(r, pr
     assert procs.finish(waiting, timeout=20) == 0
     known = procs.rtai("subscribe", "door", "--timeout", "1")
     assert procs.finish(known, timeout=20) == 0
+
+
+@pytest.mark.timeout(90)
+def test_events_and_subscribe_read_a_live_shard_while_another_is_down(r, redis_server, procs):
+    """Two shards, the second one dead (nothing listens): `rtai events` and `rtai subscribe` of a
+    stream on the live shard work, results of every stream reach a subscriber to all, and a stream
+    nobody knows is named as unknown with the shard that did not answer (not a traceback, not a wait
+    for the dead shard)."""
+    from common.shards import Shards  # noqa: PLC0415
+
+    from ..helpers import free_port  # noqa: PLC0415
+    from .test_livefeed_guard import _result  # noqa: PLC0415
+    from .test_resubscribe import track  # noqa: PLC0415
+
+    url = f"{redis_server} redis://127.0.0.1:{free_port()}/0"
+    shards = Shards.from_url(url)
+    live = next(s for s in (f"cam{i}" for i in range(64)) if shards.index_for(s) == 0)
+    dead = next(s for s in (f"cam{i}" for i in range(64)) if shards.index_for(s) == 1)
+    desired.put(r, ProducerSettings(stream=live, source="demo"))
+    track(r, 1, live)
+    env = {"RTAI_REDIS_START_TIMEOUT_S": "30"}
+    events = procs.rtai("events", live, "--replay", "5", "--count", "1", "--timeout", "10", "--redis-url", url, env=env)
+    assert procs.finish(events, timeout=20) == 0, procs.output(events)
+    assert f'"{live}:1:0"' in procs.output(events)
+    everything = procs.rtai("subscribe", "--json", "--count", "1", "--timeout", "20", "--redis-url", url)
+    tracks = procs.rtai(
+        "subscribe", "--tracks", live, dead, "--wait", "--json", "--count", "2", "--timeout", "20", "--redis-url", url
+    )
+    typo = procs.rtai("subscribe", live + "x", "--timeout", "5", "--redis-url", url)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (everything.poll() is None or tracks.poll() is None):
+        r.publish(keys.results_channel(live), _result(live, 7))
+        track(r, 2, live)
+        track(r, 3, live)
+        time.sleep(0.3)
+    for proc in (everything, tracks):
+        assert procs.finish(proc, timeout=5) == 0, procs.output(proc)
+        assert "Traceback" not in procs.output(proc), procs.output(proc)
+    assert '"seq": 7' in procs.output(everything)
+    tracked = [json.loads(line)["seq"] for line in procs.output(tracks).splitlines() if line.startswith("{")]
+    assert tracked == [2, 3], procs.output(tracks)
+    assert procs.finish(typo, timeout=20) == 2
+    out = procs.output(typo)
+    assert f"no stream '{live}x' is declared or known" in out and f"Did you mean '{live}'?" in out
+    assert "shard 1" in out and "did not answer" in out, out

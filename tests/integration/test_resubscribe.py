@@ -5,12 +5,9 @@ from history (what the tracker wrote while they were away) and give nothing twic
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -19,63 +16,44 @@ from analytics.eventlog import append_event
 from analytics.feed import tracked_frames
 from common import keys, scripts
 from common.wire import TrackedFrame, encode_tracked
-from devkit.sentinel import pings
+from control.redis_server import PrivateRedis
 
-from ..helpers import Procs, free_port, wait_for
+from ..helpers import Procs, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 
-class PrivateRedis:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen([*cmd, "--dir", str(self.root)], stdout=subprocess.DEVNULL)
-        wait_for(lambda: pings(self.port), timeout=10, what="redis-server")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
-
-
 @pytest.fixture
-def private(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
+def private() -> Iterator[list[PrivateRedis]]:
+    """A private redis-server (the last of the list: a restart appends the new one)."""
+    servers = [PrivateRedis()]
     try:
-        yield server
+        yield servers
     finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
+        for server in servers:
+            server.stop()
 
 
-def track(client: redis.Redis, seq: int) -> None:
+def track(client: redis.Redis, seq: int, stream: str = "cam") -> None:
     """A tracked frame and an event of it, written as the tracking stage writes them."""
-    frame = TrackedFrame("cam", seq, time.time(), time.time(), time.time(), "rtai-shapes", 640, 480)
+    frame = TrackedFrame(stream, seq, time.time(), time.time(), time.time(), "rtai-shapes", 640, 480)
     client.eval(
         scripts.EMIT_TRACKS.source,
         2,
-        keys.tracks_channel("cam"),
-        keys.tracks_history("cam"),
+        keys.tracks_channel(stream),
+        keys.tracks_history(stream),
         100,
         encode_tracked(frame),
     )
-    append_event(client, {"id": f"cam:{seq}:0", "type": "entered", "stream": "cam", "seq": seq, "t": time.time()})
+    event = {"id": f"{stream}:{seq}:0", "type": "entered", "stream": stream, "seq": seq, "t": time.time()}
+    append_event(client, event)
 
 
 def test_events_and_tracks_subscribe_again_after_a_redis_restart_and_fill_the_gap(private, tmp_path):
-    procs = Procs(private.url, tmp_path)
+    url = private[0].url
+    procs = Procs(url, tmp_path)
     frames: list[int] = []
-    client = redis.Redis.from_url(private.url, socket_timeout=5)
+    client = redis.Redis.from_url(url, socket_timeout=5)
     feed = threading.Thread(
         target=lambda: frames.extend(f.seq for f in tracked_frames(client, ["cam"], deadline=time.monotonic() + 45)),
         daemon=True,
@@ -85,7 +63,7 @@ def test_events_and_tracks_subscribe_again_after_a_redis_restart_and_fill_the_ga
     def write() -> None:
         nonlocal written
         written += 1
-        track(private.client(), written)
+        track(redis.Redis.from_url(url), written)
 
     def event_seqs() -> list[int]:
         return [json.loads(line)["seq"] for line in procs.output(events).splitlines() if line.startswith("{")]
@@ -102,9 +80,9 @@ def test_events_and_tracks_subscribe_again_after_a_redis_restart_and_fill_the_ga
         # Both have heard the last one: a Redis without persistence restarts without what it held,
         # so what it published to nobody before dying is gone for any reader.
         wait_for(lambda: frames[-1] == written and event_seqs()[-1] == written, timeout=10, what="the last one heard")
-        private.kill()
+        private[0].kill()
         time.sleep(1.5)  # both see the loss and back off (0.1 s doubling)
-        private.start()  # empty, as a Redis without persistence restarts
+        private.append(PrivateRedis(port=private[0].port))  # empty, as a Redis without persistence restarts
         gap = [written + 1, written + 2]
         write()  # written while they are still away: only the history has these two
         write()
