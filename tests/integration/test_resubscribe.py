@@ -100,3 +100,27 @@ def test_events_and_tracks_subscribe_again_after_a_redis_restart_and_fill_the_ga
         assert "subscribed again" in procs.output(events)
     finally:
         procs.close()
+
+
+def test_a_quiet_subscription_on_a_healthy_redis_is_never_given_up(r, monkeypatch):
+    """Its PINGs are answered (the PONG counts as heard), so a stream with nothing to say keeps its
+    subscription: no loss, no resubscribe loop. PING after 0.3 s of quiet here instead of 3 s."""
+    import common.subscription as subscription  # noqa: PLC0415
+
+    monkeypatch.setattr(subscription, "PING_AFTER_S", 0.3)
+    monkeypatch.setattr(subscription, "ANSWER_S", 0.3)
+
+    def subscribed() -> redis.client.PubSub:
+        pubsub = r.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.events_channel("quiet"))
+        return pubsub
+
+    sub = subscription.Subscription(subscribed)
+    heard = []
+    until = time.monotonic() + 2.5
+    while time.monotonic() < until:
+        message = sub.get(0.1)
+        if message is not None:
+            heard.append(message["type"])
+    sub.close()
+    assert sub.losses == 0 and heard.count("pong") >= 3, heard
