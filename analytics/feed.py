@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import Any, cast
 
@@ -15,8 +15,8 @@ from analytics.eventlog import recent_events
 from common import keys
 from common.errors import RecordError
 from common.redis_client import describe
-from common.shards import Fleet, Shards, client_for
-from common.subscription import AGAIN, Given, Subscription
+from common.shards import Fleet, Shards, home_of
+from common.subscription import AGAIN, Given, Subscription, merged
 from common.wire import TrackedFrame, decode_event, decode_tracked
 
 __all__ = ["live_events", "recent_events", "tracked_frames"]
@@ -62,58 +62,63 @@ def tracked_frames(
 
     Each shard's subscription subscribes again when it is lost or goes silent (a restart, a Sentinel
     failover, a hung master: common/subscription.py), and what its streams tracked meanwhile is read
-    from their history first, so the gap is filled and nothing is given twice."""
-    by_shard = client.by_shard(streams) if isinstance(client, Shards) else {0: streams}
+    from their history first, so the gap is filled and nothing is given twice. With shards, each is
+    read on its own thread: one that hangs or is down holds only its own streams."""
+    if isinstance(client, Shards) and client.sharded:
+        feeds = {
+            f"rtai-tracks:{i}": partial(
+                _tracked_on, client.client(i), names, replay=replay, deadline=deadline, where=client.label(i)
+            )
+            for i, names in client.by_shard(streams).items()
+        }
+        return merged(feeds, deadline=deadline)
+    return _tracked_on(home_of(client), streams, replay=replay, deadline=deadline)
+
+
+def _tracked_on(
+    place: redis.Redis, streams: list[str], *, replay: int, deadline: float | None, where: str = ""
+) -> Iterator[TrackedFrame]:
+    """tracked_frames on one Redis; `where` names it when it is one shard of several (patient then:
+    a shard that does not answer yet is tried again, its replay skipped)."""
     given: dict[str, Given] = {s: Given() for s in streams}
-    subs: dict[int, Subscription] = {}
 
-    def opener(place: redis.Redis, names: list[str]) -> Callable[[], PubSub]:
-        def subscribed() -> PubSub:
-            pubsub = place.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(*[keys.tracks_channel(keys.check_stream_id(s)) for s in names])
-            return pubsub
+    def subscribed() -> PubSub:
+        pubsub = place.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(*[keys.tracks_channel(keys.check_stream_id(s)) for s in streams])
+        return pubsub
 
-        return subscribed
+    def missed() -> list[TrackedFrame]:
+        return [f for s in streams for f in given[s].missed(_history(place, s, RECONNECT_REPLAY), _seq)]
 
-    def missed(i: int) -> list[TrackedFrame]:
-        place = client.client(i) if isinstance(client, Shards) else client
-        return [f for s in by_shard[i] for f in given[s].missed(_history(place, s, RECONNECT_REPLAY), _seq)]
-
-    sharded = isinstance(client, Shards) and client.sharded  # one shard down: the others still read
+    sub = Subscription(subscribed, what=f"the tracks subscription of {where or 'Redis'}", patient=bool(where))
     try:
-        for i, names in by_shard.items():
-            place = client.client(i) if isinstance(client, Shards) else client
-            what = f"the tracks subscription of {client.label(i) if isinstance(client, Shards) else 'Redis'}"
-            subs[i] = Subscription(opener(place, names), what=what, patient=sharded)
         for s in streams if replay else []:
             try:
-                history = _history(client_for(client, s), s, replay)
+                history = _history(place, s, replay)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not sharded:
+                if not where:
                     raise
-                log.warning("no replay of %s: its shard does not answer (%s)", s, describe(exc))
+                log.warning("no replay of %s: %s does not answer (%s)", s, where, describe(exc))
                 continue
             for frame in history:
                 given[s].add(frame.seq)
                 yield frame
-        wait = 0.2 / max(1, len(subs))
         while deadline is None or time.monotonic() < deadline:
-            for i, sub in subs.items():
-                msg = sub.get(wait)
-                if msg is AGAIN:  # subscribed again: first what the shard's streams tracked meanwhile
-                    for frame in sub.refill(partial(missed, i)):
-                        given[frame.stream].add(frame.seq)
-                        yield frame
-                    continue
-                if msg is None or msg["type"] != "message":
-                    continue
-                live = _checked(msg["data"], str(msg.get("channel")))
-                if live is not None and live.seq not in given.setdefault(live.stream, Given()):
-                    given[live.stream].add(live.seq)
-                    yield live
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            msg = sub.get(wait)
+            if msg is AGAIN:  # subscribed again: first what the streams tracked meanwhile
+                for frame in sub.refill(missed):
+                    given[frame.stream].add(frame.seq)
+                    yield frame
+                continue
+            if msg is None or msg["type"] != "message":
+                continue
+            live = _checked(msg["data"], str(msg.get("channel")))
+            if live is not None and live.seq not in given.setdefault(live.stream, Given()):
+                given[live.stream].add(live.seq)
+                yield live
     finally:
-        for sub in subs.values():
-            sub.close()
+        sub.close()
 
 
 def _event_key(event: dict[str, Any]) -> tuple[int, str]:

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: A dead tracker's streams are taken over after at most LEASE_S + POLL_S.
 LEASE_S = 2.0
+#: With shards, the longest a claim tick waits for the home shard's desired state (see `stages`).
+DESIRED_READ_S = 0.5
 POLL_S = 0.5
 #: Results read per XREAD call (all streams together) and the longest block waiting for one.
 READ_COUNT = 1000
@@ -419,10 +421,15 @@ def stages(redis_url: str, *, name: str | None = None) -> list[TrackingStage]:
     if not shards.sharded:
         return [TrackingStage(shards.home, name=name)]
     name = name or default_name()
+    # The other shards' stages read the desired state through a client that gives up within
+    # DESIRED_READ_S, unretried: a hung home shard then costs a claim tick half a second, and their
+    # streams' leases (LEASE_S) are renewed in time. With the usual 10 s and three retries, each tick
+    # waited 40 s, every lease lapsed, and each stream restarted (new track ids) once it answered.
+    home = connect(shards.urls[0], check=False, socket_timeout=DESIRED_READ_S, retries=0)
     return [
         TrackingStage(
             client,
-            home=shards.home,
+            home=client if i == 0 else home,
             owns=functools.partial(_on_shard, shards, i),
             name=name,
             where=f" on {shards.label(i)}",

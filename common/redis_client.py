@@ -173,10 +173,8 @@ class _TimeoutRediscovers:
                 continue
             if not state:
                 continue
-            # Asked first next time, as redis-py's discovery does (one cut off costs 3 s each time);
-            # unless another thread moved the list meanwhile.
-            if i and manager.sentinels[i] is sentinel:
-                manager.sentinels[0], manager.sentinels[i] = sentinel, manager.sentinels[0]
+            if i:
+                _ask_first(manager, sentinel)
             if not manager.check_master_state(state, pool.service_name):
                 return True
             return (state["ip"], int(state["port"])) != (self.host, int(self.port))
@@ -201,6 +199,17 @@ def _client(url: str, **options: Any) -> redis.Redis:
     options["connection_class"] = RediscoveringSSLConnection if sentinel.ssl else RediscoveringConnection
     master = group.master_for(sentinel.service, redis_class=redis.Redis, **sentinel.master_kwargs(), **options)  # type: ignore[no-untyped-call, unused-ignore]
     return cast(redis.Redis, master)
+
+
+def _ask_first(manager: Any, sentinel: Any) -> None:
+    """Put the sentinel that answered first in the list, as redis-py's discovery does (one cut off
+    costs 3 s each time). The list is replaced whole, never swapped in place: another thread may be
+    swapping it (redis-py's discovery does, without a lock), and a copy taken mid-swap, which holds
+    one sentinel twice and lacks another, is left alone rather than made permanent."""
+    snapshot = list(manager.sentinels)
+    if len({id(s) for s in snapshot}) != len(snapshot) or not any(s is sentinel for s in snapshot):
+        return
+    manager.sentinels = [sentinel, *(s for s in snapshot if s is not sentinel)]
 
 
 def connect(url: str, *, check: bool = True, socket_timeout: float = SOCKET_TIMEOUT_S, retries: int = 3) -> redis.Redis:

@@ -15,9 +15,11 @@ The live view's asyncio listener (control/api/livefeed.py) keeps its own loop bu
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import redis
@@ -186,3 +188,34 @@ class Subscription:
         if self.pubsub is not None:
             pubsub, self.pubsub = self.pubsub, None
             pubsub.close()
+
+
+def merged(feeds: Mapping[str, Callable[[], Iterator[T]]], *, deadline: float | None) -> Iterator[T]:
+    """What several feeds give, as it arrives: each runs on its own thread (named by its key), so a
+    shard that hangs holds only its own feed. Ends at the deadline, or once every feed has ended."""
+    out: queue.Queue[T] = queue.Queue(maxsize=10_000)
+    done = threading.Event()
+
+    def pump(feed: Callable[[], Iterator[T]]) -> None:
+        for item in feed():
+            while not done.is_set():
+                try:
+                    out.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if done.is_set():
+                return
+
+    threads = [threading.Thread(target=pump, args=(f,), name=name, daemon=True) for name, f in feeds.items()]
+    for t in threads:
+        t.start()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                yield out.get(timeout=0.2)
+            except queue.Empty:
+                if not any(t.is_alive() for t in threads) and out.empty():
+                    return
+    finally:
+        done.set()

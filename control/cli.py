@@ -116,25 +116,25 @@ def subscribe(
     """Print detections of STREAMS (all streams when none is named) as they arrive."""
     from analytics.cli import check_known  # noqa: PLC0415
     from common import keys  # noqa: PLC0415
+    from common.shards import GIVE_UP_S  # noqa: PLC0415
 
-    from .subscriber import Subscriber, subscriber  # noqa: PLC0415
+    from .subscriber import ClassNames, Subscriber, subscriber  # noqa: PLC0415
 
-    shards = _shards(redis_url)
+    shards = _shards(redis_url, give_up_s=GIVE_UP_S)  # with shards: a hung one is given up on within seconds
     for stream in streams if not wait else ():
         check_known(shards, keys.check_stream_id(stream), command="subscribe")
     if tracks:
         _subscribe_tracks(shards, list(streams), replay, count, timeout, as_json=as_json)
         return
     sub = subscriber(shards, list(streams))
-    names: dict[str, list[str]] = {}
+    names = ClassNames(sub.class_names)
     seen = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     for result in sub.results(replay=replay, deadline=deadline):
         if as_json:
             click.echo(json.dumps(result.to_map()))
         else:
-            model_names = names.setdefault(result.model, sub.class_names(result.model))
-            click.echo(Subscriber.describe(result, model_names))
+            click.echo(Subscriber.describe(result, names(result.model)))
         seen += 1
         if count is not None and seen >= count:
             break
@@ -145,19 +145,17 @@ def _subscribe_tracks(
 ) -> None:
     from analytics.feed import tracked_frames  # noqa: PLC0415
 
-    from .subscriber import Subscriber, describe_tracked  # noqa: PLC0415
+    from .subscriber import ClassNames, Subscriber, describe_tracked  # noqa: PLC0415
 
     if not streams:
         raise click.UsageError("--tracks needs the stream(s) to follow")
     deadline = None if timeout is None else time.monotonic() + timeout
-    names: dict[str, list[str]] = {}
+    names = ClassNames(Subscriber(shards.home, []).class_names)
     for seen, frame in enumerate(tracked_frames(shards, streams, replay=replay, deadline=deadline), 1):
         if as_json:
             click.echo(json.dumps(frame.to_map()))
         else:
-            model = frame.model or ""
-            model_names = names.setdefault(model, Subscriber(shards.home, []).class_names(model))
-            click.echo(describe_tracked(frame, model_names))
+            click.echo(describe_tracked(frame, names(frame.model or "")))
         if count is not None and seen >= count:
             break
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import redis
 
@@ -15,7 +14,7 @@ from common.errors import SchemaError
 from common.redis_client import describe
 from common.replies import texts
 from common.shards import Fleet, Shards, home_of
-from common.subscription import AGAIN, Given, Subscription
+from common.subscription import AGAIN, Given, Subscription, merged
 from common.wire import Result, TrackedFrame, decode_result, unpackb
 
 log = logging.getLogger(__name__)
@@ -124,6 +123,28 @@ class Subscriber:
         return f"{result.stream} #{result.seq} {result.latency_ms:.0f} ms {result.worker}: " + (", ".join(parts) or "-")
 
 
+class ClassNames:
+    """Class names by model for printing results, read once per model (tried again, at most once a
+    second, while none are stored yet); a Redis that does not answer gives none (boxes print the
+    class number) rather than an error."""
+
+    def __init__(self, read: Callable[[str], list[str]]) -> None:
+        self._read = read
+        self._names: dict[str, list[str]] = {}
+        self._tried: dict[str, float] = {}
+
+    def __call__(self, model: str) -> list[str]:
+        names = self._names.get(model)
+        if names or time.monotonic() - self._tried.get(model, -1e9) < 1.0:
+            return names or []
+        self._tried[model] = time.monotonic()
+        try:
+            self._names[model] = self._read(model)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.info("class names of %s unreadable: %s", model, describe(exc))
+        return self._names.get(model) or []
+
+
 class ShardedSubscriber:
     """Results of a sharded fleet (common/shards.py) as one feed: a Subscriber on each shard that
     holds one of the streams (every shard, for all streams), each on its own thread."""
@@ -149,35 +170,10 @@ class ShardedSubscriber:
         return []
 
     def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
-        out: queue.Queue[Result] = queue.Queue(maxsize=10_000)
-        done = threading.Event()
-
-        def pump(part: Subscriber) -> None:
-            for result in part.results(replay=replay, deadline=deadline):
-                while not done.is_set():
-                    try:
-                        out.put(result, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if done.is_set():
-                    return
-
-        threads = [
-            threading.Thread(target=pump, args=(p,), name=f"rtai-subscribe:{i}", daemon=True)
-            for i, p in self.parts.items()
-        ]
-        for t in threads:
-            t.start()
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                try:
-                    yield out.get(timeout=0.2)
-                except queue.Empty:
-                    if not any(t.is_alive() for t in threads) and out.empty():
-                        return
-        finally:
-            done.set()
+        feeds = {
+            f"rtai-subscribe:{i}": partial(p.results, replay=replay, deadline=deadline) for i, p in self.parts.items()
+        }
+        return merged(feeds, deadline=deadline)
 
 
 def subscriber(fleet: Fleet, streams: list[str]) -> Subscriber | ShardedSubscriber:

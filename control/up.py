@@ -35,7 +35,7 @@ from common.sources import redact
 
 from . import status
 from .redis_server import PrivateRedis
-from .subscriber import Subscriber
+from .subscriber import ClassNames, Subscriber
 
 #: After the producers stop, workers get this long to drain the queues before they are stopped.
 DRAIN_TIMEOUT_S = 30.0
@@ -259,12 +259,11 @@ def run(opts: UpOptions) -> dict[str, Any]:
 
 def _show(client: redis.Redis, streams: list[str], stop: threading.Event) -> None:
     sub = Subscriber(client, streams)
-    names: dict[str, list[str]] = {}
+    names = ClassNames(sub.class_names)
     try:
         for result in sub.results(deadline=None):
             if stop.is_set():
                 return
-            model_names = names.setdefault(result.model, sub.class_names(result.model))
-            click.echo(Subscriber.describe(result, model_names))
+            click.echo(Subscriber.describe(result, names(result.model)))
     except redis.RedisError:
         return

@@ -23,6 +23,7 @@ from common.backoff import Backoff
 from common.config import host_name
 from common.redis_client import describe, write_rejected
 from common.states import WorkerState
+from common.wire import packb
 
 from .broker import Admission, Attempts, RedisBroker, Taken, rq_compat
 from .intake import Intake
@@ -179,6 +180,8 @@ class Lane:
                 },
             )
             pipe.expire(keys.worker(self.name), WORKER_TTL_S)
+            for variant, names in rt.loaded_names().items():  # what the tracker and subscribers label boxes with
+                pipe.set(keys.model_names(variant), packb(names))
             pipe.execute()
         self.queues.refresh(force=True)
         self.record.birth(self.queues.keys)

@@ -111,6 +111,12 @@ class Runtime:
                     self._publish_names(variant, det.names)
             return det
 
+    def loaded_names(self) -> dict[str, list[str]]:
+        """The class names of every model loaded so far, by variant (a lane joining its shard stores
+        them there: models preloaded before the lanes existed reached only the home shard)."""
+        with self._lock:
+            return {variant: det.names for (variant, _half), det in self._detectors.items() if det.names}
+
     def _publish_names(self, variant: str, names: list[str]) -> None:
         for client in [self.client, *(c for c in self.name_stores if c is not self.client)]:
             try:

@@ -54,8 +54,9 @@ def two_shards(tmp_path: Path) -> Iterator[tuple[PrivateRedis, PrivateRedis, Pat
     try:
         yield a, b, data
     finally:
-        a.stop()
-        b.stop()
+        for server in (a, b):
+            server.proc.send_signal(signal.SIGCONT)  # a test that failed while one hung
+            server.stop()
 
 
 def _published(client: redis.Redis, stream: str) -> int:
@@ -235,6 +236,9 @@ def test_tracker_and_sink_serve_every_shard_and_a_dead_home_shard_stops_only_its
     logged = {s: _events(c) for s, c in ((on_a, ca), (on_b, cb))}
     assert logged[on_a] and logged[on_b]
     assert {e["stream"] for e in logged[on_a]} == {on_a} and {e["stream"] for e in logged[on_b]} == {on_b}
+    # Both shards' events name their classes: the worker stores the preloaded model's names on each.
+    classes = {s: {e["class"] for e in evs if "class" in e} for s, evs in logged.items()}
+    assert classes[on_a] and classes[on_b] and all(isinstance(c, str) for cs in classes.values() for c in cs), classes
     ids = {e["id"] for evs in logged.values() for e in evs}
     wait_for(lambda: ids <= set(Receiver.got), timeout=30, what="both shards' events at the webhook")
     from control.api.app import create_app  # noqa: PLC0415
@@ -254,9 +258,19 @@ def test_tracker_and_sink_serve_every_shard_and_a_dead_home_shard_stops_only_its
         on_b,
     ]
 
-    a.kill()  # the home shard: desired state, claims and shard 0's streams
+    # The home shard hangs (SIGSTOP): the other shard's stream is tracked on within seconds (a claim
+    # tick gives up on the home shard's desired state after 0.5 s), then the home shard is killed.
+    a.proc.send_signal(signal.SIGSTOP)
+    t_hung = time.monotonic()
     push(on_b, images[:30])  # the scene jumps back to the clip's start: tracks are lost and new ones appear
-    wait_for(lambda: _tracked(cb, on_b) == 60, timeout=60, what=f"{on_b} tracked with the home shard down")
+    wait_for(lambda: _tracked(cb, on_b) == 60, timeout=60, what=f"{on_b} tracked with the home shard hung")
+    hung_s = time.monotonic() - t_hung
+    print(f"\n{on_b}: 30 frames tracked {hung_s:.1f} s after the home shard hung")
+    assert hung_s < 20, f"{hung_s:.1f} s: the tracker waited on the hung home shard"  # 40 s with 10 s x 4 tries
+    a.proc.send_signal(signal.SIGCONT)
+    a.kill()  # the home shard: desired state, claims and shard 0's streams
+    push(on_b, images[:30])
+    wait_for(lambda: _tracked(cb, on_b) == 90, timeout=60, what=f"{on_b} tracked with the home shard down")
     wait_for(lambda: len(_events(cb)) > len(logged[on_b]), timeout=30, what=f"new events of {on_b}")
     after = {e["id"] for e in _events(cb)}
     wait_for(lambda: after <= set(Receiver.got), timeout=30, what=f"{on_b}'s new events at the webhook")

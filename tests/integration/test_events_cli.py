@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from analytics.eventlog import append_event
 from common import desired, keys
 from common.config import ProducerSettings
+from control.redis_server import PrivateRedis
+
+from ..helpers import free_port
 
 
 @pytest.mark.timeout(40)
@@ -38,19 +43,34 @@ def test_subscribe_to_an_unknown_stream_says_so_and_offers_the_close_match(r, pr
     assert procs.finish(known, timeout=20) == 0
 
 
+@pytest.fixture(params=["dead", "hung"])
+def second_shard(request) -> Iterator[str]:
+    """The URL of a shard that is dead (nothing listens) or hung (SIGSTOPped: it takes connections
+    and answers nothing)."""
+    if request.param == "dead":
+        yield f"redis://127.0.0.1:{free_port()}/0"
+        return
+    server = PrivateRedis()
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield server.url
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        server.stop()
+
+
 @pytest.mark.timeout(90)
-def test_events_and_subscribe_read_a_live_shard_while_another_is_down(r, redis_server, procs):
-    """Two shards, the second one dead (nothing listens): `rtai events` and `rtai subscribe` of a
-    stream on the live shard work, results of every stream reach a subscriber to all, and a stream
-    nobody knows is named as unknown with the shard that did not answer (not a traceback, not a wait
-    for the dead shard)."""
+def test_events_and_subscribe_read_a_live_shard_while_another_is_down(r, redis_server, second_shard, procs):
+    """Two shards, the second one dead or hung: `rtai events` and `rtai subscribe` of a stream on
+    the live shard work, results of every stream reach a subscriber to all, tracked frames of a
+    stream on each shard come from the live one, and a stream nobody knows is named as unknown with
+    the shard that did not answer (not a traceback, not a wait for the other shard)."""
     from common.shards import Shards  # noqa: PLC0415
 
-    from ..helpers import free_port  # noqa: PLC0415
     from .test_livefeed_guard import _result  # noqa: PLC0415
     from .test_resubscribe import track  # noqa: PLC0415
 
-    url = f"{redis_server} redis://127.0.0.1:{free_port()}/0"
+    url = f"{redis_server} {second_shard}"
     shards = Shards.from_url(url)
     live = next(s for s in (f"cam{i}" for i in range(64)) if shards.index_for(s) == 0)
     dead = next(s for s in (f"cam{i}" for i in range(64)) if shards.index_for(s) == 1)

@@ -41,3 +41,19 @@ def test_a_bad_sentinel_url_says_what_is_wrong_without_the_password(url, why):
     with pytest.raises(RedisUnavailableError, match=why) as err:
         parse_sentinel_url(url)
     assert "pw" not in str(err.value).replace("password", "")
+
+
+def test_the_sentinel_that_answered_is_asked_first_and_none_is_ever_lost():
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from common.redis_client import _ask_first  # noqa: PLC0415
+
+    s0, s1, s2 = object(), object(), object()
+    manager = SimpleNamespace(sentinels=[s0, s1, s2])
+    _ask_first(manager, s2)
+    assert manager.sentinels == [s2, s0, s1]
+    # A copy taken while another thread swaps in place holds one twice and lacks another: left alone.
+    mid_swap = [s1, s1, s2]
+    manager.sentinels = mid_swap
+    _ask_first(manager, s2)
+    assert manager.sentinels is mid_swap and mid_swap == [s1, s1, s2]
