@@ -25,6 +25,7 @@ import redis
 
 from common import keys
 from common.errors import ConfigError, RtaiError
+from common.redis_client import describe
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +127,26 @@ class WebhookTarget:
                 return True
             except (DeliveryError, OSError, http.client.HTTPException, ValueError) as exc:
                 log.info("webhook %s: attempt %d for %s failed: %s", self.name, attempt, event.get("id"), exc)
-                self.client.hincrby(keys.sink(self.name), "failed", 1)
+                self._count("failed")
             if attempt < self.attempts:
                 time.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
         log.warning("webhook %s: event %s dead-lettered after %d attempts", self.name, event.get("id"), self.attempts)
-        self.client.hincrby(keys.sink(self.name), "dead_letter", 1)
-        self.client.hset(keys.sink(self.name), "last_dead", body)
+        self._count("dead_letter", last_dead=body)
         return True  # counted: acked so that delivery goes on
+
+    def _count(self, field: str, *, last_dead: bytes | None = None) -> None:
+        """A failed attempt or a dead letter, counted in the sink's hash on the home shard, as well as
+        it can be: a Redis that does not answer loses the count (logged), never the delivery. (It
+        raised, and the event was sent again and again while the home shard was down.)"""
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hincrby(keys.sink(self.name), field, 1)
+                if last_dead is not None:
+                    pipe.hset(keys.sink(self.name), "last_dead", last_dead)
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("webhook %s: %s not counted: %s", self.name, field, describe(exc))
 
     def close(self) -> None:
         pass

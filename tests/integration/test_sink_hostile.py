@@ -160,3 +160,22 @@ def test_sinks_skip_and_count_entries_that_are_not_events_or_would_forge_topics(
         listener.client.loop_stop()
     finally:
         broker.stop()
+
+
+def test_a_webhook_whose_counts_cannot_be_written_still_dead_letters_and_goes_on():
+    """Its home Redis down (nothing listens) while deliveries fail: the failed attempts and the dead
+    letter cannot be counted, and that is logged; the event is still given up on (acked), not raised
+    back to the runner, which sent it again and again for as long as the home shard was down."""
+    from analytics.webhook_sink import WebhookTarget  # noqa: PLC0415
+    from common.redis_client import connect  # noqa: PLC0415
+    from common.shards import GIVE_UP_S  # noqa: PLC0415
+
+    from ..helpers import free_port  # noqa: PLC0415
+
+    # The client `rtai sink webhook` counts with on shards (analytics/sinks_cli.py).
+    down = connect(f"redis://127.0.0.1:{free_port()}/0", check=False, socket_timeout=GIVE_UP_S, retries=0)
+    hook = f"http://127.0.0.1:{free_port()}/hook"  # refuses every delivery
+    target = WebhookTarget(hook, secret="s", client=down, name="dead-home", attempts=2, timeout=1.0)
+    t0 = time.monotonic()
+    assert target.deliver({"id": "cam:1:0", "type": "entered", "stream": "cam"}) is True
+    assert time.monotonic() - t0 < 5
