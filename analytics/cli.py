@@ -55,7 +55,7 @@ def events(
     from .feed import live_events  # noqa: PLC0415
 
     url = _url(redis_url)
-    shards = Shards.from_url(url)
+    shards = Shards.from_url(url, give_up_s=GIVE_UP_S)  # with shards: a hung one is given up on within seconds
     for i in sorted({0, shards.index_for(keys.check_stream_id(stream))}):
         check_at_start(shards.urls[i])  # the home shard and the stream's: a wrong URL is said now
     if not wait:
@@ -72,18 +72,17 @@ def events(
 
 def known_streams(client: redis.Redis | Shards) -> tuple[set[str], list[str]]:
     """Streams declared (desired state) or known to the fleet (ever run, on any shard), and the
-    shards that did not answer (each given up on after GIVE_UP_S: their streams are not listed)."""
+    shards that did not answer (their streams are not listed; callers pass shards that give up
+    after GIVE_UP_S)."""
     known = set(desired.streams(home_of(client)))
     if not isinstance(client, Shards) or not client.sharded:
         return known | {text(s) for s in home_of(client).smembers(keys.STREAMS)}, []
-    quick, unreachable = Shards(client.urls, give_up_s=GIVE_UP_S), []
-    for i, shard in quick.clients():
+    unreachable = []
+    for i, shard in client.clients():
         try:
             known |= {text(s) for s in shard.smembers(keys.STREAMS)}
         except (redis.ConnectionError, redis.TimeoutError):
-            unreachable.append(quick.label(i))
-        finally:
-            shard.close()
+            unreachable.append(client.label(i))
     return known, unreachable
 
 

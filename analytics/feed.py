@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from functools import partial
+from operator import attrgetter
 from typing import Any, cast
 
 import redis
@@ -22,6 +23,8 @@ from common.wire import TrackedFrame, decode_event, decode_tracked
 __all__ = ["live_events", "recent_events", "tracked_frames"]
 
 log = logging.getLogger(__name__)
+
+_SEQ = attrgetter("seq")
 
 #: How far back in a stream's tracks history a reconnecting subscriber looks for what it missed.
 RECONNECT_REPLAY = 1000
@@ -48,10 +51,6 @@ def _history(client: redis.Redis, stream: str, count: int) -> list[TrackedFrame]
     history = client.xrevrange(keys.tracks_history(stream), count=count)
     frames = (_checked(fields.get(b"t"), keys.tracks_history(stream)) for _id, fields in reversed(_entries(history)))
     return [f for f in frames if f is not None]
-
-
-def _seq(frame: TrackedFrame) -> int:
-    return frame.seq
 
 
 def tracked_frames(
@@ -88,7 +87,7 @@ def _tracked_on(
         return pubsub
 
     def missed() -> list[TrackedFrame]:
-        return [f for s in streams for f in given[s].missed(_history(place, s, RECONNECT_REPLAY), _seq)]
+        return [f for s in streams for f in given[s].missed(_history(place, s, RECONNECT_REPLAY), _SEQ)]
 
     sub = Subscription(subscribed, what=f"the tracks subscription of {where or 'Redis'}", patient=bool(where))
     try:

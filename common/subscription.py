@@ -79,9 +79,6 @@ class Given:
     def __contains__(self, item: object) -> bool:
         return item in self._set
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._set)
-
     def __len__(self) -> int:
         return len(self._set)
 

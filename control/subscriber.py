@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from operator import attrgetter
 
 import redis
 
@@ -19,12 +20,10 @@ from common.wire import Result, TrackedFrame, decode_result, unpackb
 
 log = logging.getLogger(__name__)
 
+_SEQ = attrgetter("seq")
+
 #: How far back in a stream's history a reconnecting subscriber looks for what it missed.
 RECONNECT_REPLAY = 1000
-
-
-def _seq(result: Result) -> int:
-    return result.seq
 
 
 class Subscriber:
@@ -75,7 +74,7 @@ class Subscriber:
         """After a reconnect: what each stream published meanwhile, from its history (seq order).
         All of it is read before any is marked given, so a read that fails leaves nothing half-given."""
         return [
-            r for stream, seen in list(given.items()) for r in seen.missed(self.replay(stream, RECONNECT_REPLAY), _seq)
+            r for stream, seen in list(given.items()) for r in seen.missed(self.replay(stream, RECONNECT_REPLAY), _SEQ)
         ]
 
     def results(self, *, replay: int = 0, deadline: float | None = None) -> Iterator[Result]:
