@@ -212,3 +212,40 @@ def test_a_subscriber_leaves_a_hung_master_for_the_new_one_and_misses_nothing(se
         assert [s for s in seqs if s != 1] == [50, 51], (kind, seqs)
     assert t_back - t_hung < 15
     sentinel.kill(old)
+
+
+def test_rtai_up_against_a_sentinel_deployment_rides_out_the_master_dying(sentinel, procs, tmp_path):
+    """`rtai up` given only the sentinels (an external Redis: it starts none of its own), with its
+    REST API: the master is SIGKILLed while its camera runs. A replica takes over, the camera
+    publishes again from it, the API answers the stream's status from the new master, `rtai up`
+    runs to its end with exit code 0, and its final report accounts for every frame."""
+    import httpx  # noqa: PLC0415
+
+    from ..helpers import free_port  # noqa: PLC0415
+
+    api = free_port()
+    up = procs.rtai(
+        *("up", "--no-export", "--threads", "1", "--duration", "30", "--source", "demo"),
+        *("--max-fps", "5", "--batch-size", "2", "--api-port", str(api)),
+        env={"RTAI_REDIS_URL": sentinel.url, "XDG_RUNTIME_DIR": str(tmp_path)},
+        log="up.log",
+    )
+    wait_for(lambda: _published(sentinel.client(), "cam1") >= 10 or None, timeout=90, what="results")
+    wait_for(lambda: sentinel.in_sync(2), timeout=30, what="the replicas in sync")
+    old = sentinel.master_name()
+    sentinel.kill(old)
+    wait_for(lambda: sentinel.master_port() not in (None, sentinel.ports[old]), timeout=30, what="promotion")
+    promoted = sentinel.client()
+    base = _published(promoted, "cam1")
+    wait_for(lambda: _published(promoted, "cam1") > base + 4, timeout=30, what="results from the new master")
+    status = httpx.get(f"http://127.0.0.1:{api}/api/v1/realtime-ai/status/cam1", timeout=10)
+    assert status.status_code == 200, status.text
+    assert status.json()["ledger"]["published"] > base, status.json()
+    assert up.wait(timeout=120) == 0, procs.output(up)[-3000:]
+    out = procs.output(up)
+    counts = read_counts(promoted, "cam1")
+    assert counts["in_flight"] == 0 and counts["published"] > base + 4, counts
+    # The final report's row: as many produced as the ledger holds, as many published, 0 in flight.
+    (row,) = [line.split() for line in out.splitlines() if line.split()[:2] == ["cam1", "stopped"]]
+    assert (int(row[2]), int(row[3]), int(row[6])) == (counts["produced"], counts["published"], 0), row
+    assert "Traceback" not in out, out[-3000:]
