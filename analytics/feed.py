@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from operator import attrgetter
 from typing import Any, cast
@@ -12,12 +12,12 @@ from typing import Any, cast
 import redis
 from redis.client import PubSub
 
-from analytics.eventlog import recent_events
+from analytics.eventlog import read_recent, recent_events
 from common import keys
 from common.errors import RecordError
-from common.redis_client import describe
+from common.redis_client import describe, subscribing
 from common.shards import Fleet, Shards, home_of
-from common.subscription import AGAIN, Given, Subscription, merged
+from common.subscription import AGAIN, ANSWER_S, BEGINNING, Given, Subscription, merged
 from common.wire import TrackedFrame, decode_event, decode_tracked
 
 __all__ = ["live_events", "recent_events", "tracked_frames"]
@@ -80,16 +80,27 @@ def _tracked_on(
     """tracked_frames on one Redis; `where` names it when it is one shard of several (patient then:
     a shard that does not answer yet is tried again, its replay skipped)."""
     given: dict[str, Given] = {s: Given() for s in streams}
+    listen = subscribing(place, ANSWER_S)
 
     def subscribed() -> PubSub:
-        pubsub = place.pubsub(ignore_subscribe_messages=True)
+        pubsub = listen.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(*[keys.tracks_channel(keys.check_stream_id(s)) for s in streams])
         return pubsub
+
+    def floors() -> None:  # where each stream's history stood when the subscription began
+        with place.pipeline(transaction=False) as pipe:
+            for s in streams:
+                pipe.xrevrange(keys.tracks_history(s), count=1)
+            newest = pipe.execute()
+        for s, entries in zip(streams, newest, strict=True):
+            given[s].floor = _floor(_entries(entries), partial(_tracked_entry, where=s), _SEQ)
 
     def missed() -> list[TrackedFrame]:
         return [f for s in streams for f in given[s].missed(_history(place, s, RECONNECT_REPLAY), _SEQ)]
 
-    sub = Subscription(subscribed, what=f"the tracks subscription of {where or 'Redis'}", patient=bool(where))
+    sub = Subscription(
+        subscribed, what=f"the tracks subscription of {where or 'Redis'}", patient=bool(where), on_first_open=floors
+    )
     try:
         for s in streams if replay else []:
             try:
@@ -107,7 +118,7 @@ def _tracked_on(
             msg = sub.get(wait)
             if msg is AGAIN:  # subscribed again: first what the streams tracked meanwhile
                 for frame in sub.refill(missed):
-                    given[frame.stream].add(frame.seq)
+                    given.setdefault(frame.stream, Given()).add(frame.seq)
                     yield frame
                 continue
             if msg is None or msg["type"] != "message":
@@ -118,6 +129,19 @@ def _tracked_on(
                 yield live
     finally:
         sub.close()
+
+
+def _tracked_entry(fields: dict[bytes, bytes], *, where: str) -> TrackedFrame | None:
+    return _checked(fields.get(b"t"), where)
+
+
+def _floor(entries: list[Entry], decode: Callable[[dict[bytes, bytes]], Any], key: Callable[[Any], Any]) -> Any:
+    """A Given's floor from its history's newest entry (XREVRANGE COUNT 1): that record's key,
+    BEGINNING for an empty history, None (unknown) for an entry that does not decode."""
+    if not entries:
+        return BEGINNING
+    record = decode(entries[0][1] or {})
+    return key(record) if record is not None else None
 
 
 def _event_key(event: dict[str, Any]) -> tuple[int, str]:
@@ -134,17 +158,25 @@ def live_events(
     silent subscription subscribes again (common/subscription.py) and the events published meanwhile
     are read from the stream's event log first, so none is missed or given twice."""
     channel = keys.events_channel(keys.check_stream_id(stream))
+    given = Given()
+    listen = subscribing(client, ANSWER_S)
 
     def subscribed() -> PubSub:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = listen.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(channel)
         return pubsub
+
+    def floor() -> None:  # the stream's newest event when the subscription began
+        newest = read_recent(client, stream=stream, limit=1)
+        if newest.events:
+            given.floor = _event_key(newest.events[0])
+        elif not newest.skipped and not newest.scan_stopped:
+            given.floor = BEGINNING
 
     def missed() -> list[dict[str, Any]]:
         return given.missed(reversed(recent_events(client, stream=stream, limit=RECONNECT_REPLAY)), _event_key)
 
-    sub = Subscription(subscribed, what=f"the events subscription of {stream}")
-    given = Given()
+    sub = Subscription(subscribed, what=f"the events subscription of {stream}", on_first_open=floor)
     try:
         for event in reversed(recent_events(client, stream=stream, limit=replay)) if replay else []:
             given.add(_event_key(event))

@@ -34,7 +34,7 @@ from common.errors import RtaiError
 from common.redis_client import connect, wait_until_up
 from common.replies import text
 from common.shards import Shards
-from common.wire import Result, TrackedBox, TrackedFrame, decode_result_boxes, encode_tracked, unpackb
+from common.wire import Result, TrackedBox, TrackedFrame, decode_names, decode_result_boxes, encode_tracked, unpackb
 
 from .bytetrack import ByteTrack
 from .eventlog import append_event
@@ -107,7 +107,7 @@ def tracked_streams(
             try:
                 analytics = (unpackb(raw).get("settings") or {}).get("analytics")
                 known[raw] = AnalyticsSettings(**analytics) if analytics else None
-            except (RtaiError, ValueError, TypeError) as exc:
+            except (RtaiError, ValueError, TypeError, AttributeError) as exc:  # not a map, or settings not one
                 log.warning("stream %s: analytics settings unreadable: %s", stream, exc)
                 known[raw] = None
         settings = known[raw]
@@ -400,7 +400,7 @@ class TrackingStage:
         if model not in run.names:
             raw = self.client.get(keys.model_names(model))
             try:
-                run.names[model] = [str(n) for n in unpackb(raw)] if raw else []
+                run.names[model] = decode_names(raw) if raw else []
             except RtaiError:
                 run.names[model] = []
         return run.names[model]

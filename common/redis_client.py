@@ -25,7 +25,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from .backoff import Backoff
 from .config import redis_start_timeout_s
@@ -238,6 +238,37 @@ def connect(url: str, *, check: bool = True, socket_timeout: float = SOCKET_TIME
     if check:
         check_at_start(url)
     return client
+
+
+def subscribing(client: redis.Redis, timeout_s: float) -> redis.Redis:
+    """A client for one pub/sub subscription: `client`'s server (for a Sentinel URL, the master its
+    sentinels name) on a pool of its own, whose connections give up after `timeout_s`, are never
+    retried and send no health check (common/subscription.py sends its own PINGs).
+
+    redis-py runs every pub/sub read through the connection's retry policy: a dropped subscription
+    (a restart within the retries, `CLIENT KILL`, Redis dropping a subscriber over its output
+    buffer limit) was reconnected and subscribed again inside `get_message`, and what was published
+    meanwhile was lost without a word. Here the drop is an error the subscription sees, and fills
+    from history. The short timeout bounds a subscription opened on a server that accepts the
+    connection and then answers nothing (hung): with the fleet's 10 s and three retries, one
+    open held `rtai subscribe` over two minutes."""
+    pool = client.connection_pool
+    options = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+    connect_s = options.get("socket_connect_timeout") or timeout_s
+    options.update(
+        socket_timeout=min(timeout_s, options.get("socket_timeout") or timeout_s),
+        socket_connect_timeout=min(timeout_s, connect_s),
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    options["connection_class"] = pool.connection_class
+    if isinstance(pool, SentinelConnectionPool):
+        own: redis.ConnectionPool = SentinelConnectionPool(  # type: ignore[no-untyped-call, unused-ignore]
+            pool.service_name, pool.sentinel_manager, is_master=pool.is_master, **options
+        )
+    else:
+        own = redis.ConnectionPool(**options)
+    return redis.Redis(connection_pool=own)
 
 
 def connect_async(url: str) -> aioredis.Redis:

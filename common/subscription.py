@@ -69,12 +69,20 @@ class Silence:
             raise SilentSubscriptionError(f"no answer to a PING in {quiet:.1f} s (the server hangs or is cut off)")
 
 
-class Given:
-    """What one stream gave out lately (the last GIVEN_KEPT sequence numbers, or other ids)."""
+#: A Given's floor when everything its stream holds came after the subscription began (the stream
+#: was empty, or appeared later).
+BEGINNING = object()
 
-    def __init__(self) -> None:
+
+class Given:
+    """What one stream gave out lately (the last GIVEN_KEPT sequence numbers, or other ids), and
+    its floor: the newest record its stream held when the subscription began (`BEGINNING` when it
+    held none; None while not known)."""
+
+    def __init__(self, floor: Any = None) -> None:
         self._order: deque[Any] = deque()
         self._set: set[Any] = set()
+        self.floor = floor
 
     def __contains__(self, item: object) -> bool:
         return item in self._set
@@ -91,10 +99,13 @@ class Given:
             self._set.discard(self._order.popleft())
 
     def missed(self, history: Iterable[T], key: Callable[[T], Any]) -> list[T]:
-        """Of `history` (oldest first), what came after the first thing given and was not given;
-        `key` gives what this Given holds for an item (a sequence number, or any ordered id).
-        Nothing given yet: nothing, since the subscriber never asked for what came before it."""
-        first = min(self._set, default=None)
+        """Of `history` (oldest first), what came after the subscription began and was not given;
+        `key` gives what this Given holds for an item (a sequence number, or any ordered id). The
+        subscription began after the floor, or (floor unknown) before the first thing given; with
+        neither known, nothing (the subscriber never asked for what came before it)."""
+        if self.floor is BEGINNING:
+            return [item for item in history if key(item) not in self._set]
+        first = self.floor if self.floor is not None else min(self._set, default=None)
         if first is None:
             return []
         return [item for item in history if key(item) > first and key(item) not in self._set]
@@ -112,9 +123,13 @@ class Subscription:
         *,
         what: str = "subscription",
         patient: bool = False,
+        on_first_open: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_subscription
+        #: Called once, right after the subscription first opens (the caller reads its floors then).
+        self._on_first_open = on_first_open
+        self.opened = False
         self.what = what
         self.clock = clock
         self.silence = Silence(clock)
@@ -129,6 +144,8 @@ class Subscription:
             if not patient:
                 raise
             self.lost(exc)
+        else:
+            self._first_opened()
 
     def get(self, timeout: float) -> dict[str, Any] | None:
         """The next message (redis-py's dict) within `timeout`, None, or AGAIN right after the
@@ -147,6 +164,10 @@ class Subscription:
                 return None
             self.silence = Silence(self.clock)
             self.backoff.reset()
+            if not self.opened:  # never open before (patient): nothing was missed
+                self._first_opened()
+                log.warning("%s: subscribed", self.what)
+                return None
             log.warning("%s: subscribed again", self.what)
             return AGAIN
         try:
@@ -162,6 +183,16 @@ class Subscription:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.lost(exc)
             return None
+
+    def _first_opened(self) -> None:
+        self.opened = True
+        hook, self._on_first_open = self._on_first_open, None
+        if hook is None:
+            return
+        try:
+            hook()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("%s: where its streams stood is unknown (%s)", self.what, describe(exc))
 
     def refill(self, read: Callable[[], list[T]]) -> list[T]:
         """After AGAIN: what `read` returns (the caller's read of what it missed, from history). A read

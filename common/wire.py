@@ -217,6 +217,15 @@ def unpackb(data: object) -> Any:
         raise SchemaError(f"malformed msgpack: {exc}") from exc
 
 
+def decode_names(data: object) -> list[str]:
+    """A model's class names as a worker stores them (`keys.model_names`): a msgpack list of strings;
+    anything else is a SchemaError (readers print class numbers instead)."""
+    names = unpackb(data)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise SchemaError(f"class names are not a list of strings: {type(names).__name__}")
+    return names
+
+
 class MsgpackSerializer:
     """RQ serializer: msgpack instead of pickle, so no Redis payload can execute code."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -12,11 +13,11 @@ import redis
 
 from common import keys
 from common.errors import SchemaError
-from common.redis_client import describe
+from common.redis_client import describe, subscribing
 from common.replies import texts
 from common.shards import Fleet, Shards, home_of
-from common.subscription import AGAIN, Given, Subscription, merged
-from common.wire import Result, TrackedFrame, decode_result, unpackb
+from common.subscription import AGAIN, ANSWER_S, BEGINNING, Given, Subscription, merged
+from common.wire import Result, TrackedFrame, decode_names, decode_result
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,13 @@ class Subscriber:
         self.bad_messages = 0
         self.where = f" of {where}" if where else ""
         self.patient = patient
+        #: The subscription's own client (common/redis_client.subscribing), made at its first open.
+        self._listen: redis.Redis | None = None
 
     def class_names(self, model: str) -> list[str]:
+        """The class names stored for `model` ([] for none); SchemaError for a key that holds no names."""
         raw = self.client.get(keys.model_names(model))
-        return list(unpackb(raw)) if raw else []
+        return decode_names(raw) if raw else []
 
     def replay(self, stream: str, count: int) -> list[Result]:
         """Up to `count` most recent results of `stream`, oldest first."""
@@ -63,16 +67,43 @@ class Subscriber:
             return []
 
     def _subscribed(self) -> redis.client.PubSub:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        if self._listen is None:
+            self._listen = subscribing(self.client, ANSWER_S)
+        pubsub = self._listen.pubsub(ignore_subscribe_messages=True)
         if self.streams:
             pubsub.subscribe(*[keys.results_channel(s) for s in self.streams])
         else:
             pubsub.psubscribe(keys.results_pattern())
         return pubsub
 
+    def _streams(self) -> list[str]:
+        """The streams subscribed to: those named, or (all streams) every one this Redis lists."""
+        return self.streams or texts(self.client.smembers(keys.STREAMS))
+
+    def _floors(self, given: dict[str, Given]) -> None:
+        """Where each stream's history stood when the subscription began (its newest seq), so that
+        what a reconnect missed is filled even for a stream that had given nothing yet."""
+        streams = self._streams()
+        with self.client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrevrange(keys.history(stream), count=1)
+            newest = pipe.execute()
+        for stream, entries in zip(streams, newest, strict=True):
+            seen = given.setdefault(stream, Given())
+            if not entries:
+                seen.floor = BEGINNING
+                continue
+            with contextlib.suppress(SchemaError, KeyError):
+                seen.floor = decode_result((entries[0][1] or {})[b"r"]).seq
+
     def _missed(self, given: dict[str, Given]) -> list[Result]:
         """After a reconnect: what each stream published meanwhile, from its history (seq order).
-        All of it is read before any is marked given, so a read that fails leaves nothing half-given."""
+        All of it is read before any is marked given, so a read that fails leaves nothing half-given.
+        Subscribed to all streams, one this Redis lists that was not there when the subscription
+        began is read from its beginning."""
+        if not self.streams:
+            for stream in self._streams():
+                given.setdefault(stream, Given(BEGINNING))
         return [
             r for stream, seen in list(given.items()) for r in seen.missed(self.replay(stream, RECONNECT_REPLAY), _SEQ)
         ]
@@ -84,8 +115,13 @@ class Subscriber:
         opened again once it answers (common/subscription.py), and what each stream published
         meanwhile is read from its history first, so a reconnect leaves no gap it can fill and
         repeats nothing already given."""
-        sub = Subscription(self._subscribed, what=f"the results subscription{self.where}", patient=self.patient)
         given: dict[str, Given] = {}
+        sub = Subscription(
+            self._subscribed,
+            what=f"the results subscription{self.where}",
+            patient=self.patient,
+            on_first_open=partial(self._floors, given),
+        )
         try:
             for result in self._replayed(replay) if replay else []:
                 given.setdefault(result.stream, Given()).add(result.seq)
@@ -95,7 +131,7 @@ class Subscriber:
                 message = sub.get(wait)
                 if message is AGAIN:  # subscribed again: first what was published meanwhile
                     for result in sub.refill(lambda: self._missed(given)):
-                        given[result.stream].add(result.seq)
+                        given.setdefault(result.stream, Given()).add(result.seq)
                         yield result
                     continue
                 if message is None or message["type"] not in ("message", "pmessage"):
@@ -141,6 +177,8 @@ class ClassNames:
             self._names[model] = self._read(model)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.info("class names of %s unreadable: %s", model, describe(exc))
+        except SchemaError as exc:
+            log.warning("class names of %s unreadable (printed as numbers): %s", model, exc)
         return self._names.get(model) or []
 
 
@@ -162,8 +200,8 @@ class ShardedSubscriber:
         for part in self.parts.values():
             try:
                 names = part.class_names(model)
-            except (redis.ConnectionError, redis.TimeoutError):
-                continue  # a shard down: another one has the names
+            except (redis.ConnectionError, redis.TimeoutError, SchemaError):
+                continue  # a shard down, or its key unreadable: another one has the names
             if names:
                 return names
         return []

@@ -29,7 +29,8 @@ from common.config import (
     role_command,
     write_run_file,
 )
-from common.redis_client import connect
+from common.errors import RedisUnavailableError
+from common.redis_client import connect, describe
 from common.shards import GIVE_UP_S, Shards
 from common.sources import redact
 
@@ -42,6 +43,8 @@ DRAIN_TIMEOUT_S = 30.0
 #: Exporting the model to ONNX on a CPU host (once; cached) takes ~10 s on 2 cores.
 EXPORT_TIMEOUT_S = 300.0
 STATUS_EVERY_S = 2.0
+#: The final report waits this long for a Redis that does not answer (a Sentinel failover takes ~2 s).
+FINAL_REPORT_WAIT_S = 15.0
 
 
 @dataclass
@@ -160,10 +163,15 @@ class Fleet:
         for p in producers:
             _wait(p, 15)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        every = set(self.streams) | set(desired.streams(self.client))  # the daemon's streams drain too
+        every: set[str] | None = None
         while time.monotonic() < deadline and self.workers is not None and self.workers.poll() is None:
-            if all(ledger.read(self.shards.for_stream(s), s)["in_flight"] == 0 for s in every):
-                break
+            try:  # a Redis that does not answer (a failover) is waited for, up to the drain's deadline
+                if every is None:  # the daemon's streams drain too
+                    every = set(self.streams) | set(desired.streams(self.client))
+                if all(ledger.read(self.shards.for_stream(s), s)["in_flight"] == 0 for s in every):
+                    break
+            except redis.RedisError:
+                pass
             time.sleep(0.1)
         for proc in (self.workers, self.api):
             if proc is not None and proc.poll() is None:
@@ -234,9 +242,11 @@ def run(opts: UpOptions) -> dict[str, Any]:
             STATUS_EVERY_S if deadline is None else max(0.0, min(STATUS_EVERY_S, deadline - time.monotonic()))
         ):
             now = time.monotonic()
-            for line in status_lines(status.collect(fleet.shards), previous, now - last):
-                click.echo(line)
-            last = now
+            current = _collect(fleet.shards)
+            if current is not None:
+                for line in status_lines(current, previous, now - last):
+                    click.echo(line)
+                last = now
             if deadline is not None and now >= deadline:
                 break
             if fleet.workers is not None and fleet.workers.poll() is not None:
@@ -244,7 +254,9 @@ def run(opts: UpOptions) -> dict[str, Any]:
                 break
         click.echo("rtai up: stopping (producers, then workers once the queues drain)...")
         fleet.stop()
-        report = status.collect(fleet.shards)
+        report = _collect(fleet.shards, wait_s=FINAL_REPORT_WAIT_S)
+        if report is None:
+            raise RedisUnavailableError(f"no final report: Redis did not answer for {FINAL_REPORT_WAIT_S:.0f} s")
         click.echo(status.render(report))
         return report
     finally:
@@ -255,6 +267,21 @@ def run(opts: UpOptions) -> dict[str, Any]:
             if p is not None and p.poll() is None:
                 p.kill()
         fleet.close()
+
+
+def _collect(shards: Shards, *, wait_s: float = 0.0) -> dict[str, Any] | None:
+    """The fleet's status; None (said on stderr) while its Redis does not answer (restarting, or a
+    Sentinel failover), tried again for up to `wait_s`. The fleet runs on meanwhile: only this
+    status line is skipped."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return status.collect(shards)
+        except redis.RedisError as exc:
+            if time.monotonic() >= deadline:
+                click.echo(f"rtai up: no status now: {describe(exc)}", err=True)
+                return None
+            time.sleep(0.5)
 
 
 def _show(client: redis.Redis, streams: list[str], stop: threading.Event) -> None:

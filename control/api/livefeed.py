@@ -43,7 +43,7 @@ from common.redis_client import connect_async
 from common.replies import text_map
 from common.shards import Fleet, client_for, home_of, split_urls
 from common.subscription import Silence
-from common.wire import decode_event, decode_preview, decode_result, decode_tracked, record_seq, unpackb
+from common.wire import decode_event, decode_names, decode_preview, decode_result, decode_tracked, record_seq
 from control import status
 
 log = logging.getLogger(__name__)
@@ -479,7 +479,7 @@ class LiveFeed:
             raw = c.get(keys.model_names(model)) if model else None
             if raw:
                 with contextlib.suppress(SchemaError):
-                    names[model] = unpackb(raw)
+                    names[model] = decode_names(raw)
         workers = {
             name: {**{k: w[k] for k in WORKER_FIELDS if k in w}, "alive": w["alive"]}
             for name, w in report["workers"].items()

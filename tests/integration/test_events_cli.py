@@ -101,3 +101,21 @@ def test_events_and_subscribe_read_a_live_shard_while_another_is_down(r, redis_s
     out = procs.output(typo)
     assert f"no stream '{live}x' is declared or known" in out and f"Did you mean '{live}'?" in out
     assert "shard 1" in out and "did not answer" in out, out
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("names", [b"\xc1", b"\x05"], ids=["not-msgpack", "not-a-list"])
+def test_subscribe_prints_class_numbers_when_the_stored_class_names_are_unreadable(r, procs, names):
+    """A model's class-names key that holds no list of names (corrupt, or written by something
+    else): `rtai subscribe` prints the box with its class number and says why, instead of exiting 1
+    on its first result."""
+    from .test_livefeed_guard import _result  # noqa: PLC0415
+
+    desired.put(r, ProducerSettings(stream="cam", source="demo"))
+    r.xadd(keys.history("cam"), {"r": _result("cam", 1)})
+    r.set(keys.model_names("m"), names)
+    sub = procs.rtai("subscribe", "cam", "--replay", "1", "--count", "1", "--timeout", "10")
+    assert procs.finish(sub, timeout=20) == 0, procs.output(sub)
+    out = procs.output(sub)
+    assert "cam #1" in out and ": 0 0.90 [1,2,10,12]" in out, out
+    assert "class names of m unreadable (printed as numbers)" in out, out

@@ -124,3 +124,102 @@ def test_a_quiet_subscription_on_a_healthy_redis_is_never_given_up(r, monkeypatc
             heard.append(message["type"])
     sub.close()
     assert sub.losses == 0 and heard.count("pong") >= 3, heard
+
+
+def _feeds(url: str, until: float) -> dict[str, Iterator[int]]:
+    """Each reader as its CLI builds it (`connect`: the fleet's retries), as a feed of seqs."""
+    from analytics.feed import live_events  # noqa: PLC0415
+    from common.redis_client import connect  # noqa: PLC0415
+    from control.subscriber import Subscriber  # noqa: PLC0415
+
+    return {
+        "results": (r.seq for r in Subscriber(connect(url), ["cam"]).results(deadline=until)),
+        "tracks": (f.seq for f in tracked_frames(connect(url), ["cam"], deadline=until)),
+        "events": (e["seq"] for e in live_events(connect(url), "cam", deadline=until)),
+    }
+
+
+def _write(client: redis.Redis, seq: int) -> None:
+    """A result (as a worker settles it), a tracked frame and an event of frame `seq`."""
+    from .test_livefeed_guard import _result  # noqa: PLC0415
+
+    data = _result("cam", seq)
+    client.xadd(keys.history("cam"), {"r": data})
+    client.publish(keys.results_channel("cam"), data)
+    track(client, seq)
+
+
+@pytest.mark.parametrize("before", [3, 0])
+def test_a_subscription_redis_drops_is_filled_even_before_anything_was_given(private, before):
+    """Redis drops the subscribers' connections (`CLIENT KILL TYPE pubsub`, as it does to a subscriber
+    past its output buffer limit) in the same MULTI that publishes two records, and is back at once.
+    redis-py's retries had reconnected inside the read and subscribed again without a word, and
+    those two records were lost. With `before` 0 nothing had been given yet when it happened (a
+    quiet door: events are rare), which used to skip the refill. Every reader now gives every
+    record once, in order."""
+    writer = redis.Redis.from_url(private[0].url)
+    got: dict[str, list[int]] = {}
+    feeds = _feeds(private[0].url, time.monotonic() + 20)
+    for kind, feed in feeds.items():
+        got[kind] = []
+        threading.Thread(target=lambda k=kind, f=feed: got[k].extend(f), daemon=True).start()
+    time.sleep(1.0)  # every reader subscribed
+    for seq in range(1, before + 1):
+        _write(writer, seq)
+    wait_for(lambda: all(len(seqs) == before for seqs in got.values()), timeout=10, what=f"the first {before}: {got}")
+    with writer.pipeline(transaction=True) as pipe:
+        pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        _write(pipe, before + 1)
+        _write(pipe, before + 2)
+        pipe.execute()
+    time.sleep(1.5)
+    _write(writer, before + 3)
+    want = list(range(1, before + 4))
+    wait_for(lambda: all(seqs == want for seqs in got.values()), timeout=15, what=f"{want} in each: {got}")
+
+
+def test_a_subscription_on_a_hung_redis_gives_up_soon_after_its_deadline(private):
+    """Redis hangs (SIGSTOP) under `rtai subscribe --timeout 8`: the silent subscription is given up
+    after 3 s, and opening it again on the hung server (which accepts the connection, then answers
+    nothing) gives up after 3 s too, never held by the fleet's 10 s socket timeout and three retries
+    (which held one open 133 s), so the reader returns within 3 s of its deadline."""
+    import signal  # noqa: PLC0415
+
+    from common.redis_client import connect  # noqa: PLC0415
+    from control.subscriber import Subscriber  # noqa: PLC0415
+
+    server = private[0]
+    t0 = time.monotonic()
+    reader = threading.Thread(
+        target=lambda: list(Subscriber(connect(server.url), ["cam"]).results(deadline=t0 + 8)), daemon=True
+    )
+    reader.start()
+    time.sleep(1.0)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        reader.join(timeout=8 + 3 + 1 - (time.monotonic() - t0))
+        took = time.monotonic() - t0
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert not reader.is_alive(), f"still reading {took:.1f} s after it began (deadline 8 s)"
+
+
+def test_a_history_record_of_another_stream_is_given_not_raised(private):
+    """A record in `cam`'s history that names another stream (written there by a stray writer)
+    is read by the refill after a reconnect: it is handed out as the live path would, and the reader
+    goes on; it raised KeyError and ended the reader."""
+    writer = redis.Redis.from_url(private[0].url)
+    got: list[tuple[str, int]] = []
+    feed = tracked_frames(redis.Redis.from_url(private[0].url), ["cam"], deadline=time.monotonic() + 15)
+    threading.Thread(target=lambda: got.extend((f.stream, f.seq) for f in feed), daemon=True).start()
+    time.sleep(1.0)
+    track(writer, 1)
+    wait_for(lambda: got == [("cam", 1)], timeout=10, what=f"the first: {got}")
+    with writer.pipeline(transaction=True) as pipe:
+        pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        frame = TrackedFrame("other", 7, time.time(), time.time(), time.time(), "rtai-shapes", 640, 480)
+        pipe.xadd(keys.tracks_history("cam"), {"t": encode_tracked(frame)})
+        pipe.execute()
+    time.sleep(1.5)
+    track(writer, 2)
+    wait_for(lambda: got == [("cam", 1), ("other", 7), ("cam", 2)], timeout=10, what=f"all three: {got}")

@@ -267,3 +267,15 @@ def test_job_args_are_checked_on_the_producer_side_too():
         JobArgs.for_batch("cam/1", 5, 4)
     with pytest.raises(SchemaError, match=re.escape("unexpected ['seq0']")):  # the unread field is gone
         JobArgs.from_kwargs({**JobArgs.for_batch("cam1", 5, 4).to_kwargs(), "seq0": 0})
+
+
+def test_class_names_are_a_list_of_strings_or_a_schema_error():
+    import msgpack  # noqa: PLC0415
+
+    from common.errors import SchemaError  # noqa: PLC0415
+    from common.wire import decode_names  # noqa: PLC0415
+
+    assert decode_names(msgpack.packb(["circle", "square"])) == ["circle", "square"]
+    for bad in (b"\xc1", msgpack.packb(5), msgpack.packb({"a": 1}), msgpack.packb(["circle", 3]), None):
+        with pytest.raises(SchemaError):
+            decode_names(bad)
