@@ -144,6 +144,23 @@ class Lane:
         if ids:
             log.warning("%s: requeued %s, left in flight when Redis failed under it", self.where(), ids)
 
+    def look(self) -> None:
+        """Refresh this lane's queues when due (once a second): its depth, and its credits with each
+        stream's producer, even while other lanes keep the worker busy. A lane that was never tried
+        kept the depth it had when it joined, so a shard whose queue was empty then sorted last for
+        ever while another kept the worker busy, and its producers, whose credits lapsed, dropped
+        everything. A Redis error sets the lane aside, as in `take`."""
+        if not self.joined or not self.ready():
+            return
+        try:
+            self.queues.refresh()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.set_aside(exc, log.error, "unreachable")
+        except redis.ResponseError as exc:
+            if not write_rejected(exc):
+                raise
+            self.set_aside(exc, log.warning, "refuses writes", cap=HOLD_RETRY_MAX_S)
+
     def depth(self) -> int:
         """The deepest queue this lane saw at its last refresh (lanes are tried deepest first)."""
         return self.queues.depth

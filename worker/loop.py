@@ -104,9 +104,12 @@ class WorkerLoop:
 
     # -- taking a group -----------------------------------------------------------------------
     def _ordered(self) -> list[Lane]:
-        """The lanes to try, deepest queue first; equally deep ones in turn."""
+        """The lanes to try, deepest queue first (as each lane last looked, once a second, whether it
+        was tried or not); equally deep ones in turn."""
         if len(self.lanes) == 1:
             return self.lanes
+        for lane in self.lanes:
+            lane.look()
         k = self._turn % len(self.lanes)
         self._turn += 1
         turned = self.lanes[k:] + self.lanes[:k]
@@ -193,17 +196,22 @@ class WorkerLoop:
 
     def _prefetch_hook(self, lane: Lane, group: Group):
         def at(stage: str) -> None:
+            # The next group is prefetched from the lane that would be tried first, not always from
+            # this one: a shard that keeps the worker busy never shuts the others out.
+            target = next((other for other in self._ordered() if other.ready() and other.joined), lane)
             if not self.prefetch.starts_at(
                 stage,
                 stopping=self.stop_requested or self.force,
                 suspect=group.suspect,
-                pending=lane.prefetcher.pending,
-                queues=bool(lane.queues.keys),
+                pending=target.prefetcher.pending,
+                queues=bool(target.queues.keys),
             ):
                 return
-            take, queue_keys, peers = lane.intake.jobs_to_take(), lane.queues.rotated(), list(lane.queues.peers)
-            lane.prefetcher.start(lambda: [(t.queue_key, t.job_id) for t in lane.broker.fetch(take, queue_keys, peers)])
-            self._prefetched = lane
+            take, queue_keys, peers = target.intake.jobs_to_take(), target.queues.rotated(), list(target.queues.peers)
+            target.prefetcher.start(
+                lambda: [(t.queue_key, t.job_id) for t in target.broker.fetch(take, queue_keys, peers)]
+            )
+            self._prefetched = target
 
         return at
 

@@ -190,6 +190,30 @@ def test_a_dead_workers_job_on_a_second_shard_is_requeued_by_that_shards_lease_r
     assert "lease of victim ran out" in procs.output(other)
 
 
+def test_a_shard_whose_stream_starts_while_another_keeps_the_worker_busy_is_served(two_shards, procs):
+    """Fairness across shards: a worker (100 ms a batch, so 20 frames/s) kept busy by a 30 fps
+    stream on one shard; a 5 fps stream then starts on the other. Its shard's queue was empty when
+    the worker last looked at it, and a lane only looked again when tried, so it sorted last for
+    ever, its producer's credits lapsed and it published nothing (0 in 24 s). Now each lane looks
+    once a second, tried or not, and the next group is prefetched from the lane that goes first."""
+    a, b, _data = two_shards
+    url = f"{a.url} {b.url}"
+    busy, late = _placed(Shards.from_url(url))
+    ca, cb = redis.Redis.from_url(a.url), redis.Redis.from_url(b.url)
+    env = {"RTAI_REDIS_URL": url}
+    procs.rtai("worker", "--threads", "1", "--detector", "sleep", "--sleep-ms", "100", "--preload", "", env=env)
+    feed = ("--source", "demo", "--loop", "--batch-size", "2")
+    procs.rtai("producer", *feed, "--stream", busy, "--max-fps", "30", env=env)
+    wait_for(lambda: _published(ca, busy) >= 40, timeout=60, what=f"{busy} keeping the worker busy")
+    procs.rtai("producer", *feed, "--stream", late, "--max-fps", "5", env=env)
+    wait_for(lambda: _published(cb, late) >= 1, timeout=30, what=f"{late} started")
+    t0, base, busy_base = time.monotonic(), _published(cb, late), _published(ca, busy)
+    time.sleep(8)
+    rate = (_published(cb, late) - base) / (time.monotonic() - t0)
+    assert rate >= 3.0, f"{late} (5 fps) published {rate:.1f} frames/s beside the busy shard"
+    assert _published(ca, busy) - busy_base >= 8 * 3, "the busy shard's stream stopped"
+
+
 def _events(client: redis.Redis) -> list[dict]:
     return [json.loads(f[b"e"]) for _id, f in client.xrange(keys.EVENT_LOG)]
 
