@@ -285,7 +285,7 @@ def stream_ls(redis_url: str | None) -> None:
     from common.replies import text  # noqa: PLC0415
     from common.sources import redact  # noqa: PLC0415
 
-    client = connect(_url(redis_url))
+    client = connect(_url(redis_url).split()[0])  # the home shard holds the desired state and claims
     for sid in desired.streams(client):
         entry = desired.get(client, sid) or {"settings": {}}
         owner = client.get(keys.claim(sid))

@@ -160,7 +160,9 @@ def _daemon(url: str | None, max_streams: int | None, streams_file: Path | None)
 
     from .daemon import ProducerDaemon  # noqa: PLC0415
 
-    connect(redis_url(url)).close()  # a wrong URL fails fast, saying why
+    # A wrong URL for the home shard (the desired state and claims) fails fast, saying why; another
+    # shard that does not answer stops only its own streams (the daemon runs the others meanwhile).
+    connect(redis_url(url).split()[0]).close()
     daemon = ProducerDaemon(redis_url(url), max_streams=max_streams)
     set_title("rtai-producer-daemon")
     if streams_file is not None:

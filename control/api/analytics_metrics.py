@@ -6,28 +6,50 @@ prometheus_client beside the fleet's collector (control/api/metrics.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from common import desired, keys
+from common.redis_client import describe
 from common.replies import text
-from common.shards import Fleet, client_for, home_of
+from common.shards import Fleet, Shards, client_for, home_of
+
+log = logging.getLogger(__name__)
 
 Family = tuple[str, str, str, list[tuple[dict[str, Any], float]]]
 
 
 def families(fleet: Fleet) -> list[Family]:
+    """Each declared stream's figures, read from its shard. A shard that does not answer leaves its
+    streams out (once: its other streams are not tried in the same scrape); the others are served."""
     events, zones, frames = [], [], []
+    down: set[int] = set()
     for stream in desired.streams(home_of(fleet)):
         client = client_for(fleet, stream)
-        for kind, n in client.hgetall(keys.event_counts(stream)).items():
+        if id(client) in down:
+            continue
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(keys.event_counts(stream))
+                pipe.hgetall(keys.zone_counts(stream))
+                pipe.hgetall(keys.track_stats(stream))
+                by_kind, by_zone, stats = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not isinstance(fleet, Shards) or not fleet.sharded:
+                raise  # one Redis: /metrics says it is unreachable
+            log.info("analytics of %s left out of /metrics: %s", stream, describe(exc))
+            down.add(id(client))
+            continue
+        for kind, n in by_kind.items():
             events.append(({"stream": stream, "type": text(kind)}, float(n)))
-        for zone, n in client.hgetall(keys.zone_counts(stream)).items():
+        for zone, n in by_zone.items():
             zones.append(({"stream": stream, "zone": text(zone)}, float(n)))
-        for outcome, n in client.hgetall(keys.track_stats(stream)).items():
+        for outcome, n in stats.items():
             if outcome in (b"tracked", b"skipped", b"late", b"bad"):
                 frames.append(({"stream": stream, "outcome": text(outcome)}, float(n)))
     return [

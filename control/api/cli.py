@@ -59,7 +59,7 @@ def api(
     from .guards import HostPolicy  # noqa: PLC0415
     from .server import connection_cap, guarded_protocol, raise_fd_limit  # noqa: PLC0415
 
-    connect(_url(redis_url)).close()  # a wrong URL fails fast, saying why
+    connect(_url(redis_url).split()[0]).close()  # a wrong home URL fails now; a shard down stops its own
     set_title(f"rtai-api:{port}")
     limits = build(ApiSettings, api_docs=docs)
     hosts = HostPolicy.parse(host, ",".join((limits.api_allowed_hosts, *allowed_hosts)))

@@ -45,12 +45,16 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         report = status.collect(self.client)
+        # While a shard does not answer, a count summed over the shards would go down and read as a
+        # counter reset (its whole count again once the shard is back): it is left out (a gap).
+        partial = not all(shard["up"] for shard in report.get("shards", []))
         yield from self._streams(report["streams"])
-        yield from self._workers(report["workers"])
+        yield from self._workers(report["workers"], partial=partial)
         rejected = CounterMetricFamily(
             "rtai_rejected_jobs", "Jobs refused by workers (not allowed, unreadable).", labels=[]
         )
-        rejected.add_metric([], report["fleet"].get("rejected_jobs", 0))
+        if not partial:
+            rejected.add_metric([], report["fleet"].get("rejected_jobs", 0))
         yield rejected
 
     def _streams(self, streams: dict[str, Any]) -> Iterator[Metric]:
@@ -70,14 +74,14 @@ class FleetCollector(Collector):
             "rtai_latency_ms", "Deprecated: rtai_latency_seconds in milliseconds.", labels=["stream"]
         )
         for s, info in streams.items():
+            state.add_metric([s, info["state"]], 1)
+            if "shard" in info and info["state"] == "unknown":
+                continue  # its shard does not answer (status.collect): its counters are left out, not 0
             for outcome, value in info["ledger"].items():
                 if outcome != "in_flight":
                     frames.add_metric([s, outcome], value)
             in_flight.add_metric([s], info["ledger"]["in_flight"])
             depth.add_metric([s], info["queue_depth"])
-            state.add_metric([s, info["state"]], 1)
-            if "shard" in info and info["state"] == "unknown":
-                continue  # its shard does not answer (status.collect): no histogram to read
             h = ledger.read_latency_hist(client_for(self.client, s), s)
             buckets_ms, buckets_s, cumulative = [], [], 0.0
             for bound in (*ledger.LATENCY_BUCKETS_MS, "+Inf"):
@@ -88,7 +92,8 @@ class FleetCollector(Collector):
             latency_ms.add_metric([s], buckets_ms, h.get("sum_ms", 0.0))
         yield from (frames, in_flight, depth, state, latency, latency_ms)
 
-    def _workers(self, workers: dict[str, Any]) -> Iterator[Metric]:
+    def _workers(self, workers: dict[str, Any], *, partial: bool = False) -> Iterator[Metric]:
+        """`partial`: a shard does not answer, so a worker's frames (summed over its shards) are left out."""
         labels = ["worker", "gpu"]
         frames = CounterMetricFamily("rtai_worker_frames", "Frames a worker accounted for.", labels=labels)
         fps = GaugeMetricFamily("rtai_worker_fps", "Frames per second a worker accounts for now.", labels=labels)
@@ -96,7 +101,8 @@ class FleetCollector(Collector):
         gpu = {f: GaugeMetricFamily(f"rtai_gpu_{f}", text, labels=labels) for f, text in _GPU_GAUGES}
         for name, w in workers.items():
             values = [name, w.get("gpu", "")]
-            frames.add_metric(values, w["frames"])
+            if not partial:
+                frames.add_metric(values, w["frames"])
             fps.add_metric(values, float(w.get("fps", 0) or 0))
             up.add_metric(values, int(w["alive"]))
             for field, family in gpu.items():

@@ -310,7 +310,9 @@ def test_tracker_and_sink_serve_every_shard_and_a_dead_home_shard_stops_only_its
 @pytest.mark.timeout(120)
 def test_services_started_through_the_rest_api_run_on_their_own_shards(two_shards, procs, monkeypatch):
     """The REST API on a sharded URL, with a producer daemon and a worker on the same URL: a service
-    started on each shard runs there, `/status` and `/services` report both, and `/stop` stops both."""
+    started on each shard runs there, and `/status` and `/services` report both. With the other
+    shard dead, /metrics, `rtai stream ls` and a new daemon serve the home shard's stream, and
+    `/stop` stops it."""
     from control.api.app import create_app  # noqa: PLC0415
 
     a, b, _data = two_shards
@@ -337,11 +339,28 @@ def test_services_started_through_the_rest_api_run_on_their_own_shards(two_shard
         assert api.get(f"{p}/status/{s}").json()["state"] == "running"
     assert {x["service_id"] for x in api.get(f"{p}/services").json()["services"]} == {on_a, on_b}
     assert not clients[on_a].exists(keys.ledger(on_b)) and not clients[on_b].exists(keys.ledger(on_a))
-    for s in (on_a, on_b):
-        assert api.post(f"{p}/stop/{s}").status_code == 200
-    for s in (on_a, on_b):
-        wait_for(lambda s=s: api.get(f"{p}/status/{s}").json()["state"] == "stopped", timeout=20, what=f"{s} stopped")
-        wait_for(lambda s=s: read_counts(clients[s], s)["in_flight"] == 0, timeout=30, what=f"{s} drained")
+
+    # The other shard (not the home shard) dies. /metrics still serves the live shard's stream, the
+    # dead one's stream only by its state (counters left out, not 0: a drop reads as a reset), and no
+    # count summed over the shards. `rtai stream ls` answers, and a producer daemon starts (both
+    # exited 3 while any shard was down).
+    b.kill()
+    metrics = api.get("/metrics")
+    assert metrics.status_code == 200, metrics.text  # 503 for the whole fleet before
+    samples = [line for line in metrics.text.splitlines() if not line.startswith("#")]
+    assert any(line.startswith(f'rtai_frames_total{{outcome="published",stream="{on_a}"}}') for line in samples)
+    assert [line for line in samples if f'stream="{on_b}"' in line] == [
+        f'rtai_stream_state{{state="unknown",stream="{on_b}"}} 1.0'
+    ]
+    assert not [line for line in samples if line.startswith(("rtai_worker_frames_total", "rtai_rejected_jobs"))]
+    ls = procs.rtai("stream", "ls", env=env)
+    assert procs.finish(ls) == 0 and on_a in procs.output(ls), procs.output(ls)
+    second = procs.rtai("producer", env=env, log="daemon2.log")
+    time.sleep(7)  # it exited 3 after 5 s, waiting for the dead shard
+    assert second.poll() is None, procs.output(second)
+    assert api.post(f"{p}/stop/{on_a}").status_code == 200
+    wait_for(lambda: api.get(f"{p}/status/{on_a}").json()["state"] == "stopped", timeout=20, what=f"{on_a} stopped")
+    wait_for(lambda: read_counts(clients[on_a], on_a)["in_flight"] == 0, timeout=30, what=f"{on_a} drained")
 
 
 def _split(a: PrivateRedis, b: PrivateRedis, first: str, second: str) -> str:
