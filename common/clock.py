@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 #: A host further off than this from Redis' clock is reported: NTP keeps hosts within milliseconds.
 SKEW_WARN_S = 1.0
+#: A measurement whose round trip took longer is discarded (the offset is off by up to half of it):
+#: a TIME sent to a Redis that hung is answered when it resumes, and taking that answer stamped a
+#: stream's frames seconds ahead (negative latencies, nothing stale) until the next measurement.
+MAX_RTT_S = 0.5
+#: After a discarded measurement, the next one is taken this soon.
+RETRY_S = 1.0
 
 
 class RedisClock:
@@ -49,6 +55,11 @@ class RedisClock:
             log.debug("%s: clock offset not measured: %s", self.what, exc)
             with self._lock:
                 self._measured_at = time.monotonic()  # try again after every_s, not on every call
+            return self.offset
+        if t1 - t0 > MAX_RTT_S:
+            log.debug("%s: clock offset not measured: TIME took %.1f s", self.what, t1 - t0)
+            with self._lock:  # the last offset stands; measured again in RETRY_S
+                self._measured_at = time.monotonic() - self.every_s + RETRY_S
             return self.offset
         with self._lock:
             self.offset = sec + usec / 1e6 - (t0 + t1) / 2

@@ -16,7 +16,8 @@ import yaml
 
 from . import keys, scripts
 from .config import ProducerSettings
-from .errors import ConfigError, SchemaError
+from .errors import ConfigError, RedisUnavailableError, SchemaError
+from .redis_client import describe
 from .replies import texts
 from .wire import packb, unpackb
 
@@ -45,15 +46,20 @@ def put(
     """Declare (or update) a stream the fleet should run. `client`: the home shard (desired
     state); `data`: the stream's shard when the fleet has several (common/shards.py)."""
     stream = keys.check_stream_id(settings.stream)
+    if data is not None:  # the stream's shard first: one that does not answer leaves nothing declared
+        try:
+            with data.pipeline() as pipe:
+                _revive(pipe, stream)
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailableError(
+                f"stream {stream} not declared: its Redis shard does not answer ({describe(exc)})"
+            ) from exc
     with client.pipeline() as pipe:
         _put(pipe, stream, settings, extra)
         if data is None:
             _revive(pipe, stream)
         pipe.execute()
-    if data is not None:
-        with data.pipeline() as pipe:
-            _revive(pipe, stream)
-            pipe.execute()
 
 
 def _put(pipe: Any, stream: str, settings: ProducerSettings, extra: dict[str, Any] | None) -> None:
@@ -86,9 +92,16 @@ def remove(client: redis.Redis, stream: str, *, data: redis.Redis | None = None)
             _retire(pipe, stream)
         removed = pipe.execute()[0]
     if data is not None:
-        with data.pipeline() as pipe:
-            _retire(pipe, stream)
-            pipe.execute()
+        try:
+            with data.pipeline() as pipe:
+                _retire(pipe, stream)
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailableError(
+                f"stream {stream} removed (its daemon stops it), but its Redis shard does not answer "
+                f"({describe(exc)}): its keys there do not expire and it stays in the views until "
+                f"`rtai stream rm --purge {stream}` runs once the shard answers"
+            ) from exc
     return bool(removed)
 
 

@@ -230,11 +230,12 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
     """Declare STREAM_ID; a producer daemon (`rtai producer` without --source) picks it up."""
     from common import desired  # noqa: PLC0415
     from common.config import ProducerSettings, build  # noqa: PLC0415
+    from common.shards import GIVE_UP_S  # noqa: PLC0415
 
     url = _url(redis_url)
     analytics = _analytics_flags(flags)
     settings = build(ProducerSettings, stream=stream_id, redis_url=url, analytics=analytics, **flags)
-    shards = _shards(redis_url)
+    shards = _shards(redis_url, give_up_s=GIVE_UP_S)  # a hung shard is said in seconds, as by the API
     desired.put(shards.home, settings, data=shards.for_stream(stream_id) if shards.sharded else None)
     click.echo(f"stream {stream_id} declared; a producer daemon will claim it")
 
@@ -245,9 +246,10 @@ def stream_add(stream_id: str, redis_url: str | None, **flags: object) -> None:
 def stream_load(path: Path, redis_url: str | None) -> None:
     """Declare every stream of a YAML camera list (see cameras.yml)."""
     from common import desired  # noqa: PLC0415
+    from common.shards import GIVE_UP_S  # noqa: PLC0415
 
     url = _url(redis_url)
-    shards = _shards(redis_url)
+    shards = _shards(redis_url, give_up_s=GIVE_UP_S)
     declared = desired.load_file(shards.home, path, url, data_for=shards.for_stream if shards.sharded else None)
     click.echo(f"declared {len(declared)} stream(s): {', '.join(declared) or '-'}")
 
@@ -259,8 +261,9 @@ def stream_load(path: Path, redis_url: str | None) -> None:
 def stream_rm(stream_id: str, purge: bool, redis_url: str | None) -> None:
     """Stop running STREAM_ID (its producer daemon stops it within a second); its keys expire in 7 days."""
     from common import desired, keys  # noqa: PLC0415
+    from common.shards import GIVE_UP_S  # noqa: PLC0415
 
-    shards = _shards(redis_url)
+    shards = _shards(redis_url, give_up_s=GIVE_UP_S)
     client = shards.home
     stream_id = keys.check_stream_id(stream_id)
     data = shards.for_stream(stream_id) if shards.sharded else None

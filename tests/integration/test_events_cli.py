@@ -119,3 +119,28 @@ def test_subscribe_prints_class_numbers_when_the_stored_class_names_are_unreadab
     out = procs.output(sub)
     assert "cam #1" in out and ": 0 0.90 [1,2,10,12]" in out, out
     assert "class names of m unreadable (printed as numbers)" in out, out
+
+
+@pytest.mark.timeout(60)
+def test_stream_add_and_rm_on_a_shard_that_is_down_say_so_in_seconds(r, redis_server, second_shard, procs):
+    """`rtai stream add` of a stream whose shard is dead or hung exits 3 within seconds saying it is
+    not declared, and declares nothing (it hung 164 s, after declaring it on the home shard); a stream
+    on the live shard is added and removed as ever."""
+    from common import desired  # noqa: PLC0415
+    from common.shards import Shards  # noqa: PLC0415
+
+    url = f"{redis_server} {second_shard}"
+    shards = Shards.from_url(url)
+    live = next(s for s in (f"cam{i}" for i in range(64)) if shards.index_for(s) == 0)
+    away = next(s for s in (f"cam{i}" for i in range(64)) if shards.index_for(s) == 1)
+    env = {"RTAI_REDIS_URL": url}
+    t0 = time.monotonic()
+    add = procs.rtai("stream", "add", away, "--source", "demo", env=env)
+    assert procs.finish(add, timeout=30) == 3, procs.output(add)
+    assert time.monotonic() - t0 < 15
+    assert f"stream {away} not declared: its Redis shard does not answer" in procs.output(add), procs.output(add)
+    assert away not in desired.streams(r)
+    ok = procs.rtai("stream", "add", live, "--source", "demo", env=env)
+    assert procs.finish(ok, timeout=30) == 0 and live in desired.streams(r), procs.output(ok)
+    rm = procs.rtai("stream", "rm", live, env=env)
+    assert procs.finish(rm, timeout=30) == 0 and live not in desired.streams(r), procs.output(rm)
