@@ -296,6 +296,38 @@ def stream_ls(redis_url: str | None) -> None:
         click.echo(f"{sid}  {source}  {'run by ' + text(owner) if owner else desired.unclaimed_reason(client, sid)}")
 
 
+@stream.command("moves")
+@click.argument("new_urls")
+@click.option("--redis-url", default=None, help="Redis URL [env RTAI_REDIS_URL].")
+def stream_moves(new_urls: str, redis_url: str | None) -> None:
+    """List the streams that would live on another shard if the fleet's Redis URL list became
+    NEW_URLS (a quoted, space-separated list). Each must be drained before the fleet moves to the new
+    list (docs/scaling.md, "Adding a shard"). Exit 0 either way; streams of a shard that does not
+    answer now are not listed, and that is said."""
+    import redis  # noqa: PLC0415
+
+    from common import desired, keys  # noqa: PLC0415
+    from common.redis_client import describe  # noqa: PLC0415
+    from common.replies import texts  # noqa: PLC0415
+    from common.shards import GIVE_UP_S, Shards  # noqa: PLC0415
+
+    old = _shards(redis_url, give_up_s=GIVE_UP_S)
+    new = Shards.from_url(new_urls)
+    streams = set(desired.streams(old.home))
+    for i, client in old.clients():
+        try:
+            streams |= set(texts(client.smembers(keys.STREAMS)))
+        except redis.RedisError as exc:
+            click.echo(
+                f"{old.label(i)} does not answer ({describe(exc)}): its undeclared streams are not listed", err=True
+            )
+    moved = [(s, old.index_for(s), new.index_for(s)) for s in sorted(streams)]
+    moved = [(s, a, b) for s, a, b in moved if old.ids[a] != new.ids[b]]
+    for s, a, b in moved:
+        click.echo(f"{s}  {old.label(a)} -> {new.label(b)}")
+    click.echo(f"{len(moved)} of {len(streams)} stream(s) move", err=True)
+
+
 def _analytics_flags(flags: dict[str, object]) -> dict[str, object] | None:
     """Pop the analytics flags of `stream add` into an AnalyticsSettings map (None when none is given)."""
     from common.analytics_settings import parse_shape  # noqa: PLC0415

@@ -144,3 +144,29 @@ def test_stream_add_and_rm_on_a_shard_that_is_down_say_so_in_seconds(r, redis_se
     assert procs.finish(ok, timeout=30) == 0 and live in desired.streams(r), procs.output(ok)
     rm = procs.rtai("stream", "rm", live, env=env)
     assert procs.finish(rm, timeout=30) == 0 and live not in desired.streams(r), procs.output(rm)
+
+
+@pytest.mark.timeout(60)
+def test_stream_moves_lists_the_streams_a_new_shard_list_places_elsewhere(r, redis_server, procs):
+    """`rtai stream moves "<new list>"`: every stream, declared or only running, that the new list
+    places on another shard (a third shard added: only to it), and none of the others."""
+    from common.shards import Shards  # noqa: PLC0415
+
+    b = PrivateRedis()
+    try:
+        url = f"{redis_server} {b.url}"
+        new = f"{url} redis://127.0.0.1:{free_port()}/0"
+        old_shards, new_shards = Shards.from_url(url), Shards.from_url(new)
+        streams = [f"cam{i}" for i in range(24)]
+        for s in streams[:20]:
+            desired.put(r, ProducerSettings(stream=s, source="demo"), data=old_shards.for_stream(s))
+        for s in streams[20:]:  # run by `rtai producer --source` only: listed on their shard, not declared
+            old_shards.for_stream(s).sadd(keys.STREAMS, s)
+        moves = procs.rtai("stream", "moves", new, env={"RTAI_REDIS_URL": url})
+        assert procs.finish(moves, timeout=30) == 0, procs.output(moves)
+        listed = sorted(line.split()[0] for line in procs.output(moves).splitlines() if "->" in line)
+        expected = sorted(s for s in streams if new_shards.index_for(s) == 2)
+        assert expected and listed == expected, procs.output(moves)
+        assert f"{len(expected)} of 24 stream(s) move" in procs.output(moves)
+    finally:
+        b.stop()
