@@ -85,6 +85,8 @@ class ProducerDaemon:
         self._slowest_s = 0.0
         self._file: tuple[Path, str] | None = None
         self._file_error: str | None = None
+        #: When Redis last failed this daemon (a command of the tick or the renewer).
+        self._failed_at = float("-inf")
 
     def watch_file(self, path: Path, marker: str) -> None:
         """Keep the camera list at `path` (declared with marker key `marker`) declared.
@@ -108,6 +110,7 @@ class ProducerDaemon:
             try:
                 self.tick()
             except redis.RedisError as exc:
+                self._failed_at = time.monotonic()
                 log.warning("producer daemon %s: Redis error: %s", self.name, exc)
             self.stop_event.wait(min(POLL_S, self.lease_ms / 4000))
         with self._lock:
@@ -120,6 +123,7 @@ class ProducerDaemon:
         renewer.join()
 
     def tick(self) -> None:
+        t0 = time.monotonic()
         if self._file is not None:
             self._redeclare_if_forgotten(*self._file)
         wanted = set(desired.streams(self.client))
@@ -134,6 +138,15 @@ class ProducerDaemon:
                             self._stop_stream(stream)
         with self._lock:
             busy = set(self.running) | set(self.stopping)
+        if time.monotonic() - t0 > self.lease_ms / 4000:  # Redis hung meanwhile: as a failure
+            self._failed_at = time.monotonic()
+        if time.monotonic() - self._failed_at < self.lease_ms / 1000:
+            # Redis failed us a moment ago (a Sentinel failover outlasts a lease: ~3-4 s with
+            # Compose's down-after of 2 s), so every daemon's claims may have lapsed meanwhile. A
+            # lapsed claim is left a lease to the daemon that holds it, whose renewer takes it again
+            # within a second and carries on; claiming it here restarted the stream on this daemon
+            # and ran it twice until the holder's next renewal.
+            return
         for stream in sorted(wanted - busy):
             if self.max_streams is not None and len(self.running) + len(self.stopping) >= self.max_streams:
                 break
@@ -148,6 +161,7 @@ class ProducerDaemon:
                 desired.daemon_beat(self.client, self.name)  # "a daemon is running", for unclaimed streams
                 self.renew()
             except redis.RedisError as exc:
+                self._failed_at = time.monotonic()
                 log.warning("producer daemon %s: could not renew its claims: %s", self.name, exc)
         try:
             desired.daemon_gone(self.client, self.name)
