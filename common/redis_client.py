@@ -46,6 +46,16 @@ PROBE_S = 1.0
 
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+#: The TLS options a rediss+sentinel:// URL passes to the master's connections, as redis-py takes
+#: them from a rediss:// URL's query (each value read from its text).
+SSL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "ssl_ca_certs": str,
+    "ssl_ca_path": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_cert_reqs": str,
+    "ssl_check_hostname": lambda v: v.lower() in ("1", "true", "yes", "on"),
+}
 DEFAULT_SENTINEL_PORT = 26379
 
 
@@ -60,9 +70,13 @@ class SentinelUrl:
     password: str | None = None
     sentinel_password: str | None = None
     ssl: bool = False
+    #: The master's TLS options from the URL's query (`ssl_ca_certs`, `ssl_certfile`, ...), as a
+    #: `rediss://` URL takes them (rediss+sentinel:// only).
+    ssl_options: tuple[tuple[str, Any], ...] = ()
 
     def master_kwargs(self) -> dict[str, Any]:
-        return {"db": self.db, "username": self.username, "password": self.password, "ssl": self.ssl}
+        base = {"db": self.db, "username": self.username, "password": self.password, "ssl": self.ssl}
+        return {**base, **dict(self.ssl_options)}
 
     def sentinel_kwargs(self, *, asyncio: bool = False) -> dict[str, Any]:
         # No retries on a sentinel: discovery moves on to the next one. redis-py's default (3 retries,
@@ -73,6 +87,19 @@ class SentinelUrl:
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "retry": AsyncRetry(NoBackoff(), 0) if asyncio else Retry(NoBackoff(), 0),
         }
+
+
+def _host_port(item: str) -> tuple[str, str]:
+    """A sentinel's `host:port`, `host`, `[v6]:port` or `[v6]` (the default port when none is given)."""
+    if item.startswith("["):
+        v6, bracket, rest = item[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return "", ""
+        return v6, rest[1:] if rest else str(DEFAULT_SENTINEL_PORT)
+    if item.count(":") == 1:
+        host, _colon, port = item.partition(":")
+        return host, port
+    return item, str(DEFAULT_SENTINEL_PORT)  # a bare host (or a bare v6 address, unbracketed)
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl | None:
@@ -87,16 +114,17 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
             f"bad Sentinel URL {redact(url)!r}: {why} (use redis+sentinel://[:password@]host:26379,host2:26379/SERVICE/db)"
         )
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced IPv6 bracket
+        raise bad(f"a sentinel address is not host:port ({exc}; IPv6 goes in brackets: [::1]:26379)") from None
     userinfo, _at, hosts = parts.netloc.rpartition("@")
     username, _colon, password = userinfo.partition(":") if userinfo else ("", "", "")
     sentinels = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":") if item.strip().count(":") == 1 else (item.strip(), "", "")
-        if not colon:
-            host, port = item.strip(), str(DEFAULT_SENTINEL_PORT)
+    for item in (entry.strip() for entry in hosts.split(",")):
+        host, port = _host_port(item)
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise bad(f"sentinel address {item.strip()!r} is not host:port")
+            raise bad(f"sentinel address {item!r} is not host:port")
         sentinels.append((host, int(port)))
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
@@ -104,6 +132,14 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
     if len(path) == 2 and not path[1].isdigit():
         raise bad(f"db {path[1]!r} is not a number")
     query = parse_qs(parts.query)
+    unknown = sorted(k for k in query if k != "sentinel_password" and k not in SSL_OPTIONS)
+    if unknown:
+        known = ", ".join(["sentinel_password", *SSL_OPTIONS])
+        raise bad(f"unknown option {unknown[0]!r} (known: {known}; ssl_* with rediss+sentinel:// only)")
+    ssl = SENTINEL_SCHEMES[scheme.lower()]
+    tls = tuple((k, SSL_OPTIONS[k](query[k][0])) for k in sorted(query) if k in SSL_OPTIONS)
+    if tls and not ssl:
+        raise bad(f"{tls[0][0]} needs rediss+sentinel:// (TLS to the master)")
     return SentinelUrl(
         sentinels=tuple(sentinels),
         service=unquote(path[0]),
@@ -111,7 +147,8 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
         username=unquote(username) or None,
         password=unquote(password) or None,
         sentinel_password=query["sentinel_password"][0] if query.get("sentinel_password") else None,
-        ssl=SENTINEL_SCHEMES[scheme.lower()],
+        ssl=ssl,
+        ssl_options=tls,
     )
 
 

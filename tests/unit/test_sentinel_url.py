@@ -22,6 +22,32 @@ def test_a_sentinel_url_names_the_sentinels_the_service_the_db_and_the_passwords
     assert tls is not None and (tls.ssl, tls.username, tls.password, tls.db) == (True, "app", "pw", 0)
 
 
+def test_tls_options_reach_the_masters_connections_and_unknown_options_are_refused():
+    url = "rediss+sentinel://:pw@s1:26379/rtai/0?ssl_ca_certs=/etc/rtai/ca.pem&ssl_check_hostname=false"
+    got = parse_sentinel_url(url)
+    assert got is not None
+    assert got.master_kwargs() == {
+        "db": 0,
+        "username": None,
+        "password": "pw",
+        "ssl": True,
+        "ssl_ca_certs": "/etc/rtai/ca.pem",
+        "ssl_check_hostname": False,
+    }
+    with pytest.raises(RedisUnavailableError, match="ssl_ca_certs needs rediss"):
+        parse_sentinel_url("redis+sentinel://s1/rtai/0?ssl_ca_certs=/etc/rtai/ca.pem")
+    with pytest.raises(RedisUnavailableError, match="unknown option 'ssl_ca_cert'"):
+        parse_sentinel_url("rediss+sentinel://s1/rtai/0?ssl_ca_cert=/etc/rtai/ca.pem")  # a typo, not dropped
+
+
+def test_ipv6_sentinels_are_bracketed_with_or_without_a_port():
+    url = "redis+sentinel://[::1]:26380,[fd00::2],10.0.0.3:26381/rtai/0"
+    got = parse_sentinel_url(url)
+    assert got is not None and got.sentinels == (("::1", 26380), ("fd00::2", 26379), ("10.0.0.3", 26381))
+    with pytest.raises(RedisUnavailableError, match="is not host:port"):
+        parse_sentinel_url("redis+sentinel://[::1:26380/rtai/0")
+
+
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://h:6380/0", "unix:///tmp/redis.sock"])
 def test_other_urls_are_not_sentinel_urls(url):
     assert parse_sentinel_url(url) is None
