@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from common.config import ApiSettings, build
+from common.errors import RedisUnavailableError
 from common.shards import GIVE_UP_S, Shards
 from common.sources import SourcePolicy
 
@@ -74,6 +75,11 @@ def create_app(
     @app.exception_handler(redis.RedisError)
     async def redis_down(_request: Request, exc: redis.RedisError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"Redis unreachable: {exc}"})
+
+    @app.exception_handler(RedisUnavailableError)
+    async def shard_down(_request: Request, exc: RedisUnavailableError) -> JSONResponse:
+        # The project's own words for it (a stream's shard that did not answer: what was and was not done)
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -39,9 +39,9 @@ from analytics.eventlog import recent_events
 from common import desired, keys
 from common.analytics_settings import AnalyticsSettings
 from common.errors import RecordError, SchemaError
-from common.redis_client import connect_async
+from common.redis_client import connect_async, describe
 from common.replies import text_map
-from common.shards import Fleet, client_for, home_of, split_urls
+from common.shards import Fleet, Shards, client_for, home_of, split_urls
 from common.subscription import Silence
 from common.wire import decode_event, decode_names, decode_preview, decode_result, decode_tracked, record_seq
 from control import status
@@ -446,7 +446,13 @@ class LiveFeed:
         c = self.client
         for sid in watched:
             if keys.STREAM_ID_RE.match(sid):
-                client_for(self.fleet, sid).set(keys.preview_watch(sid), 1, ex=keys.PREVIEW_WATCH_TTL_S)
+                try:
+                    client_for(self.fleet, sid).set(keys.preview_watch(sid), 1, ex=keys.PREVIEW_WATCH_TTL_S)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    if not isinstance(self.fleet, Shards) or not self.fleet.sharded:
+                        raise
+                    # its shard does not answer: the page shows it `unknown`; every other page goes on
+                    log.info("preview of %s not asked for: %s", sid, describe(exc))
         report = status.collect(self.fleet)
         wanted = set(desired.streams(c))
         streams, models = {}, set()
@@ -457,8 +463,15 @@ class LiveFeed:
                 streams[sid] = {**s, "fps_in": 0.0, "p50": None, "p99": None, "gpus": {}}
                 continue
             data = client_for(self.fleet, sid)
-            info = text_map(data.hgetall(keys.stream(sid)))
-            gpus = {k: int(v) for k, v in text_map(data.hgetall(keys.stream_gpus(sid))).items()}
+            try:
+                info = text_map(data.hgetall(keys.stream(sid)))
+                gpus = {k: int(v) for k, v in text_map(data.hgetall(keys.stream_gpus(sid))).items()}
+                scene = self._scene(data, sid, info.get("analytics"))
+            except (redis.ConnectionError, redis.TimeoutError):
+                if "shard" not in s:
+                    raise
+                streams[sid] = {**s, "state": "unknown", "fps_in": 0.0, "p50": None, "p99": None, "gpus": {}}
+                continue  # its shard stopped answering since status.collect read it
             streams[sid] = {
                 "state": s["state"],
                 "reason": s["reason"],
@@ -470,7 +483,7 @@ class LiveFeed:
                 "ledger": s["ledger"],
                 "queue_depth": s["queue_depth"],
                 "gpus": gpus,
-                **self._scene(data, sid, info.get("analytics")),
+                **scene,
             }
             models.add(s["model"])
         self.tracking = frozenset(sid for sid, s in streams.items() if s.get("tracking"))

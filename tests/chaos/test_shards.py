@@ -353,6 +353,20 @@ def test_services_started_through_the_rest_api_run_on_their_own_shards(two_shard
         f'rtai_stream_state{{state="unknown",stream="{on_b}"}} 1.0'
     ]
     assert not [line for line in samples if line.startswith(("rtai_worker_frames_total", "rtai_rejected_jobs"))]
+    # /services lists both, the dead shard's as `unknown` (503 for the whole fleet before); a service
+    # placed on the dead shard is refused with 503 saying so, and declares nothing (a 500 before,
+    # leaving it half-declared); the live view's snapshot with a page on the dead shard's stream
+    # still shows the fleet (every page showed only an error before).
+    listed = {x["service_id"]: x["state"] for x in api.get(f"{p}/services").json()["services"]}
+    assert listed == {on_a: "running", on_b: "unknown"}, listed
+    away = next(s for s in (f"cam-{i}" for i in range(100, 200)) if Shards.from_url(url).index_for(s) == 1)
+    refused = api.post(f"{p}/start", json={**body, "stream_config": {**body["stream_config"], "stream_id": away}})
+    assert refused.status_code == 503 and "not declared: its Redis shard does not answer" in refused.text, refused.text
+    assert away not in desired.streams(clients[on_a])
+    from control.api.livefeed import LiveFeed  # noqa: PLC0415
+
+    snapshot = LiveFeed(url, Shards.from_url(url, give_up_s=2.0)).snapshot({on_b})
+    assert snapshot["streams"][on_a]["state"] == "running" and snapshot["streams"][on_b]["state"] == "unknown"
     ls = procs.rtai("stream", "ls", env=env)
     assert procs.finish(ls) == 0 and on_a in procs.output(ls), procs.output(ls)
     second = procs.rtai("producer", env=env, log="daemon2.log")

@@ -6,12 +6,13 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
 
 from common import desired, keys, ledger, models
 from common.config import ApiSettings, ProducerSettings
-from common.errors import SourceRefusedError
+from common.errors import RedisUnavailableError, SourceRefusedError
 from common.replies import text, text_map
 from common.shards import Shards
 from common.sources import SourcePolicy, check_api_source, redact, redact_text
@@ -88,13 +89,19 @@ def make_router(shards: Shards, limits: ApiSettings, policy: SourcePolicy) -> AP
             half=m.half_precision,
             analytics=body.analytics_settings,
         )
+        declared = desired.get(client, service_id) is not None
         if not desired.reserve(client, service_id, limits.max_services):
             raise HTTPException(
                 status_code=429,
                 detail=f"the fleet already declares {limits.max_services} services (RTAI_MAX_SERVICES): stop one first",
             )
         data = shards.for_stream(service_id) if shards.sharded else None
-        desired.put(client, settings, {"request": body.model_dump(), "created": time.time()}, data=data)
+        try:
+            desired.put(client, settings, {"request": body.model_dump(), "created": time.time()}, data=data)
+        except RedisUnavailableError:
+            if not declared:  # its shard did not answer: nothing declared, and its place is given back
+                client.srem(keys.DESIRED, service_id)
+            raise
         return StartResponse(
             service_id=service_id,
             stream_id=service_id,
@@ -156,9 +163,19 @@ def make_router(shards: Shards, limits: ApiSettings, policy: SourcePolicy) -> AP
     def services() -> ServicesResponse:
         """Every service the fleet should run."""
         out = []
+        down: set[int] = set()
         for sid in desired.streams(client):
             entry = desired.get(client, sid) or {"settings": {}}
-            state = shards.for_stream(sid).hget(keys.stream(sid), "state")
+            where = shards.index_for(sid)
+            state: bytes | str | None = b"unknown" if where in down else None
+            if state is None:
+                try:
+                    state = shards.for_stream(sid).hget(keys.stream(sid), "state")
+                except (redis.ConnectionError, redis.TimeoutError):
+                    if not shards.sharded:
+                        raise
+                    down.add(where)  # its shard does not answer: its services show `unknown`, once a shard
+                    state = b"unknown"
             owner = client.get(keys.claim(sid))
             out.append(
                 ServiceSummary(
