@@ -12,6 +12,7 @@ import socket
 import ssl
 
 import redis
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 #: The probe's own connect/read limit.
 PROBE_TIMEOUT_S = 2.0
@@ -34,7 +35,22 @@ def _is_tls(client: redis.Redis) -> bool:
     return issubclass(client.connection_pool.connection_class, redis.SSLConnection)
 
 
+def _sentinels(client: redis.Redis) -> tuple[str, str] | None:
+    """(service, "host:port, ...") of a client that finds its master through sentinels, else None."""
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    hosts = []
+    for sentinel in list(pool.sentinel_manager.sentinels):
+        kw = sentinel.connection_pool.connection_kwargs
+        hosts.append(f"{kw.get('host', '?')}:{kw.get('port', '?')}")
+    return str(pool.service_name), ", ".join(hosts)
+
+
 def _where(client: redis.Redis) -> str:
+    found = _sentinels(client)
+    if found is not None:
+        return f"the master of {found[0]!r} (sentinels {found[1]})"
     kw = client.connection_pool.connection_kwargs
     if "path" in kw:
         return str(kw["path"])
@@ -64,10 +80,12 @@ def diagnose(client: redis.Redis, exc: BaseException, *, waited_s: float) -> str
             return f"Redis at {where} refused the password in the URL (wrong password or user name)"
         if "without any password configured" in text:
             return f"Redis at {where} has no password: remove it from the URL"
-        return (
-            f"Redis at {where} needs a password (no credentials in the URL): "
-            "put it in the URL as redis://:PASSWORD@host:port/0"
+        form = (
+            "redis+sentinel://:PASSWORD@host:26379,host2:26379/SERVICE/0"
+            if _sentinels(client) is not None
+            else "redis://:PASSWORD@host:port/0"
         )
+        return f"Redis at {where} needs a password (no credentials in the URL): put it in the URL as {form}"
     verify = _find(exc, ssl.SSLCertVerificationError)
     if verify is not None:
         reason = getattr(verify, "verify_message", "") or "untrusted certificate"
@@ -79,6 +97,11 @@ def diagnose(client: redis.Redis, exc: BaseException, *, waited_s: float) -> str
         if _speaks_plain_resp(client):
             return f"TLS handshake failed: the server at {where} is not TLS (use redis://)"
         return f"TLS handshake with {where} failed: {type(exc).__name__}"
+    if isinstance(exc, MasterNotFoundError) and (found := _sentinels(client)) is not None:
+        return (
+            f"no sentinel names a master for {found[0]!r} (sentinels {found[1]}; waited {waited_s:g} s): are they "
+            f"running and monitoring {found[0]!r}, and is the URL's sentinel_password right?"
+        )
     if _find(exc, ConnectionRefusedError) is not None or "Connection refused" in text:
         return f"nothing listens at {where} (waited {waited_s:g} s; is Redis running? is the port right?)"
     if _find(exc, socket.gaierror) is not None:

@@ -105,3 +105,20 @@ def test_wrong_url_exits_fast_and_says_why(servers, tmp_path, case, command):
         assert PASSWORD not in out and WRONG not in out, "a password leaked into the message"
     finally:
         procs.close()
+
+
+def test_a_sentinel_url_no_sentinel_answers_for_names_the_service_and_the_sentinels(tmp_path):
+    """No sentinel answers (nothing listens at either): the message names the service and the
+    sentinels it asked, with no `?:?` and no redis-py object dump, and asks the right questions."""
+    ports = [free_port(), free_port()]
+    url = f"redis+sentinel://:{PASSWORD}@127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/rtai/0"
+    procs = Procs(url, tmp_path)
+    try:
+        proc = procs.rtai("status", env={"RTAI_REDIS_START_TIMEOUT_S": "2"})
+        assert procs.finish(proc, timeout=30) == EXIT_REDIS
+        out = procs.output(proc)
+        sentinels = f"127.0.0.1:{ports[0]}, 127.0.0.1:{ports[1]}"
+        assert f"no sentinel names a master for 'rtai' (sentinels {sentinels}; waited 2 s)" in out, out
+        assert "?:?" not in out and "<redis." not in out and PASSWORD not in out, out
+    finally:
+        procs.close()
