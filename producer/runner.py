@@ -103,10 +103,16 @@ class StreamProducer:
 
     def run(self) -> ProducerStats:
         s = self.settings
-        wait_until_up(self.client, what=f"producer {s.stream}", stop=self.stop_event.is_set)
-        self.clock.measure()  # a skewed host is reported at start
-        self.sink.register()
-        self.sink.set_state(StreamState.CONNECTING)
+        while True:  # Redis that goes away between the ping and the registration is waited for again
+            if not wait_until_up(self.client, what=f"producer {s.stream}", stop=self.stop_event.is_set):
+                return self.stats  # stopped before Redis answered
+            self.clock.measure()  # a skewed host is reported at start
+            try:
+                self.sink.register()
+                self.sink.set_state(StreamState.CONNECTING)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("stream %s: could not register (%s); waiting for Redis", s.stream, describe(exc))
         self.source.start()
         interval = 1.0 / s.max_fps
         batch_wait = s.max_batch_wait_ms / 1000.0

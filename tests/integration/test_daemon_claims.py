@@ -70,13 +70,15 @@ def test_a_claim_that_lapsed_while_redis_was_away_goes_back_to_its_holder(tmp_pa
     server = PrivateRedis(data_dir=tmp_path, extra_args=durable)
     servers = [server]
     daemons: list[ProducerDaemon] = []
+    threads: list[threading.Thread] = []
     try:
         client = redis.Redis.from_url(server.url)
         desired.put(client, ProducerSettings(stream="cam0", source="demo", loop=True, max_fps=2, redis_url=server.url))
         for name in ("holder", "other"):
             daemon = ProducerDaemon(server.url, name=name)
             daemons.append(daemon)
-            threading.Thread(target=daemon.run, daemon=True).start()
+            threads.append(threading.Thread(target=daemon.run, daemon=True))
+            threads[-1].start()
             if name == "holder":
                 wait_for(lambda: client.get(keys.claim("cam0")) == b"holder", timeout=20, what="the first claim")
         time.sleep(1.0)
@@ -96,6 +98,8 @@ def test_a_claim_that_lapsed_while_redis_was_away_goes_back_to_its_holder(tmp_pa
     finally:
         for daemon in daemons:
             daemon.stop()
+        for thread in threads:  # every stream stopped while Redis still answers
+            thread.join(timeout=20)
         for s in servers:
             s.stop()
 
@@ -126,9 +130,13 @@ def test_a_daemon_that_redis_just_failed_leaves_lapsed_claims_a_lease_to_their_h
         daemon.tick()
         assert client.get(keys.claim("cam0")) == b"other" and daemon.starts == 1
     finally:
+        server.proc.send_signal(signal.SIGCONT)
         daemon.stop()
         with daemon._lock:
+            producers = [run.thread for run in daemon.running.values()]
             for stream in list(daemon.running):
                 daemon._stop_stream(stream)
-        server.proc.send_signal(signal.SIGCONT)
+            stoppers = list(daemon.stopping.values())
+        for thread in [*producers, *stoppers]:  # every stream stopped while Redis still answers
+            thread.join(timeout=20)
         server.stop()
