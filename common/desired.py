@@ -47,14 +47,7 @@ def put(
     state); `data`: the stream's shard when the fleet has several (common/shards.py)."""
     stream = keys.check_stream_id(settings.stream)
     if data is not None:  # the stream's shard first: one that does not answer leaves nothing declared
-        try:
-            with data.pipeline() as pipe:
-                _revive(pipe, stream)
-                pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RedisUnavailableError(
-                f"stream {stream} not declared: its Redis shard does not answer ({describe(exc)})"
-            ) from exc
+        _on_shard(data, stream, _revive, "stream {stream} not declared: its Redis shard does not answer ({why})")
     with client.pipeline() as pipe:
         _put(pipe, stream, settings, extra)
         if data is None:
@@ -92,17 +85,26 @@ def remove(client: redis.Redis, stream: str, *, data: redis.Redis | None = None)
             _retire(pipe, stream)
         removed = pipe.execute()[0]
     if data is not None:
-        try:
-            with data.pipeline() as pipe:
-                _retire(pipe, stream)
-                pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RedisUnavailableError(
-                f"stream {stream} removed (its daemon stops it), but its Redis shard does not answer "
-                f"({describe(exc)}): its keys there do not expire and it stays in the views until "
-                f"`rtai stream rm --purge {stream}` runs once the shard answers"
-            ) from exc
+        _on_shard(
+            data,
+            stream,
+            _retire,
+            "stream {stream} removed (its daemon stops it), but its Redis shard does not answer ({why}): its keys "
+            "there do not expire and it stays in the views until `rtai stream rm --purge {stream}` runs once the "
+            "shard answers",
+        )
     return bool(removed)
+
+
+def _on_shard(data: redis.Redis, stream: str, change: Callable[[Any, str], None], failed: str) -> None:
+    """`change` (_revive or _retire) on the stream's shard; one that does not answer is a
+    RedisUnavailableError saying `failed` (with {stream} and {why})."""
+    try:
+        with data.pipeline() as pipe:
+            change(pipe, stream)
+            pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailableError(failed.format(stream=stream, why=describe(exc))) from exc
 
 
 def purge(client: redis.Redis, stream: str, *, data: redis.Redis | None = None) -> int:
